@@ -1,0 +1,105 @@
+"""Turn decoded values into arrays that match a signature, with errors that name the value."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from mlport.core.types import DataType, Signature, TensorSpec
+from mlport.errors import InvalidInput
+from mlport.limits import Limits
+
+__all__ = ["as_array", "check_inputs", "fmt_shape", "to_dtype"]
+
+
+def fmt_shape(shape: Any) -> str:
+    return "[" + ", ".join(str(int(d)) for d in shape) + "]"
+
+
+def as_array(name: str, value: Any, limits: Limits) -> np.ndarray[Any, Any]:
+    """Build an array from nested lists/scalars, refusing ragged or non-scalar leaves."""
+    if isinstance(value, np.ndarray):
+        arr = value
+    else:
+        try:
+            arr = np.asarray(value)
+        except (ValueError, TypeError) as exc:
+            raise InvalidInput(f"input '{name}' is not a rectangular array (ragged nesting?)") from exc
+    if arr.dtype == object:
+        # np.asarray falls back to object for mixed or nested leaves; keep only flat scalars.
+        if arr.size and any(isinstance(v, list | dict | tuple) for v in arr.flat[:64]):
+            raise InvalidInput(f"input '{name}' is not a rectangular array (ragged nesting?)")
+        if arr.size and any(v is None for v in arr.flat[:64]):
+            raise InvalidInput(f"input '{name}' contains null values")
+    if arr.ndim > limits.max_tensor_rank:
+        raise InvalidInput(f"input '{name}' has {arr.ndim} dimensions; the limit is {limits.max_tensor_rank}")
+    if arr.size > limits.max_tensor_elements:
+        raise InvalidInput(f"input '{name}' has {arr.size} elements; the limit is {limits.max_tensor_elements}")
+    return arr
+
+
+def to_dtype(spec: TensorSpec, arr: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    """Cast ``arr`` to the spec's datatype when the values allow it."""
+    want = spec.datatype
+    kind = arr.dtype.kind
+    if want is DataType.BYTES:
+        if arr.dtype == object:
+            return arr
+        if kind in "US":
+            return arr.astype(object)
+        if kind in "biuf":
+            # numbers sent for a string input (e.g. pclass 3 for "3"): their decimal text
+            return arr.astype(str).astype(object)
+        raise InvalidInput(f"input '{spec.name}' expects strings, got {arr.dtype}")
+    target = want.numpy
+    if arr.dtype == target:
+        return arr
+    if kind in "USO":
+        raise InvalidInput(
+            f"input '{spec.name}' expects {want.value} with shape {fmt_shape(spec.shape)}, got strings"
+        )
+    if kind == "f" and target.kind in "iub":
+        if arr.size and not np.all(np.isfinite(arr) & (arr == np.round(arr))):
+            raise InvalidInput(f"input '{spec.name}' expects {want.value} (integers), got fractional numbers")
+    if kind == "b" and target.kind not in "biuf":
+        raise InvalidInput(f"input '{spec.name}' expects {want.value}, got booleans")
+    if target.kind in "iu" and arr.size:
+        info = np.iinfo(target)
+        lo, hi = arr.min(), arr.max()
+        if lo < info.min or hi > info.max:
+            raise InvalidInput(f"input '{spec.name}' has values outside the range of {want.value}")
+    return arr.astype(target, copy=False)
+
+
+def check_inputs(
+    signature: Signature, inputs: Mapping[str, np.ndarray[Any, Any]]
+) -> dict[str, np.ndarray[Any, Any]]:
+    """Check names, dtypes and shapes; cast dtypes where safe. Returns the arrays to feed the model."""
+    unknown = [n for n in inputs if signature.input(n) is None]
+    if unknown:
+        raise InvalidInput(
+            f"unknown input {', '.join(repr(n) for n in unknown)}; the model takes: {', '.join(signature.input_names)}"
+        )
+    missing = [s.name for s in signature.inputs if s.name not in inputs]
+    if missing:
+        raise InvalidInput(f"missing input {', '.join(repr(n) for n in missing)}")
+    out: dict[str, np.ndarray[Any, Any]] = {}
+    batch: int | None = None
+    for spec in signature.inputs:
+        arr = inputs[spec.name]
+        if not spec.shape_matches(arr.shape):
+            raise InvalidInput(
+                f"input '{spec.name}' expects {spec.datatype.value} with shape {fmt_shape(spec.shape)}, "
+                f"got shape {fmt_shape(arr.shape)}"
+            )
+        if spec.batched:
+            if batch is None:
+                batch = arr.shape[0]
+            elif arr.shape[0] != batch:
+                raise InvalidInput(
+                    f"input '{spec.name}' has batch size {arr.shape[0]}, other inputs have {batch}"
+                )
+        out[spec.name] = to_dtype(spec, arr)
+    return out

@@ -1,0 +1,96 @@
+"""The interface every model format implements."""
+
+from __future__ import annotations
+
+import importlib.util
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from mlport.core.types import Signature
+from mlport.errors import ErrorCode, MlportError
+
+__all__ = ["Evaluator", "LoadOptions", "MissingExtra", "ModelFormat", "UntrustedModel"]
+
+Arrays = dict[str, np.ndarray[Any, Any]]
+
+
+class MissingExtra(MlportError):
+    """The library a format needs is not installed."""
+
+    code = ErrorCode.FAILED_PRECONDITION
+
+
+class UntrustedModel(MlportError):
+    """Loading the model would run code from the file, and the operator has not trusted it."""
+
+    code = ErrorCode.FAILED_PRECONDITION
+
+
+@dataclass(frozen=True, slots=True)
+class LoadOptions:
+    """What the operator said about one model: trust, and options for the format's library."""
+
+    trusted: bool = False
+    options: dict[str, Any] = field(default_factory=dict)
+    #: Threads the format's library may use for one prediction (0: the library decides).
+    intra_op_threads: int = 0
+
+
+class Evaluator(ABC):
+    """A loaded model: a signature and a vectorised predict over a batch on axis 0."""
+
+    signature: Signature
+    #: A short name of the library/platform, shown in metadata (``onnxruntime``...).
+    platform: str = ""
+
+    @abstractmethod
+    def predict(self, inputs: Arrays) -> Arrays:
+        """Run the model on validated inputs (dtypes and shapes match the signature)."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release what the model holds; called once, after its last request."""
+
+
+class ModelFormat(ABC):
+    """Detects files of one kind and loads them into evaluators."""
+
+    #: Short unique name (``onnx``).
+    name: ClassVar[str]
+    #: The pip extra that brings the library, or ``None`` when it is a core dependency.
+    extra: ClassVar[str | None] = None
+    #: Importable modules the format needs.
+    requires: ClassVar[tuple[str, ...]] = ()
+    #: True when loading runs code from the file (pickles, Python sources): trusted models only.
+    runs_code: ClassVar[bool] = False
+
+    @abstractmethod
+    def detect(self, path: Path) -> bool:
+        """True when ``path`` (a file or folder) is a model of this format."""
+
+    @abstractmethod
+    def load(self, path: Path, options: LoadOptions) -> Evaluator:
+        """Load the model at ``path``; raise :class:`MlportError` with a clear message on failure."""
+
+    @classmethod
+    def missing(cls) -> list[str]:
+        return [m for m in cls.requires if importlib.util.find_spec(m) is None]
+
+    @classmethod
+    def available(cls) -> bool:
+        return not cls.missing()
+
+    def check_loadable(self, options: LoadOptions) -> None:
+        """Raise the clear error for a missing extra or an untrusted code-running model."""
+        missing = self.missing()
+        if missing:
+            extra = f"pip install 'mlport[{self.extra}]'" if self.extra else f"pip install {' '.join(missing)}"
+            raise MissingExtra(f"the {self.name} format needs {', '.join(missing)}: {extra}")
+        if self.runs_code and not options.trusted:
+            raise UntrustedModel(
+                f"loading a {self.name} model runs code from the file; "
+                "mark the model trusted (--trusted or 'trusted: true' in its config) if you trust its source"
+            )

@@ -1,0 +1,50 @@
+"""Prometheus metrics of one server, kept in their own registry."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+__all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
+
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "mlport_requests", "Inference requests by outcome", ["model", "version", "protocol", "status"], registry=r
+        )
+        self.latency = Histogram(
+            "mlport_request_duration_seconds", "Time from decoded request to encoded answer",
+            ["model", "protocol"], buckets=_LATENCY_BUCKETS, registry=r,
+        )
+        self.inference = Histogram(
+            "mlport_inference_duration_seconds", "Time spent in the model's predict",
+            ["model", "version"], buckets=_LATENCY_BUCKETS, registry=r,
+        )
+        self.inflight = Gauge("mlport_inflight_requests", "Requests being served now", ["model"], registry=r)
+        self.load_seconds = Gauge(
+            "mlport_model_load_seconds", "How long the last load of a version took", ["model", "version"], registry=r
+        )
+        self.model_loaded = Gauge(
+            "mlport_model_loaded", "1 when the version loaded and serves, 0 when its last load failed",
+            ["model", "version"], registry=r,
+        )
+        self.load_failures = Counter(
+            "mlport_model_load_failures", "Model versions that failed to load", ["model"], registry=r
+        )
+
+    def on_load(self, model: str, version: int, seconds: float, ok: bool) -> None:
+        self.load_seconds.labels(model, str(version)).set(seconds)
+        self.model_loaded.labels(model, str(version)).set(1 if ok else 0)
+        if not ok:
+            self.load_failures.labels(model).inc()
+
+    def on_unload(self, model: str, version: int) -> None:
+        self.model_loaded.labels(model, str(version)).set(0)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,1 @@
+"""The inference service and the codecs of every wire protocol."""

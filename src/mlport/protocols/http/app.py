@@ -1,0 +1,106 @@
+"""Builds the ASGI application: every HTTP API over one :class:`InferenceService`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from mlport.errors import ErrorCode, MlportError
+from mlport.observability.metrics import CONTENT_TYPE_LATEST
+from mlport.protocols.http import routes_native, routes_oip
+from mlport.protocols.http.body import json_response
+from mlport.protocols.http.errors import HTTP_STATUS
+from mlport.protocols.http.state import AppState, request_id, state_of
+
+__all__ = ["build_app"]
+
+log = logging.getLogger(__name__)
+
+
+async def _mlport_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, MlportError)
+    status = HTTP_STATUS[exc.code]
+    rid = request_id(request)
+    if status >= 500:
+        log.warning("request %s %s %s failed (%d): %s", rid, request.method, request.url.path, status, exc.message)
+    else:
+        log.info("request %s %s %s refused (%d): %s", rid, request.method, request.url.path, status, exc.message)
+    return json_response({"error": exc.message}, status, {"x-request-id": rid})
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    rid = request_id(request)
+    log.error("request %s %s %s failed", rid, request.method, request.url.path, exc_info=exc)
+    return json_response({"error": f"internal error (request id {rid})"}, 500, {"x-request-id": rid})
+
+
+async def _not_found(request: Request, exc: Exception) -> Response:
+    status = getattr(exc, "status_code", 404)
+    detail = getattr(exc, "detail", "not found")
+    if status == 404:
+        detail = f"no route {request.method} {request.url.path}"
+    return json_response({"error": detail}, status)
+
+
+async def _metrics(request: Request) -> Response:
+    return Response(state_of(request).metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+
+
+async def _poll(state: AppState) -> None:
+    """The first scan and load, then periodic rescans for new, changed or removed versions."""
+    try:
+        await state.manager.sync()
+    except Exception:
+        log.exception("the first repository scan failed")
+        state.manager.scanned.set()
+    while state.poll_interval_s > 0:
+        await asyncio.sleep(state.poll_interval_s)
+        try:
+            await state.manager.sync()
+        except Exception:
+            log.exception("repository scan failed; serving what is loaded")
+
+
+def build_app(state: AppState, extra_routes: list[Route] | None = None) -> Starlette:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        task = asyncio.create_task(_poll(state), name="mlport-repository-poll")
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await state.manager.close()
+            state.service.close()
+
+    from mlport.protocols.http import docs, routes_tfserving
+
+    routes: list[Route] = [
+        *routes_native.routes,
+        *routes_oip.routes,
+        *routes_tfserving.routes,
+        *docs.routes,
+        Route("/metrics", _metrics, methods=["GET"]),
+        Route("/health/live", routes_oip.live, methods=["GET"]),
+        Route("/health/ready", routes_oip.ready, methods=["GET"]),
+        *(extra_routes or []),
+    ]
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={MlportError: _mlport_error, Exception: _unexpected, 404: _not_found, 405: _not_found},
+    )
+    app.state.mlport = state
+    return app
+
+
+# the status table must cover every code
+assert set(HTTP_STATUS) == set(ErrorCode)

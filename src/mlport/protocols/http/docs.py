@@ -1,0 +1,5 @@
+"""OpenAPI description and docs page."""
+
+from starlette.routing import Route
+
+routes: list[Route] = []

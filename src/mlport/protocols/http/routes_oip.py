@@ -1,0 +1,123 @@
+"""Open Inference Protocol v2 REST routes, with the binary data and model repository extensions."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from mlport.errors import InvalidInput
+from mlport.protocols.http.body import json_response, parse_json, read_body
+from mlport.protocols.http.state import SERVER_NAME, state_of
+from mlport.protocols.oip import HEADER_LENGTH, decode_infer_request, encode_infer_response, model_metadata
+from mlport.runtime.manager import VersionState
+
+__all__ = ["routes"]
+
+EXTENSIONS = ["binary_tensor_data", "model_repository"]
+
+
+async def live(request: Request) -> Response:
+    return json_response({"live": True})
+
+
+async def ready(request: Request) -> Response:
+    ok = state_of(request).manager.ready()
+    return json_response({"ready": ok}, 200 if ok else 503)
+
+
+async def server_metadata(request: Request) -> Response:
+    st = state_of(request)
+    return json_response({"name": SERVER_NAME, "version": st.server_version, "extensions": EXTENSIONS})
+
+
+async def metadata(request: Request) -> Response:
+    st = state_of(request)
+    name = request.path_params["name"]
+    lv = st.manager.serving_version(name, request.path_params.get("version"))
+    versions = [str(v.version) for v in st.manager.status(name).versions if v.state is VersionState.READY]
+    return json_response(model_metadata(name, versions, lv.platform, lv.signature))
+
+
+async def model_ready(request: Request) -> Response:
+    st = state_of(request)
+    name = request.path_params["name"]
+    lv = st.manager.serving_version(name, request.path_params.get("version"))
+    return json_response({"name": name, "version": str(lv.version), "ready": True})
+
+
+async def infer(request: Request) -> Response:
+    st = state_of(request)
+    raw_len = request.headers.get(HEADER_LENGTH)
+    header_length: int | None = None
+    if raw_len is not None:
+        try:
+            header_length = int(raw_len)
+        except ValueError:
+            raise InvalidInput("Inference-Header-Content-Length is not a number") from None
+        if header_length < 0:
+            raise InvalidInput("Inference-Header-Content-Length is negative")
+    body = await read_body(request, st.limits.max_body_bytes)
+    async with st.service.call(request.path_params["name"], request.path_params.get("version"), "v2") as call:
+        inference, binary_out = decode_infer_request(body, header_length, call.model.signature, st.limits)
+        if inference.id is None and "x-request-id" in request.headers:
+            inference.id = request.headers["x-request-id"]
+        response = await call.infer(inference)
+        encoded = encode_infer_response(response, binary_out)
+    if encoded.header_length is None:
+        return Response(encoded.body, 200, media_type="application/json")
+    return Response(
+        encoded.body, 200, {"Inference-Header-Content-Length": str(encoded.header_length)},
+        media_type="application/octet-stream",
+    )
+
+
+async def repository_index(request: Request) -> Response:
+    st = state_of(request)
+    body = await read_body(request, 1 << 20)
+    only_ready = False
+    if body.strip():
+        doc = parse_json(body)
+        if not isinstance(doc, dict):
+            raise InvalidInput("the index request must be a JSON object")
+        only_ready = bool(doc.get("ready", False))
+    rows = []
+    for status in st.manager.all_status():
+        for v in status.versions:
+            if only_ready and v.state is not VersionState.READY:
+                continue
+            row = {"name": status.name, "version": str(v.version), "state": v.state.value}
+            if v.reason:
+                row["reason"] = v.reason
+            rows.append(row)
+    return json_response(rows)
+
+
+async def repository_load(request: Request) -> Response:
+    st = state_of(request)
+    await read_body(request, 1 << 20)
+    await st.manager.load_model(request.path_params["name"])
+    return json_response({})
+
+
+async def repository_unload(request: Request) -> Response:
+    st = state_of(request)
+    await read_body(request, 1 << 20)
+    await st.manager.unload_model(request.path_params["name"])
+    return json_response({})
+
+
+routes = [
+    Route("/v2/health/live", live, methods=["GET"]),
+    Route("/v2/health/ready", ready, methods=["GET"]),
+    Route("/v2", server_metadata, methods=["GET"]),
+    Route("/v2/models/{name}", metadata, methods=["GET"]),
+    Route("/v2/models/{name}/versions/{version}", metadata, methods=["GET"]),
+    Route("/v2/models/{name}/ready", model_ready, methods=["GET"]),
+    Route("/v2/models/{name}/versions/{version}/ready", model_ready, methods=["GET"]),
+    Route("/v2/models/{name}/infer", infer, methods=["POST"]),
+    Route("/v2/models/{name}/versions/{version}/infer", infer, methods=["POST"]),
+    Route("/v2/repository/index", repository_index, methods=["POST"]),
+    Route("/v2/repository/models/{name}/load", repository_load, methods=["POST"]),
+    Route("/v2/repository/models/{name}/unload", repository_unload, methods=["POST"]),
+]

@@ -1,0 +1,5 @@
+"""TF Serving REST routes."""
+
+from starlette.routing import Route
+
+routes: list[Route] = []

@@ -1,0 +1,41 @@
+"""Assembles a server from settings: formats, repository, manager, service, app."""
+
+from __future__ import annotations
+
+import os
+
+from starlette.applications import Starlette
+
+from mlport.errors import InvalidInput
+from mlport.formats.registry import FormatRegistry, default_registry
+from mlport.observability.metrics import Metrics
+from mlport.protocols.http.app import build_app
+from mlport.protocols.http.state import AppState
+from mlport.protocols.service import InferenceService
+from mlport.runtime.manager import ModelManager
+from mlport.runtime.repository import Repository
+from mlport.settings import Settings
+
+__all__ = ["build_state", "create_app"]
+
+
+def build_state(settings: Settings, formats: FormatRegistry | None = None) -> AppState:
+    if settings.model_path is None:
+        raise InvalidInput("no model path given")
+    formats = formats or default_registry()
+    limits = settings.limits()
+    metrics = Metrics()
+    repository = Repository(
+        settings.model_path, formats, name=settings.name, trusted=settings.trusted, max_models=limits.max_models
+    )
+    manager = ModelManager(
+        repository, formats, limits, load_workers=settings.load_workers,
+        intra_op_threads=settings.intra_op_threads, on_load=metrics.on_load,
+    )
+    threads = settings.inference_threads or max(2, os.cpu_count() or 2)
+    service = InferenceService(manager, metrics, limits, inference_threads=threads)
+    return AppState(service, manager, metrics, limits, poll_interval_s=settings.poll_interval_s)
+
+
+def create_app(settings: Settings) -> Starlette:
+    return build_app(build_state(settings))

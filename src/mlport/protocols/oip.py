@@ -1,0 +1,256 @@
+"""Open Inference Protocol (KServe V2 / Triton) REST codec, with the binary tensor data extension.
+
+Binary input tensors become read-only numpy views of the request body (no copy); binary
+outputs are written as the raw little-endian bytes of each array.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import orjson
+
+from mlport.core.inference import InferenceRequest, InferenceResponse
+from mlport.core.types import DataType, Signature
+from mlport.core.validate import as_array, fmt_shape
+from mlport.errors import InvalidInput
+from mlport.limits import Limits
+from mlport.protocols.jsontensors import jsonable
+
+__all__ = [
+    "HEADER_LENGTH",
+    "EncodedResponse",
+    "decode_bytes_tensor",
+    "decode_infer_request",
+    "encode_bytes_tensor",
+    "encode_infer_response",
+    "model_metadata",
+]
+
+HEADER_LENGTH = "inference-header-content-length"
+_LEN = struct.Struct("<I")
+
+
+@dataclass(slots=True)
+class EncodedResponse:
+    body: bytes
+    #: Length of the JSON header when binary outputs follow it, else ``None``.
+    header_length: int | None
+
+
+def model_metadata(name: str, versions: list[str], platform: str, signature: Signature) -> dict[str, Any]:
+    return {
+        "name": name,
+        "versions": versions,
+        "platform": platform,
+        "inputs": [s.oip() for s in signature.inputs],
+        "outputs": [s.oip() for s in signature.outputs],
+    }
+
+
+def _shape(name: str, raw: Any, limits: Limits) -> tuple[int, ...]:
+    if not isinstance(raw, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in raw):
+        raise InvalidInput(f"input '{name}': 'shape' must be a list of non-negative integers")
+    if len(raw) > limits.max_tensor_rank:
+        raise InvalidInput(f"input '{name}' has {len(raw)} dimensions; the limit is {limits.max_tensor_rank}")
+    count = 1
+    for d in raw:
+        count *= d
+    if count > limits.max_tensor_elements:
+        raise InvalidInput(f"input '{name}' has {count} elements; the limit is {limits.max_tensor_elements}")
+    return tuple(raw)
+
+
+def decode_bytes_tensor(name: str, buf: memoryview, count: int) -> np.ndarray[Any, Any]:
+    """Length-prefixed BYTES elements (4-byte little-endian length, then the bytes)."""
+    out = np.empty(count, dtype=object)
+    pos = 0
+    end = len(buf)
+    for i in range(count):
+        if pos + 4 > end:
+            raise InvalidInput(f"input '{name}': binary BYTES data ends after {i} of {count} elements")
+        (n,) = _LEN.unpack_from(buf, pos)
+        pos += 4
+        if pos + n > end:
+            raise InvalidInput(f"input '{name}': binary BYTES element {i} is longer than the data")
+        out[i] = bytes(buf[pos : pos + n])
+        pos += n
+    if pos != end:
+        raise InvalidInput(f"input '{name}': binary BYTES data has {end - pos} bytes after {count} elements")
+    return out
+
+
+def encode_bytes_tensor(arr: np.ndarray[Any, Any]) -> bytes:
+    parts: list[bytes] = []
+    for v in arr.ravel(order="C"):
+        b = v if isinstance(v, bytes) else str(v).encode("utf-8")
+        parts.append(_LEN.pack(len(b)))
+        parts.append(b)
+    return b"".join(parts)
+
+
+def _from_binary(name: str, dt: DataType, shape: tuple[int, ...], buf: memoryview) -> np.ndarray[Any, Any]:
+    count = int(np.prod(shape)) if shape else 1
+    if dt is DataType.BYTES:
+        return decode_bytes_tensor(name, buf, count).reshape(shape)
+    expected = count * dt.itemsize
+    if len(buf) != expected:
+        raise InvalidInput(
+            f"input '{name}': {dt.value} with shape {fmt_shape(shape)} needs {expected} bytes, got {len(buf)}"
+        )
+    return np.frombuffer(buf, dtype=dt.numpy.newbyteorder("<")).reshape(shape)
+
+
+def _from_json(name: str, dt: DataType, shape: tuple[int, ...], data: Any, limits: Limits) -> np.ndarray[Any, Any]:
+    arr = as_array(name, data, limits)
+    count = int(np.prod(shape)) if shape else 1
+    if arr.size != count:
+        raise InvalidInput(f"input '{name}': shape {fmt_shape(shape)} needs {count} values, got {arr.size}")
+    if dt is DataType.BYTES:
+        if arr.dtype.kind not in "OU":
+            raise InvalidInput(f"input '{name}' is BYTES; its data must be strings")
+        arr = arr.astype(object)
+    elif arr.dtype.kind in "OUS":
+        raise InvalidInput(f"input '{name}' is {dt.value}; its data must be numbers, got strings")
+    elif dt is DataType.BOOL and arr.dtype.kind != "b":
+        raise InvalidInput(f"input '{name}' is BOOL; its data must be true/false")
+    else:
+        if arr.dtype.kind == "f" and dt.numpy.kind in "iu" and not np.all(arr == np.round(arr)):
+            raise InvalidInput(f"input '{name}' is {dt.value}; its data has fractional numbers")
+        arr = arr.astype(dt.numpy, copy=False)
+    return arr.reshape(shape)
+
+
+def decode_infer_request(
+    body: bytes, header_length: int | None, signature: Signature, limits: Limits
+) -> tuple[InferenceRequest, set[str]]:
+    """Decode an infer request; returns it and the names of outputs to send in binary form."""
+    if header_length == 0:
+        return _raw_single_input(body, signature), set()
+    json_part = body if header_length is None else body[:header_length]
+    if header_length is not None and header_length > len(body):
+        raise InvalidInput(f"Inference-Header-Content-Length {header_length} exceeds the body ({len(body)} bytes)")
+    try:
+        doc = orjson.loads(json_part)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidInput(f"malformed JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise InvalidInput("the request must be a JSON object with an 'inputs' list")
+    raw_inputs = doc.get("inputs")
+    if not isinstance(raw_inputs, list) or not raw_inputs:
+        raise InvalidInput("the request needs a non-empty 'inputs' list")
+    if len(raw_inputs) > limits.max_tensors_per_request:
+        raise InvalidInput(f"too many inputs ({len(raw_inputs)}); the limit is {limits.max_tensors_per_request}")
+    binary = memoryview(body)[header_length:] if header_length is not None else memoryview(b"")
+    offset = 0
+    inputs: dict[str, np.ndarray[Any, Any]] = {}
+    for item in raw_inputs:
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+            raise InvalidInput("each input must be an object with a 'name'")
+        name = item["name"]
+        if name in inputs:
+            raise InvalidInput(f"input '{name}' is given twice")
+        try:
+            dt = DataType.parse(str(item.get("datatype", "")))
+        except ValueError:
+            raise InvalidInput(f"input '{name}': unknown datatype {item.get('datatype')!r}") from None
+        shape = _shape(name, item.get("shape"), limits)
+        params = item.get("parameters") or {}
+        if not isinstance(params, dict):
+            raise InvalidInput(f"input '{name}': 'parameters' must be an object")
+        size = params.get("binary_data_size")
+        if size is not None:
+            if header_length is None:
+                raise InvalidInput(f"input '{name}' has binary_data_size but no Inference-Header-Content-Length")
+            if not isinstance(size, int) or size < 0 or offset + size > len(binary):
+                raise InvalidInput(f"input '{name}': binary_data_size {size!r} does not fit the body")
+            inputs[name] = _from_binary(name, dt, shape, binary[offset : offset + size])
+            offset += size
+        elif "data" in item:
+            inputs[name] = _from_json(name, dt, shape, item["data"], limits)
+        else:
+            raise InvalidInput(f"input '{name}' has neither 'data' nor binary_data_size")
+    if offset != len(binary):
+        raise InvalidInput(f"{len(binary) - offset} bytes of binary data follow the tensors that use them")
+    req_params = doc.get("parameters") or {}
+    if not isinstance(req_params, dict):
+        raise InvalidInput("'parameters' must be an object")
+    all_binary = bool(req_params.get("binary_data_output", False))
+    outputs: list[str] | None = None
+    binary_out: set[str] = set()
+    raw_outputs = doc.get("outputs")
+    if raw_outputs is not None:
+        if not isinstance(raw_outputs, list):
+            raise InvalidInput("'outputs' must be a list")
+        outputs = []
+        for out in raw_outputs:
+            if not isinstance(out, dict) or not isinstance(out.get("name"), str):
+                raise InvalidInput("each requested output must be an object with a 'name'")
+            outputs.append(out["name"])
+            oparams = out.get("parameters") or {}
+            if oparams.get("binary_data", all_binary):
+                binary_out.add(out["name"])
+    elif all_binary:
+        binary_out = set(signature.output_names)
+    rid = doc.get("id")
+    return (
+        InferenceRequest(
+            inputs=inputs,
+            outputs=outputs,
+            id=str(rid) if rid is not None else None,
+            parameters={k: v for k, v in req_params.items() if k != "binary_data_output"},
+        ),
+        binary_out,
+    )
+
+
+def _raw_single_input(body: bytes, signature: Signature) -> InferenceRequest:
+    if len(signature.inputs) != 1:
+        raise InvalidInput("a raw binary body (Inference-Header-Content-Length: 0) needs a model with one input")
+    spec = signature.inputs[0]
+    if spec.datatype is DataType.BYTES:
+        return InferenceRequest(inputs={spec.name: np.array([body], dtype=object)})
+    inner = spec.shape[1:] if spec.batched else spec.shape
+    if -1 in inner:
+        raise InvalidInput(f"input '{spec.name}' has free dimensions; a raw body cannot carry its shape")
+    per_item = int(np.prod(inner)) * spec.datatype.itemsize
+    if per_item == 0 or len(body) % per_item:
+        raise InvalidInput(f"the raw body ({len(body)} bytes) is not a whole number of '{spec.name}' items")
+    arr = np.frombuffer(body, dtype=spec.datatype.numpy.newbyteorder("<"))
+    shape = (len(body) // per_item, *inner) if spec.batched else inner
+    return InferenceRequest(inputs={spec.name: arr.reshape(shape)})
+
+
+def encode_infer_response(response: InferenceResponse, binary_out: set[str]) -> EncodedResponse:
+    outputs: list[dict[str, Any]] = []
+    blobs: list[bytes | memoryview] = []
+    for name, arr in response.outputs.items():
+        try:
+            dt = DataType.from_numpy(arr.dtype)
+        except ValueError:
+            raise InvalidInput(f"output '{name}' has dtype {arr.dtype}, which the protocol cannot carry") from None
+        entry: dict[str, Any] = {"name": name, "datatype": dt.value, "shape": list(arr.shape)}
+        if name in binary_out:
+            if dt is DataType.BYTES:
+                raw: bytes | memoryview = encode_bytes_tensor(arr)
+            else:
+                le = arr.astype(arr.dtype.newbyteorder("<"), copy=False)
+                raw = memoryview(np.ascontiguousarray(le)).cast("B")
+            entry["parameters"] = {"binary_data_size": len(raw)}
+            blobs.append(raw)
+        else:
+            entry["data"] = jsonable(arr.reshape(-1))
+        outputs.append(entry)
+    doc: dict[str, Any] = {"model_name": response.model_name, "model_version": response.model_version}
+    if response.id is not None:
+        doc["id"] = response.id
+    if response.parameters:
+        doc["parameters"] = response.parameters
+    doc["outputs"] = outputs
+    header = orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY)
+    if not blobs:
+        return EncodedResponse(header, None)
+    return EncodedResponse(b"".join([header, *blobs]), len(header))
