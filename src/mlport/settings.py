@@ -34,6 +34,8 @@ class Settings(BaseSettings):
     intra_op_threads: int = Field(default=0, ge=0, le=256)
     #: Models loaded at the same time.
     load_workers: int = Field(default=2, ge=1, le=64)
+    #: Report ready only when every model serves (default: when every model has loaded or failed).
+    strict_readiness: bool = False
     log_level: str = "info"
     #: Print one access-log line per request (off by default: it costs time on the hot path).
     access_log: bool = False

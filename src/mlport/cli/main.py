@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,8 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--inference-threads", type=int, help="threads running predictions (default: cores, min 2)")
     p.add_argument("--intra-op-threads", type=int, help="threads per prediction inside the model's library")
     p.add_argument("--max-body-bytes", type=int, help="largest request body (default 64 MiB)")
+    p.add_argument("--strict-readiness", action="store_true", default=None,
+                   help="report ready only when every model serves")
     p.add_argument("--log-level", help="debug, info, warning, error (default info)")
     p.add_argument("--access-log", action="store_true", default=None, help="log one line per request")
 
@@ -39,7 +42,8 @@ def _settings(args: argparse.Namespace) -> Any:
         "model_path": args.path, "host": args.host, "http_port": args.http_port, "name": args.name,
         "trusted": args.trusted, "poll_interval_s": args.poll_interval_s,
         "inference_threads": args.inference_threads, "intra_op_threads": args.intra_op_threads,
-        "max_body_bytes": args.max_body_bytes, "log_level": args.log_level, "access_log": args.access_log,
+        "max_body_bytes": args.max_body_bytes, "log_level": args.log_level,
+        "strict_readiness": args.strict_readiness, "access_log": args.access_log,
     }
     return load_settings(cli, args.config)
 
@@ -61,8 +65,16 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     )
     print(f"mlport {__version__} serving {settings.model_path} on http://{settings.host}:{settings.http_port}",
           file=sys.stderr, flush=True)
+    # uvicorn drains in-flight requests on SIGINT/SIGTERM, then re-raises the signal with the handlers it
+    # found: these make that last step a clean exit.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _exit_cleanly)
     uvicorn.Server(config).run()
     return 0
+
+
+def _exit_cleanly(signum: int, frame: object) -> None:
+    raise SystemExit(0)
 
 
 def _cmd_describe(args: argparse.Namespace) -> int:

@@ -60,9 +60,8 @@ def to_dtype(spec: TensorSpec, arr: np.ndarray[Any, Any]) -> np.ndarray[Any, Any
         raise InvalidInput(
             f"input '{spec.name}' expects {want.value} with shape {fmt_shape(spec.shape)}, got strings"
         )
-    if kind == "f" and target.kind in "iub":
-        if arr.size and not np.all(np.isfinite(arr) & (arr == np.round(arr))):
-            raise InvalidInput(f"input '{spec.name}' expects {want.value} (integers), got fractional numbers")
+    if kind == "f" and target.kind in "iub" and arr.size and not np.all(np.isfinite(arr) & (arr == np.round(arr))):
+        raise InvalidInput(f"input '{spec.name}' expects {want.value} (integers), got fractional numbers")
     if kind == "b" and target.kind not in "biuf":
         raise InvalidInput(f"input '{spec.name}' expects {want.value}, got booleans")
     if target.kind in "iu" and arr.size:

@@ -89,7 +89,7 @@ def decode_eval_json(body: Any, signature: Signature, config: ModelConfig, limit
 
 def unbatch(response: InferenceResponse) -> dict[str, np.ndarray[Any, Any]]:
     """Outputs without the batch axis (for a single-instance request)."""
-    return {n: (a[0] if a.ndim > 0 and a.shape[0] == 1 else a) for n, a in response.outputs.items()}
+    return {n: (a[0, ...] if a.ndim > 0 and a.shape[0] == 1 else a) for n, a in response.outputs.items()}
 
 
 def encode_eval_json(response: InferenceResponse, single: bool) -> dict[str, Any]:

@@ -238,7 +238,7 @@ def encode_infer_response(response: InferenceResponse, binary_out: set[str]) -> 
                 raw: bytes | memoryview = encode_bytes_tensor(arr)
             else:
                 le = arr.astype(arr.dtype.newbyteorder("<"), copy=False)
-                raw = memoryview(np.ascontiguousarray(le)).cast("B")
+                raw = np.ascontiguousarray(le).data.cast("B")
             entry["parameters"] = {"binary_data_size": len(raw)}
             blobs.append(raw)
         else:

@@ -61,6 +61,8 @@ class ModelConfig(BaseModel):
     #: The operator trusts this model's files to run code (pickles, Python sources).
     trusted: bool = False
     version_policy: VersionPolicy = VersionPolicy()
+    #: Names for versions, label -> version (TF Serving ``/v1/models/{m}/labels/{label}``).
+    version_labels: dict[str, int] = Field(default_factory=dict)
     #: Named scalar fields mapped onto columns of one input: ``{input: {field: column}}``.
     fields: dict[str, dict[str, int]] = Field(default_factory=dict)
     image: ImageOptions = ImageOptions()

@@ -190,11 +190,17 @@ class ModelManager:
     def all_status(self) -> list[ModelStatus]:
         return [self.status(n) for n in self.names()]
 
-    def ready(self) -> bool:
-        """True when the first scan is done and every model that is meant to serve has a ready version."""
+    def ready(self, strict: bool = False) -> bool:
+        """True once the first scan has loaded what it could.
+
+        A model whose load failed does not hold the server back (its own ready call says no);
+        with ``strict`` every model must serve.
+        """
         if not self.scanned.is_set():
             return False
-        return all(m.serving or m.unloaded for m in self._models.values())
+        if strict:
+            return all(m.serving or m.unloaded for m in self._models.values())
+        return not any(m.loading and not m.serving for m in self._models.values())
 
     def serving_version(self, name: str, version: str | int | None = None) -> LoadedVersion:
         """Like :meth:`acquire` without holding the version (for metadata)."""

@@ -94,8 +94,8 @@ class Repository:
 
     def scan(self) -> dict[str, ModelSource]:
         if self.single:
-            src = self._single_model(self.root)
-            return {src.name: src}
+            one = self._single_model(self.root)
+            return {one.name: one}
         found: dict[str, ModelSource] = {}
         for child in sorted(self.root.iterdir()):
             if child.name.startswith(".") or not _inside(self.root, child):

@@ -22,7 +22,8 @@ async def live(request: Request) -> Response:
 
 
 async def ready(request: Request) -> Response:
-    ok = state_of(request).manager.ready()
+    st = state_of(request)
+    ok = st.manager.ready(st.strict_readiness)
     return json_response({"ready": ok}, 200 if ok else 503)
 
 

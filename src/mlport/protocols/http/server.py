@@ -34,7 +34,8 @@ def build_state(settings: Settings, formats: FormatRegistry | None = None) -> Ap
     )
     threads = settings.inference_threads or max(2, os.cpu_count() or 2)
     service = InferenceService(manager, metrics, limits, inference_threads=threads)
-    return AppState(service, manager, metrics, limits, poll_interval_s=settings.poll_interval_s)
+    return AppState(service, manager, metrics, limits, poll_interval_s=settings.poll_interval_s,
+                    strict_readiness=settings.strict_readiness)
 
 
 def create_app(settings: Settings) -> Starlette:

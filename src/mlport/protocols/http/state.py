@@ -25,6 +25,7 @@ class AppState:
     metrics: Metrics
     limits: Limits
     poll_interval_s: float = 0.0
+    strict_readiness: bool = False
     server_version: str = __version__
 
 

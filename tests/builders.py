@@ -1,0 +1,73 @@
+"""Tiny real models built in a test's tmp_path (no committed binaries)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def iris_onnx(path: Path, max_iter: int = 500, c: float = 1.0) -> Path:
+    """scikit-learn LogisticRegression on iris, exported with skl2onnx: input [-1,4] FP32 -> label, probabilities."""
+    from skl2onnx import to_onnx
+    from skl2onnx.common.data_types import FloatTensorType
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+
+    x, y = load_iris(return_X_y=True)
+    model = LogisticRegression(max_iter=max_iter, C=c).fit(x, y)
+    onx = to_onnx(model, initial_types=[("input", FloatTensorType([None, 4]))],
+                  options={id(model): {"zipmap": False}}, target_opset=17)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(onx.SerializeToString())
+    return path
+
+
+def scale_onnx(path: Path, factor: float, shape: tuple[int | None, ...] = (None, 3), dtype: str = "float32") -> Path:
+    """y = x * factor, with input 'x' and output 'y' (a model whose answer tells which version served)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    et = {"float32": TensorProto.FLOAT, "float64": TensorProto.DOUBLE}[dtype]
+    dims = [d if d is not None else "N" for d in shape]
+    x = helper.make_tensor_value_info("x", et, dims)
+    y = helper.make_tensor_value_info("y", et, dims)
+    k = helper.make_tensor("k", et, [], [factor])
+    graph = helper.make_graph([helper.make_node("Mul", ["x", "k"], ["y"])], "scale", [x], [y], [k])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+def ort_run(path: Path, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """onnxruntime's own answer, to compare the server with."""
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    names = [o.name for o in sess.get_outputs()]
+    return dict(zip(names, sess.run(names, feed), strict=True))
+
+
+def slow_onnx(path: Path, size: int = 800, repeats: int = 12) -> Path:
+    """A compute-heavy model (repeated MatMul on 'x' [size, size]) whose prediction takes a noticeable time."""
+    from onnx import TensorProto, helper
+
+    rng = np.random.default_rng(0)
+    w = (rng.standard_normal((size, size)) / size).astype(np.float32)
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [size, size])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [size, size])
+    init = helper.make_tensor("w", TensorProto.FLOAT, [size, size], w.ravel().tolist())
+    nodes, prev = [], "x"
+    for i in range(repeats):
+        out = "y" if i == repeats - 1 else f"h{i}"
+        nodes.append(helper.make_node("MatMul", [prev, "w"], [out]))
+        prev = out
+    graph = helper.make_graph(nodes, "slow", [x], [y], [init])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(model.SerializeToString())
+    return path

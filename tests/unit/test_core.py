@@ -1,0 +1,75 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mlport.core.types import DataType, Signature, TensorSpec
+from mlport.core.validate import as_array, check_inputs, to_dtype
+from mlport.errors import InvalidInput
+from mlport.limits import Limits
+from mlport.runtime.config import ModelConfig, VersionPolicy
+
+SIG = Signature((TensorSpec("a", DataType.FP32, (-1, 2)), TensorSpec("s", DataType.BYTES, (-1,))),
+                (TensorSpec("y", DataType.FP32, (-1,)),))
+
+
+@pytest.mark.parametrize(
+    ("policy", "want"),
+    [(VersionPolicy(), [5]), (VersionPolicy(latest=2), [5, 3]), (VersionPolicy(all=True), [5, 3, 1]),
+     (VersionPolicy(specific=(1, 4)), [1])],
+)
+def test_version_policy(policy: VersionPolicy, want: list[int]) -> None:
+    assert policy.select([1, 5, 3]) == want
+
+
+def test_version_policy_one_kind() -> None:
+    with pytest.raises(ValueError):
+        VersionPolicy(latest=1, all=True)
+
+
+def test_fields_must_cover_columns() -> None:
+    with pytest.raises(ValueError):
+        ModelConfig(fields={"x": {"a": 0, "b": 2}})
+
+
+def test_datatype_names() -> None:
+    assert DataType.parse("FP32") is DataType.parse("float32") is DataType.parse("TYPE_FP32") is DataType.FP32
+    assert DataType.from_numpy(np.dtype("<U3")) is DataType.BYTES
+    assert DataType.FP16.tf_name == "DT_HALF"
+    with pytest.raises(ValueError):
+        DataType.parse("complex")
+
+
+def test_check_inputs_casts_and_names_problems() -> None:
+    out = check_inputs(SIG, {"a": np.array([[1, 2]]), "s": np.array(["x"])})
+    assert out["a"].dtype == np.float32 and out["s"].dtype == object
+    with pytest.raises(InvalidInput, match="unknown input 'b'"):
+        check_inputs(SIG, {"a": np.zeros((1, 2)), "s": np.array(["x"]), "b": np.zeros(1)})
+    with pytest.raises(InvalidInput, match="missing input 's'"):
+        check_inputs(SIG, {"a": np.zeros((1, 2))})
+    with pytest.raises(InvalidInput, match=r"expects FP32 with shape \[-1, 2\], got shape \[1, 3\]"):
+        check_inputs(SIG, {"a": np.zeros((1, 3)), "s": np.array(["x"])})
+    with pytest.raises(InvalidInput, match="batch size 2"):
+        check_inputs(SIG, {"a": np.zeros((1, 2)), "s": np.array(["x", "y"])})
+
+
+def test_to_dtype_refuses_lossy_casts() -> None:
+    spec = TensorSpec("i", DataType.INT8, (-1,))
+    assert to_dtype(spec, np.array([1.0, 2.0])).dtype == np.int8
+    with pytest.raises(InvalidInput, match="fractional"):
+        to_dtype(spec, np.array([1.5]))
+    with pytest.raises(InvalidInput, match="outside the range"):
+        to_dtype(spec, np.array([300]))
+    assert to_dtype(TensorSpec("s", DataType.BYTES, (-1,)), np.array([3, 4])).tolist() == ["3", "4"]
+
+
+def test_as_array_limits_and_ragged() -> None:
+    limits = Limits(max_tensor_elements=10, max_tensor_rank=3)
+    with pytest.raises(InvalidInput, match="rectangular"):
+        as_array("x", [[1, 2], [3]], limits)
+    with pytest.raises(InvalidInput, match="elements"):
+        as_array("x", list(range(11)), limits)
+    with pytest.raises(InvalidInput, match="dimensions"):
+        as_array("x", [[[[1]]]], limits)
+    with pytest.raises(InvalidInput, match="null"):
+        as_array("x", [1, None], limits)
