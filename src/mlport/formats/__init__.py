@@ -1,6 +1,6 @@
 """Model formats: one module and one class per format, found through an entry-point group."""
 
-from mlport.formats.base import Evaluator, LoadOptions, ModelFormat, MissingExtra, UntrustedModel
+from mlport.formats.base import Evaluator, LoadOptions, MissingExtra, ModelFormat, UntrustedModel
 from mlport.formats.registry import FormatRegistry, default_registry
 
 __all__ = [
