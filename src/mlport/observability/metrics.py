@@ -14,11 +14,13 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
+        # Requests for unknown models are counted with empty model/version labels, so that clients
+        # cannot create new series by sending random names.
         self.requests = Counter(
             "mlport_requests", "Inference requests by outcome", ["model", "version", "protocol", "status"], registry=r
         )
         self.latency = Histogram(
-            "mlport_request_duration_seconds", "Time from decoded request to encoded answer",
+            "mlport_request_duration_seconds", "Time from taking hold of the model to the encoded answer",
             ["model", "protocol"], buckets=_LATENCY_BUCKETS, registry=r,
         )
         self.inference = Histogram(

@@ -81,7 +81,7 @@ def build_app(state: AppState, extra_routes: list[Route] | None = None) -> Starl
             await state.manager.close()
             state.service.close()
 
-    from mlport.protocols.http import docs, routes_tfserving
+    from mlport.protocols.http import docs, media, routes_tfserving  # noqa: F401  (media registers codecs)
 
     routes: list[Route] = [
         *routes_native.routes,
