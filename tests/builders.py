@@ -71,3 +71,20 @@ def slow_onnx(path: Path, size: int = 800, repeats: int = 12) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(model.SerializeToString())
     return path
+
+
+def scaled_by_input_onnx(path: Path) -> Path:
+    """y = x * k with 'x' FP32 [-1, 3] (batched) and 'k' FP32 [] (no batch axis)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3])
+    k = helper.make_tensor_value_info("k", TensorProto.FLOAT, [])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])
+    graph = helper.make_graph([helper.make_node("Mul", ["x", "k"], ["y"])], "scaled", [x, k], [y])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(model.SerializeToString())
+    return path

@@ -42,6 +42,8 @@ class Settings(BaseSettings):
 
     max_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
     max_tensor_elements: int = Field(default=64 * 1024 * 1024, ge=1)
+    max_image_pixels: int = Field(default=40_000_000, ge=1)
+    max_multipart_parts: int = Field(default=64, ge=1)
     inference_timeout_s: float = Field(default=60.0, gt=0)
     load_timeout_s: float = Field(default=600.0, gt=0)
     shutdown_timeout_s: float = Field(default=30.0, gt=0)
@@ -61,6 +63,8 @@ class Settings(BaseSettings):
         return Limits(
             max_body_bytes=self.max_body_bytes,
             max_tensor_elements=self.max_tensor_elements,
+            max_image_pixels=self.max_image_pixels,
+            max_multipart_parts=self.max_multipart_parts,
             inference_timeout_s=self.inference_timeout_s,
             load_timeout_s=self.load_timeout_s,
             shutdown_timeout_s=self.shutdown_timeout_s,

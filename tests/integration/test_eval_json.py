@@ -126,3 +126,27 @@ def test_single_model_routes_refuse_with_several_models(serve, tmp_path: Path) -
         r = c.get("/describe")
         assert r.status_code == 404 and "several models" in r.json()["error"]
         assert c.post("/models/scale/eval", json={"x": [1, 2, 3]}).json() == {"y": [2.0, 4.0, 6.0]}
+
+
+def test_single_instance_beside_an_input_without_batch_axis(serve, tmp_path: Path) -> None:
+    from tests.builders import scaled_by_input_onnx
+
+    server = serve(scaled_by_input_onnx(tmp_path / "scaled.onnx"))
+    with server.client() as c:
+        assert c.post("/eval", json={"x": [1, 2, 3], "k": 2}).json() == {"y": [2.0, 4.0, 6.0]}
+        assert c.post("/eval", json={"x": [[1, 2, 3]], "k": 3}).json() == {"y": [[3.0, 6.0, 9.0]]}
+
+
+def test_bytes_that_are_not_text_get_400(serve, tmp_path: Path) -> None:
+    import json
+    import struct
+
+    server = serve(string_concat_onnx(tmp_path / "strings.onnx"))
+    blob = struct.pack("<I", 1) + b"\xff"
+    header = json.dumps({"inputs": [
+        {"name": "text", "shape": [1], "datatype": "BYTES", "parameters": {"binary_data_size": len(blob)}},
+        {"name": "n", "shape": [1], "datatype": "INT64", "data": [1]}]}).encode()
+    with server.client() as c:
+        r = c.post("/v2/models/strings/infer", content=header + blob,
+                   headers={"Inference-Header-Content-Length": str(len(header))})
+        assert r.status_code == 400 and "not UTF-8" in r.json()["error"]

@@ -73,3 +73,23 @@ def test_as_array_limits_and_ragged() -> None:
         as_array("x", [[[[1]]]], limits)
     with pytest.raises(InvalidInput, match="null"):
         as_array("x", [1, None], limits)
+
+
+def test_as_array_checks_every_leaf() -> None:
+    values = [1.0] * 100 + [None]
+    with pytest.raises(InvalidInput, match="null"):
+        as_array("x", values, Limits())
+    with pytest.raises(InvalidInput, match="rectangular"):
+        as_array("x", [*(["a"] * 100), ["b"]], Limits())
+
+
+def test_onnx_string_inputs_decode_bytes_exactly(tmp_path) -> None:
+    from mlport.formats.base import LoadOptions
+    from mlport.formats.onnx import OnnxFormat
+    from tests.builders_strings import string_concat_onnx
+
+    ev = OnnxFormat().load(string_concat_onnx(tmp_path / "s.onnx"), LoadOptions())
+    out = ev.predict({"text": np.array([b"ab\x00", "c"], dtype=object), "n": np.array([1, 2])})
+    assert out["echo"].tolist() == ["ab\x00!", "c!"]
+    with pytest.raises(InvalidInput, match="not UTF-8"):
+        ev.predict({"text": np.array([b"\xff"], dtype=object), "n": np.array([1])})

@@ -14,6 +14,17 @@ from mlport.limits import Limits
 __all__ = ["as_array", "check_inputs", "fmt_shape", "to_dtype"]
 
 
+def _kind(v: Any) -> int:
+    if v is None:
+        return 1
+    if isinstance(v, list | dict | tuple):
+        return 2
+    return 0
+
+
+_leaf_kind = np.frompyfunc(_kind, 1, 1)
+
+
 def fmt_shape(shape: Any) -> str:
     return "[" + ", ".join(str(int(d)) for d in shape) + "]"
 
@@ -27,11 +38,13 @@ def as_array(name: str, value: Any, limits: Limits) -> np.ndarray[Any, Any]:
             arr = np.asarray(value)
         except (ValueError, TypeError) as exc:
             raise InvalidInput(f"input '{name}' is not a rectangular array (ragged nesting?)") from exc
-    if arr.dtype == object:
-        # np.asarray falls back to object for mixed or nested leaves; keep only flat scalars.
-        if arr.size and any(isinstance(v, list | dict | tuple) for v in arr.flat[:64]):
+    if arr.dtype == object and arr.size:
+        # np.asarray gives object arrays only for nulls, nested containers or already-built byte/str
+        # arrays; every leaf is checked (a rare path: JSON strings and numbers never get here).
+        kinds = _leaf_kind(arr)
+        if (kinds == 2).any():
             raise InvalidInput(f"input '{name}' is not a rectangular array (ragged nesting?)")
-        if arr.size and any(v is None for v in arr.flat[:64]):
+        if (kinds == 1).any():
             raise InvalidInput(f"input '{name}' contains null values")
     if arr.ndim > limits.max_tensor_rank:
         raise InvalidInput(f"input '{name}' has {arr.ndim} dimensions; the limit is {limits.max_tensor_rank}")

@@ -39,6 +39,20 @@ def _spec(node: Any) -> TensorSpec | None:
     return TensorSpec(node.name, datatype, shape)
 
 
+def _text(v: Any) -> Any:
+    return v.decode("utf-8") if isinstance(v, bytes) else v
+
+
+_as_text_elements = np.frompyfunc(_text, 1, 1)
+
+
+def _as_text(arr: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    if arr.dtype.kind == "U":
+        return arr.astype(object)
+    out: np.ndarray[Any, Any] = _as_text_elements(arr)
+    return out.reshape(arr.shape) if isinstance(out, np.ndarray) else np.array(out, dtype=object)
+
+
 class OnnxEvaluator(Evaluator):
     platform = "onnxruntime_onnx"
 
@@ -76,11 +90,14 @@ class OnnxEvaluator(Evaluator):
     def predict(self, inputs: Arrays) -> Arrays:
         feed = inputs
         if self._string_inputs:
+            # onnxruntime's string tensors hold text: bytes from binary protocols are decoded here
+            # (one call per element: numpy has no exact vectorised UTF-8 decode for object arrays).
             feed = dict(inputs)
             for name in self._string_inputs:
-                arr = feed[name]
-                if arr.size and isinstance(arr.flat[0], bytes):
-                    feed[name] = np.char.decode(arr.astype(np.bytes_), "utf-8").astype(object)
+                try:
+                    feed[name] = _as_text(feed[name])
+                except UnicodeDecodeError:
+                    raise InvalidInput(f"input '{name}' holds bytes that are not UTF-8 text") from None
         results = self._session.run(self._output_names, feed)
         return dict(zip(self._output_names, results, strict=True))
 

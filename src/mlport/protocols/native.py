@@ -81,7 +81,8 @@ def decode_eval_json(body: Any, signature: Signature, config: ModelConfig, limit
         if spec is None:
             continue  # check_inputs names every unknown input
         arrays[name], single = fit_instance(spec, arr)
-        singles.add(single)
+        if spec.batched:  # inputs without a batch axis (a threshold, say) say nothing about it
+            singles.add(single)
     if len(singles) > 1:
         raise InvalidInput("mix of single values and batches: send every input as one instance or as a batch")
     return InferenceRequest(inputs=arrays, single=singles == {True})
