@@ -7,6 +7,19 @@ from pathlib import Path
 import numpy as np
 
 
+def save_graph(graph: object, path: Path, opset: int = 17, ir_version: int = 8) -> Path:
+    """Wrap an ONNX graph in a model, check it, and write it to ``path``."""
+    import onnx
+    from onnx import helper
+
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = ir_version
+    onnx.checker.check_model(model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
 def iris_onnx(path: Path, max_iter: int = 500, c: float = 1.0) -> Path:
     """scikit-learn LogisticRegression on iris, exported with skl2onnx: input [-1,4] FP32 -> label, probabilities."""
     from skl2onnx import to_onnx
@@ -25,7 +38,6 @@ def iris_onnx(path: Path, max_iter: int = 500, c: float = 1.0) -> Path:
 
 def scale_onnx(path: Path, factor: float, shape: tuple[int | None, ...] = (None, 3), dtype: str = "float32") -> Path:
     """y = x * factor, with input 'x' and output 'y' (a model whose answer tells which version served)."""
-    import onnx
     from onnx import TensorProto, helper
 
     et = {"float32": TensorProto.FLOAT, "float64": TensorProto.DOUBLE}[dtype]
@@ -34,12 +46,7 @@ def scale_onnx(path: Path, factor: float, shape: tuple[int | None, ...] = (None,
     y = helper.make_tensor_value_info("y", et, dims)
     k = helper.make_tensor("k", et, [], [factor])
     graph = helper.make_graph([helper.make_node("Mul", ["x", "k"], ["y"])], "scale", [x], [y], [k])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(model.SerializeToString())
-    return path
+    return save_graph(graph, path)
 
 
 def ort_run(path: Path, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -66,25 +73,15 @@ def slow_onnx(path: Path, size: int = 800, repeats: int = 12) -> Path:
         nodes.append(helper.make_node("MatMul", [prev, "w"], [out]))
         prev = out
     graph = helper.make_graph(nodes, "slow", [x], [y], [init])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(model.SerializeToString())
-    return path
+    return save_graph(graph, path)
 
 
 def scaled_by_input_onnx(path: Path) -> Path:
     """y = x * k with 'x' FP32 [-1, 3] (batched) and 'k' FP32 [] (no batch axis)."""
-    import onnx
     from onnx import TensorProto, helper
 
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3])
     k = helper.make_tensor_value_info("k", TensorProto.FLOAT, [])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])
     graph = helper.make_graph([helper.make_node("Mul", ["x", "k"], ["y"])], "scaled", [x, k], [y])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(model.SerializeToString())
-    return path
+    return save_graph(graph, path)

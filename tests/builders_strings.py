@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tests.builders import save_graph
+
 
 def string_concat_onnx(path: Path) -> Path:
     """Inputs 'text' BYTES [-1] and 'n' INT64 [-1]; outputs 'echo' BYTES [-1] (text + "!") and 'twice' INT64 [-1]."""
-    import onnx
     from onnx import TensorProto, helper
 
     text = helper.make_tensor_value_info("text", TensorProto.STRING, ["N"])
@@ -21,9 +22,4 @@ def string_concat_onnx(path: Path) -> Path:
         helper.make_node("Mul", ["n", "two"], ["twice"]),
     ]
     graph = helper.make_graph(nodes, "strings", [text, n], [echo, twice], [bang, two])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)])
-    model.ir_version = 9
-    onnx.checker.check_model(model)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(model.SerializeToString())
-    return path
+    return save_graph(graph, path, opset=20, ir_version=9)

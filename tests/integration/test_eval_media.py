@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.builders import ort_run
+from tests.builders import ort_run, save_graph
 from tests.conftest import Server, start_server
 
 # ------------------------------------------------------------------ tiny image models
@@ -30,7 +30,6 @@ Dims = list[int | str]
 
 def _build(path: Path, inputs: list[tuple[str, str, Dims]], outputs: list[tuple[str, str, Dims]],
            nodes: list[Any], inits: list[Any] | None = None) -> Path:
-    import onnx
     from onnx import helper
 
     graph = helper.make_graph(
@@ -39,12 +38,7 @@ def _build(path: Path, inputs: list[tuple[str, str, Dims]], outputs: list[tuple[
         [helper.make_tensor_value_info(n, _ELEM[t], d) for n, t, d in outputs],
         inits or [],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(model.SerializeToString())
-    return path
+    return save_graph(graph, path)
 
 
 def invert_model(path: Path, dims: Dims, dtype: str = "uint8") -> Path:

@@ -12,7 +12,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.builders import iris_onnx, ort_run, scale_onnx
+from tests.builders import iris_onnx, ort_run, save_graph, scale_onnx
 from tests.conftest import Server, start_server
 
 RTOL = 1e-5
@@ -20,15 +20,8 @@ RTOL = 1e-5
 
 # ------------------------------------------------------------------------- models
 def _save(path: Path, graph: Any) -> Path:
-    import onnx
-    from onnx import helper
 
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(model.SerializeToString())
-    return path
+    return save_graph(graph, path)
 
 
 def multi_onnx(path: Path) -> Path:

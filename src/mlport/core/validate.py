@@ -41,7 +41,7 @@ def as_array(name: str, value: Any, limits: Limits) -> np.ndarray[Any, Any]:
     if arr.dtype == object and arr.size:
         # np.asarray gives object arrays only for nulls, nested containers or already-built byte/str
         # arrays; every leaf is checked (a rare path: JSON strings and numbers never get here).
-        kinds = _leaf_kind(arr)
+        kinds = np.asarray(_leaf_kind(arr), dtype=np.int8)
         if (kinds == 2).any():
             raise InvalidInput(f"input '{name}' is not a rectangular array (ragged nesting?)")
         if (kinds == 1).any():
