@@ -28,6 +28,8 @@ class Server:
     port: int
     proc: subprocess.Popen[bytes]
     log_path: Path
+    #: Port of the gRPC service (0 when the test turned it off with ``--grpc-port 0``).
+    grpc_port: int = 0
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -51,11 +53,15 @@ def start_server(
     timeout: float = 60,
 ) -> Server:
     port = free_port()
+    grpc_port = port
+    while grpc_port == port:
+        grpc_port = int(args[args.index("--grpc-port") + 1]) if "--grpc-port" in args else free_port()
     log_path = log_dir / f"server-{port}.log"
-    cmd = [sys.executable, "-m", "mlport.cli.main", "serve", str(path), "--http-port", str(port), *args]
+    cmd = [sys.executable, "-m", "mlport.cli.main", "serve", str(path), "--http-port", str(port),
+           "--grpc-port", str(grpc_port), *args]
     with log_path.open("wb") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
-    server = Server(f"http://127.0.0.1:{port}", port, proc, log_path)
+    server = Server(f"http://127.0.0.1:{port}", port, proc, log_path, grpc_port)
     deadline = time.monotonic() + timeout
     path_ = "/v2/health/ready" if wait_ready else "/v2/health/live"
     while time.monotonic() < deadline:

@@ -24,6 +24,8 @@ class Settings(BaseSettings):
     name: str | None = None
     host: str = "127.0.0.1"
     http_port: int = Field(default=8080, ge=0, le=65535)
+    #: Port of the Open Inference Protocol gRPC service (0: no gRPC).
+    grpc_port: int = Field(default=8081, ge=0, le=65535)
     #: Trust every model served here to run code (pickles, Python sources, Keras Lambdas).
     trusted: bool = False
     #: Seconds between repository scans for new or changed versions (0: only on explicit load calls).

@@ -61,7 +61,7 @@ def test_env_port(tmp_path: Path) -> None:
     import os
 
     proc = subprocess.Popen([sys.executable, "-m", "mlport.cli.main", "serve", str(model)],
-                            env={**os.environ, "MLPORT_HTTP_PORT": str(port)},
+                            env={**os.environ, "MLPORT_HTTP_PORT": str(port), "MLPORT_GRPC_PORT": "0"},
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 30

@@ -93,3 +93,8 @@ def test_onnx_string_inputs_decode_bytes_exactly(tmp_path) -> None:
     assert out["echo"].tolist() == ["ab\x00!", "c!"]
     with pytest.raises(InvalidInput, match="not UTF-8"):
         ev.predict({"text": np.array([b"\xff"], dtype=object), "n": np.array([1])})
+
+
+def test_datatype_from_any_byte_order() -> None:
+    assert DataType.from_numpy(np.dtype(">f8")) is DataType.FP64
+    assert DataType.from_numpy(np.dtype("<i4")) is DataType.INT32

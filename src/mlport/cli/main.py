@@ -20,6 +20,7 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("path", type=Path, help="a model file, a model folder or a repository folder")
     p.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--http-port", type=int, help="HTTP port (default 8080)")
+    p.add_argument("--grpc-port", type=int, help="Open Inference Protocol gRPC port (default 8081; 0: no gRPC)")
     p.add_argument("--name", help="model name when one file is served (default: the file's stem)")
     p.add_argument("--config", type=Path, help="YAML file with any of these settings")
     p.add_argument("--trusted", action="store_true", default=None,
@@ -39,8 +40,8 @@ def _settings(args: argparse.Namespace) -> Any:
     from mlport.settings import load_settings
 
     cli = {
-        "model_path": args.path, "host": args.host, "http_port": args.http_port, "name": args.name,
-        "trusted": args.trusted, "poll_interval_s": args.poll_interval_s,
+        "model_path": args.path, "host": args.host, "http_port": args.http_port, "grpc_port": args.grpc_port,
+        "name": args.name, "trusted": args.trusted, "poll_interval_s": args.poll_interval_s,
         "inference_threads": args.inference_threads, "intra_op_threads": args.intra_op_threads,
         "max_body_bytes": args.max_body_bytes, "log_level": args.log_level,
         "strict_readiness": args.strict_readiness, "access_log": args.access_log,
@@ -61,9 +62,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     config = uvicorn.Config(
         app, host=settings.host, port=settings.http_port, log_level=settings.log_level.lower(),
         access_log=settings.access_log, timeout_graceful_shutdown=int(settings.shutdown_timeout_s),
-        lifespan="on", server_header=False,
+        lifespan="on", server_header=False, loop="asyncio",  # grpc.aio shares this loop
     )
-    print(f"mlport {__version__} serving {settings.model_path} on http://{settings.host}:{settings.http_port}",
+    grpc = f" and grpc {settings.host}:{settings.grpc_port}" if settings.grpc_port else ""
+    print(f"mlport {__version__} serving {settings.model_path} on http://{settings.host}:{settings.http_port}{grpc}",
           file=sys.stderr, flush=True)
     # uvicorn drains in-flight requests on SIGINT/SIGTERM, then re-raises the signal with the handlers it
     # found: these make that last step a clean exit.
@@ -109,9 +111,10 @@ def _cmd_describe(args: argparse.Namespace) -> int:
 def _cmd_formats(args: argparse.Namespace) -> int:
     from mlport.formats.registry import default_registry
 
-    for fmt in default_registry().formats:
+    for fmt in sorted(default_registry().formats, key=lambda f: f.name):
         missing = fmt.missing()
-        state = "available" if not missing else f"missing {', '.join(missing)}: pip install 'mlport[{fmt.extra}]'"
+        hint = f"pip install 'mlport[{fmt.extra}]'" if fmt.extra else f"pip install {' '.join(missing)}"
+        state = "available" if not missing else f"missing {', '.join(missing)}: {hint}"
         code = " (runs code: trusted models only)" if fmt.runs_code else ""
         print(f"{fmt.name:12} {state}{code}")
     return 0
@@ -121,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mlport", description="Serve trained model files as web services.")
     parser.add_argument("--version", action="version", version=f"mlport {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    serve = sub.add_parser("serve", help="serve a model file or repository over HTTP")
+    serve = sub.add_parser("serve", help="serve a model file or repository over HTTP and gRPC")
     _serve_args(serve)
     serve.set_defaults(func=_cmd_serve)
     desc = sub.add_parser("describe", help="print the signature of a model (or each model of a repository)")

@@ -63,7 +63,7 @@ class DataType(enum.Enum):
     def from_numpy(cls, dtype: np.dtype[Any]) -> DataType:
         if dtype.kind in ("U", "S", "O"):
             return DataType.BYTES
-        found = _FROM_NUMPY.get(np.dtype(dtype))
+        found = _FROM_NUMPY.get(np.dtype(dtype).newbyteorder("="))
         if found is None:
             raise ValueError(f"numpy dtype {dtype} has no tensor datatype")
         return found

@@ -115,7 +115,7 @@ class InferenceService:
             raise
         except Exception as exc:
             # The library refused the inputs (or failed): the message is its own, the trace stays here.
-            log.warning("model %s version %d: predict failed: %s", lv.model, lv.version, exc)
+            log.debug("model %s version %d: predict failed", lv.model, lv.version, exc_info=exc)
             raise MlportError(f"model '{lv.model}' failed on this input: {_short(exc)}",
                               ErrorCode.INVALID_ARGUMENT) from exc
         self.metrics.inference.labels(lv.model, str(lv.version)).observe(time.perf_counter() - started)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -19,7 +20,7 @@ from mlport.protocols.http.body import json_response
 from mlport.protocols.http.errors import HTTP_STATUS
 from mlport.protocols.http.state import AppState, request_id, state_of
 
-__all__ = ["build_app"]
+__all__ = ["Companion", "build_app"]
 
 log = logging.getLogger(__name__)
 
@@ -68,13 +69,23 @@ async def _poll(state: AppState) -> None:
             log.exception("repository scan failed; serving what is loaded")
 
 
-def build_app(state: AppState, extra_routes: list[Route] | None = None) -> Starlette:
+#: Something served beside HTTP on the same event loop (the gRPC server): entered at startup, exited at shutdown.
+Companion = Callable[[], AbstractAsyncContextManager[object]]
+
+
+def build_app(
+    state: AppState, extra_routes: list[Route] | None = None, companions: Sequence[Companion] = ()
+) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         task = asyncio.create_task(_poll(state), name="mlport-repository-poll")
+        running = contextlib.AsyncExitStack()
         try:
+            for companion in companions:
+                await running.enter_async_context(companion())
             yield
         finally:
+            await running.aclose()  # companions drain their own in-flight calls first
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task

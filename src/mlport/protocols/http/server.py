@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
+from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
 
 from mlport.errors import InvalidInput
 from mlport.formats.registry import FormatRegistry, default_registry
 from mlport.observability.metrics import Metrics
-from mlport.protocols.http.app import build_app
+from mlport.protocols.http.app import Companion, build_app
 from mlport.protocols.http.state import AppState
 from mlport.protocols.service import InferenceService
 from mlport.runtime.manager import ModelManager
@@ -39,4 +42,19 @@ def build_state(settings: Settings, formats: FormatRegistry | None = None) -> Ap
 
 
 def create_app(settings: Settings) -> Starlette:
-    return build_app(build_state(settings))
+    state = build_state(settings)
+    companions: list[Companion] = []
+    if settings.grpc_port:
+        companions.append(functools.partial(_grpc, state, settings))
+    return build_app(state, companions=companions)
+
+
+@contextlib.asynccontextmanager
+async def _grpc(state: AppState, settings: Settings) -> AsyncIterator[None]:
+    """The Open Inference Protocol gRPC server, on the HTTP server's event loop and service."""
+    from mlport.protocols.grpc.server import serving  # the generated protocol modules load only here
+
+    async with serving(state.service, host=settings.host, port=settings.grpc_port,
+                       strict_readiness=state.strict_readiness, server_version=state.server_version,
+                       grace=state.limits.shutdown_timeout_s):
+        yield

@@ -1,0 +1,119 @@
+"""The gRPC server: the inference service, health and reflection on one grpc.aio server.
+
+It runs on the event loop of the HTTP server (started and stopped by the app's lifespan), so both
+front ends share one :class:`InferenceService`, one model manager and one set of metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection, reflection_pb2
+
+from mlport.errors import MlportError
+from mlport.protocols.grpc.proto import inference_pb2, inference_pb2_grpc
+from mlport.protocols.grpc.servicer import SERVICE_NAME, HealthServicer, InferenceServicer
+from mlport.protocols.service import InferenceService
+
+__all__ = ["GrpcServer", "serving"]
+
+log = logging.getLogger(__name__)
+
+#: Seconds between refreshes of the health statuses that clients watch.
+HEALTH_REFRESH_S = 1.0
+
+
+def _reflection_pool() -> Any:
+    """The descriptor pool of the inference messages (their own, see scripts/gen_grpc.sh), with the
+    health and reflection protocols added so that reflection describes every service served."""
+    pool = inference_pb2.DESCRIPTOR.pool
+    for module in (health_pb2, reflection_pb2):
+        try:
+            pool.FindFileByName(module.DESCRIPTOR.name)
+        except KeyError:
+            pool.AddSerializedFile(module.DESCRIPTOR.serialized_pb)
+    return pool
+
+
+class GrpcServer:
+    def __init__(
+        self,
+        service: InferenceService,
+        *,
+        host: str,
+        port: int,
+        strict_readiness: bool = False,
+        server_version: str = "",
+    ) -> None:
+        self.host = host
+        self.port = port
+        limit = service.limits.max_body_bytes
+        self._server = grpc.aio.server(options=[
+            # a request over the body limit is refused with RESOURCE_EXHAUSTED before it is decoded
+            ("grpc.max_receive_message_length", limit),
+            # answers are not limited, as on HTTP
+            ("grpc.max_send_message_length", -1),
+            # a port already taken is an error, not a second listener sharing it
+            ("grpc.so_reuseport", 0),
+        ])
+        inference_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
+            InferenceServicer(service, strict_readiness, server_version), self._server
+        )
+        self.health = HealthServicer(service, strict_readiness)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
+        reflection.enable_server_reflection([SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME],
+                                            self._server, pool=_reflection_pool())
+        self._refresher: asyncio.Task[None] | None = None
+
+    async def start(self) -> int:
+        """Listen and serve; returns the port (chosen by the system when ``port`` is 0)."""
+        host = f"[{self.host}]" if ":" in self.host and not self.host.startswith("[") else self.host
+        try:
+            bound = int(self._server.add_insecure_port(f"{host}:{self.port}"))
+        except RuntimeError as exc:
+            raise MlportError(f"gRPC cannot listen on {host}:{self.port}: {exc}") from exc
+        if not bound:
+            raise MlportError(f"gRPC cannot listen on {host}:{self.port}")
+        self.port = bound
+        await self._server.start()
+        await self.health.refresh()
+        self._refresher = asyncio.create_task(self._refresh_health(), name="mlport-grpc-health")
+        log.info("gRPC (Open Inference Protocol) listening on %s:%d", host, bound)
+        return bound
+
+    async def _refresh_health(self) -> None:
+        while True:
+            await asyncio.sleep(HEALTH_REFRESH_S)
+            try:
+                await self.health.refresh()
+            except Exception:
+                log.exception("gRPC health refresh failed")
+
+    async def stop(self, grace: float) -> None:
+        """Refuse new calls, let running ones finish for up to ``grace`` seconds, then cancel them."""
+        await self.health.enter_graceful_shutdown()
+        if self._refresher is not None:
+            self._refresher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._refresher
+        await self._server.stop(grace)
+
+
+@contextlib.asynccontextmanager
+async def serving(
+    service: InferenceService, *, host: str, port: int, strict_readiness: bool, server_version: str, grace: float
+) -> AsyncIterator[GrpcServer]:
+    """A started :class:`GrpcServer` for the duration of the block; stopped gracefully after it."""
+    server = GrpcServer(service, host=host, port=port, strict_readiness=strict_readiness,
+                        server_version=server_version)
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop(grace)
