@@ -11,7 +11,7 @@ from mlport.core.types import DataType, Signature, TensorSpec
 from mlport.errors import InvalidInput
 from mlport.limits import Limits
 
-__all__ = ["as_array", "check_inputs", "fmt_shape", "to_dtype"]
+__all__ = ["as_array", "check_inputs", "check_shape_limits", "fmt_shape", "to_dtype"]
 
 
 def _kind(v: Any) -> int:
@@ -27,6 +27,20 @@ _leaf_kind = np.frompyfunc(_kind, 1, 1)
 
 def fmt_shape(shape: Any) -> str:
     return "[" + ", ".join(str(int(d)) for d in shape) + "]"
+
+
+def check_shape_limits(name: str, shape: tuple[int, ...], limits: Limits) -> tuple[int, ...]:
+    """Refuse a declared shape with negative dims, too many dims or too many elements."""
+    if any(d < 0 for d in shape):
+        raise InvalidInput(f"input '{name}': shape {fmt_shape(shape)} has a negative dimension")
+    if len(shape) > limits.max_tensor_rank:
+        raise InvalidInput(f"input '{name}' has {len(shape)} dimensions; the limit is {limits.max_tensor_rank}")
+    count = 1
+    for d in shape:
+        count *= d
+    if count > limits.max_tensor_elements:
+        raise InvalidInput(f"input '{name}' has {count} elements; the limit is {limits.max_tensor_elements}")
+    return shape
 
 
 def as_array(name: str, value: Any, limits: Limits) -> np.ndarray[Any, Any]:

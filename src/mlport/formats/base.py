@@ -13,9 +13,27 @@ import numpy as np
 from mlport.core.types import Signature
 from mlport.errors import ErrorCode, MlportError
 
-__all__ = ["Evaluator", "LoadOptions", "MissingExtra", "ModelFormat", "UntrustedModel"]
+__all__ = ["Evaluator", "LoadOptions", "MissingExtra", "ModelFormat", "UntrustedModel", "as_text"]
 
 Arrays = dict[str, np.ndarray[Any, Any]]
+
+
+def _text(v: Any) -> Any:
+    return v.decode("utf-8") if isinstance(v, bytes) else v
+
+
+_as_text_elements = np.frompyfunc(_text, 1, 1)
+
+
+def as_text(arr: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    """A string tensor as an object array of ``str`` (bytes decoded as UTF-8; raises UnicodeDecodeError).
+
+    One call per element: numpy has no exact vectorised UTF-8 decode for object arrays.
+    """
+    if arr.dtype.kind == "U":
+        return arr.astype(object)
+    out: np.ndarray[Any, Any] = _as_text_elements(arr)
+    return out.reshape(arr.shape) if isinstance(out, np.ndarray) else np.array(out, dtype=object)
 
 
 class MissingExtra(MlportError):

@@ -5,11 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar
 
-import numpy as np
-
 from mlport.core.types import DataType, Signature, TensorSpec
 from mlport.errors import InvalidInput, MlportError
-from mlport.formats.base import Arrays, Evaluator, LoadOptions, ModelFormat
+from mlport.formats.base import Arrays, Evaluator, LoadOptions, ModelFormat, as_text
 
 __all__ = ["OnnxEvaluator", "OnnxFormat"]
 
@@ -37,20 +35,6 @@ def _spec(node: Any) -> TensorSpec | None:
         return None
     shape = tuple(d if isinstance(d, int) and d >= 0 else -1 for d in node.shape)
     return TensorSpec(node.name, datatype, shape)
-
-
-def _text(v: Any) -> Any:
-    return v.decode("utf-8") if isinstance(v, bytes) else v
-
-
-_as_text_elements = np.frompyfunc(_text, 1, 1)
-
-
-def _as_text(arr: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
-    if arr.dtype.kind == "U":
-        return arr.astype(object)
-    out: np.ndarray[Any, Any] = _as_text_elements(arr)
-    return out.reshape(arr.shape) if isinstance(out, np.ndarray) else np.array(out, dtype=object)
 
 
 class OnnxEvaluator(Evaluator):
@@ -95,7 +79,7 @@ class OnnxEvaluator(Evaluator):
             feed = dict(inputs)
             for name in self._string_inputs:
                 try:
-                    feed[name] = _as_text(feed[name])
+                    feed[name] = as_text(feed[name])
                 except UnicodeDecodeError:
                     raise InvalidInput(f"input '{name}' holds bytes that are not UTF-8 text") from None
         results = self._session.run(self._output_names, feed)

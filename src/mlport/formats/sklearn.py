@@ -24,7 +24,7 @@ import numpy as np
 
 from mlport.core.types import DataType, Signature, TensorSpec
 from mlport.errors import InvalidInput, MlportError
-from mlport.formats.base import Arrays, Evaluator, LoadOptions, MissingExtra, ModelFormat, UntrustedModel
+from mlport.formats.base import Arrays, Evaluator, LoadOptions, MissingExtra, ModelFormat, UntrustedModel, as_text
 
 __all__ = ["SklearnEvaluator", "SklearnFormat"]
 
@@ -32,20 +32,6 @@ SKOPS_SUFFIXES = (".skops",)
 PICKLE_SUFFIXES = (".joblib", ".pkl", ".pickle")
 #: Packages whose types a skops file may hold without the operator trusting the model.
 SAFE_PACKAGES = frozenset({"sklearn", "numpy", "scipy"})
-
-
-def _text(v: Any) -> Any:
-    return v.decode("utf-8") if isinstance(v, bytes) else v
-
-
-_as_text_elements = np.frompyfunc(_text, 1, 1)
-
-
-def _as_text(arr: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
-    if arr.dtype.kind == "U":
-        return arr.astype(object)
-    out: np.ndarray[Any, Any] = _as_text_elements(arr)
-    return out.reshape(arr.shape) if isinstance(out, np.ndarray) else np.array(out, dtype=object)
 
 
 def _label_type(dtype: np.dtype[Any]) -> DataType:
@@ -230,7 +216,7 @@ class SklearnEvaluator(Evaluator):
             arr = inputs[col]
             if col in self._string_inputs:
                 try:
-                    arr = _as_text(arr)
+                    arr = as_text(arr)
                 except UnicodeDecodeError:
                     raise InvalidInput(f"input '{col}' holds bytes that are not UTF-8 text") from None
             data[col] = arr

@@ -15,7 +15,7 @@ import orjson
 
 from mlport.core.inference import InferenceRequest, InferenceResponse
 from mlport.core.types import DataType, Signature
-from mlport.core.validate import as_array, fmt_shape
+from mlport.core.validate import as_array, check_shape_limits, fmt_shape
 from mlport.errors import InvalidInput
 from mlport.limits import Limits
 from mlport.protocols.jsontensors import jsonable
@@ -54,14 +54,7 @@ def model_metadata(name: str, versions: list[str], platform: str, signature: Sig
 def _shape(name: str, raw: Any, limits: Limits) -> tuple[int, ...]:
     if not isinstance(raw, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in raw):
         raise InvalidInput(f"input '{name}': 'shape' must be a list of non-negative integers")
-    if len(raw) > limits.max_tensor_rank:
-        raise InvalidInput(f"input '{name}' has {len(raw)} dimensions; the limit is {limits.max_tensor_rank}")
-    count = 1
-    for d in raw:
-        count *= d
-    if count > limits.max_tensor_elements:
-        raise InvalidInput(f"input '{name}' has {count} elements; the limit is {limits.max_tensor_elements}")
-    return tuple(raw)
+    return check_shape_limits(name, tuple(raw), limits)
 
 
 def decode_bytes_tensor(name: str, buf: memoryview, count: int) -> np.ndarray[Any, Any]:

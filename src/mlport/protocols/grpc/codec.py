@@ -14,7 +14,7 @@ import numpy as np
 
 from mlport.core.inference import InferenceRequest, InferenceResponse, Parameters
 from mlport.core.types import DataType
-from mlport.core.validate import fmt_shape
+from mlport.core.validate import check_shape_limits, fmt_shape
 from mlport.errors import InvalidInput
 from mlport.limits import Limits
 from mlport.protocols.grpc.proto import inference_pb2 as pb
@@ -67,17 +67,7 @@ def to_parameters(target: Any, params: Parameters) -> None:
 
 
 def _shape(name: str, dims: Any, limits: Limits) -> tuple[int, ...]:
-    shape = tuple(int(d) for d in dims)
-    if any(d < 0 for d in shape):
-        raise InvalidInput(f"input '{name}': shape {fmt_shape(shape)} has a negative dimension")
-    if len(shape) > limits.max_tensor_rank:
-        raise InvalidInput(f"input '{name}' has {len(shape)} dimensions; the limit is {limits.max_tensor_rank}")
-    count = 1
-    for d in shape:
-        count *= d
-    if count > limits.max_tensor_elements:
-        raise InvalidInput(f"input '{name}' has {count} elements; the limit is {limits.max_tensor_elements}")
-    return shape
+    return check_shape_limits(name, tuple(int(d) for d in dims), limits)
 
 
 def _from_raw(name: str, dt: DataType, shape: tuple[int, ...], raw: bytes) -> np.ndarray[Any, Any]:
