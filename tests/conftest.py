@@ -37,6 +37,16 @@ class Server:
     def client(self, **kw: object) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=30, **kw)  # type: ignore[arg-type]
 
+    def wait_inflight(self, model: str, timeout: float = 30) -> None:
+        """Wait until the server reports one request of ``model`` in flight."""
+        want = f'mlport_inflight_requests{{model="{model}"}} 1.0'
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if want in httpx.get(self.url + "/metrics").text:
+                return
+            time.sleep(0.01)
+        raise AssertionError(f"no request of {model} reached the model")
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(sig)

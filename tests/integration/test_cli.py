@@ -92,14 +92,7 @@ def test_ctrl_c_drains_inflight_requests(serve, tmp_path: Path) -> None:
 
     t = threading.Thread(target=call)
     t.start()
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        text = httpx.get(server.url + "/metrics").text
-        if 'mlport_inflight_requests{model="slow"} 1.0' in text:
-            break
-        time.sleep(0.01)
-    else:
-        raise AssertionError("the request never reached the model")
+    server.wait_inflight("slow")
     code = server.stop(signal.SIGINT)
     t.join(60)
     assert results == [200]

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import signal
 import threading
-import time
 from pathlib import Path
 
 import grpc
-import httpx
 import numpy as np
 import pytest
 import tritonclient.grpc as tgrpc
@@ -251,13 +249,7 @@ def test_shutdown_lets_inflight_grpc_calls_finish(serve, tmp_path: Path) -> None
 
     t = threading.Thread(target=call)
     t.start()
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if 'mlport_inflight_requests{model="slow"} 1.0' in httpx.get(server.url + "/metrics").text:
-            break
-        time.sleep(0.01)
-    else:
-        raise AssertionError("the gRPC call never reached the model")
+    server.wait_inflight("slow")
     code = server.stop(signal.SIGTERM)
     t.join(60)
     assert results == [(800, 800)]
