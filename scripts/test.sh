@@ -3,12 +3,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-python3 -m pip install --quiet --disable-pip-version-check -e '.[test]'
+# PyTorch's CPU build first: a plain torch requirement would pull the CUDA build.
+python3 -m pip install --quiet --disable-pip-version-check "torch==${MLPORT_TORCH_VERSION:-2.13.0}"
+python3 -m pip install --quiet --disable-pip-version-check -e '.[test,torch]'
 
-# A real browser for the web page tests (Debian's chromium), installed when missing and we may.
-if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
-    echo "== installing chromium"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+# Debian packages the tests use: a real browser (chromium) for the web pages, a Java runtime for PMML.
+apt_missing=()
+command -v chromium >/dev/null 2>&1 || apt_missing+=(chromium)
+command -v java >/dev/null 2>&1 || apt_missing+=(default-jre-headless)
+if [ "${#apt_missing[@]}" -gt 0 ] && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    echo "== installing ${apt_missing[*]}"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${apt_missing[@]}" >/dev/null
 fi
 
 echo "== ruff"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -11,7 +12,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from mlport.core.types import Signature
-from mlport.errors import ErrorCode, MlportError
+from mlport.errors import ErrorCode, InvalidInput, MlportError
 
 __all__ = ["Evaluator", "LoadOptions", "MissingExtra", "ModelFormat", "UntrustedModel", "as_text"]
 
@@ -56,6 +57,9 @@ class LoadOptions:
     options: dict[str, Any] = field(default_factory=dict)
     #: Threads the format's library may use for one prediction (0: the library decides).
     intra_op_threads: int = 0
+    #: The signature the model config declares (``signature:`` in model.yaml, or a Triton config.pbtxt),
+    #: for formats whose files do not carry one (TorchScript); ``None`` when there is none.
+    signature: Signature | None = None
 
 
 class Evaluator(ABC):
@@ -64,10 +68,29 @@ class Evaluator(ABC):
     signature: Signature
     #: A short name of the library/platform, shown in metadata (``onnxruntime``...).
     platform: str = ""
+    #: The name of :attr:`signature` among the model's signatures (TF Serving's ``signature_name``).
+    signature_name: str = "serving_default"
 
     @abstractmethod
     def predict(self, inputs: Arrays) -> Arrays:
         """Run the model on validated inputs (dtypes and shapes match the signature)."""
+
+    def signatures(self) -> Mapping[str, Evaluator]:
+        """The model's other named signatures (a SavedModel may have several), each an evaluator of its own.
+
+        The evaluators share this one's resources; :meth:`close` of this evaluator releases them all.
+        """
+        return {}
+
+    def for_signature(self, name: str | None) -> Evaluator:
+        """The evaluator of signature ``name`` (``None`` or ``""``: this one)."""
+        if not name or name == self.signature_name:
+            return self
+        found = self.signatures().get(name)
+        if found is None:
+            known = ", ".join(repr(s) for s in [self.signature_name, *self.signatures()])
+            raise InvalidInput(f"signature '{name}' is not served by this model; signatures: {known}")
+        return found
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release what the model holds; called once, after its last request."""

@@ -86,7 +86,11 @@ class InferenceService:
             return await call.infer(request)
 
     async def _run(self, lv: LoadedVersion, request: InferenceRequest) -> InferenceResponse:
-        signature = lv.signature
+        evaluator = lv.evaluator
+        signature_name = request.parameters.get("signature_name") if request.parameters else None
+        if signature_name:
+            evaluator = evaluator.for_signature(str(signature_name))
+        signature = evaluator.signature
         if len(request.inputs) > self.limits.max_tensors_per_request:
             raise InvalidInput(f"too many inputs ({len(request.inputs)}); the limit is "
                                f"{self.limits.max_tensors_per_request}")
@@ -102,7 +106,7 @@ class InferenceService:
         loop = asyncio.get_running_loop()
         lv.inflight += 1  # held by the prediction itself, which may outlive a timed-out request
         started = time.perf_counter()
-        future = loop.run_in_executor(self._executor, lv.evaluator.predict, feed)
+        future = loop.run_in_executor(self._executor, evaluator.predict, feed)
         future.add_done_callback(lambda _f: self.manager.release(lv))
         try:
             outputs = await asyncio.wait_for(asyncio.shield(future), self.limits.inference_timeout_s)

@@ -123,18 +123,21 @@ def _tensor_info(spec: TensorSpec) -> dict[str, Any]:
     }
 
 
-def model_metadata(
-    name: str, version: int, signature: Signature, signature_name: str = DEFAULT_SIGNATURE
-) -> dict[str, Any]:
-    """``GetModelMetadataResponse`` as JSON, with one predict signature."""
-    sig = {
-        "inputs": {s.name: _tensor_info(s) for s in signature.inputs},
-        "outputs": {s.name: _tensor_info(s) for s in signature.outputs},
-        "method_name": PREDICT_METHOD,
+def model_metadata(name: str, version: int, signatures: Signature | dict[str, Signature]) -> dict[str, Any]:
+    """``GetModelMetadataResponse`` as JSON, with the model's predict signatures (by name)."""
+    if isinstance(signatures, Signature):
+        signatures = {DEFAULT_SIGNATURE: signatures}
+    defs = {
+        sig_name: {
+            "inputs": {s.name: _tensor_info(s) for s in signature.inputs},
+            "outputs": {s.name: _tensor_info(s) for s in signature.outputs},
+            "method_name": PREDICT_METHOD,
+        }
+        for sig_name, signature in signatures.items()
     }
     return {
         "model_spec": {"name": name, "signature_name": "", "version": str(version)},
-        "metadata": {"signature_def": {"signature_def": {signature_name: sig}}},
+        "metadata": {"signature_def": {"signature_def": defs}},
     }
 
 
@@ -225,10 +228,10 @@ def _tensor(name: str, value: Any, limits: Limits) -> np.ndarray[Any, Any]:
     return as_array(name, arr, limits)
 
 
-def _check_signature(doc: dict[str, Any], signatures: Sequence[str]) -> str:
+def _check_signature(doc: dict[str, Any], signatures: Sequence[str], default: str) -> str:
     raw = doc.get("signature_name")
     if raw is None or raw == "":
-        return DEFAULT_SIGNATURE
+        return default
     if not isinstance(raw, str):
         raise InvalidInput("'signature_name' must be a string")
     if raw not in signatures:
@@ -283,7 +286,11 @@ def _columns(inputs: Any, signature: Signature, limits: Limits) -> dict[str, np.
 
 
 def decode_predict_request(
-    doc: Any, signature: Signature, limits: Limits, signatures: Sequence[str] = (DEFAULT_SIGNATURE,)
+    doc: Any,
+    signature: Signature,
+    limits: Limits,
+    signatures: Sequence[str] = (DEFAULT_SIGNATURE,),
+    default: str = DEFAULT_SIGNATURE,
 ) -> tuple[InferenceRequest, bool]:
     """A parsed predict body as a request; the flag is True for the columnar (``inputs``) format.
 
@@ -292,7 +299,7 @@ def decode_predict_request(
     """
     if not isinstance(doc, dict):
         raise InvalidInput("the request must be a JSON object with 'instances' or 'inputs'")
-    signature_name = _check_signature(doc, signatures)
+    signature_name = _check_signature(doc, signatures, default)
     has_rows, has_columns = "instances" in doc, "inputs" in doc
     if has_rows and has_columns:
         raise InvalidInput("the request has both 'instances' and 'inputs'; send one of them")

@@ -8,9 +8,22 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from mlport.core.types import DataType, Signature, TensorSpec
 from mlport.errors import InvalidInput
 
-__all__ = ["ImageOptions", "ModelConfig", "VersionPolicy", "load_model_config"]
+__all__ = [
+    "BatchingConfig",
+    "ImageOptions",
+    "ModelConfig",
+    "SignatureConfig",
+    "TensorConfig",
+    "VersionPolicy",
+    "load_model_config",
+]
+
+#: Most class labels one output may carry, and the largest labels file read.
+MAX_LABELS = 100_000
+MAX_LABELS_FILE_BYTES = 16 * 1024 * 1024
 
 
 class VersionPolicy(BaseModel):
@@ -51,6 +64,80 @@ class ImageOptions(BaseModel):
     scale: float = 1.0
 
 
+class TensorConfig(BaseModel):
+    """One tensor of a declared signature: the model's own name, and what the server says of it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    #: The tensor's name in the model file.
+    name: str = Field(min_length=1, max_length=256)
+    #: The name clients use (default: ``name``).
+    alias: str | None = Field(default=None, min_length=1, max_length=256)
+    #: Datatype served (``FP32``, ``float32``, ``TYPE_FP32``...); requests are cast to the model's own.
+    datatype: str | None = None
+    #: Shape served, ``-1`` for free dimensions (with the batch axis).
+    shape: tuple[int, ...] | None = Field(default=None, max_length=32)
+
+    @model_validator(mode="after")
+    def _check(self) -> TensorConfig:
+        if self.datatype is not None:
+            DataType.parse(self.datatype)  # ValueError names it
+        if self.shape is not None and any(d < -1 for d in self.shape):
+            raise ValueError(f"tensor '{self.name}': dimensions are sizes or -1 (free), got {list(self.shape)}")
+        return self
+
+    @property
+    def served_name(self) -> str:
+        return self.alias or self.name
+
+
+class SignatureConfig(BaseModel):
+    """A signature declared in the model config: it overrides (or, where the file has none, gives) the model's."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    inputs: tuple[TensorConfig, ...] = Field(default=(), max_length=1024)
+    outputs: tuple[TensorConfig, ...] = Field(default=(), max_length=1024)
+
+    @model_validator(mode="after")
+    def _unique(self) -> SignatureConfig:
+        for kind, tensors in (("inputs", self.inputs), ("outputs", self.outputs)):
+            for attr in ("name", "served_name"):
+                names = [getattr(t, attr) for t in tensors]
+                dup = sorted({n for n in names if names.count(n) > 1})
+                if dup:
+                    raise ValueError(f"signature {kind}: {', '.join(dup)} named more than once")
+        return self
+
+    def complete(self) -> Signature | None:
+        """The declared signature as served, when every tensor has a datatype and shape; else ``None``."""
+        tensors = (*self.inputs, *self.outputs)
+        if not self.inputs or not self.outputs or any(t.datatype is None or t.shape is None for t in tensors):
+            return None
+
+        def spec(t: TensorConfig) -> TensorSpec:
+            return TensorSpec(t.name, DataType.parse(t.datatype or ""), tuple(t.shape or ()))
+
+        return Signature(tuple(spec(t) for t in self.inputs), tuple(spec(t) for t in self.outputs))
+
+
+class BatchingConfig(BaseModel):
+    """Adaptive batching: concurrent requests merged along axis 0 into one predict call."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    #: Largest merged batch (rows); 0 turns batching off.
+    max_batch_size: int = Field(default=0, ge=0, le=65_536)
+    #: Longest a request waits for others to join its batch.
+    max_delay_ms: float = Field(default=1.0, ge=0.0, le=10_000.0)
+    #: Batch sizes the model runs best at; a batch is cut at the largest one reached.
+    preferred_batch_sizes: tuple[int, ...] = Field(default=(), max_length=64)
+
+    @property
+    def enabled(self) -> bool:
+        return self.max_batch_size > 1
+
+
 class ModelConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -68,6 +155,12 @@ class ModelConfig(BaseModel):
     image: ImageOptions = ImageOptions()
     #: Options passed to the format's library (e.g. ``intra_op_threads`` for onnxruntime).
     options: dict[str, Any] = Field(default_factory=dict)
+    #: Declared signature: renames, datatypes and shapes over the model's own (see :class:`SignatureConfig`).
+    signature: SignatureConfig | None = None
+    #: Class labels for outputs that give class indices: ``{output: [label0, label1, ...]}``. In the
+    #: file, a value may also name a text file beside the config, one label per line.
+    labels: dict[str, tuple[str, ...]] = Field(default_factory=dict)
+    batching: BatchingConfig = BatchingConfig()
 
     @model_validator(mode="after")
     def _check_fields(self) -> ModelConfig:
@@ -75,7 +168,34 @@ class ModelConfig(BaseModel):
             cols = sorted(mapping.values())
             if cols != list(range(len(cols))):
                 raise ValueError(f"fields of input '{tensor}' must map onto columns 0..{len(cols) - 1} once each")
+        for output, names in self.labels.items():
+            if not names or len(names) > MAX_LABELS:
+                raise ValueError(f"labels of output '{output}': give 1 to {MAX_LABELS} labels")
         return self
+
+
+def _read_labels(raw: dict[str, Any], folder: Path) -> None:
+    """Replace label file names in ``raw["labels"]`` by their lines (files inside ``folder`` only)."""
+    labels = raw.get("labels")
+    if not isinstance(labels, dict):
+        return
+    root = folder.resolve()
+    for output, value in list(labels.items()):
+        if not isinstance(value, str):
+            continue
+        target = (folder / value).resolve()
+        try:
+            target.relative_to(root)
+        except ValueError:
+            raise InvalidInput(f"labels of output '{output}': {value!r} is outside the model folder") from None
+        try:
+            if target.stat().st_size > MAX_LABELS_FILE_BYTES:
+                raise InvalidInput(f"labels of output '{output}': {value} is larger than "
+                                   f"{MAX_LABELS_FILE_BYTES // (1024 * 1024)} MiB")
+            text = target.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InvalidInput(f"labels of output '{output}': cannot read {value}: {exc}") from exc
+        labels[output] = [line.strip() for line in text.splitlines() if line.strip()]
 
 
 def load_model_config(path: Path | None) -> ModelConfig:
@@ -87,6 +207,7 @@ def load_model_config(path: Path | None) -> ModelConfig:
         raise InvalidInput(f"{path.name}: not readable YAML: {exc}") from exc
     if not isinstance(raw, dict):
         raise InvalidInput(f"{path.name}: expected a mapping at the top level")
+    _read_labels(raw, path.parent)
     try:
         return ModelConfig.model_validate(raw)
     except ValidationError as exc:

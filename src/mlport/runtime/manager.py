@@ -23,6 +23,7 @@ from mlport.errors import MlportError, ModelNotFound, ModelNotReady
 from mlport.formats.base import Evaluator, LoadOptions
 from mlport.formats.registry import FormatRegistry
 from mlport.limits import Limits
+from mlport.runtime.adapt import adapt
 from mlport.runtime.config import ModelConfig
 from mlport.runtime.repository import ModelSource, Repository, VersionSource
 
@@ -286,12 +287,24 @@ class ModelManager:
         model.loading.add(src.version)
         started = time.perf_counter()
         cfg = model.source.config
-        opts = LoadOptions(trusted=cfg.trusted, options=dict(cfg.options), intra_op_threads=self.intra_op_threads)
+        opts = LoadOptions(
+            trusted=cfg.trusted,
+            options=dict(cfg.options),
+            intra_op_threads=self.intra_op_threads,
+            signature=cfg.signature.complete() if cfg.signature is not None else None,
+        )
         try:
             fmt = self.formats.get(src.format)
-            evaluator = await asyncio.wait_for(
-                loop.run_in_executor(self._executor, fmt.load, src.path, opts), self.limits.load_timeout_s
-            )
+
+            def load() -> Evaluator:
+                loaded = fmt.load(src.path, opts)
+                try:
+                    return adapt(loaded, cfg)
+                except Exception:
+                    loaded.close()
+                    raise
+
+            evaluator = await asyncio.wait_for(loop.run_in_executor(self._executor, load), self.limits.load_timeout_s)
         except Exception as exc:
             seconds = time.perf_counter() - started
             reason = str(exc) if isinstance(exc, MlportError) else f"{type(exc).__name__}: {exc}"

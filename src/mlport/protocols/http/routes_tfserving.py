@@ -61,7 +61,9 @@ def _status(request: Request, target: ModelPath) -> Response:
 def _metadata(request: Request, target: ModelPath) -> Response:
     st = state_of(request)
     lv = st.manager.serving_version(target.name, _version(st, target))
-    return json_response(model_metadata(target.name, lv.version, lv.signature))
+    ev = lv.evaluator
+    signatures = {ev.signature_name: ev.signature, **{k: e.signature for k, e in ev.signatures().items()}}
+    return json_response(model_metadata(target.name, lv.version, signatures))
 
 
 async def _predict(request: Request, target: ModelPath) -> Response:
@@ -73,7 +75,12 @@ async def _predict(request: Request, target: ModelPath) -> Response:
     version = _version(st, target)
     async with st.service.call(target.name, version, "v1") as call:
         doc = parse_json_body(body)
-        inference, columnar = decode_predict_request(doc, call.model.signature, st.limits)
+        ev = call.model.evaluator
+        wanted = doc.get("signature_name") if isinstance(doc, dict) else None
+        chosen = ev.for_signature(wanted) if isinstance(wanted, str) else ev
+        inference, columnar = decode_predict_request(
+            doc, chosen.signature, st.limits, (ev.signature_name, *ev.signatures()), default=ev.signature_name
+        )
         response = await call.infer(inference)
         content = encode_predict_response(response, columnar)
     return json_response(content)

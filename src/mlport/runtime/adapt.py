@@ -1,0 +1,130 @@
+"""What a model config says over a loaded model: a declared signature (names, datatypes, shapes) and class labels.
+
+:func:`adapt` wraps an evaluator so that clients see the declared signature. Inputs arrive in the served
+datatypes and are cast (one numpy call per tensor) to the model's own before predict; outputs are cast to
+the declared datatypes and renamed; an output of class indices with labels answers the labels instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from mlport.core.types import DataType, Signature, TensorSpec
+from mlport.errors import InvalidInput
+from mlport.formats.base import Arrays, Evaluator
+from mlport.runtime.config import ModelConfig, TensorConfig
+
+__all__ = ["AdaptedEvaluator", "adapt"]
+
+
+def _merge(spec: TensorSpec, declared: TensorConfig, kind: str) -> TensorSpec:
+    datatype = DataType.parse(declared.datatype) if declared.datatype else spec.datatype
+    shape = spec.shape
+    if declared.shape is not None:
+        if spec.shape and len(declared.shape) != len(spec.shape):
+            raise InvalidInput(
+                f"signature {kind} '{declared.name}': the config gives shape {list(declared.shape)}, "
+                f"the model has {list(spec.shape)} (a different rank)"
+            )
+        for want, have in zip(declared.shape, spec.shape, strict=False):
+            if have != -1 and want != have:
+                raise InvalidInput(
+                    f"signature {kind} '{declared.name}': the config gives shape {list(declared.shape)}, "
+                    f"which does not fit the model's {list(spec.shape)}"
+                )
+        shape = declared.shape
+    if (datatype is DataType.BYTES) != (spec.datatype is DataType.BYTES) and not (
+        kind == "output" and datatype is DataType.BYTES
+    ):
+        raise InvalidInput(
+            f"signature {kind} '{declared.name}': the model's {spec.datatype.value} cannot be served as "
+            f"{datatype.value}"
+        )
+    return TensorSpec(declared.served_name, datatype, shape)
+
+
+def _declare(model: tuple[TensorSpec, ...], declared: tuple[TensorConfig, ...], kind: str) -> list[TensorSpec]:
+    by_name = {t.name: t for t in declared}
+    known = {s.name for s in model}
+    unknown = [t.name for t in declared if t.name not in known]
+    if unknown:
+        raise InvalidInput(
+            f"the config declares {kind} {', '.join(repr(n) for n in unknown)}, which the model does not have; "
+            f"it has: {', '.join(sorted(known))}"
+        )
+    return [_merge(s, by_name[s.name], kind) if s.name in by_name else s for s in model]
+
+
+class AdaptedEvaluator(Evaluator):
+    """An evaluator seen through its model config (signature declared in the config, labels)."""
+
+    def __init__(self, inner: Evaluator, config: ModelConfig) -> None:
+        self.inner = inner
+        self.platform = inner.platform
+        self.signature_name = inner.signature_name
+        own = inner.signature
+        declared = config.signature
+        inputs = _declare(own.inputs, declared.inputs, "input") if declared else list(own.inputs)
+        outputs = _declare(own.outputs, declared.outputs, "output") if declared else list(own.outputs)
+        #: served input name -> (model name, model dtype when a cast is needed)
+        self._in: list[tuple[str, str, np.dtype[Any] | None]] = []
+        for served, model in zip(inputs, own.inputs, strict=True):
+            cast = model.datatype.numpy if served.datatype is not model.datatype else None
+            self._in.append((served.name, model.name, cast))
+        self._out: list[tuple[str, str, np.dtype[Any] | None, np.ndarray[Any, Any] | None]] = []
+        for i, (served, model) in enumerate(zip(outputs, own.outputs, strict=True)):
+            names = config.labels.get(served.name) or config.labels.get(model.name)
+            table = None
+            if names is not None:
+                if model.datatype.numpy.kind not in "iu":
+                    raise InvalidInput(
+                        f"labels are given for output '{served.name}', which is {model.datatype.value}; "
+                        "labels name class indices (an integer output)"
+                    )
+                table = np.asarray(names, dtype=object)
+                outputs[i] = served = TensorSpec(served.name, DataType.BYTES, served.shape)
+            cast = served.datatype.numpy if served.datatype is not model.datatype and table is None else None
+            self._out.append((served.name, model.name, cast, table))
+        unknown = set(config.labels) - {o.name for o in outputs} - {o.name for o in own.outputs}
+        if unknown:
+            raise InvalidInput(f"labels are given for {', '.join(sorted(unknown))}, which the model does not output")
+        self.signature = Signature(tuple(inputs), tuple(outputs))
+
+    def predict(self, inputs: Arrays) -> Arrays:
+        feed: Arrays = {}
+        for served, model, cast in self._in:
+            arr = inputs[served]
+            feed[model] = arr.astype(cast, copy=False) if cast is not None else arr
+        raw = self.inner.predict(feed)
+        out: Arrays = {}
+        for served, model, cast, table in self._out:
+            if model not in raw:
+                continue
+            arr = np.asarray(raw[model])
+            if table is not None:
+                if arr.size and (arr.min() < 0 or arr.max() >= len(table)):
+                    raise InvalidInput(
+                        f"output '{served}' gave class index {int(arr.min() if arr.min() < 0 else arr.max())}, "
+                        f"which has no label (the config gives {len(table)})"
+                    )
+                arr = table[arr]
+            elif cast is not None:
+                arr = arr.astype(cast, copy=False)
+            out[served] = arr
+        return out
+
+    def signatures(self) -> Mapping[str, Evaluator]:
+        return self.inner.signatures()
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def adapt(evaluator: Evaluator, config: ModelConfig) -> Evaluator:
+    """``evaluator`` as the config declares it; the evaluator itself when the config declares nothing."""
+    if config.signature is None and not config.labels:
+        return evaluator
+    return AdaptedEvaluator(evaluator, config)
