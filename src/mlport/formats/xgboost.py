@@ -5,7 +5,9 @@ A ``.json`` file is claimed only when it starts like an XGBoost model (``{"learn
 JSON files in a repository are left alone.
 
 Signature: a model trained on a numpy array takes ``input`` FP32 ``[-1, num_features]``; a model that
-recorded feature names (trained on a DataFrame) takes one FP32 input ``[-1]`` per feature. Outputs follow
+recorded feature names (trained on a DataFrame) takes one FP32 input ``[-1]`` per feature; a categorical
+feature (a pandas ``category`` column with ``enable_categorical``) takes its category values instead: BYTES
+for text categories, INT64 or FP64 for numbers (see :mod:`mlport.formats.categorical`). Outputs follow
 the objective: ``binary:logistic`` and ``multi:softprob`` give ``label`` INT64 (the class index) and
 ``probabilities`` FP32 ``[-1, n_classes]``; ``binary:hinge`` and ``multi:softmax`` give ``label``;
 every other objective (regression, ranking, survival, ``binary:logitraw`` margins) gives ``prediction``
@@ -15,6 +17,7 @@ scikit-learn wrapper does.
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from pathlib import Path
@@ -25,6 +28,7 @@ import numpy as np
 from mlport.core.types import DataType, Signature, TensorSpec
 from mlport.errors import MlportError
 from mlport.formats.base import Arrays, Evaluator, LoadOptions, ModelFormat
+from mlport.formats.categorical import Categories
 
 __all__ = ["XGBoostEvaluator", "XGBoostFormat"]
 
@@ -35,6 +39,38 @@ _UBJ_HEAD = re.compile(rb"^\{[iUIlL][\x00]*\x07learner\{", re.DOTALL)
 
 _PROBABILITY = {"binary:logistic", "multi:softprob"}
 _LABEL_ONLY = {"binary:hinge", "multi:softmax"}
+
+
+def _categories(booster: Any, columns: list[str]) -> dict[str, Categories]:
+    """Categories of the categorical features, in code order, as the model recorded them (XGBoost >= 3.1).
+
+    A model without recorded categories takes the codes themselves (numbers) for such a feature.
+    """
+    types = list(booster.feature_types or [])
+    wanted = [i for i, t in enumerate(types) if t == "c"]
+    if not wanted:
+        return {}
+    try:
+        model = json.loads(booster.save_raw(raw_format="json"))
+        enc = model["learner"]["gradient_booster"]["model"].get("cats", {}).get("enc") or []
+    except (KeyError, TypeError, ValueError):
+        enc = []
+    found: dict[str, Categories] = {}
+    for i in wanted:
+        entry = enc[i] if i < len(enc) and isinstance(enc[i], dict) else {}
+        values = entry.get("values") or []
+        offsets = entry.get("offsets") or []
+        try:
+            if offsets:
+                blob = bytes(values)
+                cats: list[Any] = [blob[a:b].decode("utf-8") for a, b in itertools.pairwise(offsets)]
+            else:
+                cats = list(values)
+        except (TypeError, ValueError) as exc:
+            raise MlportError(f"the categories of feature {columns[i]!r} are not readable: {exc}") from exc
+        if cats:
+            found[columns[i]] = Categories(columns[i], cats)
+    return found
 
 
 def _head(path: Path) -> bytes:
@@ -64,10 +100,14 @@ class XGBoostEvaluator(Evaluator):
         self._columns: list[str] | None = list(names) if names else None
         best = booster.attr("best_iteration")
         self._range = (0, int(best) + 1) if best is not None else (0, 0)
+        self._categories = _categories(booster, self._columns) if self._columns else {}
         if self._columns is None:
             inputs = [TensorSpec("input", DataType.FP32, (-1, n_features))]
         else:
-            inputs = [TensorSpec(n, DataType.FP32, (-1,)) for n in self._columns]
+            inputs = [
+                TensorSpec(n, self._categories[n].datatype if n in self._categories else DataType.FP32, (-1,))
+                for n in self._columns
+            ]
         # One row of zeros tells the shape of the raw output (classes, targets, quantiles).
         probe = self._raw(np.zeros((1, n_features), dtype=np.float32))
         width = int(probe.shape[1]) if probe.ndim > 1 else 1
@@ -88,7 +128,13 @@ class XGBoostEvaluator(Evaluator):
 
     def predict(self, inputs: Arrays) -> Arrays:
         cols = self._columns
-        x = inputs["input"] if cols is None else np.stack([inputs[c] for c in cols], axis=1)
+        if cols is None:
+            x = inputs["input"]
+        elif self._categories:
+            cats = self._categories
+            x = np.stack([cats[c].codes(inputs[c]) if c in cats else inputs[c] for c in cols], axis=1)
+        else:
+            x = np.stack([inputs[c] for c in cols], axis=1)
         raw = self._raw(x)
         if self.objective == "binary:logistic":
             p = raw.astype(np.float32, copy=False).reshape(-1)

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from mlport.core.types import DataType, Signature, TensorSpec
-from mlport.errors import InvalidInput
+from mlport.errors import ErrorCode, InvalidInput, MlportError
 from mlport.formats.base import Arrays, Evaluator
 from mlport.runtime.config import ModelConfig, TensorConfig
 
@@ -106,9 +106,10 @@ class AdaptedEvaluator(Evaluator):
             arr = np.asarray(raw[model])
             if table is not None:
                 if arr.size and (arr.min() < 0 or arr.max() >= len(table)):
-                    raise InvalidInput(
+                    raise MlportError(
                         f"output '{served}' gave class index {int(arr.min() if arr.min() < 0 else arr.max())}, "
-                        f"which has no label (the config gives {len(table)})"
+                        f"which has no label (the config gives {len(table)})",
+                        ErrorCode.INTERNAL,
                     )
                 arr = table[arr]
             elif cast is not None:
