@@ -14,7 +14,7 @@ import numpy as np
 from mlport.core.types import Signature
 from mlport.errors import ErrorCode, InvalidInput, MlportError
 
-__all__ = ["Evaluator", "LoadOptions", "MissingExtra", "ModelFormat", "UntrustedModel", "as_text"]
+__all__ = ["Evaluator", "LoadOptions", "MissingExtra", "ModelFormat", "RequestContext", "UntrustedModel", "as_text"]
 
 Arrays = dict[str, np.ndarray[Any, Any]]
 
@@ -62,6 +62,18 @@ class LoadOptions:
     signature: Signature | None = None
 
 
+@dataclass(slots=True)
+class RequestContext:
+    """What a request tells a model beyond its tensors, and what the model tells back."""
+
+    #: The request's id (OIP ``id``, or the ``X-Request-Id`` header), for feedback on routed requests.
+    request_id: str | None = None
+    #: A key that pins the request to one route of a router (``X-Routing-Key``, or ``routing_key``).
+    routing_key: str | None = None
+    #: Response parameters the model sets (which route or cascade stage answered...).
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+
 class Evaluator(ABC):
     """A loaded model: a signature and a vectorised predict over a batch on axis 0."""
 
@@ -74,6 +86,14 @@ class Evaluator(ABC):
     @abstractmethod
     def predict(self, inputs: Arrays) -> Arrays:
         """Run the model on validated inputs (dtypes and shapes match the signature)."""
+
+    def predict_in(self, inputs: Arrays, context: RequestContext) -> Arrays:
+        """:meth:`predict` with the request's context; models that route or cascade override it."""
+        return self.predict(inputs)
+
+    def feedback(self, request_id: str, reward: float) -> None:
+        """A reward for the answer to ``request_id`` (bandit routers learn from it)."""
+        raise InvalidInput("this model takes no feedback: only manifests with a bandit router learn from rewards")
 
     def signatures(self) -> Mapping[str, Evaluator]:
         """The model's other named signatures (a SavedModel may have several), each an evaluator of its own.

@@ -14,7 +14,7 @@ import numpy as np
 
 from mlport.core.types import DataType, Signature, TensorSpec
 from mlport.errors import ErrorCode, InvalidInput, MlportError
-from mlport.formats.base import Arrays, Evaluator
+from mlport.formats.base import Arrays, Evaluator, RequestContext
 from mlport.runtime.config import ModelConfig, TensorConfig
 
 __all__ = ["AdaptedEvaluator", "adapt"]
@@ -94,11 +94,22 @@ class AdaptedEvaluator(Evaluator):
         self.signature = Signature(tuple(inputs), tuple(outputs))
 
     def predict(self, inputs: Arrays) -> Arrays:
+        return self._outputs(self.inner.predict(self._feed(inputs)))
+
+    def predict_in(self, inputs: Arrays, context: RequestContext) -> Arrays:
+        return self._outputs(self.inner.predict_in(self._feed(inputs), context))
+
+    def feedback(self, request_id: str, reward: float) -> None:
+        self.inner.feedback(request_id, reward)
+
+    def _feed(self, inputs: Arrays) -> Arrays:
         feed: Arrays = {}
         for served, model, cast in self._in:
             arr = inputs[served]
             feed[model] = arr.astype(cast, copy=False) if cast is not None else arr
-        raw = self.inner.predict(feed)
+        return feed
+
+    def _outputs(self, raw: Arrays) -> Arrays:
         out: Arrays = {}
         for served, model, cast, table in self._out:
             if model not in raw:
