@@ -23,18 +23,21 @@ __all__ = ["AdaptedEvaluator", "adapt"]
 def _merge(spec: TensorSpec, declared: TensorConfig, kind: str) -> TensorSpec:
     datatype = DataType.parse(declared.datatype) if declared.datatype else spec.datatype
     shape = spec.shape
-    if declared.shape is not None:
-        if spec.shape and len(declared.shape) != len(spec.shape):
+    # the shape the model sees: the reshape when there is one, else the served shape
+    model_view, what = (declared.reshape, "reshape") if declared.reshape is not None else (declared.shape, "shape")
+    if model_view is not None:
+        if spec.shape and len(model_view) != len(spec.shape):
             raise InvalidInput(
-                f"signature {kind} '{declared.name}': the config gives shape {list(declared.shape)}, "
+                f"signature {kind} '{declared.name}': the config gives {what} {list(model_view)}, "
                 f"the model has {list(spec.shape)} (a different rank)"
             )
-        for want, have in zip(declared.shape, spec.shape, strict=False):
+        for want, have in zip(model_view, spec.shape, strict=False):
             if have != -1 and want != have:
                 raise InvalidInput(
-                    f"signature {kind} '{declared.name}': the config gives shape {list(declared.shape)}, "
+                    f"signature {kind} '{declared.name}': the config gives {what} {list(model_view)}, "
                     f"which does not fit the model's {list(spec.shape)}"
                 )
+    if declared.shape is not None:
         shape = declared.shape
     if (datatype is DataType.BYTES) != (spec.datatype is DataType.BYTES) and not (
         kind == "output" and datatype is DataType.BYTES
@@ -58,6 +61,15 @@ def _declare(model: tuple[TensorSpec, ...], declared: tuple[TensorConfig, ...], 
     return [_merge(s, by_name[s.name], kind) if s.name in by_name else s for s in model]
 
 
+def _reshape(name: str, arr: np.ndarray[Any, Any], shape: tuple[int, ...]) -> np.ndarray[Any, Any]:
+    """``arr`` in ``shape`` (a ``-1`` batch axis keeps the array's own batch size): a view, no copy."""
+    target = (arr.shape[0], *shape[1:]) if shape[:1] == (-1,) and arr.ndim else shape
+    try:
+        return arr.reshape(target)
+    except ValueError:
+        raise InvalidInput(f"'{name}' with shape {list(arr.shape)} cannot be reshaped to {list(shape)}") from None
+
+
 class AdaptedEvaluator(Evaluator):
     """An evaluator seen through its model config (signature declared in the config, labels)."""
 
@@ -69,11 +81,15 @@ class AdaptedEvaluator(Evaluator):
         declared = config.signature
         inputs = _declare(own.inputs, declared.inputs, "input") if declared else list(own.inputs)
         outputs = _declare(own.outputs, declared.outputs, "output") if declared else list(own.outputs)
-        #: served input name -> (model name, model dtype when a cast is needed)
-        self._in: list[tuple[str, str, np.dtype[Any] | None]] = []
+        reshaped = {t.name: t.reshape for t in (*declared.inputs, *declared.outputs)} if declared else {}
+        #: served input name -> (model name, model dtype when a cast is needed, model shape when reshaped)
+        self._in: list[tuple[str, str, np.dtype[Any] | None, tuple[int, ...] | None]] = []
         for served, model in zip(inputs, own.inputs, strict=True):
             cast = model.datatype.numpy if served.datatype is not model.datatype else None
-            self._in.append((served.name, model.name, cast))
+            self._in.append((served.name, model.name, cast, reshaped.get(model.name)))
+        #: served shapes of the outputs the model gives in another layout
+        self._out_shape = {s.name: s.shape for s, m in zip(outputs, own.outputs, strict=True)
+                           if reshaped.get(m.name) is not None}
         self._out: list[tuple[str, str, np.dtype[Any] | None, np.ndarray[Any, Any] | None]] = []
         for i, (served, model) in enumerate(zip(outputs, own.outputs, strict=True)):
             names = config.labels.get(served.name) or config.labels.get(model.name)
@@ -104,8 +120,10 @@ class AdaptedEvaluator(Evaluator):
 
     def _feed(self, inputs: Arrays) -> Arrays:
         feed: Arrays = {}
-        for served, model, cast in self._in:
+        for served, model, cast, shape in self._in:
             arr = inputs[served]
+            if shape is not None:
+                arr = _reshape(served, arr, shape)
             feed[model] = arr.astype(cast, copy=False) if cast is not None else arr
         return feed
 
@@ -125,6 +143,8 @@ class AdaptedEvaluator(Evaluator):
                 arr = table[arr]
             elif cast is not None:
                 arr = arr.astype(cast, copy=False)
+            if served in self._out_shape:
+                arr = _reshape(served, arr, self._out_shape[served])
             out[served] = arr
         return out
 

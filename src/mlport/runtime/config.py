@@ -77,13 +77,25 @@ class TensorConfig(BaseModel):
     datatype: str | None = None
     #: Shape served, ``-1`` for free dimensions (with the batch axis).
     shape: tuple[int, ...] | None = Field(default=None, max_length=32)
+    #: The model's own shape when it differs from ``shape`` in layout only (Triton's ``reshape``), with
+    #: the batch axis: inputs are reshaped to it before predict, outputs back to ``shape``.
+    reshape: tuple[int, ...] | None = Field(default=None, max_length=32)
 
     @model_validator(mode="after")
     def _check(self) -> TensorConfig:
         if self.datatype is not None:
             DataType.parse(self.datatype)  # ValueError names it
-        if self.shape is not None and any(d < -1 for d in self.shape):
-            raise ValueError(f"tensor '{self.name}': dimensions are sizes or -1 (free), got {list(self.shape)}")
+        for what, dims in (("dimensions", self.shape), ("reshape dimensions", self.reshape)):
+            if dims is not None and any(d < -1 for d in dims):
+                raise ValueError(f"tensor '{self.name}': {what} are sizes or -1 (free), got {list(dims)}")
+        if self.reshape is not None:
+            if self.shape is None:
+                raise ValueError(f"tensor '{self.name}': a reshape needs the served shape too")
+            if (self.shape[:1] == (-1,)) != (self.reshape[:1] == (-1,)):
+                raise ValueError(f"tensor '{self.name}': shape and reshape must both have the batch axis, or neither")
+            inner = self.reshape[1:] if self.reshape[:1] == (-1,) else self.reshape
+            if inner.count(-1) > 1:
+                raise ValueError(f"tensor '{self.name}': a reshape may leave one dimension free")
         return self
 
     @property

@@ -6,21 +6,27 @@ Layouts understood in a repository folder:
 - ``<root>/<name>/<model>``: one unversioned model, served as version 1;
 - ``<root>/<model-file>``: a model file at the top, named by its stem, version 1.
 
-A model folder may hold ``model.yaml`` (see :mod:`mlport.runtime.config`); a model file
-``x.onnx`` may have ``x.model.yaml`` beside it.  Nothing outside the root is followed.
+A model folder may hold ``model.yaml`` (see :mod:`mlport.runtime.config`) or a Triton
+``config.pbtxt`` (see :mod:`mlport.runtime.triton`; ``model.yaml`` wins when both are there); a
+model file ``x.onnx`` may have ``x.model.yaml`` beside it.  Nothing outside the root is followed.
 """
 
 from __future__ import annotations
 
+import logging
 import re
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from mlport.errors import InvalidInput, MlportError
 from mlport.formats.registry import FormatRegistry
 from mlport.runtime.config import ModelConfig, load_model_config
+from mlport.runtime.triton import TRITON_CONFIG_NAME, TritonModel, read_triton_config
 
 __all__ = ["ModelSource", "Repository", "VersionSource", "fingerprint"]
+
+log = logging.getLogger(__name__)
 
 CONFIG_NAME = "model.yaml"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
@@ -43,6 +49,8 @@ class ModelSource:
     #: Why the model (or some version) could not be read; the model still appears in the index.
     errors: dict[int, str] = field(default_factory=dict)
     error: str | None = None
+    #: The model file or folder to pick in each version folder (Triton's ``default_model_filename``).
+    model_filename: str | None = None
 
 
 def fingerprint(path: Path) -> tuple[tuple[str, int, int], ...]:
@@ -86,6 +94,10 @@ class Repository:
         self.max_models = max_models
         if not self.root.exists():
             raise InvalidInput(f"{root} does not exist")
+        #: config.pbtxt path -> (size, mtime) and what it gave: each file is read and logged once per change.
+        self._triton: dict[Path, tuple[tuple[int, int], TritonModel | MlportError]] = {}
+        self._triton_lock = threading.Lock()
+        self._told_yaml_wins: set[Path] = set()
 
     @property
     def single(self) -> bool:
@@ -124,7 +136,9 @@ class Repository:
 
     def _single_model(self, path: Path) -> ModelSource:
         stem = path.name[: -len(path.suffix)] if path.suffix else path.name
-        cfg_path = path.with_name(f"{stem}.model.yaml")
+        inner = path / CONFIG_NAME
+        # a folder that is one model (a SavedModel, a folder with model.py) keeps its config inside
+        cfg_path = inner if path.is_dir() and inner.is_file() else path.with_name(f"{stem}.model.yaml")
         try:
             cfg = self._config(cfg_path)
         except MlportError as exc:
@@ -134,17 +148,60 @@ class Repository:
         self._add_version(src, 1, path)
         return src
 
+    def _triton_config(self, path: Path, folder_name: str) -> TritonModel:
+        """The Triton config at ``path``, read again only when the file changed (its warnings logged then)."""
+        try:
+            st = path.stat()
+        except OSError as exc:
+            raise InvalidInput(f"{path.name}: cannot read it: {exc.strerror or exc}") from None
+        stamp = (st.st_size, st.st_mtime_ns)
+        with self._triton_lock:
+            cached = self._triton.get(path)
+            if cached is None and len(self._triton) >= 2 * self.max_models:
+                self._triton.clear()  # configs of folders long gone: a bound, not a cache policy
+        if cached is None or cached[0] != stamp:
+            result: TritonModel | MlportError
+            try:
+                result = read_triton_config(path, folder_name)
+                for warning in result.warnings:
+                    log.warning("model %s: %s: %s", folder_name, path.name, warning)
+            except MlportError as exc:
+                result = exc
+                log.error("model %s: %s", folder_name, exc)
+            with self._triton_lock:
+                self._triton[path] = cached = (stamp, result)
+        if isinstance(cached[1], MlportError):
+            raise cached[1]
+        return cached[1]
+
+    def _folder_config(self, folder: Path) -> tuple[ModelConfig, str | None]:
+        """The folder's model.yaml, else its Triton config.pbtxt, else the defaults; and the model file to pick."""
+        yaml_path, pbtxt = folder / CONFIG_NAME, folder / TRITON_CONFIG_NAME
+        if not pbtxt.is_file() or not _inside(self.root, pbtxt):
+            return self._config(yaml_path), None
+        if yaml_path.is_file():
+            if pbtxt not in self._told_yaml_wins:
+                self._told_yaml_wins.add(pbtxt)
+                log.info("model %s: %s and %s are both there; %s is used", folder.name, CONFIG_NAME,
+                         TRITON_CONFIG_NAME, CONFIG_NAME)
+            return self._config(yaml_path), None
+        triton = self._triton_config(pbtxt, folder.name)
+        cfg = triton.config
+        if self.trusted and not cfg.trusted:
+            cfg = cfg.model_copy(update={"trusted": True})
+        return cfg, triton.model_filename
+
     def _model_dir(self, folder: Path) -> ModelSource | None:
         if self.formats.detect(folder) is not None:
             return self._single_model(folder)
         try:
-            cfg = self._config(folder / CONFIG_NAME)
+            cfg, model_filename = self._folder_config(folder)
         except MlportError as exc:
             return ModelSource(folder.name, ModelConfig(), error=str(exc))
         name = cfg.name or folder.name
         if not _NAME_RE.match(name):
             return None
-        src = ModelSource(name, cfg)
+        src = ModelSource(name, cfg, model_filename=model_filename)
         version_dirs = [p for p in folder.iterdir() if p.is_dir() and p.name.isdigit() and _inside(self.root, p)]
         if version_dirs:
             for vdir in version_dirs:
@@ -152,6 +209,9 @@ class Repository:
             return src
         if self._model_files(folder):
             self._add_version(src, 1, folder)
+            return src
+        if (folder / TRITON_CONFIG_NAME).is_file():
+            src.error = f"{TRITON_CONFIG_NAME} is there, but no version folder (1/, 2/...) holds a model"
             return src
         return None
 
@@ -163,7 +223,7 @@ class Repository:
 
     def _add_version(self, src: ModelSource, version: int, path: Path) -> None:
         try:
-            target = self._resolve_model_path(path, src.config)
+            target = self._resolve_model_path(path, src.config, src.model_filename)
             fmt = src.config.format or self.formats.detect(target)
             fmt_name = fmt if isinstance(fmt, str) else fmt.name if fmt else None
             if fmt_name is None:
@@ -172,7 +232,13 @@ class Repository:
         except (MlportError, OSError) as exc:
             src.errors[version] = str(exc)
 
-    def _resolve_model_path(self, path: Path, cfg: ModelConfig) -> Path:
+    def _resolve_model_path(self, path: Path, cfg: ModelConfig, model_filename: str | None = None) -> Path:
+        if model_filename is not None and path.is_dir():
+            target = path / model_filename
+            if not target.exists() or not _inside(self.root, target):
+                raise InvalidInput(f"version folder {path.name}: the default_model_filename "
+                                   f"'{model_filename}' is not there")
+            return target
         if not path.is_dir() or self.formats.detect(path) is not None:
             return path
         files = self._model_files(path)
