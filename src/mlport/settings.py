@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +31,12 @@ class Settings(BaseSettings):
     trusted: bool = False
     #: Seconds between repository scans for new or changed versions (0: only on explicit load calls).
     poll_interval_s: float = Field(default=5.0, ge=0)
-    #: Threads running predictions (0: one per core, at least 2).
+    #: Server processes sharing the HTTP and gRPC ports; each loads every model.
+    workers: int = Field(default=1, ge=1, le=64)
+    #: Threads running predictions in each worker (0: the worker's share of the cores, at least 2).
     inference_threads: int = Field(default=0, ge=0, le=256)
-    #: Threads each model's library may use for one prediction (0: the library decides).
+    #: Threads each model's library may use for one prediction (0: what the worker's cores leave for each
+    #: inference thread, at least 1).
     intra_op_threads: int = Field(default=0, ge=0, le=256)
     #: Models loaded at the same time.
     load_workers: int = Field(default=2, ge=1, le=64)
@@ -61,6 +65,26 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return init_settings, env_settings
 
+    def cores_per_worker(self) -> int:
+        """The cores this machine gives each worker process (at least 1)."""
+        try:
+            cores = len(os.sched_getaffinity(0))
+        except (AttributeError, OSError):
+            cores = os.cpu_count() or 1
+        return max(1, cores // self.workers)
+
+    def threads(self) -> tuple[int, int]:
+        """``(inference threads, intra-op threads)`` of one worker.
+
+        By default the worker's cores go to predictions running side by side (one thread each, at least two
+        threads so that a slow model does not hold up the others), not to threads inside one prediction:
+        inference threads x intra-op threads stays within the worker's share of the cores, and the workers
+        together within the machine's.
+        """
+        share = self.cores_per_worker()
+        inference = self.inference_threads or max(2, share)
+        return inference, self.intra_op_threads or max(1, share // inference)
+
     def limits(self) -> Limits:
         return Limits(
             max_body_bytes=self.max_body_bytes,
@@ -75,8 +99,6 @@ class Settings(BaseSettings):
 
 def load_settings(cli: dict[str, Any], config_file: Path | None = None) -> Settings:
     """Build settings from CLI values (``None`` means not given), the environment and a YAML file."""
-    import os
-
     values: dict[str, Any] = {}
     if config_file is not None:
         try:

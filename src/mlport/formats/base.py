@@ -82,6 +82,8 @@ class Evaluator(ABC):
     platform: str = ""
     #: The name of :attr:`signature` among the model's signatures (TF Serving's ``signature_name``).
     signature_name: str = "serving_default"
+    #: True when the model reads or writes the request context (:meth:`predict_in`): it is not batched.
+    uses_context: bool = False
 
     @abstractmethod
     def predict(self, inputs: Arrays) -> Arrays:

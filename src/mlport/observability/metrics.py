@@ -27,6 +27,9 @@ class Metrics:
             "mlport_inference_duration_seconds", "Time spent in the model's predict",
             ["model", "version"], buckets=_LATENCY_BUCKETS, registry=r,
         )
+        self.routes = Counter(
+            "mlport_routes_total", "Requests a router sent to each of its routes", ["model", "route"], registry=r
+        )
         self.inflight = Gauge("mlport_inflight_requests", "Requests being served now", ["model"], registry=r)
         self.load_seconds = Gauge(
             "mlport_model_load_seconds", "How long the last load of a version took", ["model", "version"], registry=r

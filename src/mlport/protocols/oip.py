@@ -2,14 +2,20 @@
 
 Binary input tensors become read-only numpy views of the request body (no copy); binary
 outputs are written as the raw little-endian bytes of each array.
+
+Requests are read by msgspec into typed structures (names, datatypes, shapes and parameters checked in C;
+``data`` arrays become numpy arrays in one call each).  Anything the typed reading refuses goes through
+the general reader, which names what is wrong.
 """
 
 from __future__ import annotations
 
+import math
 import struct
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 import numpy as np
 import orjson
 
@@ -86,7 +92,7 @@ def encode_bytes_tensor(arr: np.ndarray[Any, Any]) -> bytes:
 
 
 def _from_binary(name: str, dt: DataType, shape: tuple[int, ...], buf: memoryview) -> np.ndarray[Any, Any]:
-    count = int(np.prod(shape)) if shape else 1
+    count = math.prod(shape)
     if dt is DataType.BYTES:
         return decode_bytes_tensor(name, buf, count).reshape(shape)
     expected = count * dt.itemsize
@@ -94,12 +100,27 @@ def _from_binary(name: str, dt: DataType, shape: tuple[int, ...], buf: memoryvie
         raise InvalidInput(
             f"input '{name}': {dt.value} with shape {fmt_shape(shape)} needs {expected} bytes, got {len(buf)}"
         )
-    return np.frombuffer(buf, dtype=dt.numpy.newbyteorder("<")).reshape(shape)
+    return np.frombuffer(buf, dtype=_LITTLE[dt]).reshape(shape)
 
 
-def _from_json(name: str, dt: DataType, shape: tuple[int, ...], data: Any, limits: Limits) -> np.ndarray[Any, Any]:
+def _from_json(
+    name: str, dt: DataType, shape: tuple[int, ...], data: Any, limits: Limits, count: int = -1
+) -> np.ndarray[Any, Any]:
+    if count < 0:
+        count = math.prod(shape)
+    target = _NUMBERS.get(dt)
+    if target is not None and type(data) is list:
+        # the common case, numbers for a numeric tensor: one numpy call, then one cast
+        try:
+            arr = np.asarray(data)
+        except (ValueError, TypeError):
+            pass  # ragged: the general checks name it
+        else:
+            kind = arr.dtype.kind
+            if (kind in "iu" or (kind == "f" and target.kind == "f")) and arr.size == count \
+                    and arr.ndim <= limits.max_tensor_rank:
+                return arr.astype(target, copy=False).reshape(shape)
     arr = as_array(name, data, limits)
-    count = int(np.prod(shape)) if shape else 1
     if arr.size != count:
         raise InvalidInput(f"input '{name}': shape {fmt_shape(shape)} needs {count} values, got {arr.size}")
     if dt is DataType.BYTES:
@@ -117,15 +138,113 @@ def _from_json(name: str, dt: DataType, shape: tuple[int, ...], data: Any, limit
     return arr.reshape(shape)
 
 
+class _TensorDoc(msgspec.Struct):
+    name: str
+    datatype: str
+    shape: list[int]
+    parameters: dict[str, Any] | None = None
+    data: Any = msgspec.UNSET
+
+
+class _OutputDoc(msgspec.Struct):
+    name: str
+    parameters: dict[str, Any] | None = None
+
+
+class _RequestDoc(msgspec.Struct):
+    inputs: list[_TensorDoc]
+    outputs: list[_OutputDoc] | None = None
+    id: Any = None
+    parameters: dict[str, Any] | None = None
+
+
+_read_request = msgspec.json.Decoder(_RequestDoc).decode
+_DATATYPES = {d.value: d for d in DataType}
+#: numpy dtypes of the numeric datatypes (not BOOL, not BYTES)
+_NUMBERS = {d: d.numpy for d in DataType if d.numpy.kind in "iuf"}
+_LITTLE = {d: d.numpy.newbyteorder("<") for d in DataType if d is not DataType.BYTES}
+
+
+class _Irregular(Exception):
+    """The typed reader cannot take this request as it is: the general reader decides."""
+
+
 def decode_infer_request(
     body: bytes, header_length: int | None, signature: Signature, limits: Limits
 ) -> tuple[InferenceRequest, set[str]]:
     """Decode an infer request; returns it and the names of outputs to send in binary form."""
     if header_length == 0:
         return _raw_single_input(body, signature), set()
-    json_part = body if header_length is None else body[:header_length]
     if header_length is not None and header_length > len(body):
         raise InvalidInput(f"Inference-Header-Content-Length {header_length} exceeds the body ({len(body)} bytes)")
+    json_part = body if header_length is None else memoryview(body)[:header_length]
+    try:
+        doc = _read_request(json_part)
+        return _decode_typed(doc, body, header_length, signature, limits)
+    except (msgspec.ValidationError, msgspec.DecodeError, _Irregular):
+        return _decode_general(bytes(json_part), body, header_length, signature, limits)
+
+
+def _decode_typed(
+    doc: _RequestDoc, body: bytes, header_length: int | None, signature: Signature, limits: Limits
+) -> tuple[InferenceRequest, set[str]]:
+    """The common case, read by msgspec; raises :class:`_Irregular` for anything the general reader must see."""
+    items = doc.inputs
+    if not items or len(items) > limits.max_tensors_per_request:
+        raise _Irregular
+    binary = memoryview(body)[header_length:] if header_length is not None else None
+    offset = 0
+    inputs: dict[str, np.ndarray[Any, Any]] = {}
+    for item in items:
+        name = item.name
+        dt = _DATATYPES.get(item.datatype)
+        if dt is None or name in inputs:
+            raise _Irregular
+        shape = tuple(item.shape)
+        count = 1
+        for d in shape:
+            if d < 0:
+                raise _Irregular
+            count *= d
+        if count > limits.max_tensor_elements or len(shape) > limits.max_tensor_rank:
+            check_shape_limits(name, shape, limits)  # raises, naming the limit
+        params = item.parameters
+        size = params.get("binary_data_size") if params else None
+        if size is not None:
+            if binary is None or not isinstance(size, int) or size < 0 or offset + size > len(binary):
+                raise _Irregular
+            inputs[name] = _from_binary(name, dt, shape, binary[offset: offset + size])
+            offset += size
+        elif item.data is msgspec.UNSET:
+            raise _Irregular
+        else:
+            inputs[name] = _from_json(name, dt, shape, item.data, limits, count)
+    if binary is not None and offset != len(binary):
+        raise _Irregular
+    req_params = doc.parameters or {}
+    all_binary = bool(req_params.get("binary_data_output", False))
+    outputs: list[str] | None = None
+    binary_out: set[str] = set()
+    if doc.outputs is not None:
+        outputs = []
+        for out in doc.outputs:
+            outputs.append(out.name)
+            if (out.parameters or {}).get("binary_data", all_binary):
+                binary_out.add(out.name)
+    elif all_binary:
+        binary_out = set(signature.output_names)
+    if "binary_data_output" in req_params:
+        req_params = {k: v for k, v in req_params.items() if k != "binary_data_output"}
+    rid = doc.id
+    request = InferenceRequest(inputs=inputs, outputs=outputs, id=str(rid) if rid is not None else None,
+                               parameters=req_params)
+    return request, binary_out
+
+
+def _decode_general(
+    json_part: bytes, body: bytes, header_length: int | None, signature: Signature, limits: Limits
+) -> tuple[InferenceRequest, set[str]]:
+    """Any request, read as plain JSON values, with a message that names what is wrong."""
     try:
         doc = orjson.loads(json_part)
     except orjson.JSONDecodeError as exc:
@@ -184,6 +303,8 @@ def decode_infer_request(
                 raise InvalidInput("each requested output must be an object with a 'name'")
             outputs.append(out["name"])
             oparams = out.get("parameters") or {}
+            if not isinstance(oparams, dict):
+                raise InvalidInput(f"output '{out['name']}': 'parameters' must be an object")
             if oparams.get("binary_data", all_binary):
                 binary_out.add(out["name"])
     elif all_binary:
@@ -212,31 +333,48 @@ def _raw_single_input(body: bytes, signature: Signature) -> InferenceRequest:
     per_item = int(np.prod(inner)) * spec.datatype.itemsize
     if per_item == 0 or len(body) % per_item:
         raise InvalidInput(f"the raw body ({len(body)} bytes) is not a whole number of '{spec.name}' items")
-    arr = np.frombuffer(body, dtype=spec.datatype.numpy.newbyteorder("<"))
+    arr = np.frombuffer(body, dtype=_LITTLE[spec.datatype])
     shape = (len(body) // per_item, *inner) if spec.batched else inner
     return InferenceRequest(inputs={spec.name: arr.reshape(shape)})
+
+
+def _datatype(name: str, dtype: np.dtype[Any]) -> DataType:
+    found = _OF_DTYPE.get(dtype)
+    if found is None:
+        try:
+            found = DataType.from_numpy(dtype)
+        except ValueError:
+            raise InvalidInput(f"output '{name}' has dtype {dtype}, which the protocol cannot carry") from None
+        if len(_OF_DTYPE) < 64:
+            _OF_DTYPE[dtype] = found
+    return found
+
+
+_OF_DTYPE: dict[np.dtype[Any], DataType] = {d.numpy: d for d in DataType if d is not DataType.BYTES}
+#: dtypes orjson writes from the array itself (float16 and byte-swapped arrays are converted first)
+_NATIVE_JSON = frozenset(d.numpy for d in DataType if d.numpy.kind in "biuf" and d is not DataType.FP16)
 
 
 def encode_infer_response(response: InferenceResponse, binary_out: set[str]) -> EncodedResponse:
     outputs: list[dict[str, Any]] = []
     blobs: list[bytes | memoryview] = []
     for name, arr in response.outputs.items():
-        try:
-            dt = DataType.from_numpy(arr.dtype)
-        except ValueError:
-            raise InvalidInput(f"output '{name}' has dtype {arr.dtype}, which the protocol cannot carry") from None
-        entry: dict[str, Any] = {"name": name, "datatype": dt.value, "shape": list(arr.shape)}
-        if name in binary_out:
+        dt = _OF_DTYPE.get(arr.dtype) or _datatype(name, arr.dtype)
+        if binary_out and name in binary_out:
             if dt is DataType.BYTES:
                 raw: bytes | memoryview = encode_bytes_tensor(arr)
             else:
                 le = arr.astype(arr.dtype.newbyteorder("<"), copy=False)
                 raw = np.ascontiguousarray(le).data.cast("B")
-            entry["parameters"] = {"binary_data_size": len(raw)}
+            outputs.append({"name": name, "datatype": dt.value, "shape": arr.shape,
+                            "parameters": {"binary_data_size": len(raw)}})
             blobs.append(raw)
         else:
-            entry["data"] = jsonable(arr.reshape(-1))
-        outputs.append(entry)
+            # numeric arrays go to orjson as they are (C order, native byte order): it writes them itself
+            flat = arr.reshape(-1)
+            if arr.dtype not in _NATIVE_JSON or not flat.flags.c_contiguous:
+                flat = jsonable(flat)
+            outputs.append({"name": name, "datatype": dt.value, "shape": arr.shape, "data": flat})
     doc: dict[str, Any] = {"model_name": response.model_name, "model_version": response.model_version}
     if response.id is not None:
         doc["id"] = response.id

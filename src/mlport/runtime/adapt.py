@@ -77,6 +77,7 @@ class AdaptedEvaluator(Evaluator):
         self.inner = inner
         self.platform = inner.platform
         self.signature_name = inner.signature_name
+        self.uses_context = inner.uses_context
         own = inner.signature
         declared = config.signature
         inputs = _declare(own.inputs, declared.inputs, "input") if declared else list(own.inputs)

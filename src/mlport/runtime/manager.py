@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from mlport.core.types import Signature
 from mlport.errors import MlportError, ModelNotFound, ModelNotReady
@@ -24,10 +25,11 @@ from mlport.formats.base import Evaluator, LoadOptions
 from mlport.formats.registry import FormatRegistry
 from mlport.limits import Limits
 from mlport.runtime.adapt import adapt
+from mlport.runtime.batching import Runner
 from mlport.runtime.config import ModelConfig
 from mlport.runtime.repository import ModelSource, Repository, VersionSource
 
-__all__ = ["LoadedVersion", "ModelManager", "ModelStatus", "VersionState", "VersionStatus"]
+__all__ = ["LoadedVersion", "ModelManager", "ModelStatus", "ReadinessGroup", "VersionState", "VersionStatus"]
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +54,8 @@ class LoadedVersion:
     inflight: int = 0
     retired: bool = False
     closed: bool = False
+    #: How predictions of each signature run (made by the inference service on first use).
+    runners: dict[str, Runner] = field(default_factory=dict)
 
     @property
     def signature(self) -> Signature:
@@ -95,6 +99,17 @@ class _Model:
 LoadHook = Callable[[str, int, float, bool], None]
 
 
+class ReadinessGroup(Protocol):
+    """The server processes that share one address (``--workers``): the server is ready only once every
+    one of them has finished its first load."""
+
+    def mark_loaded(self) -> None:
+        """This process has finished its first scan and load."""
+
+    def all_loaded(self) -> bool:
+        """Every process of the group has."""
+
+
 class ModelManager:
     """Owns every loaded model; all methods run on the event loop thread except loads and closes."""
 
@@ -106,6 +121,7 @@ class ModelManager:
         load_workers: int = 2,
         intra_op_threads: int = 0,
         on_load: LoadHook | None = None,
+        group: ReadinessGroup | None = None,
     ) -> None:
         self.repository = repository
         self.formats = formats
@@ -116,6 +132,7 @@ class ModelManager:
         self._sync_lock = asyncio.Lock()
         self._close_lock = threading.Lock()
         self._on_load = on_load
+        self._group = group
         self.scanned = asyncio.Event()
 
     # ----------------------------------------------------------------- requests
@@ -200,8 +217,17 @@ class ModelManager:
         if not self.scanned.is_set():
             return False
         if strict:
-            return all(m.serving or m.unloaded for m in self._models.values())
-        return not any(m.loading and not m.serving for m in self._models.values())
+            ok = all(m.serving or m.unloaded for m in self._models.values())
+        else:
+            ok = not any(m.loading and not m.serving for m in self._models.values())
+        return ok and (self._group is None or self._group.all_loaded())
+
+    def mark_scanned(self) -> None:
+        """The first scan and load are over (whether or not they succeeded)."""
+        if not self.scanned.is_set():
+            self.scanned.set()
+            if self._group is not None:
+                self._group.mark_loaded()
 
     def serving_version(self, name: str, version: str | int | None = None) -> LoadedVersion:
         """Like :meth:`acquire` without holding the version (for metadata)."""
@@ -233,7 +259,7 @@ class ModelManager:
                 if not model.unloaded:
                     tasks.append(self._sync_model(model, force))
             await asyncio.gather(*tasks)
-            self.scanned.set()
+            self.mark_scanned()
 
     async def load_model(self, name: str) -> ModelStatus:
         """Explicit load (OIP repository API): rescan the model and load it, retrying failed versions."""

@@ -616,6 +616,7 @@ def read_manifest(path: Path) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------- format
 class ManifestEvaluator(Evaluator):
     platform = "mlport-manifest"
+    uses_context = True
 
     def __init__(self, root: Node) -> None:
         self.root = root

@@ -104,10 +104,25 @@ class Repository:
         """True when the root is itself one model (a file, or a folder a format recognises)."""
         return self.formats.detect(self.root) is not None
 
+    @property
+    def model_folder(self) -> bool:
+        """True when the root is one model's folder: it holds a config (model.yaml, config.pbtxt) and
+        numbered version folders, as a model inside a repository does."""
+        root = self.root
+        if not root.is_dir() or not ((root / CONFIG_NAME).is_file() or (root / TRITON_CONFIG_NAME).is_file()):
+            return False
+        return any(p.is_dir() and p.name.isdigit() for p in root.iterdir())
+
     def scan(self) -> dict[str, ModelSource]:
         if self.single:
             one = self._single_model(self.root)
             return {one.name: one}
+        if self.model_folder:
+            own = self._model_dir(self.root)
+            if own is not None:
+                if self.name:
+                    own.name = self.name
+                return {own.name: own}
         found: dict[str, ModelSource] = {}
         for child in sorted(self.root.iterdir()):
             if child.name.startswith(".") or not _inside(self.root, child):
@@ -247,9 +262,13 @@ class Repository:
         if len(files) > 1:
             preferred = [p for p in files if p.stem == "model" or p.name == "model"]
             if len(preferred) != 1:
+                # a manifest beside the files it chains is the model
+                found = [self.formats.detect(p) for p in files]
+                preferred = [p for p, f in zip(files, found, strict=True) if f is not None and f.name == "manifest"]
+            if len(preferred) != 1:
                 raise InvalidInput(
                     f"version folder {path.name}: several model files ({', '.join(p.name for p in files)}); "
-                    "keep one or name it model.<ext>"
+                    "keep one, name it model.<ext>, or add one manifest that uses them"
                 )
             return preferred[0]
         return files[0]

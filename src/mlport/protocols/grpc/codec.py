@@ -7,10 +7,12 @@ Outputs always go back as ``raw_output_contents``, the form tritonclient and KSe
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+import orjson
 
 from mlport.core.inference import InferenceRequest, InferenceResponse, Parameters
 from mlport.core.types import DataType
@@ -62,6 +64,8 @@ def to_parameters(target: Any, params: Parameters) -> None:
                 param.uint64_param = int(value)
         elif isinstance(value, float | np.floating):
             param.double_param = float(value)
+        elif isinstance(value, list | dict):
+            param.string_param = orjson.dumps(value).decode()
         else:
             param.string_param = value if isinstance(value, str) else str(value)
 
@@ -71,7 +75,7 @@ def _shape(name: str, dims: Any, limits: Limits) -> tuple[int, ...]:
 
 
 def _from_raw(name: str, dt: DataType, shape: tuple[int, ...], raw: bytes) -> np.ndarray[Any, Any]:
-    count = int(np.prod(shape)) if shape else 1
+    count = math.prod(shape)
     if dt is DataType.BYTES:
         return decode_bytes_tensor(name, memoryview(raw), count).reshape(shape)
     expected = count * dt.itemsize
@@ -90,7 +94,7 @@ def _from_contents(name: str, dt: DataType, shape: tuple[int, ...], contents: An
     if others:
         raise InvalidInput(f"input '{name}' is {dt.value}: its values belong in '{field}', not '{others[0]}'")
     values = getattr(contents, field)
-    count = int(np.prod(shape)) if shape else 1
+    count = math.prod(shape)
     if len(values) != count:
         raise InvalidInput(f"input '{name}': shape {fmt_shape(shape)} needs {count} values, got {len(values)}")
     if dt is DataType.BYTES:

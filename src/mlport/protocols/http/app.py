@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
+import os
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 
@@ -18,7 +20,9 @@ from mlport.observability.metrics import CONTENT_TYPE_LATEST
 from mlport.protocols.http import routes_native, routes_oip
 from mlport.protocols.http.body import json_response
 from mlport.protocols.http.errors import HTTP_STATUS
+from mlport.protocols.http.fast import INFER_PATH, Receive, Scope, Send, error_answer, log_failure, serve_infer
 from mlport.protocols.http.state import AppState, request_id, state_of
+from mlport.protocols.service import MULTIPROCESS_ENV
 
 __all__ = ["Companion", "build_app"]
 
@@ -26,20 +30,13 @@ log = logging.getLogger(__name__)
 
 
 async def _mlport_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, MlportError)
-    status = HTTP_STATUS[exc.code]
     rid = request_id(request)
-    if status >= 500:
-        log.warning("request %s %s %s failed (%d): %s", rid, request.method, request.url.path, status, exc.message)
-    else:
-        log.info("request %s %s %s refused (%d): %s", rid, request.method, request.url.path, status, exc.message)
-    return json_response({"error": exc.message}, status, {"x-request-id": rid})
+    status, body = error_answer(exc, rid)
+    log_failure(rid, request.method, request.url.path, status, exc)
+    return Response(body, status, {"x-request-id": rid}, media_type="application/json")
 
 
-async def _unexpected(request: Request, exc: Exception) -> Response:
-    rid = request_id(request)
-    log.error("request %s %s %s failed", rid, request.method, request.url.path, exc_info=exc)
-    return json_response({"error": f"internal error (request id {rid})"}, 500, {"x-request-id": rid})
+_unexpected = _mlport_error
 
 
 async def _not_found(request: Request, exc: Exception) -> Response:
@@ -51,6 +48,15 @@ async def _not_found(request: Request, exc: Exception) -> Response:
 
 
 async def _metrics(request: Request) -> Response:
+    shared = os.environ.get(MULTIPROCESS_ENV)
+    if shared:
+        # several worker processes (--workers): counters and histograms summed over all of them,
+        # gauges one series per worker (label pid)
+        from prometheus_client import CollectorRegistry, generate_latest, multiprocess
+
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry, shared)  # type: ignore[no-untyped-call]
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
     return Response(state_of(request).metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
 
@@ -60,13 +66,30 @@ async def _poll(state: AppState) -> None:
         await state.manager.sync()
     except Exception:
         log.exception("the first repository scan failed")
-        state.manager.scanned.set()
+    state.manager.mark_scanned()
+    # what is alive now (libraries, loaded models) lives as long as the server: the garbage collector's
+    # full passes need not walk it again and again
+    gc.freeze()
     while state.poll_interval_s > 0:
         await asyncio.sleep(state.poll_interval_s)
         try:
             await state.manager.sync()
         except Exception:
             log.exception("repository scan failed; serving what is loaded")
+
+
+class _App(Starlette):
+    """Starlette, with the OIP infer route answered straight from ASGI (see :mod:`fast`)."""
+
+    mlport: AppState
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:  # type: ignore[override]
+        if scope["type"] == "http" and scope["method"] == "POST" and not scope.get("root_path"):
+            found = INFER_PATH.fullmatch(scope["path"])
+            if found is not None:
+                await serve_infer(self.mlport, scope, receive, send, found[1], found[2])
+                return
+        await super().__call__(scope, receive, send)
 
 
 #: Something served beside HTTP on the same event loop (the gRPC server): entered at startup, exited at shutdown.
@@ -104,12 +127,12 @@ def build_app(
         Route("/health/ready", routes_oip.ready, methods=["GET"]),
         *(extra_routes or []),
     ]
-    app = Starlette(
+    app = _App(
         routes=routes,
         lifespan=lifespan,
         exception_handlers={MlportError: _mlport_error, Exception: _unexpected, 404: _not_found, 405: _not_found},
     )
-    app.state.mlport = state
+    app.state.mlport = app.mlport = state
     return app
 
 

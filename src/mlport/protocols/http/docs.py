@@ -441,6 +441,14 @@ def _native_paths(served: _Served) -> Json:
         "/describe": {"get": _op("Describe the only model", TAG_NATIVE, described, errors=(404, 503),
                                  description="Only when the server serves exactly one model.")},
         "/eval": {"post": eval_op("Evaluate the only model", [], "evalSingle")},
+        "/models/{name}/feedback": {"post": _op(
+            "Reward a routed answer", TAG_NATIVE, _json_body({"type": "object"}), errors=(400, 404),
+            params=["ModelName"],
+            body={"required": True, "content": {"application/json": {"schema": {
+                "type": "object", "required": ["id", "reward"],
+                "properties": {"id": {"type": "string"}, "reward": {"type": "number"}}}}}},
+            description="A bandit router (epsilon_greedy, thompson) learns from the reward for the answer to "
+                        "the request with this id (the OIP 'id' or the X-Request-Id header).")},
     }
 
 

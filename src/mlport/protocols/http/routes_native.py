@@ -3,12 +3,14 @@ when a single model is served)."""
 
 from __future__ import annotations
 
+import math
+
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from mlport.core.inference import InferenceRequest, InferenceResponse
-from mlport.errors import ModelNotFound
+from mlport.errors import InvalidInput, ModelNotFound
 from mlport.limits import Limits
 from mlport.protocols.http.body import json_response, media_type, parse_json, read_body
 from mlport.protocols.http.negotiation import decoders, encoders, pick_decoder, pick_encoder
@@ -53,8 +55,35 @@ async def _eval(request: Request, name: str) -> Response:
     body = await read_body(request, st.limits.max_body_bytes)
     async with st.service.call(name, request.path_params.get("version"), "eval") as call:
         inference = await decoder(body, request, call.model, st.limits)
+        key = request.headers.get("x-routing-key")
+        if key is not None:
+            inference.parameters["routing_key"] = key[:_MAX_KEY]
+        if inference.id is None:
+            inference.id = request.headers.get("x-request-id")
         response = await call.infer(inference)
         return encoder(response, inference.single, call.model, params)
+
+
+_MAX_KEY = 256
+_MAX_FEEDBACK_BYTES = 64 * 1024
+
+
+async def feedback(request: Request) -> Response:
+    """``POST /models/{name}/feedback`` ``{"id": request id, "reward": number}``: a bandit router learns."""
+    st = state_of(request)
+    name = request.path_params["name"]
+    doc = parse_json(await read_body(request, _MAX_FEEDBACK_BYTES))
+    rid = doc.get("id") if isinstance(doc, dict) else None
+    reward = doc.get("reward") if isinstance(doc, dict) else None
+    if (not isinstance(rid, str) or not rid or len(rid) > _MAX_KEY or isinstance(reward, bool)
+            or not isinstance(reward, int | float) or not math.isfinite(reward)):
+        raise InvalidInput('feedback is {"id": "<the request id>", "reward": <a finite number>}')
+    lv = st.manager.acquire(name, None)
+    try:
+        lv.evaluator.feedback(rid, float(reward))
+    finally:
+        st.manager.release(lv)
+    return json_response({"model": name, "id": rid, "reward": float(reward)})
 
 
 async def describe_model(request: Request) -> Response:
@@ -90,6 +119,7 @@ routes = [
     Route("/models/{name}/versions/{version}/describe", describe_model, methods=["GET"]),
     Route("/models/{name}/eval", eval_model, methods=["POST"]),
     Route("/models/{name}/versions/{version}/eval", eval_model, methods=["POST"]),
+    Route("/models/{name}/feedback", feedback, methods=["POST"]),
     Route("/describe", describe_single, methods=["GET"]),
     Route("/eval", eval_single, methods=["POST"]),
 ]

@@ -8,11 +8,17 @@ from starlette.routing import Route
 
 from mlport.errors import InvalidInput
 from mlport.protocols.http.body import json_response, parse_json, read_body
-from mlport.protocols.http.state import SERVER_NAME, state_of
-from mlport.protocols.oip import HEADER_LENGTH, decode_infer_request, encode_infer_response, model_metadata
+from mlport.protocols.http.state import SERVER_NAME, AppState, state_of
+from mlport.protocols.oip import (
+    HEADER_LENGTH,
+    EncodedResponse,
+    decode_infer_request,
+    encode_infer_response,
+    model_metadata,
+)
 from mlport.runtime.manager import VersionState
 
-__all__ = ["routes"]
+__all__ = ["parse_header_length", "routes", "run_infer"]
 
 EXTENSIONS = ["binary_tensor_data", "model_repository"]
 
@@ -47,24 +53,37 @@ async def model_ready(request: Request) -> Response:
     return json_response({"name": name, "version": str(lv.version), "ready": True})
 
 
+def parse_header_length(raw: str | bytes | None) -> int | None:
+    """The value of ``Inference-Header-Content-Length`` (``None`` when absent)."""
+    if raw is None:
+        return None
+    try:
+        header_length = int(raw)
+    except ValueError:
+        raise InvalidInput("Inference-Header-Content-Length is not a number") from None
+    if header_length < 0:
+        raise InvalidInput("Inference-Header-Content-Length is negative")
+    return header_length
+
+
+async def run_infer(
+    st: AppState, name: str, version: str | None, body: bytes, header_length: int | None, request_id: str | None
+) -> EncodedResponse:
+    """One OIP infer call, from the body to the encoded answer (the route and the ASGI fast path share it)."""
+    async with st.service.call(name, version, "v2") as call:
+        inference, binary_out = decode_infer_request(body, header_length, call.model.signature, st.limits)
+        if inference.id is None and request_id is not None:
+            inference.id = request_id
+        response = await call.infer(inference)
+        return encode_infer_response(response, binary_out)
+
+
 async def infer(request: Request) -> Response:
     st = state_of(request)
-    raw_len = request.headers.get(HEADER_LENGTH)
-    header_length: int | None = None
-    if raw_len is not None:
-        try:
-            header_length = int(raw_len)
-        except ValueError:
-            raise InvalidInput("Inference-Header-Content-Length is not a number") from None
-        if header_length < 0:
-            raise InvalidInput("Inference-Header-Content-Length is negative")
+    header_length = parse_header_length(request.headers.get(HEADER_LENGTH))
     body = await read_body(request, st.limits.max_body_bytes)
-    async with st.service.call(request.path_params["name"], request.path_params.get("version"), "v2") as call:
-        inference, binary_out = decode_infer_request(body, header_length, call.model.signature, st.limits)
-        if inference.id is None and "x-request-id" in request.headers:
-            inference.id = request.headers["x-request-id"]
-        response = await call.infer(inference)
-        encoded = encode_infer_response(response, binary_out)
+    encoded = await run_infer(st, request.path_params["name"], request.path_params.get("version"), body,
+                              header_length, request.headers.get("x-request-id"))
     if encoded.header_length is None:
         return Response(encoded.body, 200, media_type="application/json")
     return Response(

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import os
+import inspect
 from collections.abc import AsyncIterator
+from typing import Any
 
 from starlette.applications import Starlette
 
@@ -15,14 +16,17 @@ from mlport.observability.metrics import Metrics
 from mlport.protocols.http.app import Companion, build_app
 from mlport.protocols.http.state import AppState
 from mlport.protocols.service import InferenceService
-from mlport.runtime.manager import ModelManager
+from mlport.runtime.manager import ModelManager, ReadinessGroup
 from mlport.runtime.repository import Repository
 from mlport.settings import Settings
 
-__all__ = ["build_state", "create_app"]
+__all__ = ["build_state", "create_app", "grpc_shares_port"]
 
 
-def build_state(settings: Settings, formats: FormatRegistry | None = None) -> AppState:
+def build_state(
+    settings: Settings, formats: FormatRegistry | None = None, group: ReadinessGroup | None = None
+) -> AppState:
+    """Everything one server process runs; ``group``: the worker processes it shares its ports with."""
     if settings.model_path is None:
         raise InvalidInput("no model path given")
     formats = formats or default_registry()
@@ -31,30 +35,39 @@ def build_state(settings: Settings, formats: FormatRegistry | None = None) -> Ap
     repository = Repository(
         settings.model_path, formats, name=settings.name, trusted=settings.trusted, max_models=limits.max_models
     )
+    threads, intra_op_threads = settings.threads()
     manager = ModelManager(
         repository, formats, limits, load_workers=settings.load_workers,
-        intra_op_threads=settings.intra_op_threads, on_load=metrics.on_load,
+        intra_op_threads=intra_op_threads, on_load=metrics.on_load, group=group,
     )
-    threads = settings.inference_threads or max(2, os.cpu_count() or 2)
     service = InferenceService(manager, metrics, limits, inference_threads=threads)
     return AppState(service, manager, metrics, limits, poll_interval_s=settings.poll_interval_s,
                     strict_readiness=settings.strict_readiness)
 
 
-def create_app(settings: Settings) -> Starlette:
-    state = build_state(settings)
+def create_app(settings: Settings, group: ReadinessGroup | None = None) -> Starlette:
+    """The app of one server process; with ``group`` it is one of several workers sharing the ports."""
+    state = build_state(settings, group=group)
     companions: list[Companion] = []
     if settings.grpc_port:
-        companions.append(functools.partial(_grpc, state, settings))
+        companions.append(functools.partial(_grpc, state, settings, group is not None))
     return build_app(state, companions=companions)
 
 
+def grpc_shares_port() -> bool:
+    """Whether the gRPC server can listen on a port that other worker processes listen on too."""
+    from mlport.protocols.grpc.server import serving
+
+    return "reuse_port" in inspect.signature(serving).parameters
+
+
 @contextlib.asynccontextmanager
-async def _grpc(state: AppState, settings: Settings) -> AsyncIterator[None]:
+async def _grpc(state: AppState, settings: Settings, shared: bool) -> AsyncIterator[None]:
     """The Open Inference Protocol gRPC server, on the HTTP server's event loop and service."""
     from mlport.protocols.grpc.server import serving  # the generated protocol modules load only here
 
+    extra: dict[str, Any] = {"reuse_port": True} if shared and grpc_shares_port() else {}
     async with serving(state.service, host=settings.host, port=settings.grpc_port,
                        strict_readiness=state.strict_readiness, server_version=state.server_version,
-                       grace=state.limits.shutdown_timeout_s):
+                       grace=state.limits.shutdown_timeout_s, **extra):
         yield

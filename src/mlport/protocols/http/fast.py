@@ -1,0 +1,127 @@
+"""The ASGI fast path of the hottest route, OIP ``POST /v2/models/{name}[/versions/{v}]/infer``.
+
+The request goes straight from the ASGI scope to :func:`routes_oip.run_infer`, without Starlette's request,
+routing and response objects, which cost more than a small model's prediction.  It answers exactly as
+the Starlette route does (same codec, same errors and statuses, same headers); any other request, or
+one the fast path does not take (an app mounted under a root path), goes through Starlette.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+import orjson
+
+from mlport.errors import InvalidInput, MlportError, PayloadTooLarge
+from mlport.protocols.http.errors import HTTP_STATUS
+from mlport.protocols.http.routes_oip import parse_header_length, run_infer
+from mlport.protocols.http.state import AppState
+
+__all__ = ["INFER_PATH", "Receive", "Scope", "Send", "error_answer", "log_failure", "serve_infer"]
+
+log = logging.getLogger("mlport.protocols.http.app")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+#: The paths of the infer route (path parameters match as Starlette's default converter: no '/').
+INFER_PATH = re.compile(r"/v2/models/([^/]+)(?:/versions/([^/]+))?/infer")
+
+_JSON = b"application/json"
+_OCTETS = b"application/octet-stream"
+_MAX_REQUEST_ID = 128
+
+
+def log_failure(rid: str, method: str, path: str, status: int, exc: BaseException) -> None:
+    """One log line per failed request, with its request id (never a traceback for the client's errors)."""
+    if isinstance(exc, MlportError):
+        if status >= 500:
+            log.warning("request %s %s %s failed (%d): %s", rid, method, path, status, exc.message)
+        else:
+            log.info("request %s %s %s refused (%d): %s", rid, method, path, status, exc.message)
+    else:
+        log.error("request %s %s %s failed", rid, method, path, exc_info=exc)
+
+
+def error_answer(exc: BaseException, rid: str) -> tuple[int, bytes]:
+    """Status and ``{"error": ...}`` body of a failure (internal errors name only the request id)."""
+    if isinstance(exc, MlportError):
+        return HTTP_STATUS[exc.code], orjson.dumps({"error": exc.message})
+    return 500, orjson.dumps({"error": f"internal error (request id {rid})"})
+
+
+async def _read_body(receive: Receive, declared: bytes | None, limit: int) -> bytes | None:
+    """The whole body within ``limit`` (413 beyond); ``None`` when the client went away."""
+    if declared is not None:
+        try:
+            size = int(declared)
+        except ValueError:
+            raise InvalidInput("Content-Length is not a number") from None
+        if size > limit:
+            raise PayloadTooLarge(f"the body is {size} bytes; the limit is {limit}")
+    message = await receive()
+    if message["type"] != "http.request":
+        return None
+    body: bytes = message.get("body", b"")
+    if not message.get("more_body", False):
+        if len(body) > limit:
+            raise PayloadTooLarge(f"the body exceeds the limit of {limit} bytes")
+        return body
+    chunks = [body]
+    total = len(body)
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return None
+        chunk = message.get("body", b"")
+        total += len(chunk)
+        if total > limit:
+            raise PayloadTooLarge(f"the body exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+async def serve_infer(
+    st: AppState, scope: Scope, receive: Receive, send: Send, name: str, version: str | None
+) -> None:
+    declared: bytes | None = None
+    header_length: bytes | None = None
+    rid_header: bytes | None = None
+    for key, value in scope["headers"]:
+        if key == b"content-length":
+            declared = value
+        elif key == b"inference-header-content-length":
+            header_length = value
+        elif key == b"x-request-id":
+            rid_header = value
+    request_id = rid_header.decode("latin-1") if rid_header is not None else None
+    try:
+        length = parse_header_length(header_length)
+        body = await _read_body(receive, declared, st.limits.max_body_bytes)
+        if body is None:
+            return
+        encoded = await run_infer(st, name, version, body, length, request_id)
+    except Exception as exc:
+        rid = request_id if request_id and len(request_id) <= _MAX_REQUEST_ID else uuid.uuid4().hex
+        status, payload = error_answer(exc, rid)
+        log_failure(rid, "POST", scope["path"], status, exc)
+        await send({"type": "http.response.start", "status": status, "headers": [
+            (b"content-type", _JSON), (b"content-length", str(len(payload)).encode()),
+            (b"x-request-id", rid.encode("latin-1", "replace"))]})
+        await send({"type": "http.response.body", "body": payload})
+        return
+    headers = [(b"content-length", str(len(encoded.body)).encode())]
+    if encoded.header_length is None:
+        headers.append((b"content-type", _JSON))
+    else:
+        headers.append((b"content-type", _OCTETS))
+        headers.append((b"inference-header-content-length", str(encoded.header_length).encode()))
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": encoded.body})
