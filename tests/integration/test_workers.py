@@ -154,7 +154,8 @@ def test_a_crashed_worker_is_replaced(serve, iris: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_signal_drains_every_worker_and_exits_0(serve, tmp_path: Path, sig: int) -> None:
-    model = slow_onnx(tmp_path / "slow.onnx")
+    # slow enough to be seen in flight: the workers copy their in-flight counts to the shared gauge every 0.25 s
+    model = slow_onnx(tmp_path / "slow.onnx", repeats=120)
     server = serve(model, "--workers", "2")
     workers = _wait_workers(server, 2)
     x = np.ones((800, 800), dtype=np.float32)

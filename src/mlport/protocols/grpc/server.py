@@ -50,6 +50,7 @@ class GrpcServer:
         port: int,
         strict_readiness: bool = False,
         server_version: str = "",
+        reuse_port: bool = False,
     ) -> None:
         self.host = host
         self.port = port
@@ -59,8 +60,9 @@ class GrpcServer:
             ("grpc.max_receive_message_length", limit),
             # answers are not limited, as on HTTP
             ("grpc.max_send_message_length", -1),
-            # a port already taken is an error, not a second listener sharing it
-            ("grpc.so_reuseport", 0),
+            # a port already taken is an error, not a second listener sharing it; the worker processes of
+            # one server (--workers) share theirs on purpose
+            ("grpc.so_reuseport", 1 if reuse_port else 0),
         ])
         inference_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
             InferenceServicer(service, strict_readiness, server_version), self._server
@@ -107,11 +109,12 @@ class GrpcServer:
 
 @contextlib.asynccontextmanager
 async def serving(
-    service: InferenceService, *, host: str, port: int, strict_readiness: bool, server_version: str, grace: float
+    service: InferenceService, *, host: str, port: int, strict_readiness: bool, server_version: str, grace: float,
+    reuse_port: bool = False,
 ) -> AsyncIterator[GrpcServer]:
     """A started :class:`GrpcServer` for the duration of the block; stopped gracefully after it."""
     server = GrpcServer(service, host=host, port=port, strict_readiness=strict_readiness,
-                        server_version=server_version)
+                        server_version=server_version, reuse_port=reuse_port)
     await server.start()
     try:
         yield server
