@@ -176,14 +176,9 @@ def test_requested_outputs(server: Server, kind: Kind) -> None:
     same(got["out_BOOL"], x > 3, "BOOL")
 
 
-_EMPTY_BINARY_BUG = pytest.mark.xfail(strict=True, reason="protocols/oip.py: the REST binary output encoder "
-                                                          "(memoryview.cast) fails on an empty tensor: 500")
-_EMPTY_JSON_BUG = pytest.mark.xfail(strict=True, reason="protocols/oip.py: an empty JSON 'data' list reads as "
-                                                        "float64, so empty BOOL and BYTES inputs are refused")
 
 
-@pytest.mark.parametrize("kind", [pytest.param("http-binary", marks=_EMPTY_BINARY_BUG),
-                                  pytest.param("http-json", marks=_EMPTY_JSON_BUG), "grpc", "async-grpc"])
+@pytest.mark.parametrize("kind", ["http-binary", "http-json", "grpc", "async-grpc"])
 def test_empty_batches(server: Server, kind: Kind) -> None:
     empty = {f"in_{dt}": edge_values(dt)[:0] for dt in DTYPES}
     got = call(server, kind, "infer", "echo", empty)
@@ -200,8 +195,6 @@ def test_large_tensors(server: Server, kind: Kind) -> None:
     got["y"][0, 0] = 1.0  # answers are the caller's arrays to change
 
 
-@pytest.mark.xfail(strict=True, reason="protocols/oip.py reads JSON integers through numpy's own type choice: "
-                                       "UINT64 values above 2**63 beside small ones become float64 and lose bits")
 def test_json_uint64_beyond_int64(server: Server) -> None:
     sent = {f"in_{dt}": edge_values(dt) for dt in DTYPES}
     got = call(server, "http-json", "infer", "echo", sent, outputs=["out_UINT64"])

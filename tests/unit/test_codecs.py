@@ -75,3 +75,12 @@ def test_accept_negotiation() -> None:
     assert enc is pick_encoder(None)[0]
     with pytest.raises(MlportError):
         pick_encoder("application/xml")
+
+
+@pytest.mark.parametrize(("datatype", "data"), [("INT8", [1, 300]), ("UINT8", [-1]), ("INT32", [2**40]),
+                                                 ("UINT64", [1, 2**64])])
+def test_oip_json_integers_out_of_range_are_refused_not_wrapped(datatype: str, data: list[int]) -> None:
+    sig = Signature((TensorSpec("x", DataType.parse(datatype), (-1,)),), (TensorSpec("y", DataType.FP32, (-1,)),))
+    body = json.dumps({"inputs": [{"name": "x", "shape": [len(data)], "datatype": datatype, "data": data}]})
+    with pytest.raises(InvalidInput, match="out of the range"):
+        decode_infer_request(body.encode(), None, sig, Limits())

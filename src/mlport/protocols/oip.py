@@ -117,16 +117,24 @@ def _from_json(
             pass  # ragged: the general checks name it
         else:
             kind = arr.dtype.kind
-            if (kind in "iu" or (kind == "f" and target.kind == "f")) and arr.size == count \
-                    and arr.ndim <= limits.max_tensor_rank:
-                return arr.astype(target, copy=False).reshape(shape)
+            if arr.size == count and arr.ndim <= limits.max_tensor_rank and arr.size:
+                if kind in "iu" and target.kind in "iu":
+                    _check_range(name, dt, arr)
+                    return arr.astype(target, copy=False).reshape(shape)
+                if kind in "iuf" and target.kind == "f":
+                    return arr.astype(target, copy=False).reshape(shape)
     arr = as_array(name, data, limits)
     if arr.size != count:
         raise InvalidInput(f"input '{name}': shape {fmt_shape(shape)} needs {count} values, got {arr.size}")
+    if count == 0:
+        # an empty list reads as float64 whatever the datatype
+        return np.empty(shape, dtype=dt.numpy)
     if dt is DataType.BYTES:
         if arr.dtype.kind not in "OU":
             raise InvalidInput(f"input '{name}' is BYTES; its data must be strings")
         arr = arr.astype(object)
+    elif arr.dtype.kind == "O" and dt.numpy.kind in "iu":
+        arr = _exact_integers(name, dt, data)  # Python ints beyond 64 bits, or strings
     elif arr.dtype.kind in "OUS":
         raise InvalidInput(f"input '{name}' is {dt.value}; its data must be numbers, got strings")
     elif dt is DataType.BOOL and arr.dtype.kind != "b":
@@ -134,8 +142,29 @@ def _from_json(
     else:
         if arr.dtype.kind == "f" and dt.numpy.kind in "iu" and not np.all(arr == np.round(arr)):
             raise InvalidInput(f"input '{name}' is {dt.value}; its data has fractional numbers")
+        if dt.numpy.kind in "iu" and arr.dtype.kind == "f":
+            # integers beyond float64's 53 bits (UINT64 above 2**63 beside small values): read them exactly
+            arr = _exact_integers(name, dt, data)
+        elif dt.numpy.kind in "iu":
+            _check_range(name, dt, arr)
         arr = arr.astype(dt.numpy, copy=False)
     return arr.reshape(shape)
+
+
+def _exact_integers(name: str, dt: DataType, data: Any) -> np.ndarray[Any, Any]:
+    try:
+        return np.array(data, dtype=dt.numpy)
+    except OverflowError:
+        raise InvalidInput(f"input '{name}' holds values out of the range of {dt.value}") from None
+    except (ValueError, TypeError):
+        raise InvalidInput(f"input '{name}' is {dt.value}; its data must be whole numbers") from None
+
+
+def _check_range(name: str, dt: DataType, arr: np.ndarray[Any, Any]) -> None:
+    """Refuse integers the datatype cannot hold instead of letting the cast wrap them."""
+    info = np.iinfo(dt.numpy)
+    if arr.size and (int(arr.min()) < info.min or int(arr.max()) > info.max):
+        raise InvalidInput(f"input '{name}' holds values out of the range of {dt.value} ({info.min}..{info.max})")
 
 
 class _TensorDoc(msgspec.Struct):
@@ -365,7 +394,7 @@ def encode_infer_response(response: InferenceResponse, binary_out: set[str]) -> 
                 raw: bytes | memoryview = encode_bytes_tensor(arr)
             else:
                 le = arr.astype(arr.dtype.newbyteorder("<"), copy=False)
-                raw = np.ascontiguousarray(le).data.cast("B")
+                raw = np.ascontiguousarray(le).reshape(-1).view(np.uint8).data
             outputs.append({"name": name, "datatype": dt.value, "shape": arr.shape,
                             "parameters": {"binary_data_size": len(raw)}})
             blobs.append(raw)
