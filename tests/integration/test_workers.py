@@ -114,13 +114,11 @@ def test_workers_share_the_port_and_the_work(serve, iris: Path) -> None:
 
 
 def test_workers_serve_grpc(serve, iris: Path) -> None:
-    from mlport.protocols.http.server import grpc_shares_port
-
     server = serve(iris, "--workers", "2")
     workers = _wait_workers(server, 2)
-    # every worker listens on the HTTP port; on the gRPC port too when the gRPC server can share it
+    # every worker listens on the HTTP port and on the gRPC port
     assert sorted(_listening(workers, server.port)) == sorted(workers)
-    assert len(_listening(workers, server.grpc_port)) == (2 if grpc_shares_port() else 1)
+    assert len(_listening(workers, server.grpc_port)) == 2
     client = tgrpc.InferenceServerClient(f"127.0.0.1:{server.grpc_port}")
     try:
         assert client.is_server_ready()

@@ -258,12 +258,8 @@ class _Supervisor:
     def run(self) -> int:
         from multiprocessing.connection import wait
 
-        from mlport.protocols.http.server import grpc_shares_port
-
-        share_grpc = bool(self.settings.grpc_port) and grpc_shares_port()
-        if self.settings.grpc_port and not share_grpc:
-            log.warning("this gRPC server cannot share its port between processes: worker 0 alone serves gRPC")
-        self._grpc_ports = [self.settings.grpc_port if share_grpc or i == 0 else 0 for i in range(self.count)]
+        share_grpc = bool(self.settings.grpc_port)
+        self._grpc_ports = [self.settings.grpc_port] * self.count
         self._reserve_ports(share_grpc)
         self._setup_environment()
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -8,7 +8,7 @@ boosters treat as missing, and refuses values the model never saw with a 400 nam
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -17,7 +17,7 @@ from mlport.core.types import DataType
 from mlport.errors import InvalidInput
 from mlport.formats.base import as_text
 
-__all__ = ["Categories"]
+__all__ = ["Categories", "feature_matrix"]
 
 _SHOWN = 8
 
@@ -74,3 +74,10 @@ class Categories:
         hit = found & ~missing
         out[hit] = self._order[pos[hit]]
         return out
+
+
+def feature_matrix(
+    columns: Sequence[str], inputs: Mapping[str, np.ndarray[Any, Any]], categories: Mapping[str, Categories]
+) -> np.ndarray[Any, Any]:
+    """One column per feature, in model order: category codes for categorical features, values for the others."""
+    return np.stack([categories[c].codes(inputs[c]) if c in categories else inputs[c] for c in columns], axis=1)

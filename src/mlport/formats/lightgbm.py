@@ -24,7 +24,7 @@ import numpy as np
 from mlport.core.types import DataType, Signature, TensorSpec
 from mlport.errors import MlportError
 from mlport.formats.base import Arrays, Evaluator, LoadOptions, ModelFormat
-from mlport.formats.categorical import Categories
+from mlport.formats.categorical import Categories, feature_matrix
 
 __all__ = ["LightGBMEvaluator", "LightGBMFormat"]
 
@@ -102,13 +102,7 @@ class LightGBMEvaluator(Evaluator):
 
     def predict(self, inputs: Arrays) -> Arrays:
         cols = self._columns
-        if cols is None:
-            x = inputs["input"]
-        elif self._categories:
-            cats = self._categories
-            x = np.stack([cats[c].codes(inputs[c]) if c in cats else inputs[c] for c in cols], axis=1)
-        else:
-            x = np.stack([inputs[c] for c in cols], axis=1)
+        x = inputs["input"] if cols is None else feature_matrix(cols, inputs, self._categories)
         raw = np.asarray(self._booster.predict(x, **self._kw))
         if self.objective == "binary":
             p = raw.reshape(-1)

@@ -28,7 +28,7 @@ import numpy as np
 from mlport.core.types import DataType, Signature, TensorSpec
 from mlport.errors import MlportError
 from mlport.formats.base import Arrays, Evaluator, LoadOptions, ModelFormat
-from mlport.formats.categorical import Categories
+from mlport.formats.categorical import Categories, feature_matrix
 
 __all__ = ["XGBoostEvaluator", "XGBoostFormat"]
 
@@ -128,13 +128,7 @@ class XGBoostEvaluator(Evaluator):
 
     def predict(self, inputs: Arrays) -> Arrays:
         cols = self._columns
-        if cols is None:
-            x = inputs["input"]
-        elif self._categories:
-            cats = self._categories
-            x = np.stack([cats[c].codes(inputs[c]) if c in cats else inputs[c] for c in cols], axis=1)
-        else:
-            x = np.stack([inputs[c] for c in cols], axis=1)
+        x = inputs["input"] if cols is None else feature_matrix(cols, inputs, self._categories)
         raw = self._raw(x)
         if self.objective == "binary:logistic":
             p = raw.astype(np.float32, copy=False).reshape(-1)

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import inspect
 from collections.abc import AsyncIterator
-from typing import Any
 
 from starlette.applications import Starlette
 
@@ -20,7 +18,7 @@ from mlport.runtime.manager import ModelManager, ReadinessGroup
 from mlport.runtime.repository import Repository
 from mlport.settings import Settings
 
-__all__ = ["build_state", "create_app", "grpc_shares_port"]
+__all__ = ["build_state", "create_app"]
 
 
 def build_state(
@@ -54,20 +52,12 @@ def create_app(settings: Settings, group: ReadinessGroup | None = None) -> Starl
     return build_app(state, companions=companions)
 
 
-def grpc_shares_port() -> bool:
-    """Whether the gRPC server can listen on a port that other worker processes listen on too."""
-    from mlport.protocols.grpc.server import serving
-
-    return "reuse_port" in inspect.signature(serving).parameters
-
-
 @contextlib.asynccontextmanager
 async def _grpc(state: AppState, settings: Settings, shared: bool) -> AsyncIterator[None]:
     """The Open Inference Protocol gRPC server, on the HTTP server's event loop and service."""
     from mlport.protocols.grpc.server import serving  # the generated protocol modules load only here
 
-    extra: dict[str, Any] = {"reuse_port": True} if shared and grpc_shares_port() else {}
     async with serving(state.service, host=settings.host, port=settings.grpc_port,
                        strict_readiness=state.strict_readiness, server_version=state.server_version,
-                       grace=state.limits.shutdown_timeout_s, **extra):
+                       grace=state.limits.shutdown_timeout_s, reuse_port=shared):
         yield
