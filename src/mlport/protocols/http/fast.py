@@ -94,6 +94,7 @@ async def serve_infer(
     declared: bytes | None = None
     header_length: bytes | None = None
     rid_header: bytes | None = None
+    routing_key: bytes | None = None
     for key, value in scope["headers"]:
         if key == b"content-length":
             declared = value
@@ -101,13 +102,16 @@ async def serve_infer(
             header_length = value
         elif key == b"x-request-id":
             rid_header = value
+        elif key == b"x-routing-key":
+            routing_key = value
     request_id = rid_header.decode("latin-1") if rid_header is not None else None
     try:
         length = parse_header_length(header_length)
         body = await _read_body(receive, declared, st.limits.max_body_bytes)
         if body is None:
             return
-        encoded = await run_infer(st, name, version, body, length, request_id)
+        encoded = await run_infer(st, name, version, body, length, request_id,
+                                  routing_key.decode("latin-1") if routing_key is not None else None)
     except Exception as exc:
         rid = request_id if request_id and len(request_id) <= _MAX_REQUEST_ID else uuid.uuid4().hex
         status, payload = error_answer(exc, rid)

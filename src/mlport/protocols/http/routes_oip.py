@@ -67,15 +67,25 @@ def parse_header_length(raw: str | bytes | None) -> int | None:
 
 
 async def run_infer(
-    st: AppState, name: str, version: str | None, body: bytes, header_length: int | None, request_id: str | None
+    st: AppState, name: str, version: str | None, body: bytes, header_length: int | None, request_id: str | None,
+    routing_key: str | None = None,
 ) -> EncodedResponse:
-    """One OIP infer call, from the body to the encoded answer (the route and the ASGI fast path share it)."""
+    """One OIP infer call, from the body to the encoded answer (the route and the ASGI fast path share it).
+
+    ``routing_key`` comes from the ``X-Routing-Key`` header; a ``routing_key`` request parameter wins over it.
+    """
     async with st.service.call(name, version, "v2") as call:
         inference, binary_out = decode_infer_request(body, header_length, call.model.signature, st.limits)
         if inference.id is None and request_id is not None:
             inference.id = request_id
+        if routing_key is not None and "routing_key" not in inference.parameters:
+            inference.parameters["routing_key"] = routing_key[:MAX_ROUTING_KEY]
         response = await call.infer(inference)
         return encode_infer_response(response, binary_out)
+
+
+#: Longest routing key kept from the X-Routing-Key header.
+MAX_ROUTING_KEY = 256
 
 
 async def infer(request: Request) -> Response:
@@ -83,7 +93,7 @@ async def infer(request: Request) -> Response:
     header_length = parse_header_length(request.headers.get(HEADER_LENGTH))
     body = await read_body(request, st.limits.max_body_bytes)
     encoded = await run_infer(st, request.path_params["name"], request.path_params.get("version"), body,
-                              header_length, request.headers.get("x-request-id"))
+                              header_length, request.headers.get("x-request-id"), request.headers.get("x-routing-key"))
     if encoded.header_length is None:
         return Response(encoded.body, 200, media_type="application/json")
     return Response(
