@@ -9,15 +9,20 @@ was wrong and what was expected, and never carry a traceback.
 from __future__ import annotations
 
 import enum
+import re
 
 __all__ = [
+    "Conflict",
     "ErrorCode",
+    "Forbidden",
     "InvalidInput",
     "MlportError",
     "ModelNotFound",
     "ModelNotReady",
     "PayloadTooLarge",
+    "Unauthorized",
     "UnsupportedMediaType",
+    "valid_name",
 ]
 
 
@@ -31,6 +36,9 @@ class ErrorCode(enum.Enum):
     FAILED_PRECONDITION = "failed_precondition"
     DEADLINE_EXCEEDED = "deadline_exceeded"
     INTERNAL = "internal"
+    UNAUTHENTICATED = "unauthenticated"
+    PERMISSION_DENIED = "permission_denied"
+    CONFLICT = "conflict"
 
 
 class MlportError(Exception):
@@ -66,3 +74,32 @@ class PayloadTooLarge(MlportError):
 
 class UnsupportedMediaType(MlportError):
     code = ErrorCode.UNSUPPORTED_MEDIA
+
+
+class Unauthorized(MlportError):
+    """No credentials, or credentials that do not verify (HTTP 401)."""
+
+    code = ErrorCode.UNAUTHENTICATED
+
+
+class Forbidden(MlportError):
+    """Valid credentials without the right to do this (HTTP 403)."""
+
+    code = ErrorCode.PERMISSION_DENIED
+
+
+class Conflict(MlportError):
+    """The request clashes with the current state: a name taken, a deployed model deleted (HTTP 409)."""
+
+    code = ErrorCode.CONFLICT
+
+
+_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
+
+
+def valid_name(name: str, what: str) -> str:
+    """Return ``name`` when it is a valid hub name (model, deployment, user), else raise :class:`InvalidInput`."""
+    if not isinstance(name, str) or not _NAME.fullmatch(name) or ".." in name:
+        raise InvalidInput(f"{what} name {name!r} is invalid: use 1-63 characters of a-z, 0-9, '.', '_' and '-', "
+                           "starting with a letter or digit")
+    return name
