@@ -144,6 +144,7 @@ def test_router_of_flows_sticks_to_the_routing_key(tmp_path: Path, serve) -> Non
             r = c.post("/models/split/eval", json={"x": X[:1].tolist()}, headers={"x-routing-key": key})
             assert r.status_code == 200, r.text
             np.testing.assert_allclose(np.ravel(r.json()["y"]), X[0] * factor[route], rtol=1e-6)
+            assert r.headers["x-mlport-routed-to"] == route
     assert set(routes.values()) == {"double", "triple"}, routes
     # ... and gRPC with the routing_key parameter
     for key, route in routes.items():
@@ -170,5 +171,9 @@ def test_cascade_over_grpc(tmp_path: Path, serve) -> None:
     server = serve(root)
     result = _grpc_infer(server, "cascade", "input", x)
     assert result.as_numpy("label").tolist() == np.where(low, strong["label"], weak["label"]).tolist()
+    with server.client() as c:
+        r = c.post("/models/cascade/eval", json={"input": x.tolist()})
+        assert r.status_code == 200, r.text
+        assert r.headers["x-mlport-answered-by"] == ",".join("strong" if v else "weak" for v in low)
     answered = result.get_response().parameters["answered_by"].string_param
     assert json.loads(answered) == ["strong" if v else "weak" for v in low]

@@ -437,6 +437,11 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("names", nargs="*")
     pre.add_argument("--force", action="store_true", help="rebuild presets that are built already")
     pre.set_defaults(func=_cmd_presets)
+    from mlport.cli.hub import add_hub_command
+    from mlport.cli.hubctl import add_client_commands
+
+    add_hub_command(sub)
+    add_client_commands(sub)
     return parser
 
 

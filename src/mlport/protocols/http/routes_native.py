@@ -4,6 +4,7 @@ when a single model is served)."""
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -61,7 +62,21 @@ async def _eval(request: Request, name: str) -> Response:
         if inference.id is None:
             inference.id = request.headers.get("x-request-id")
         response = await call.infer(inference)
-        return encoder(response, inference.single, call.model, params)
+        answer = encoder(response, inference.single, call.model, params)
+        _parameter_headers(answer, response.parameters)
+        return answer
+
+
+#: Response parameters of a manifest that the native API returns as headers (it has no parameters field).
+_PARAMETER_HEADERS = {"routed_to": "x-mlport-routed-to", "answered_by": "x-mlport-answered-by"}
+
+
+def _parameter_headers(answer: Response, parameters: dict[str, Any]) -> None:
+    """``routed_to: ["a"]`` becomes ``X-Mlport-Routed-To: a`` (one value per row, comma-separated)."""
+    for key, header in _PARAMETER_HEADERS.items():
+        value = parameters.get(key)
+        if isinstance(value, list) and value:
+            answer.headers[header] = ",".join(str(v) for v in value)[:4096]
 
 
 _MAX_KEY = 256

@@ -1,0 +1,127 @@
+"""``mlport hub`` (run the hub) and ``mlport hub init`` (create the first admin)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+__all__ = ["add_hub_command"]
+
+
+def add_hub_command(sub: Any) -> None:
+    hub = sub.add_parser("hub", help="run the Serving Hub: registry, users, deployments and their gateway",
+                         description="Run the hub (default), or `mlport hub init` to create the first admin.")
+    hub.add_argument("action", nargs="?", choices=["serve", "init"], default="serve")
+    hub.add_argument("--data-dir", type=Path, help="folder of the hub's state (default ~/.local/share/mlport/hub)")
+    hub.add_argument("--store", help="artifact store: a folder (default <data-dir>/artifacts) or s3://bucket/prefix")
+    hub.add_argument("--s3-endpoint-url", help="S3-compatible endpoint, e.g. http://127.0.0.1:9000")
+    hub.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    hub.add_argument("--port", type=int, help="port (default 8090)")
+    hub.add_argument("--jwt-algorithm", choices=["HS256", "RS256"])
+    hub.add_argument("--jwt-private-key", type=Path, help="PEM private key (RS256)")
+    hub.add_argument("--jwt-public-key", type=Path,
+                     help="PEM public key (RS256; derived from the private key when absent)")
+    hub.add_argument("--controller-interval", dest="controller_interval_s", type=float,
+                     help="seconds between two passes of the deployment controller (default 1)")
+    hub.add_argument("--log-level", help="debug, info, warning, error (default info)")
+    hub.add_argument("--serve", metavar="PATH", help="also run `mlport serve PATH` (default ports 8080/8081) beside "
+                                                     "the hub, stopped with it; e.g. --serve presets")
+    hub.set_defaults(func=_cmd_hub)
+
+
+def _settings(args: argparse.Namespace) -> Any:
+    from mlport.hub.settings import HubSettings
+
+    fields = ["data_dir", "store", "s3_endpoint_url", "host", "port", "jwt_algorithm", "jwt_private_key",
+              "jwt_public_key", "controller_interval_s", "log_level"]
+    given = {f: getattr(args, f) for f in fields if getattr(args, f, None) is not None}
+    return HubSettings(**given)
+
+
+def _cmd_hub(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from mlport.errors import MlportError
+
+    try:
+        settings = _settings(args)
+    except ValidationError as exc:
+        raise MlportError(f"invalid hub settings: {exc}") from None
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per health check otherwise
+    from mlport.hub.service import Hub
+
+    hub = Hub(settings)
+    created, password = hub.bootstrap()
+    if args.action == "init":
+        if not created:
+            print("an admin exists already; nothing to do")
+        elif password is None:
+            print("created user 'admin' with the password from MLPORT_HUB_ADMIN_PASSWORD")
+        else:
+            print(f"created user 'admin' with the one-time password below (only its hash is stored; keep it "
+                  f"safe):\n{password}")
+        hub.db.close()
+        return 0
+    if password is not None:
+        print(f"created user 'admin' with password: {password}\n(shown once; set MLPORT_HUB_ADMIN_PASSWORD to choose "
+              "it yourself)", flush=True)
+    runtime = _start_runtime(args.serve) if args.serve else None
+    try:
+        return _run(hub)
+    finally:
+        if runtime is not None:
+            _stop_runtime(runtime)
+
+
+def _start_runtime(path: str) -> subprocess.Popen[bytes]:
+    """``mlport serve PATH`` as a child process that shares the terminal and dies with the hub."""
+    import os
+
+    from mlport.deploy.procs import die_with
+
+    return subprocess.Popen([sys.executable, "-m", "mlport.cli.main", "serve", path],
+                            preexec_fn=die_with(os.getpid()))
+
+
+def _stop_runtime(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
+def _exit_cleanly(signum: int, frame: object) -> None:
+    raise SystemExit(0)
+
+
+def _run(hub: Any) -> int:
+    import uvicorn
+
+    from mlport.hub.app import build_app
+
+    settings = hub.settings
+    config = uvicorn.Config(build_app(hub), host=settings.host, port=settings.port, log_level=settings.log_level,
+                            access_log=False, lifespan="on", timeout_graceful_shutdown=30)
+    server = uvicorn.Server(config)
+    # uvicorn stops the hub (and its replicas) on SIGINT/SIGTERM, then re-raises the signal with the handlers
+    # it found: these make that last step a clean exit.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _exit_cleanly)
+    print(f"mlport hub on http://{settings.host}:{settings.port} (data in {settings.data_dir}, artifacts in "
+          f"{settings.store_url})", flush=True)
+    try:
+        asyncio.run(server.serve())
+    except KeyboardInterrupt:
+        return 130
+    return 0 if server.started else 1
+

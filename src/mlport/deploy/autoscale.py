@@ -1,0 +1,154 @@
+"""How many replicas a version should run, from recent load samples.  Pure: time is passed in.
+
+The controller samples each replica set once per interval (requests in flight, replicas ready) and asks
+:func:`desired_replicas` for the count.  Decisions need the load to hold for a while: a spike shorter than
+``scale_up_after_s`` does not add a replica, and a replica is only removed after ``scale_down_after_s`` of
+low load, one at a time.  The samples themselves are the memory: a step down waits until the window holds no
+sample taken when more replicas were ready, so consecutive steps are a quiet period apart.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from mlport.errors import InvalidInput
+
+__all__ = ["MAX_REPLICAS", "LoadSample", "ScalePolicy", "desired_replicas"]
+
+#: Most replicas one version may run.
+MAX_REPLICAS = 64
+#: Longest accepted wait before scaling up / down, in seconds.
+MAX_SCALE_UP_S = 3600.0
+MAX_SCALE_DOWN_S = 86400.0
+MAX_TARGET_INFLIGHT = 10_000.0
+_KEYS = ("min_replicas", "max_replicas", "target_inflight", "scale_up_after_s", "scale_down_after_s",
+         "scale_to_zero")
+
+
+@dataclass(frozen=True)
+class ScalePolicy:
+    """Replica bounds and the load each replica should carry.
+
+    ``target_inflight``: requests in flight per ready replica above which more replicas are wanted.
+    ``scale_to_zero``: when nothing was in flight for ``scale_down_after_s``, a version at its minimum stops
+    all replicas (the next request waits for one to start); ``min_replicas`` may be 0 only with it.
+    """
+
+    min_replicas: int = 1
+    max_replicas: int = 1
+    target_inflight: float = 4.0
+    scale_up_after_s: float = 2.0
+    scale_down_after_s: float = 30.0
+    scale_to_zero: bool = False
+
+    def validate(self) -> ScalePolicy:
+        """Raise :class:`~mlport.errors.InvalidInput` unless the policy is consistent; returns self."""
+        for name in ("min_replicas", "max_replicas"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_REPLICAS:
+                raise InvalidInput(f"{name} must be an integer from 0 to {MAX_REPLICAS}, not {value!r}")
+        if not isinstance(self.scale_to_zero, bool):
+            raise InvalidInput("scale_to_zero must be true or false")
+        if self.min_replicas == 0 and not self.scale_to_zero:
+            raise InvalidInput("min_replicas may be 0 only with scale_to_zero")
+        if self.max_replicas < max(self.min_replicas, 1):
+            raise InvalidInput(f"max_replicas must be at least max(min_replicas, 1) = {max(self.min_replicas, 1)}")
+        _number(self.target_inflight, "target_inflight", 0.0, MAX_TARGET_INFLIGHT, open_low=True)
+        _number(self.scale_up_after_s, "scale_up_after_s", 0.0, MAX_SCALE_UP_S)
+        _number(self.scale_down_after_s, "scale_down_after_s", 0.0, MAX_SCALE_DOWN_S)
+        return self
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in _KEYS}
+
+    @classmethod
+    def from_json(cls, data: Any) -> ScalePolicy:
+        """A validated policy from JSON (any subset of the fields; the rest keep their defaults)."""
+        if not isinstance(data, dict):
+            raise InvalidInput("a scale policy must be a JSON object")
+        unknown = sorted(str(k) for k in set(data) - set(_KEYS))
+        if unknown:
+            raise InvalidInput(f"unknown scale policy field(s): {', '.join(unknown)}")
+        floats = ("target_inflight", "scale_up_after_s", "scale_down_after_s")
+        for key in floats:
+            if key in data:
+                _number(data[key], key, -math.inf, math.inf)
+        values: dict[str, Any] = {k: (float(v) if k in floats else v) for k, v in data.items()}
+        return cls(**values).validate()
+
+
+@dataclass(frozen=True)
+class LoadSample:
+    """One observation of a replica set: when (monotonic seconds), requests in flight, replicas ready."""
+
+    at: float
+    inflight: int
+    replicas: int
+
+
+def desired_replicas(policy: ScalePolicy, samples: Sequence[LoadSample], current: int, now: float) -> int:
+    """The replica count wanted now, given the recent ``samples`` (oldest first) and the ``current`` count.
+
+    - Outside [min, max] (the policy changed): back inside at once (0 stays 0 with ``scale_to_zero``).
+    - At 0 with ``scale_to_zero``: one replica (or ``min_replicas``) as soon as the latest sample shows a
+      request waiting.
+    - Up: when inflight per ready replica stayed above ``target_inflight`` for ``scale_up_after_s``, to
+      ``ceil(mean inflight / target_inflight)``, capped at ``max_replicas``.
+    - Down: when ``ceil(highest inflight / target_inflight)`` stayed below ``current`` for ``scale_down_after_s``,
+      by one replica (never below ``max(min_replicas, 1)``).
+    - To zero: with ``scale_to_zero``, at the floor, after ``scale_down_after_s`` with nothing in flight.
+
+    "Stayed for W seconds" needs a sample taken at or before ``now - W`` (the state at the window's start) and
+    holds for it and every later sample.
+    """
+    samples = list(samples)  # any sequence (the controller keeps a deque, which does not slice)
+    floor = max(policy.min_replicas, 1)
+    if current <= 0:
+        if not policy.scale_to_zero:
+            return floor
+        latest = samples[-1] if samples else None
+        return floor if latest is not None and latest.inflight > 0 else 0
+    if current > policy.max_replicas:
+        return policy.max_replicas
+    if current < policy.min_replicas:
+        return policy.min_replicas
+
+    up = _window(samples, now, policy.scale_up_after_s)
+    if up and all(s.inflight > policy.target_inflight * max(s.replicas, 1) for s in up):
+        mean = sum(s.inflight for s in up) / len(up)
+        need = min(policy.max_replicas, math.ceil(mean / policy.target_inflight))
+        if need > current:
+            return need
+
+    down = _window(samples, now, policy.scale_down_after_s)
+    if not down or any(s.replicas > current for s in down):
+        return current
+    if policy.scale_to_zero and current <= floor and all(s.inflight == 0 for s in down):
+        return 0
+    need = max(floor, math.ceil(max(s.inflight for s in down) / policy.target_inflight))
+    return current - 1 if need < current else current
+
+
+def _window(samples: Sequence[LoadSample], now: float, length: float) -> list[LoadSample]:
+    """The samples describing [now - length, now]: the last one taken at or before the start, and all later
+    ones; empty when no sample is that old (not observed long enough)."""
+    start = now - length
+    first = None
+    for i in range(len(samples) - 1, -1, -1):
+        if samples[i].at <= start:
+            first = i
+            break
+    if first is None:
+        return []
+    return [samples[i] for i in range(first, len(samples)) if samples[i].at <= now]
+
+
+def _number(value: Any, name: str, low: float, high: float, *, open_low: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise InvalidInput(f"{name} must be a number, not {value!r}")
+    if value < low or value > high or (open_low and value == low):
+        raise InvalidInput(f"{name} must be {'above' if open_low else 'at least'} {low:g} and at most {high:g}")
+    return float(value)

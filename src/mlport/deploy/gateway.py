@@ -1,0 +1,461 @@
+"""The gateway: ``/deployments/{d}/{path}`` forwarded to a ready replica of the version the deployment's target
+routes the request to.
+
+A request is read within the body limit, routed with :func:`mlport.deploy.strategy.choose` and sent to the
+least-loaded ready replica of that version through one shared keep-alive HTTP client.  Only the headers a
+replica needs are forwarded (never credentials or cookies), and only the answer's status, body, content type,
+OIP binary header length and request id come back, with ``x-mlport-deployment`` and ``x-mlport-version``.
+
+Replicas serve the model under the deployment's name; the gateway rewrites the model name of OIP
+(``/v2/models/{m}/...``), TF Serving (``/v1/models/{m}...``) and describe/eval (``/models/{m}/...``) paths
+from the registry's model name or the deployment's name to the deployment's name.
+
+A request is sent again, to another replica (or, when every replica failed, to the same set after a short wait
+for a restart), only when the connection failed before an answer arrived; an answer, whatever its status, is
+never retried.  For a shadow deployment a copy of the request goes to the shadow version in the background
+after the live answer (at most ``shadow_max_pending`` copies pending, further ones dropped and counted), and
+both answers go to :meth:`mlport.deploy.shadow.ShadowRecorder.record`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Protocol
+from urllib.parse import quote
+
+import httpx
+import orjson
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+
+from mlport.deploy.shadow import Reply, ShadowRecorder
+from mlport.deploy.strategy import choose
+from mlport.deploy.target import Target
+from mlport.errors import ErrorCode, Forbidden, InvalidInput, MlportError, ModelNotReady
+from mlport.protocols.http.body import read_body
+from mlport.protocols.http.errors import HTTP_STATUS
+
+__all__ = [
+    "DeploymentView",
+    "EndpointView",
+    "Gateway",
+    "ReplicaSource",
+    "ReplicaView",
+    "Reply",
+    "StateView",
+    "forward_path",
+    "rewrite_model_name",
+]
+
+log = logging.getLogger(__name__)
+
+#: Request headers sent on to replicas; nothing else is (no Authorization, no cookies).
+FORWARD_HEADERS = ("content-type", "accept", "inference-header-content-length", "x-request-id", "x-routing-key")
+#: Answer headers given back to the client.
+RETURN_HEADERS = ("content-type", "inference-header-content-length", "x-request-id")
+#: Longest path forwarded, and longest routing key used.
+MAX_PATH = 2048
+MAX_KEY = 256
+#: How long a replica whose connection failed is passed over (while another one is there).
+COOLDOWN_S = 1.0
+#: How long a retry waits for a restarted replica once every ready one failed.
+RESTART_WAIT_S = 1.0
+_POLL_S = 0.05
+#: Copies of shadow requests sent at the same time.
+SHADOW_CONCURRENCY = 8
+
+_RETRYABLE = (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError, httpx.ReadError,
+              httpx.WriteError)
+
+
+# -- what the gateway needs from the controller and the deployment state (structural types) --------------
+
+class EndpointView(Protocol):
+    """A ready replica (:class:`mlport.deploy.replicas.Endpoint`)."""
+
+    @property
+    def url(self) -> str: ...
+
+    @property
+    def inflight(self) -> int: ...
+
+    @property
+    def healthy(self) -> bool: ...
+
+    def track(self) -> AbstractContextManager[object]:
+        """Count one forwarded request in flight for the duration of the block."""
+        ...
+
+class ReplicaView(Protocol):
+    def endpoints(self) -> Sequence[EndpointView]: ...
+
+
+class ReplicaSource(Protocol):
+    """The controller's side the gateway uses (:class:`mlport.deploy.controller.Controller`)."""
+
+    def replicas(self, deployment: str, version: int) -> ReplicaView | None: ...
+
+    async def ensure_ready(self, deployment: str, version: int, timeout_s: float) -> ReplicaView: ...
+
+
+class DeploymentView(Protocol):
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def target(self) -> Target: ...
+
+
+class StateView(Protocol):
+    """The deployments and their targets (:class:`mlport.deploy.controller.DeploymentStateReader`)."""
+
+    def deployments(self) -> Sequence[DeploymentView]: ...
+
+
+# -- paths ---------------------------------------------------------------------------------------------------
+
+def forward_path(path: str) -> str:
+    """The path sent to a replica ('/'-prefixed); :class:`InvalidInput` for '..' segments or control characters,
+    :class:`Forbidden` for the replicas' model repository API (loading and unloading is the controller's)."""
+    if len(path) > MAX_PATH:
+        raise InvalidInput(f"the path is longer than {MAX_PATH} characters")
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in path):
+        raise InvalidInput("the path contains control characters")
+    full = path if path.startswith("/") else "/" + path
+    segments = full.split("/")
+    if ".." in segments:
+        raise InvalidInput("'..' segments are not allowed in a deployment path")
+    if segments[1:3] == ["v2", "repository"]:
+        raise Forbidden("the model repository API of replicas is not served through the gateway")
+    return full
+
+
+def rewrite_model_name(path: str, model: str, deployment: str) -> str:
+    """Replace the model name in an OIP, TF Serving or describe/eval path by ``deployment`` when it is the
+    registry's ``model`` name or the deployment's name already; other names are left as they are."""
+    names = {model, deployment}
+    seg = path.split("/")
+    if len(seg) >= 4 and seg[1] in ("v1", "v2") and seg[2] == "models":
+        name, colon, verb = seg[3].partition(":") if seg[1] == "v1" else (seg[3], "", "")
+        if name in names:
+            seg[3] = deployment + colon + verb
+    elif len(seg) >= 3 and seg[1] == "models" and seg[2] in names:
+        seg[2] = deployment
+    return "/".join(seg)
+
+
+# -- the gateway ---------------------------------------------------------------------------------------------
+
+class _Failure(Exception):
+    """A failure answered with ``status`` and ``{"error": message}``."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class _Retry(Exception):
+    """The connection to a replica failed before any answer: another attempt may succeed."""
+
+
+@dataclass(frozen=True)
+class _Outgoing:
+    method: str
+    path: str  # percent-encoded
+    query: str
+    headers: list[tuple[str, str]]
+    body: bytes
+
+
+@dataclass(frozen=True)
+class _Answer:
+    status: int
+    body: bytes
+    headers: dict[str, str]
+    latency_s: float
+
+    def reply(self) -> Reply:
+        return Reply(self.status, self.body, self.headers.get("content-type", ""), self.latency_s)
+
+
+def _error(status: int, message: str, deployment: str | None = None, version: int | None = None) -> Response:
+    headers: dict[str, str] = {}
+    if deployment is not None:
+        headers["x-mlport-deployment"] = deployment
+    if version is not None:
+        headers["x-mlport-version"] = str(version)
+    return Response(orjson.dumps({"error": message}), status, headers, media_type="application/json")
+
+
+class Gateway:
+    """Forwards requests of deployments to their replicas (see the module's description).
+
+    ``timeout_s`` bounds a whole request (waiting for a replica included); ``retries`` is how many more
+    attempts follow a connection failure.  Call :meth:`aclose` on the event loop that ran the requests.
+    """
+
+    def __init__(
+        self,
+        *,
+        controller: ReplicaSource,
+        state: StateView,
+        shadow: ShadowRecorder,
+        max_body_bytes: int = 64 * 1024**2,
+        timeout_s: float = 60.0,
+        retries: int = 2,
+        rng: random.Random | None = None,
+        shadow_max_pending: int = 64,
+        max_response_bytes: int = 256 * 1024**2,
+        max_connections: int = 512,
+    ) -> None:
+        if timeout_s <= 0 or retries < 0 or max_body_bytes < 0 or shadow_max_pending < 0:
+            raise ValueError("timeout_s must be positive; retries, max_body_bytes and shadow_max_pending >= 0")
+        self._controller = controller
+        self._state = state
+        self._shadow = shadow
+        self.max_body_bytes = max_body_bytes
+        self.timeout_s = timeout_s
+        self.retries = retries
+        self._rng = rng if rng is not None else random.Random()
+        self._shadow_max_pending = shadow_max_pending
+        self._max_response_bytes = max_response_bytes
+        self._max_connections = max_connections
+        self._client: httpx.AsyncClient | None = None
+        self._cooling: dict[str, float] = {}
+        self._turn = 0
+        self._shadow_tasks: set[asyncio.Task[None]] = set()
+        self._shadow_gate: asyncio.Semaphore | None = None
+        self._closed = False
+
+    # -- public --------------------------------------------------------------------------------------------
+
+    @property
+    def shadow_pending(self) -> int:
+        """Shadow copies queued or being sent."""
+        return len(self._shadow_tasks)
+
+    async def handle(self, request: Request, deployment: str, path: str) -> Response:
+        """Answer one request to ``deployment`` (the caller checked the credentials); never raises."""
+        version: int | None = None
+        try:
+            target = self._target(deployment)
+            sent = rewrite_model_name(forward_path(path), target.model, deployment)
+            body = await read_body(request, self.max_body_bytes)
+            key = request.headers.get(target.sticky_header or "x-routing-key")
+            route = choose(target, key=key[:MAX_KEY] if key is not None else None, rand=self._rng.random())
+            version = route.serve
+            out = _Outgoing(
+                method=request.method,
+                path=quote(sent, safe="/:@!$&'()*+,;=~"),
+                query=request.scope.get("query_string", b"").decode("latin-1"),
+                headers=[(h, v) for h in FORWARD_HEADERS if (v := request.headers.get(h)) is not None],
+                body=body,
+            )
+            answer = await self._forward(deployment, version, out)
+        except _Failure as exc:
+            return _error(exc.status, exc.message, deployment, version)
+        except MlportError as exc:
+            return _error(HTTP_STATUS[exc.code], exc.message, deployment, version)
+        except ClientDisconnect:
+            return _error(400, "the client went away before the request body was read", deployment, version)
+        except Exception:
+            log.exception("gateway request to deployment %r failed", deployment)
+            return _error(500, "internal error in the gateway", deployment, version)
+        if route.shadow is not None:
+            self._copy_to_shadow(deployment, route.serve, route.shadow, out, answer.reply())
+        headers = {h: v for h in RETURN_HEADERS if (v := answer.headers.get(h)) is not None}
+        headers["x-mlport-deployment"] = deployment
+        headers["x-mlport-version"] = str(route.serve)
+        return Response(answer.body, answer.status, headers)
+
+    async def aclose(self) -> None:
+        """Stop the shadow copies still pending, write the shadow counts and close the HTTP client."""
+        self._closed = True
+        tasks = list(self._shadow_tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.to_thread(self._shadow.flush)
+        if self._client is not None:
+            client, self._client = self._client, None
+            await client.aclose()
+
+    # -- routing -------------------------------------------------------------------------------------------
+
+    def _target(self, deployment: str) -> Target:
+        for record in self._state.deployments():
+            if record.name == deployment:
+                return record.target
+        raise MlportError(f"no deployment '{deployment}'", ErrorCode.NOT_FOUND)
+
+    def _client_now(self) -> httpx.AsyncClient:
+        if self._client is None:
+            if self._closed:
+                raise ModelNotReady("the gateway is shutting down")
+            self._client = httpx.AsyncClient(
+                timeout=httpx.Timeout(self.timeout_s, connect=min(self.timeout_s, 5.0)),
+                limits=httpx.Limits(max_connections=self._max_connections,
+                                    max_keepalive_connections=max(self._max_connections // 4, 1),
+                                    keepalive_expiry=30.0),
+                headers={"accept-encoding": "identity", "user-agent": "mlport-gateway"},
+                follow_redirects=False,
+                trust_env=False,  # replicas are on this host: never through a proxy from the environment
+            )
+        return self._client
+
+    @staticmethod
+    def _ready(replicas: ReplicaView | None) -> list[EndpointView]:
+        return [e for e in replicas.endpoints() if e.healthy] if replicas is not None else []
+
+    def _pick(self, endpoints: Sequence[EndpointView], failed: set[str]) -> EndpointView | None:
+        """The least-loaded endpoint not tried yet, preferring those without a recent connection failure."""
+        usable = [e for e in endpoints if e.url not in failed]
+        if not usable:
+            return None
+        now = time.monotonic()
+        fresh = [e for e in usable if self._cooling.get(e.url, 0.0) <= now]
+        pool = fresh or usable
+        low = min(e.inflight for e in pool)
+        ties = [e for e in pool if e.inflight == low]
+        self._turn += 1
+        return ties[self._turn % len(ties)]
+
+    def _cool(self, url: str) -> None:
+        now = time.monotonic()
+        if len(self._cooling) > 256:
+            self._cooling = {u: t for u, t in self._cooling.items() if t > now}
+        self._cooling[url] = now + COOLDOWN_S
+
+    async def _endpoint(self, deployment: str, version: int, failed: set[str], deadline: float) -> EndpointView:
+        loop = asyncio.get_running_loop()
+        endpoints = self._ready(self._controller.replicas(deployment, version))
+        if not endpoints and not failed:
+            # nothing ready (scaled to zero, starting, restarting): ask for a replica and wait for it
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise _Failure(504, f"deployment '{deployment}' version {version} did not answer in time")
+            try:
+                endpoints = self._ready(await self._controller.ensure_ready(deployment, version, remaining))
+            except TimeoutError:
+                endpoints = []
+        chosen = self._pick(endpoints, failed)
+        if chosen is None and failed:
+            # every ready replica failed: wait a little for a restarted (or another) one, then the same set again
+            until = min(deadline, loop.time() + RESTART_WAIT_S)
+            while chosen is None and loop.time() < until:
+                await asyncio.sleep(_POLL_S)
+                endpoints = self._ready(self._controller.replicas(deployment, version))
+                chosen = self._pick(endpoints, failed)
+            if chosen is None:
+                chosen = self._pick(endpoints, set())
+        if chosen is None:
+            raise ModelNotReady(f"no replica of deployment '{deployment}' version {version} is ready")
+        return chosen
+
+    # -- forwarding ----------------------------------------------------------------------------------------
+
+    async def _forward(self, deployment: str, version: int, out: _Outgoing) -> _Answer:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        deadline = started + self.timeout_s
+        failed: set[str] = set()
+        reason = ""
+        for attempt in range(self.retries + 1):
+            endpoint = await self._endpoint(deployment, version, failed, deadline)
+            try:
+                with endpoint.track():
+                    status, headers, body = await self._send(endpoint.url, out, deadline)
+            except _Retry as exc:
+                failed.add(endpoint.url)
+                self._cool(endpoint.url)
+                reason = str(exc)
+                log.info("deployment %r version %s: replica %s failed (%s); attempt %d of %d", deployment, version,
+                         endpoint.url, reason, attempt + 1, self.retries + 1)
+                continue
+            except TimeoutError:
+                raise _Failure(504, f"deployment '{deployment}' version {version} did not answer within "
+                                    f"{self.timeout_s:g} s") from None
+            return _Answer(status, body, headers, loop.time() - started)
+        raise ModelNotReady(f"no replica of deployment '{deployment}' version {version} answered "
+                            f"({self.retries + 1} attempts; last: {reason})")
+
+    async def _send(self, base: str, out: _Outgoing, deadline: float) -> tuple[int, dict[str, str], bytes]:
+        """One attempt: :class:`_Retry` when the connection failed before an answer, :class:`TimeoutError`
+        past the deadline, :class:`_Failure` when the answer broke off or was too large."""
+        client = self._client_now()
+        url = base.rstrip("/") + out.path + ("?" + out.query if out.query else "")
+        request = client.build_request(out.method, url, headers=out.headers, content=out.body)
+        try:
+            async with asyncio.timeout_at(deadline):
+                try:
+                    response = await client.send(request, stream=True)
+                except _RETRYABLE as exc:
+                    raise _Retry(str(exc) or type(exc).__name__) from exc
+                try:
+                    body = await self._read_answer(response)
+                finally:
+                    await response.aclose()
+        except httpx.TimeoutException:
+            raise TimeoutError from None
+        except httpx.HTTPError as exc:
+            raise _Failure(502, f"the replica's answer broke off: {exc or type(exc).__name__}") from None
+        return response.status_code, {h: response.headers[h] for h in RETURN_HEADERS if h in response.headers}, body
+
+    async def _read_answer(self, response: httpx.Response) -> bytes:
+        chunks: list[bytes] = []
+        total = 0
+        async for chunk in response.aiter_raw():
+            total += len(chunk)
+            if total > self._max_response_bytes:
+                raise _Failure(502, f"the replica's answer exceeds {self._max_response_bytes} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    # -- shadow copies -------------------------------------------------------------------------------------
+
+    def _copy_to_shadow(self, deployment: str, primary: int, shadow: int, out: _Outgoing, live: Reply) -> None:
+        if self._closed or len(self._shadow_tasks) >= self._shadow_max_pending:
+            self._shadow.record_dropped(deployment, primary, shadow)
+            return
+        task = asyncio.create_task(self._shadow_copy(deployment, primary, shadow, out, live),
+                                   name=f"mlport-shadow-{deployment}")
+        self._shadow_tasks.add(task)
+        task.add_done_callback(self._shadow_tasks.discard)
+
+    async def _shadow_copy(self, deployment: str, primary: int, shadow: int, out: _Outgoing, live: Reply) -> None:
+        if self._shadow_gate is None:
+            self._shadow_gate = asyncio.Semaphore(SHADOW_CONCURRENCY)
+        try:
+            async with self._shadow_gate:
+                started = time.monotonic()
+                try:
+                    copy = (await self._forward(deployment, shadow, out)).reply()
+                except _Failure as exc:
+                    copy = Reply(exc.status, orjson.dumps({"error": exc.message}), "application/json",
+                                 time.monotonic() - started)
+                except MlportError as exc:
+                    copy = Reply(HTTP_STATUS[exc.code], orjson.dumps({"error": exc.message}), "application/json",
+                                 time.monotonic() - started)
+            await asyncio.to_thread(self._record_if_current, deployment, primary, shadow, live, copy)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("shadow copy of deployment %r to version %s failed", deployment, shadow)
+
+    def _record_if_current(self, deployment: str, primary: int, shadow: int, live: Reply, copy: Reply) -> None:
+        """Record the pair unless the deployment's target changed while the copy was out (a late copy would
+        otherwise start the counts of the old pair afresh)."""
+        try:
+            target = self._target(deployment)
+        except MlportError:
+            return
+        if target.strategy != "shadow" or (target.primary, target.candidate) != (primary, shadow):
+            return
+        self._shadow.record(deployment, primary, shadow, live, copy)

@@ -1,0 +1,53 @@
+"""Routing: which version answers a request (and which one gets a shadow copy).  Pure functions."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+from mlport.deploy.target import Target
+
+__all__ = ["Route", "bucket", "choose"]
+
+
+@dataclass(frozen=True)
+class Route:
+    """``serve`` answers the request; ``shadow`` (when set) gets a copy whose answer is only recorded."""
+
+    serve: int
+    shadow: int | None = None
+
+
+def bucket(key: str) -> float:
+    """A stable position in [0, 100) for a routing key: SHA-256 of its UTF-8 bytes, the same in every process
+    and on every run (unlike Python's salted ``hash()``)."""
+    digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()
+    return int.from_bytes(digest[:8], "big") * 100.0 / 2.0**64
+
+
+def choose(target: Target, *, key: str | None, rand: float) -> Route:
+    """The route of one request.
+
+    ``rand`` is a uniform draw from [0, 1) made by the caller (so tests can seed it); ``key`` is the value of the
+    routing header when the request had one.
+
+    - single: the primary version.
+    - canary: the candidate for ``percent`` % of the requests, drawn with ``rand``; when the target has a
+      ``sticky_header`` and a key was given, the key's hash decides instead, so one caller always gets one version.
+    - ab: the key's hash decides (below ``percent`` -> candidate); requests without a key are drawn with ``rand``.
+    - shadow: the primary answers, the candidate gets a copy.
+    """
+    candidate = target.candidate
+    if candidate is None or target.strategy == "single":
+        return Route(target.primary)
+    if target.strategy == "shadow":
+        return Route(target.primary, shadow=candidate)
+    if target.strategy == "ab" or (target.strategy == "canary" and target.sticky_header):
+        point = bucket(key) if key is not None else _point(rand)
+    else:
+        point = _point(rand)
+    return Route(candidate if point < target.percent else target.primary)
+
+
+def _point(rand: float) -> float:
+    return min(max(rand, 0.0), 1.0) * 100.0

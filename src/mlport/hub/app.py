@@ -1,0 +1,139 @@
+"""The hub's ASGI app: management API, gateway, health, metrics and OpenAPI document."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from mlport.errors import MlportError
+from mlport.hub.api import api_routes, json
+from mlport.hub.openapi import DOCS_HTML, build_openapi
+from mlport.hub.service import Hub
+from mlport.protocols.http.errors import HTTP_STATUS
+
+__all__ = ["build_app"]
+
+log = logging.getLogger("mlport.hub")
+
+
+async def _mlport_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, MlportError)
+    status = HTTP_STATUS.get(exc.code, 500)
+    headers = {"www-authenticate": "Bearer"} if status == 401 else None
+    resp = json({"error": exc.message}, status)
+    if headers:
+        resp.headers.update(headers)
+    return resp
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    return json({"error": exc.detail}, exc.status_code)
+
+
+async def _internal(request: Request, exc: Exception) -> Response:
+    ref = uuid.uuid4().hex[:12]
+    log.error("internal error %s on %s %s", ref, request.method, request.url.path, exc_info=exc)
+    return json({"error": f"internal error (reference {ref} in the hub log)"}, 500)
+
+
+class _Metrics:
+    """Request counts and latency of the hub, by route kind, and of the gateway by deployment."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter("mlport_hub_requests", "Requests the hub answered", ["kind", "status"],
+                                registry=self.registry)
+        self.gateway = Counter("mlport_hub_gateway_requests", "Gateway requests by deployment and version",
+                               ["deployment", "version", "status"], registry=self.registry)
+        self.gateway_seconds = Histogram("mlport_hub_gateway_request_seconds", "Gateway request latency",
+                                         ["deployment"], registry=self.registry)
+
+
+class _Observe:
+    """Counts every answer; gateway answers also by deployment and the version that served them."""
+
+    def __init__(self, app: ASGIApp, metrics: _Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        started = time.perf_counter()
+        status = 500
+        version = ""
+
+        async def send_wrapped(message: Message) -> None:
+            nonlocal status, version
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                for key, value in message.get("headers", []):
+                    if key == b"x-mlport-version":
+                        version = value.decode("latin-1")
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapped)
+        finally:
+            if path.startswith("/deployments/"):
+                name = path.split("/", 3)[2][:64]
+                self.metrics.gateway.labels(name, version, str(status)).inc()
+                self.metrics.gateway_seconds.labels(name).observe(time.perf_counter() - started)
+                kind = "gateway"
+            elif path.startswith("/api/") or path.startswith("/auth/"):
+                kind = "api"
+            else:
+                kind = "other"
+            self.metrics.requests.labels(kind, str(status)).inc()
+
+
+def build_app(hub: Hub) -> Starlette:
+    metrics = _Metrics()
+
+    async def healthz(request: Request) -> Response:
+        return json({"status": "ok", "deployments": len(hub.deployments.deployments()),
+                     "uptime_s": round(time.time() - hub.started_at, 1)})
+
+    async def metrics_endpoint(request: Request) -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    async def openapi(request: Request) -> Response:
+        return json(build_openapi())
+
+    async def docs(request: Request) -> Response:
+        return HTMLResponse(DOCS_HTML)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await hub.start()
+        try:
+            yield
+        finally:
+            await hub.stop()
+
+    routes = [
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/metrics", metrics_endpoint, methods=["GET"]),
+        Route("/openapi.json", openapi, methods=["GET"]),
+        Route("/docs", docs, methods=["GET"]),
+        *api_routes(),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan,
+                    exception_handlers={MlportError: _mlport_error, HTTPException: _http_error, Exception: _internal})
+    app.state.hub = hub
+    app.add_middleware(_Observe, metrics=metrics)
+    return app

@@ -1,0 +1,280 @@
+"""OpenAPI 3.1 description of the hub's HTTP API, and a small page that lists it (``/docs``)."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+__all__ = ["DOCS_HTML", "build_openapi"]
+
+Json = dict[str, Any]
+
+_JSON = "application/json"
+
+_ERRORS = {
+    400: "The request is invalid (the message names the field)",
+    401: "No token, or a token that does not verify (expired, revoked, wrong signature or algorithm)",
+    403: "The token's roles do not allow this, or it is limited to other deployments",
+    404: "No such model, version, deployment or user",
+    409: "The request clashes with the current state (name taken, model still deployed)",
+    413: "The body exceeds the hub's limit",
+    415: "The Content-Type is not one this endpoint reads",
+    503: "No replica of the deployment is ready",
+    504: "The replica did not answer in time",
+}
+
+
+def _ref(name: str) -> Json:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _body(schema: Json | str, required: bool = True) -> Json:
+    return {"required": required,
+            "content": {_JSON: {"schema": _ref(schema) if isinstance(schema, str) else schema}}}
+
+
+def _ok(schema: Json | str | None, status: str = "200", description: str = "OK") -> Json:
+    if schema is None:
+        return {status: {"description": description}}
+    return {status: {"description": description,
+                     "content": {_JSON: {"schema": _ref(schema) if isinstance(schema, str) else schema}}}}
+
+
+def _op(op_id: str, summary: str, tag: str, ok: Json, *, errors: tuple[int, ...] = (400, 401, 403),
+        body: Json | None = None, params: tuple[str, ...] = (), secured: bool = True,
+        query: tuple[Json, ...] = ()) -> Json:
+    out: Json = {"operationId": op_id, "summary": summary, "tags": [tag]}
+    parameters = [{"name": p, "in": "path", "required": True,
+                   "schema": {"type": "integer", "minimum": 1} if p == "version" else {"type": "string"}}
+                  for p in params]
+    parameters.extend(query)
+    if parameters:
+        out["parameters"] = parameters
+    if body is not None:
+        out["requestBody"] = body
+    out["responses"] = {**ok, **{str(c): {"$ref": f"#/components/responses/E{c}"} for c in errors}}
+    if not secured:
+        out["security"] = []
+    return out
+
+
+def _schemas() -> Json:
+    s: Json = {"type": "string"}
+    i: Json = {"type": "integer"}
+    n: Json = {"type": "number"}
+    strs: Json = {"type": "array", "items": s}
+    policy_props: Json = {"min_replicas": {**i, "minimum": 0, "maximum": 64},
+                          "max_replicas": {**i, "minimum": 1, "maximum": 64},
+                          "target_inflight": {**n, "exclusiveMinimum": 0},
+                          "scale_up_after_s": n, "scale_down_after_s": n, "scale_to_zero": {"type": "boolean"}}
+    return {
+        "Error": {"type": "object", "required": ["error"], "properties": {"error": s}},
+        "Login": {"type": "object", "required": ["username", "password"],
+                  "properties": {"username": s, "password": {**s, "format": "password"}}},
+        "Token": {"type": "object", "required": ["access_token", "token_type", "expires_in"],
+                  "properties": {"access_token": s, "token_type": {"const": "bearer"}, "expires_in": i,
+                                 "roles": strs, "name": s, "jti": s}},
+        "Principal": {"type": "object", "properties": {"subject": s, "roles": strs, "kind": s,
+                                                       "deployments": {"type": ["array", "null"], "items": s}}},
+        "NewUser": {"type": "object", "required": ["name", "password", "roles"],
+                    "properties": {"name": s, "password": {**s, "minLength": 12}, "roles": strs,
+                                   "deployments": strs}},
+        "NewServiceAccount": {"type": "object", "required": ["name"],
+                              "properties": {"name": s, "roles": strs, "deployments": strs,
+                                             "ttl_s": {**i, "minimum": 60}}},
+        "Revoke": {"type": "object", "properties": {"token": s, "jti": s}},
+        "NewModel": {"type": "object", "required": ["name"],
+                     "properties": {"name": {**s, "pattern": "^[a-z0-9][a-z0-9._-]{0,62}$"}, "description": s,
+                                    "labels": {"type": "object", "additionalProperties": s}}},
+        "Model": {"type": "object", "properties": {"name": s, "description": s,
+                                                   "labels": {"type": "object", "additionalProperties": s},
+                                                   "created_at": n, "created_by": s,
+                                                   "latest_version": {"type": ["integer", "null"]},
+                                                   "deployed_by": strs}},
+        "Version": {"type": "object", "properties": {
+            "model": s, "version": i, "format": {"type": ["string", "null"]},
+            "signature": {"type": ["object", "null"]}, "size": i, "sha256": s, "created_at": n, "created_by": s,
+            "description": s, "tags": strs, "source": s, "kind": {"enum": ["file", "folder"]}, "filename": s}},
+        "Register": {"type": "object", "required": ["store_key"],
+                     "properties": {"store_key": s, "description": s, "tags": strs}},
+        "Target": {"type": "object", "properties": {
+            "model": s, "primary": i, "strategy": {"enum": ["single", "canary", "ab", "shadow"]},
+            "candidate": {"type": ["integer", "null"]}, "percent": n,
+            "sticky_header": {"type": ["string", "null"]}}},
+        "ScalePolicy": {"type": "object", "properties": policy_props},
+        "NewDeployment": {"type": "object", "required": ["name", "model"],
+                          "properties": {"name": s, "model": s, "version": {**i, "minimum": 1},
+                                         "trusted": {"type": "boolean"}, **policy_props}},
+        "Deployment": {"type": "object", "properties": {
+            "name": s, "model": s, "target": _ref("Target"), "policy": _ref("ScalePolicy"),
+            "trusted": {"type": "boolean"}, "created_at": n, "created_by": s, "updated_at": n,
+            "replicas": {"type": "object"}}},
+        "Experiment": {"type": "object", "required": ["version"],
+                       "properties": {"version": {**i, "minimum": 1}, "percent": {**n, "minimum": 0, "maximum": 100},
+                                      "sticky_header": s}},
+        "HistoryEntry": {"type": "object", "properties": {"id": i, "at": n, "by": s, "action": s,
+                                                          "target": _ref("Target"), "policy": _ref("ScalePolicy")}},
+        "ShadowSummary": {"type": "object", "properties": {
+            "primary": {"type": ["integer", "null"]}, "shadow": {"type": ["integer", "null"]}, "requests": i,
+            "agreed": i, "agreement_rate": {"type": ["number", "null"]}, "errors": i, "dropped": i,
+            "live_latency_ms": {"type": "object"}, "shadow_latency_ms": {"type": "object"},
+            "recent_disagreements": {"type": "array"}}},
+    }
+
+
+def _list_of(key: str, schema: str) -> Json:
+    return {"type": "object", "properties": {key: {"type": "array", "items": _ref(schema)}}}
+
+
+@cache
+def build_openapi() -> Json:
+    m, v, d, u = ("model",), ("model", "version"), ("name",), ("name",)
+    t_auth, t_models, t_deploy, t_gw = "Auth and users", "Models", "Deployments", "Gateway"
+    exp = _body("Experiment")
+    paths: Json = {
+        "/auth/token": {"post": _op("issueToken", "Log in: a user's name and password for a bearer token", t_auth,
+                                    _ok("Token"), body=_body("Login"), errors=(400, 401, 415), secured=False)},
+        "/api/v1/whoami": {"get": _op("whoami", "The caller's token: subject, roles, deployments", t_auth,
+                                      _ok("Principal"), errors=(401,))},
+        "/api/v1/users": {
+            "get": _op("listUsers", "List users and service accounts (admin)", t_auth,
+                       _ok({"type": "object", "properties": {"users": {"type": "array"}}})),
+            "post": _op("createUser", "Create a user with roles (admin)", t_auth, _ok(None, "201", "Created"),
+                        body=_body("NewUser"), errors=(400, 401, 403, 409))},
+        "/api/v1/users/{name}": {"delete": _op("deleteUser", "Delete a user (admin)", t_auth,
+                                               _ok(None, "204", "Deleted"), params=u, errors=(400, 401, 403, 404))},
+        "/api/v1/service-accounts": {"post": _op(
+            "createServiceAccount", "Create a service account and return its token, shown only once (admin)",
+            t_auth, _ok("Token", "201", "Created"), body=_body("NewServiceAccount"), errors=(400, 401, 403, 409))},
+        "/api/v1/tokens/revoke": {"post": _op("revokeToken", "Revoke a token (your own, or any as admin)", t_auth,
+                                              _ok({"type": "object"}), body=_body("Revoke"))},
+        "/api/v1/models": {
+            "get": _op("listModels", "List models", t_models, _ok(_list_of("models", "Model"))),
+            "post": _op("createModel", "Create a model", t_models, _ok("Model", "201", "Created"),
+                        body=_body("NewModel"), errors=(400, 401, 403, 409))},
+        "/api/v1/models/{model}": {
+            "get": _op("getModel", "A model and the deployments that serve it", t_models, _ok("Model"), params=m,
+                       errors=(401, 403, 404)),
+            "delete": _op("deleteModel", "Delete a model and its versions (refused while deployed)", t_models,
+                          _ok(None, "204", "Deleted"), params=m, errors=(401, 403, 404, 409))},
+        "/api/v1/models/{model}/versions": {
+            "get": _op("listVersions", "List a model's versions", t_models, _ok(_list_of("versions", "Version")),
+                       params=m, errors=(401, 403, 404)),
+            "post": _op(
+                "createVersion", "Upload a new version (raw body: a model file or a .tar.gz/.zip of a model folder) "
+                "or register an artifact already in the store (JSON)", t_models, _ok("Version", "201", "Created"),
+                params=m, errors=(400, 401, 403, 404, 413, 415),
+                body={"required": True, "content": {
+                    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+                    _JSON: {"schema": _ref("Register")}}},
+                query=(
+                    {"name": "filename", "in": "query", "schema": {"type": "string"},
+                     "description": "file name of the upload (required for raw uploads)"},
+                    {"name": "description", "in": "query", "schema": {"type": "string"}},
+                    {"name": "tags", "in": "query", "schema": {"type": "string"}, "description": "comma-separated"},
+                    {"name": "trusted", "in": "query", "schema": {"type": "boolean"},
+                     "description": "read the signature of a format that runs code (admin)"}))},
+        "/api/v1/models/{model}/versions/{version}": {"get": _op(
+            "getVersion", "A version's metadata: format, signature, size, sha256", t_models, _ok("Version"),
+            params=v, errors=(400, 401, 403, 404))},
+        "/api/v1/models/{model}/versions/{version}/artifact": {"get": _op(
+            "downloadVersion", "Download a version's file", t_models,
+            {"200": {"description": "The file", "content": {"application/octet-stream": {
+                "schema": {"type": "string", "format": "binary"}}}}}, params=v, errors=(400, 401, 403, 404))},
+        "/api/v1/deployments": {
+            "get": _op("listDeployments", "List deployments with their replicas", t_deploy,
+                       _ok(_list_of("deployments", "Deployment"))),
+            "post": _op("deploy", "Deploy a model version under a name (or move a deployment to that version)",
+                        t_deploy, _ok("Deployment", "201", "Created"), body=_body("NewDeployment"),
+                        errors=(400, 401, 403, 404, 409))},
+        "/api/v1/deployments/{name}": {
+            "get": _op("getDeployment", "A deployment: target, policy, replicas", t_deploy, _ok("Deployment"),
+                       params=d, errors=(401, 403, 404)),
+            "delete": _op("deleteDeployment", "Delete a deployment and stop its replicas", t_deploy,
+                          _ok(None, "204", "Deleted"), params=d, errors=(401, 403, 404))},
+        "/api/v1/deployments/{name}/canary": {"post": _op(
+            "canary", "Send a share of traffic (percent) to a candidate version", t_deploy, _ok("Deployment"),
+            params=d, body=exp, errors=(400, 401, 403, 404))},
+        "/api/v1/deployments/{name}/ab": {"post": _op(
+            "abTest", "Split traffic between the primary and a second version, sticky by a header", t_deploy,
+            _ok("Deployment"), params=d, body=exp, errors=(400, 401, 403, 404))},
+        "/api/v1/deployments/{name}/shadow": {
+            "post": _op("shadow", "Copy live traffic to a version whose answers are compared, never returned",
+                        t_deploy, _ok("Deployment"), params=d, body=exp, errors=(400, 401, 403, 404)),
+            "get": _op("shadowSummary", "The shadow comparison: agreement rate, latency, recent disagreements",
+                       t_deploy, _ok("ShadowSummary"), params=d, errors=(401, 403, 404))},
+        "/api/v1/deployments/{name}/promote": {"post": _op(
+            "promote", "Make the candidate version serve all traffic", t_deploy, _ok("Deployment"), params=d,
+            errors=(400, 401, 403, 404))},
+        "/api/v1/deployments/{name}/rollback": {"post": _op(
+            "rollback", "End the experiment, or go back to the version served before", t_deploy, _ok("Deployment"),
+            params=d, errors=(400, 401, 403, 404))},
+        "/api/v1/deployments/{name}/scale": {"post": _op(
+            "scale", "Change the replica policy (min, max, target in-flight per replica, scale to zero)",
+            t_deploy, _ok("Deployment"), params=d, body=_body("ScalePolicy"), errors=(400, 401, 403, 404))},
+        "/api/v1/deployments/{name}/history": {"get": _op(
+            "deploymentHistory", "Every change of a deployment, newest first", t_deploy,
+            _ok(_list_of("history", "HistoryEntry")), params=d, errors=(401, 403, 404))},
+        "/deployments/{name}/{path}": {method: _op(
+            f"gateway{method.capitalize()}", "Call a deployed model with any runtime API (OIP v2, TF Serving, "
+            "describe/eval); the path after the deployment name is the runtime's", t_gw,
+            {"200": {"description": "The replica's answer; headers x-mlport-deployment and x-mlport-version "
+                                    "say which version answered"}},
+            params=("name", "path"), errors=(400, 401, 403, 404, 413, 503, 504)) for method in ("get", "post")},
+        "/healthz": {"get": _op("health", "The hub is up", "Hub", _ok({"type": "object"}), errors=(),
+                                secured=False)},
+        "/metrics": {"get": _op("metrics", "Prometheus metrics of the hub and its gateway", "Hub",
+                                {"200": {"description": "Prometheus text format",
+                                         "content": {"text/plain": {"schema": {"type": "string"}}}}},
+                                errors=(), secured=False)},
+    }
+    responses = {f"E{c}": {"description": text, "content": {_JSON: {"schema": _ref("Error")}}}
+                 for c, text in _ERRORS.items()}
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "mlport hub", "version": "1",
+                 "description": "Model registry, users and tokens, deployments and their gateway."},
+        "paths": paths,
+        "components": {"schemas": _schemas(), "responses": responses,
+                       "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}}},
+        "security": [{"bearer": []}],
+    }
+
+
+DOCS_HTML = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>mlport hub API</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>
+ body { font: 15px/1.45 system-ui, sans-serif; margin: 1.2rem; color: #1d232a; }
+ h1 { font-size: 1.3rem; } h2 { font-size: 1.05rem; margin-top: 1.4rem; }
+ table { border-collapse: collapse; width: 100%; } td { padding: .25rem .5rem; border-top: 1px solid #d8dde3; }
+ code { font: 13px ui-monospace, monospace; } .m { font-weight: 600; width: 5rem; }
+</style></head>
+<body><h1>mlport hub API</h1>
+<p>Machine-readable: <a href="/openapi.json">/openapi.json</a>. Send <code>Authorization: Bearer TOKEN</code>
+(from <code>POST /auth/token</code>) with every call.</p>
+<div id="ops">loading...</div>
+<script>
+fetch('/openapi.json').then(r => r.json()).then(spec => {
+  const byTag = {};
+  for (const [path, ops] of Object.entries(spec.paths)) {
+    for (const [method, op] of Object.entries(ops)) {
+      (byTag[op.tags[0]] = byTag[op.tags[0]] || []).push([method.toUpperCase(), path, op.summary]);
+    }
+  }
+  const root = document.getElementById('ops');
+  root.textContent = '';
+  for (const [tag, rows] of Object.entries(byTag)) {
+    const h = document.createElement('h2'); h.textContent = tag; root.appendChild(h);
+    const t = document.createElement('table');
+    for (const [m, p, s] of rows) {
+      const tr = t.insertRow();
+      tr.insertCell().textContent = m; tr.cells[0].className = 'm';
+      const c = tr.insertCell(); const code = document.createElement('code'); code.textContent = p; c.appendChild(code);
+      tr.insertCell().textContent = s;
+    }
+    root.appendChild(t);
+  }
+});
+</script></body></html>
+"""

@@ -1,0 +1,62 @@
+"""Hub configuration: CLI flags > ``MLPORT_HUB_*`` environment variables > defaults."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["HubSettings", "default_data_dir"]
+
+
+def default_data_dir() -> Path:
+    return Path.home() / ".local" / "share" / "mlport" / "hub"
+
+
+class HubSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MLPORT_HUB_", extra="forbid")
+
+    #: Folder of the hub's state: the SQLite database, the JWT secret, fetched artifacts and replica logs.
+    data_dir: Path = Field(default_factory=default_data_dir)
+    #: Where model artifacts live: a folder (default: ``<data_dir>/artifacts``) or ``s3://bucket/prefix``.
+    store: str = ""
+    #: S3-compatible endpoint (e.g. a MinIO or Ceph gateway); credentials come from these or the AWS variables.
+    s3_endpoint_url: str | None = None
+    s3_region: str | None = None
+    s3_access_key: str | None = None
+    s3_secret_key: SecretStr | None = None
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8090, ge=0, le=65535)
+
+    #: JWT signing: HS256 with ``jwt_secret`` (generated and kept in the data folder when unset) or RS256 with
+    #: a PEM key pair.
+    jwt_algorithm: str = Field(default="HS256", pattern="^(HS256|RS256)$")
+    jwt_secret: SecretStr | None = None
+    jwt_private_key: Path | None = None
+    jwt_public_key: Path | None = None
+    #: Lifetime of tokens from ``POST /auth/token``, seconds.
+    token_ttl_s: int = Field(default=3600, ge=60, le=30 * 24 * 3600)
+    #: Password of the first admin, created at start when no admin exists (else one is generated and printed).
+    admin_password: SecretStr | None = None
+
+    #: Largest model upload, bytes.
+    max_upload_bytes: int = Field(default=4 * 1024**3, ge=1024)
+    #: Largest request body the gateway forwards, bytes.
+    max_body_bytes: int = Field(default=64 * 1024**2, ge=1024)
+    #: Longest time a replica may take to answer one gateway request, seconds.
+    gateway_timeout_s: float = Field(default=60.0, gt=0)
+    #: Seconds between two passes of the deployment controller.
+    controller_interval_s: float = Field(default=1.0, gt=0, le=60)
+    #: Longest time a first request waits for a deployment scaled to zero to start, seconds.
+    cold_start_timeout_s: float = Field(default=120.0, gt=0)
+    log_level: str = "info"
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "hub.db"
+
+    @property
+    def store_url(self) -> str:
+        return self.store or str(self.data_dir / "artifacts")

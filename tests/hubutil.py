@@ -1,0 +1,106 @@
+"""A real ``mlport hub`` process on 127.0.0.1 for tests, and small helpers to drive it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.conftest import free_port, stop_process
+
+ADMIN_PASSWORD = "admin-password-for-tests"
+JWT_SECRET = "0123456789abcdef0123456789abcdef-test-secret"
+
+
+@dataclass
+class HubProc:
+    url: str
+    port: int
+    data_dir: Path
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+    env: dict[str, str] = field(default_factory=dict)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def client(self, token: str | None = None, timeout: float = 60) -> httpx.Client:
+        headers = {"authorization": f"Bearer {token}"} if token else {}
+        return httpx.Client(base_url=self.url, timeout=timeout, headers=headers)
+
+    def login(self, username: str = "admin", password: str = ADMIN_PASSWORD) -> str:
+        r = httpx.post(self.url + "/auth/token", json={"username": username, "password": password}, timeout=30)
+        assert r.status_code == 200, r.text
+        token: str = r.json()["access_token"]
+        return token
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
+        return stop_process(self.proc, sig, timeout)
+
+
+def start_hub(data_dir: Path, *args: str, env: dict[str, str] | None = None, port: int | None = None,
+              timeout: float = 60) -> HubProc:
+    port = port or free_port()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    log_path = data_dir / f"hub-{port}-{time.monotonic_ns()}.log"
+    full_env = {**os.environ, "MLPORT_HUB_ADMIN_PASSWORD": ADMIN_PASSWORD, "MLPORT_HUB_JWT_SECRET": JWT_SECRET,
+                **(env or {})}
+    cmd = [sys.executable, "-m", "mlport.cli.main", "hub", "--data-dir", str(data_dir), "--port", str(port),
+           "--controller-interval", "0.2", *args]
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=full_env)
+    hub = HubProc(f"http://127.0.0.1:{port}", port, data_dir, proc, log_path, env or {})
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"hub exited with {proc.returncode}:\n{hub.log()}")
+        try:
+            if httpx.get(hub.url + "/healthz", timeout=2).status_code == 200:
+                return hub
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    hub.stop(signal.SIGKILL)
+    raise RuntimeError(f"hub did not start:\n{hub.log()}")
+
+
+def wait_for(check: Callable[[], Any], timeout: float = 90, what: str = "condition", every: float = 0.2) -> Any:
+    """Poll ``check`` until it returns something truthy; fail with ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(every)
+    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
+
+
+def ready_versions(client: httpx.Client, deployment: str) -> dict[int, int]:
+    """Ready replicas per version of a deployment, from the management API."""
+    r = client.get(f"/api/v1/deployments/{deployment}")
+    r.raise_for_status()
+    replicas = r.json().get("replicas") or {}
+    out: dict[int, int] = {}
+    for info in replicas.get("versions") or []:
+        out[int(info["version"])] = out.get(int(info["version"]), 0) + int(info.get("ready", 0))
+    return out
+
+
+def version_status(client: httpx.Client, deployment: str, version: int) -> dict[str, Any]:
+    """The controller's status of one version of a deployment (pids, ports, ready, desired...)."""
+    r = client.get(f"/api/v1/deployments/{deployment}")
+    r.raise_for_status()
+    for info in (r.json().get("replicas") or {}).get("versions") or []:
+        if int(info["version"]) == version:
+            return dict(info)
+    return {}
+
