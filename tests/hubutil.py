@@ -47,12 +47,14 @@ class HubProc:
 
 
 def start_hub(data_dir: Path, *args: str, env: dict[str, str] | None = None, port: int | None = None,
-              timeout: float = 60) -> HubProc:
+              timeout: float = 60, jwt_secret: bool = True) -> HubProc:
     port = port or free_port()
     data_dir.mkdir(parents=True, exist_ok=True)
     log_path = data_dir / f"hub-{port}-{time.monotonic_ns()}.log"
     full_env = {**os.environ, "MLPORT_HUB_ADMIN_PASSWORD": ADMIN_PASSWORD, "MLPORT_HUB_JWT_SECRET": JWT_SECRET,
                 **(env or {})}
+    if not jwt_secret:
+        del full_env["MLPORT_HUB_JWT_SECRET"]
     cmd = [sys.executable, "-m", "mlport.cli.main", "hub", "--data-dir", str(data_dir), "--port", str(port),
            "--controller-interval", "0.2", *args]
     with log_path.open("wb") as log:

@@ -108,3 +108,25 @@ def _ready(url: str) -> bool:
         return httpx.get(url + "/v2/health/ready", timeout=2).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def test_hub_init_prints_a_one_time_admin_password(tmp_path: Path) -> None:
+    data = tmp_path / "hub"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLPORT_HUB_")}
+    r = subprocess.run([sys.executable, "-m", "mlport.cli.main", "hub", "init", "--data-dir", str(data)],
+                       capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0, r.stderr
+    password = r.stdout.strip().splitlines()[-1]
+    assert len(password) >= 20 and password not in (data / "hub.db").read_bytes().decode("latin-1")
+    again = subprocess.run([sys.executable, "-m", "mlport.cli.main", "hub", "init", "--data-dir", str(data)],
+                           capture_output=True, text=True, env=env, timeout=120)
+    assert again.returncode == 0 and "exists already" in again.stdout
+    hub = start_hub(data)  # the env's admin password does not replace the existing admin's
+    try:
+        assert hub.login(password=password)
+        import httpx
+
+        r = httpx.post(hub.url + "/auth/token", json={"username": "admin", "password": ADMIN_PASSWORD})
+        assert r.status_code == 401
+    finally:
+        hub.stop()

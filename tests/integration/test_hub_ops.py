@@ -133,3 +133,61 @@ def test_hub_restart_restores_deployments(hub: HubProc, tmp_path: Path) -> None:
         assert set(_pids(admin2, "iris", 1)).isdisjoint(before)
     finally:
         again.stop()
+
+
+def test_scale_to_zero_and_a_cold_start(hub: HubProc, tmp_path: Path) -> None:
+    admin = hub.client(hub.login())
+    _upload(admin, "iris", iris_onnx(tmp_path / "iris.onnx"))
+    r = admin.post("/api/v1/deployments", json={"name": "iris", "model": "iris", "min_replicas": 0,
+                                                "max_replicas": 1, "scale_to_zero": True, "scale_down_after_s": 1})
+    assert r.status_code == 201, r.text
+    # nothing runs until the first request, which waits for a replica to start
+    assert not _pids(admin, "iris", 1)
+    token = admin.headers["authorization"].split()[1]
+    with hub.client(token, timeout=120) as c:
+        r = c.post("/deployments/iris/v2/models/iris/infer", json=IRIS_ROW)
+    assert r.status_code == 200, r.text
+    assert len(_pids(admin, "iris", 1)) == 1
+    # and after a quiet period it is back to zero
+    wait_for(lambda: not _pids(admin, "iris", 1), timeout=90, what="scale back to zero")
+
+
+def test_rs256_tokens(tmp_path: Path) -> None:
+    import base64
+    import hashlib
+    import hmac
+    import json
+    import time
+
+    import jwt
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = tmp_path / "hub-key.pem"
+    pem.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                      serialization.NoEncryption()))
+    pem.chmod(0o600)
+    public = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    hub = start_hub(tmp_path / "hub", "--jwt-algorithm", "RS256", "--jwt-private-key", str(pem), jwt_secret=False)
+    try:
+        token = hub.login()
+        assert jwt.get_unverified_header(token)["alg"] == "RS256"
+        claims = jwt.decode(token, public, algorithms=["RS256"], audience="mlport")
+        assert claims["sub"] == "admin" and claims["roles"] == ["admin"]
+        assert hub.client(token).get("/api/v1/whoami").status_code == 200
+        # the same claims signed with HMAC keyed by the public key (algorithm confusion) are refused; the token is
+        # built by hand because PyJWT itself refuses to sign with a PEM key as an HMAC secret
+        now = int(time.time())
+
+        def b64(data: bytes) -> str:
+            return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+        head = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+        body = b64(json.dumps({**claims, "iat": now, "nbf": now, "exp": now + 600}).encode())
+        sig = b64(hmac.new(public, f"{head}.{body}".encode(), hashlib.sha256).digest())
+        r = hub.client(f"{head}.{body}.{sig}").get("/api/v1/whoami")
+        assert r.status_code == 401, r.text
+    finally:
+        hub.stop()
+

@@ -180,7 +180,8 @@ def test_the_delay_bound_holds_while_the_model_is_busy(tmp_path: Path, pool: Thr
                     BatchingConfig(max_batch_size=65_536, max_delay_ms=50), concurrency=1)
 
     async def scenario() -> None:
-        long = asyncio.ensure_future(_outputs(runner.run({"x": np.ones((4000, 256), dtype=np.float32)}, _nothing)))
+        # about 34 GFLOP: a second or more on one core, far beyond the 50 ms bound even on a fast machine
+        long = asyncio.ensure_future(_outputs(runner.run({"x": np.ones((16_000, 256), dtype=np.float32)}, _nothing)))
         await asyncio.sleep(0)
         await asyncio.sleep(0.01)
         assert runner.running == 1  # the long batch holds the only slot
@@ -190,7 +191,7 @@ def test_the_delay_bound_holds_while_the_model_is_busy(tmp_path: Path, pool: Thr
         assert short["y"].shape == (1, 256)
         assert not long.done()  # it went on its own at its bound, without waiting for the slot
         assert waited >= 0.04
-        assert (await long)["y"].shape == (4000, 256)
+        assert (await long)["y"].shape == (16_000, 256)
 
     asyncio.run(scenario())
 
