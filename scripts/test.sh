@@ -17,7 +17,7 @@ if [ "${#apt_missing[@]}" -gt 0 ] && command -v apt-get >/dev/null 2>&1 && [ "$(
 fi
 
 echo "== ruff"
-python3 -m ruff check src tests
+python3 -m ruff check src tests bench
 echo "== mypy"
 python3 -m mypy
 echo "== import layers"

@@ -144,3 +144,13 @@ def test_uploads_are_checked(admin: httpx.Client, tmp_path: Path) -> None:
     assert admin.post(base, params={"filename": "iris.onnx"}, content=data).status_code == 201
     r = admin.get(f"{base}/1/artifact")
     assert r.status_code == 200 and r.content == data
+
+
+def test_metrics_do_not_grow_with_unknown_names(hub: HubProc, admin: httpx.Client) -> None:
+    for i in range(5):
+        assert admin.post(f"/deployments/no-such-{i}/v2/health/ready").status_code == 404
+        assert httpx.post(f"{hub.url}/deployments/anon-{i}/v2/health/ready").status_code == 401
+    text = httpx.get(hub.url + "/metrics").text
+    assert "mlport_hub_gateway_requests_total" in text
+    assert "no-such-" not in text and "anon-" not in text
+    assert 'deployment="-"' in text

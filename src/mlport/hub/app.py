@@ -90,7 +90,8 @@ class _Observe:
             await self.app(scope, receive, send_wrapped)
         finally:
             if path.startswith("/deployments/"):
-                name = path.split("/", 3)[2][:64]
+                # refused calls name no label: unknown names must not grow the metric's label set
+                name = path.split("/", 3)[2][:64] if status not in (400, 401, 403, 404) else "-"
                 self.metrics.gateway.labels(name, version, str(status)).inc()
                 self.metrics.gateway_seconds.labels(name).observe(time.perf_counter() - started)
                 kind = "gateway"
