@@ -7,15 +7,18 @@ status their code means.
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl
 
 import orjson
 from starlette.background import BackgroundTask
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
@@ -55,14 +58,15 @@ def hub_of(request: Request) -> Hub:
 
 async def read_json(request: Request) -> dict[str, Any]:
     ctype = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
-    body = b""
+    chunks: list[bytes] = []
+    size = 0
     async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_JSON_BYTES:
+        size += len(chunk)
+        if size > MAX_JSON_BYTES:
             raise PayloadTooLarge(f"a management request body may be at most {MAX_JSON_BYTES} bytes")
+        chunks.append(chunk)
+    body = b"".join(chunks)
     if ctype == "application/x-www-form-urlencoded":
-        from urllib.parse import parse_qsl
-
         return dict(parse_qsl(body.decode("utf-8", "replace")))
     if ctype not in ("application/json", ""):
         raise UnsupportedMediaType(f"expected application/json, got {ctype!r}")
@@ -331,10 +335,6 @@ async def versions_artifact(request: Request) -> Response:
 
 
 async def _in_thread(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    import functools
-
-    from starlette.concurrency import run_in_threadpool
-
     return await run_in_threadpool(functools.partial(fn, *args, **kwargs))
 
 
