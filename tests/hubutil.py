@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -106,3 +107,16 @@ def version_status(client: httpx.Client, deployment: str, version: int) -> dict[
             return dict(info)
     return {}
 
+
+
+async def until(check: Callable[[], bool], step: Callable[[], Awaitable[None]] | None = None,
+                timeout: float = 20.0, what: str = "condition", every: float = 0.02) -> None:
+    """Async twin of :func:`wait_for`: run ``step`` (e.g. one controller pass), then ``check``, until it holds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if step is not None:
+            await step()
+        if check():
+            return
+        await asyncio.sleep(every)
+    raise AssertionError(f"timed out waiting for {what}")

@@ -163,24 +163,29 @@ def test_router_reports_its_route_and_learns_from_feedback(tmp_path: Path, serve
     assert routes in ('["a"]', '["b"]')
 
 
-def test_cascade_says_which_stage_answered(tmp_path: Path, serve) -> None:
-    from tests.builders import iris_onnx
+def cascade_repo(root: Path, step: int) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any], dict[str, Any],
+                                                  dict[str, Any]]:
+    """A cascade of a weak iris model falling back to a strong one below confidence 0.6; returns the iris rows
+    taken every ``step``, which rows fall back, and both models' own answers."""
+    from sklearn.datasets import load_iris
 
-    root = tmp_path / "repo"
+    from tests.builders import iris_onnx, ort_run
+
     iris_onnx(root / "parts" / "weak.onnx", max_iter=3, c=0.01)
     iris_onnx(root / "parts" / "strong.onnx", c=10.0)
     (root / "cascade.yaml").write_text(
         "cascade:\n  first: {model: parts/weak.onnx}\n  fallback: {model: parts/strong.onnx}\n"
         "  confidence: {output: probabilities, threshold: 0.6}\n")
-    from sklearn.datasets import load_iris
-
-    from tests.builders import ort_run
-
     x, _ = load_iris(return_X_y=True)
-    x = x[::10].astype(np.float32)
+    x = x[::step].astype(np.float32)
     weak = ort_run(root / "parts" / "weak.onnx", {"input": x})
     strong = ort_run(root / "parts" / "strong.onnx", {"input": x})
-    low = weak["probabilities"].max(axis=1) < 0.6
+    return x, weak["probabilities"].max(axis=1) < 0.6, weak, strong
+
+
+def test_cascade_says_which_stage_answered(tmp_path: Path, serve) -> None:
+    root = tmp_path / "repo"
+    x, low, weak, strong = cascade_repo(root, 10)
     server = serve(root)
     with server.client() as c:
         r = c.post("/v2/models/cascade/infer", json={"inputs": [

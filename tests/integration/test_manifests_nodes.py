@@ -11,8 +11,9 @@ from typing import Any
 import numpy as np
 import tritonclient.grpc as triton_grpc
 
-from tests.builders import iris_onnx, ort_run, scale_onnx
+from tests.builders import scale_onnx
 from tests.conftest import Server
+from tests.integration.test_manifests import cascade_repo
 
 X = np.arange(12, dtype=np.float32).reshape(4, 3)
 
@@ -155,18 +156,7 @@ def test_router_of_flows_sticks_to_the_routing_key(tmp_path: Path, serve) -> Non
 
 def test_cascade_over_grpc(tmp_path: Path, serve) -> None:
     root = tmp_path / "repo"
-    iris_onnx(root / "parts" / "weak.onnx", max_iter=3, c=0.01)
-    iris_onnx(root / "parts" / "strong.onnx", c=10.0)
-    (root / "cascade.yaml").write_text(
-        "cascade:\n  first: {model: parts/weak.onnx}\n  fallback: {model: parts/strong.onnx}\n"
-        "  confidence: {output: probabilities, threshold: 0.6}\n")
-    from sklearn.datasets import load_iris
-
-    x, _ = load_iris(return_X_y=True)
-    x = x[::7].astype(np.float32)
-    weak = ort_run(root / "parts" / "weak.onnx", {"input": x})
-    strong = ort_run(root / "parts" / "strong.onnx", {"input": x})
-    low = weak["probabilities"].max(axis=1) < 0.6
+    x, low, weak, strong = cascade_repo(root, 7)
     assert low.any() and not low.all()
     server = serve(root)
     result = _grpc_infer(server, "cascade", "input", x)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from mlport.deploy.controller import Controller, DeploymentRecord
 from mlport.deploy.replicas import Endpoint, ReplicaSet
 from mlport.deploy.target import Target
 from mlport.errors import ModelNotReady
+from tests import hubutil
 from tests.builders import iris_onnx
 
 pytestmark = pytest.mark.slow
@@ -48,14 +48,7 @@ def alive(pid: int) -> bool:
 
 async def until(check: Callable[[], bool], step: Callable[[], Awaitable[None]] | None = None,
                 timeout: float = READY_S, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if step is not None:
-            await step()
-        if check():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+    await hubutil.until(check, step, timeout, what, every=0.05)
 
 
 async def infer(ep: Endpoint, name: str) -> dict[str, object]:

@@ -36,6 +36,7 @@ from mlport.errors import (
     valid_name,
 )
 from mlport.hub.service import Hub
+from mlport.protocols.http.body import media_type, read_body
 
 __all__ = ["api_routes", "json"]
 
@@ -57,15 +58,8 @@ def hub_of(request: Request) -> Hub:
 
 
 async def read_json(request: Request) -> dict[str, Any]:
-    ctype = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_JSON_BYTES:
-            raise PayloadTooLarge(f"a management request body may be at most {MAX_JSON_BYTES} bytes")
-        chunks.append(chunk)
-    body = b"".join(chunks)
+    ctype = media_type(request) or "application/json"
+    body = await read_body(request, MAX_JSON_BYTES)
     if ctype == "application/x-www-form-urlencoded":
         return dict(parse_qsl(body.decode("utf-8", "replace")))
     if ctype not in ("application/json", ""):
@@ -285,7 +279,7 @@ async def versions_create(request: Request) -> Response:
     principal = hub.require(request.headers, Action.WRITE_MODELS)
     model = request.path_params["model"]
     hub.registry.get_model(model)
-    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    ctype = media_type(request)
     q = request.query_params
     if ctype == "application/json":
         data = await read_json(request)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -13,6 +11,7 @@ from mlport.deploy.autoscale import ScalePolicy
 from mlport.deploy.controller import Controller, DeploymentRecord
 from mlport.deploy.target import Target
 from mlport.errors import MlportError, ModelNotReady
+from tests.hubutil import until
 
 TO_ZERO = ScalePolicy(min_replicas=0, max_replicas=2, scale_to_zero=True)
 
@@ -32,16 +31,6 @@ class State:
         return list(self.records)
 
 
-async def until(check: Callable[[], bool], step: Callable[[], Awaitable[None]] | None = None,
-                timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if step is not None:
-            await step()
-        if check():
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("condition not met in time")
 
 
 def test_errors_stay_with_their_deployment(tmp_path: Path) -> None:
