@@ -304,22 +304,28 @@ class Controller:
         key = f"{deployment}/v{version}"
         rs = self.replicas(deployment, version)
         while rs is None or rs.closed:
-            if time.monotonic() >= deadline:
-                entry = self._versions.get(key)
+            entry = self._versions.get(key)
+            failed = entry is not None and entry.path is None and entry.fetch is None and entry.last_error
+            if failed or time.monotonic() >= deadline:
                 why = f": {entry.last_error}" if entry is not None and entry.last_error else ""
                 raise ModelNotReady(f"deployment '{deployment}' version {version} is not running{why}")
             await asyncio.sleep(0.05)
             rs = self.replicas(deployment, version)
         if rs.endpoints():
             return rs
+        if rs.desired > 0 and rs.failure is not None:  # a known failure: say so now rather than wait for it again
+            raise ModelNotReady(f"deployment '{deployment}' version {version} has no ready replica: {rs.failure}")
         with rs.waiting():  # shows as load, so the autoscaler keeps the replica while this request waits
             if rs.desired == 0:
                 await rs.scale(1, wait=False)
                 entry = self._versions.get(key)
                 if entry is not None:
                     self._restart_window(entry)
-            ok = await rs.wait_ready(max(0.0, deadline - time.monotonic()))
+            ok = await rs.wait_ready(max(0.0, deadline - time.monotonic()), fail_fast=True)
         if not ok:
+            if rs.failure is not None:
+                raise ModelNotReady(f"deployment '{deployment}' version {version} has no ready replica: "
+                                    f"{rs.failure}")
             why = f": {rs.last_error}" if rs.last_error else ""
             raise ModelNotReady(f"deployment '{deployment}' version {version} has no ready replica after "
                                 f"{timeout_s:g} s{why}")
@@ -340,10 +346,12 @@ class Controller:
                 "role": e.role,
                 "state": "fetching" if e.path is None else "running" if rs is not None else "stopped",
                 "desired": 0, "ready": 0, "pids": [], "ports": [], "inflight": 0, "restarts": 0,
-                "replicas": [],
+                "replicas": [], "failure": None,
             }
             if rs is not None:
                 row.update({k: v for k, v in rs.status().items() if k != "last_error"})
+            elif e.path is None and e.fetch is None and e.last_error:
+                row["failure"] = e.last_error  # the fetch failed; it is retried with back-off
             row["last_error"] = e.last_error
             versions.append(row)
         return {"deployment": deployment, "error": self._errors.get(deployment), "versions": versions}
