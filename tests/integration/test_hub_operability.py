@@ -79,11 +79,26 @@ def test_a_version_that_fails_to_load_is_reported_everywhere(hub: HubProc, home:
     ok(home, "undeploy", "broken-prod")
 
 
-def test_deploy_wait_returns_once_ready(hub: HubProc, home: Path, tmp_path: Path) -> None:
+def test_deploy_wait_returns_once_ready_and_replicas_name_the_hubs_version(hub: HubProc, home: Path,
+                                                                           tmp_path: Path) -> None:
     ok(home, "models", "create", "iris-w")
     ok(home, "versions", "upload", "iris-w", str(iris_onnx(tmp_path / "m" / "iris.onnx")))
-    d = ok_json(home, "deploy", "iris-w-prod", "--model", "iris-w", "--wait", "--timeout", "240")
-    assert [v["ready"] >= 1 for v in d["replicas"]["versions"]] == [True]
+    folder = tmp_path / "folder"
+    iris_onnx(folder / "model.onnx", c=0.1)
+    (folder / "model.yaml").write_text("batching: {max_batch_size: 8, max_delay_ms: 1}\n")
+    ok(home, "versions", "upload", "iris-w", str(folder))
+    d = ok_json(home, "deploy", "iris-w-prod", "--model", "iris-w", "--version", "2", "--wait", "--timeout", "240")
+    rows = d["replicas"]["versions"]
+    assert [(v["version"], v["ready"] >= 1) for v in rows] == [(2, True)]
+    body = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 4], "data": [5.1, 3.5, 1.4, 0.2]}]}
+    api = hub.client(hub.login())
+    resp = api.post("/deployments/iris-w-prod/v2/models/iris-w/infer", json=body)
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["model_version"] == "2" and resp.headers["x-mlport-version"] == "2"
+    config = api.get("/deployments/iris-w-prod/v2/models/iris-w-prod/versions/2")
+    assert config.status_code == 200, config.text
+    replica_log = Path(rows[0]["replicas"][0]["log"]).read_text()
+    assert "model iris-w-prod version 2 ready" in replica_log and "version 1" not in replica_log
     ok(home, "undeploy", "iris-w-prod")
 
 

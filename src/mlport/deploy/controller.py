@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from mlport.deploy.autoscale import LoadSample, ScalePolicy, desired_replicas
+from mlport.deploy.layout import versioned_layout
 from mlport.deploy.replicas import ReplicaSet
 from mlport.deploy.target import Target
 from mlport.errors import MlportError, ModelNotReady, valid_name
@@ -98,7 +99,8 @@ class Controller:
 
     ``fetch(model, version)`` returns the local path of a version's artifact (the registry's fetch);
     ``trusted(model, version)`` says whether a version may run code when loaded (a deployment record's own
-    ``trusted`` flag also allows it).  Replicas serve the model under the deployment's name.
+    ``trusted`` flag also allows it).  Replicas serve the model under the deployment's name, with the registry's
+    version number (see :mod:`mlport.deploy.layout`).
     """
 
     def __init__(self, *, state: DeploymentStateReader, fetch: Callable[[str, int], Path], run_dir: Path,
@@ -238,8 +240,9 @@ class Controller:
             if entry.fetch is None:
                 if time.monotonic() < entry.next_fetch:
                     return
-                entry.fetch = asyncio.create_task(asyncio.to_thread(self._fetch, entry.model, entry.version),
-                                                  name=f"fetch {entry.key}")
+                entry.fetch = asyncio.create_task(
+                    asyncio.to_thread(self._fetch_laid_out, entry.deployment, entry.model, entry.version),
+                    name=f"fetch {entry.key}")
             await asyncio.wait([entry.fetch], timeout=min(self.interval_s, 0.5))
             if not entry.fetch.done():
                 return
@@ -264,6 +267,14 @@ class Controller:
             host=self.host, ready_timeout_s=self.ready_timeout_s,
         )
         entry.samples.clear()
+
+    def _fetch_laid_out(self, deployment: str, model: str, version: int) -> Path:
+        """The fetched artifact laid out as version ``version`` of one model, so replicas name the hub's version
+        number (runs in a thread)."""
+        artifact = Path(self._fetch(model, version))
+        if not artifact.exists():
+            return artifact  # reported by the caller
+        return versioned_layout(artifact, self.run_dir / "models" / deployment / f"v{version}", version)
 
     def _prune(self, entry: _Version, now: float) -> None:
         """Keep the samples the policy windows need (plus the one describing each window's start)."""
