@@ -51,15 +51,22 @@ class Parser(argparse.ArgumentParser):
     def parse_known_args(  # type: ignore[override]
         self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
     ) -> tuple[argparse.Namespace, list[str]]:
+        # No mlport command takes unknown options: each is named here, where the flags of the command typed
+        # are known, with the closest of them, before its value can be taken for a positional argument.
+        if args is not None and not any(isinstance(a, argparse._SubParsersAction) for a in self._actions):
+            self._check_options(args)
         parsed, extras = super().parse_known_args(args, namespace)
-        # Every extra argument is a mistake (no mlport command takes unknown ones): named here, where the
-        # flags of the command that was typed are known, with the closest of them.
-        unknown = [a for a in extras if a.startswith("-")]
-        if unknown:
-            known = [s for action in self._actions for s in action.option_strings]
-            flag = unknown[0].split("=", 1)[0]
-            self.error(f"unknown option {flag}{suggest(flag, known)}")
+        self._check_options(extras)
         return parsed, extras
+
+    def _check_options(self, args: Sequence[str]) -> None:
+        known = [s for action in self._actions for s in action.option_strings]
+        for arg in args:
+            if arg == "--":
+                return
+            flag = arg.split("=", 1)[0]
+            if flag.startswith("--") and not any(k.startswith(flag) for k in known):  # prefixes are argparse's
+                self.error(f"unknown option {flag}{suggest(flag, known)}")
 
 
 def _label(action: argparse.Action) -> str:
