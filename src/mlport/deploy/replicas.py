@@ -42,6 +42,9 @@ STOP_GRACE_S = 10.0
 HEALTH_FAILURES = 3
 #: ... and stopped (then restarted with back-off) after this many: it hangs or lost its model.
 HEALTH_RESTART_FAILURES = 30
+#: A starting replica whose model is reported failed in every check for this long did not load, seconds (a
+#: state seen once may be the moment before the load begins; a failed load stays failed in a replica).
+LOAD_FAILURE_CONFIRM_S = 1.0
 HEALTH_TIMEOUT = httpx.Timeout(2.0, connect=1.0)
 #: A replica that exits with a port clash right after start is started again on another port, this often.
 BIND_RETRIES = 5
@@ -95,6 +98,8 @@ class _Replica:
     started_at: float = 0.0
     log_start: int = 0
     failures: int = 0
+    #: Since when every health check found the model failed (``time.monotonic()``), None when the last did not.
+    load_failed_since: float | None = None
     restarts: int = 0
     backoff: float = BACKOFF_START_S
     next_start: float | None = None
@@ -280,6 +285,7 @@ class ReplicaSet:
         r.next_start = None
         r.ready = False
         r.failures = 0
+        r.load_failed_since = None
         used = frozenset(ep.port for ep in (x.endpoint for x in (*self._replicas, *self._draining)) if ep is not None)
         try:
             port = free_port(self.host, used)
@@ -432,8 +438,13 @@ class ReplicaSet:
             r.ready, r.failures = True, 0
             ep.healthy = not ep.draining
             return
-        if failure is not None:
-            self._failed(r, f"model of {self.key} failed to load: {failure}", time.monotonic(), with_log=False)
+        now = time.monotonic()
+        if failure is None:
+            r.load_failed_since = None
+        elif r.load_failed_since is None:
+            r.load_failed_since = now
+        elif now - r.load_failed_since >= LOAD_FAILURE_CONFIRM_S:
+            self._failed(r, f"model of {self.key} failed to load: {failure}", now, with_log=False)
             return
         if r.ready:
             r.failures += 1
