@@ -11,7 +11,7 @@ from sklearn.datasets import load_iris
 
 from mlport.errors import MlportError
 from mlport.formats.base import LoadOptions, RequestContext
-from mlport.runtime.manifest import ManifestError, ManifestEvaluator, ManifestFormat
+from mlport.formats.manifest import ManifestError, ManifestEvaluator, ManifestFormat
 from tests.builders import iris_onnx, ort_run, scale_onnx
 
 FMT = ManifestFormat()
