@@ -159,9 +159,6 @@ class AdaptedContextEvaluator(AdaptedEvaluator, ContextEvaluator):
         super().__init__(inner, config)
         self.context_inner = inner
 
-    def predict(self, inputs: Arrays) -> Arrays:
-        return AdaptedEvaluator.predict(self, inputs)
-
     def predict_in(self, inputs: Arrays, context: RequestContext) -> Arrays:
         return self._outputs(self.context_inner.predict_in(self._feed(inputs), context))
 
