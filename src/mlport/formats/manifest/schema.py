@@ -93,7 +93,16 @@ class _NodeBase(_Spec):
         return None
 
 
-class _LeafSpec(_NodeBase):
+class _FileSpec(_NodeBase):
+    """A node that names a file: its node key holds the path."""
+
+    @property
+    def path(self) -> str:
+        value: str = getattr(self, self.kind)
+        return value
+
+
+class _LeafSpec(_FileSpec):
     #: ``model.yaml`` keys given inline, over those of the file's own config.
     config: dict[str, Any] | None = None
 
@@ -102,44 +111,35 @@ class ModelSpec(_LeafSpec):
     kind: ClassVar[str] = "model"
     model: str = Field(min_length=1)
 
-    @property
-    def path(self) -> str:
-        return self.model
-
 
 class TokenizerSpec(_LeafSpec):
     kind: ClassVar[str] = "tokenizer"
     tokenizer: str = Field(min_length=1)
-
-    @property
-    def path(self) -> str:
-        return self.tokenizer
 
 
 class TransformSpec(_LeafSpec):
     kind: ClassVar[str] = "transform"
     transform: str = Field(min_length=1)
 
-    @property
-    def path(self) -> str:
-        return self.transform
-
 
 LeafSpec = ModelSpec | TokenizerSpec | TransformSpec
 
 
-class ManifestRefSpec(_NodeBase):
+class ManifestRefSpec(_FileSpec):
     kind: ClassVar[str] = "manifest"
     manifest: str = Field(min_length=1)
-
-    @property
-    def path(self) -> str:
-        return self.manifest
 
 
 class FlowNodeSpec(_NodeBase):
     kind: ClassVar[str] = "flow"
     flow: list[NodeSpec] = Field(min_length=1, max_length=MAX_STEPS)
+
+
+def _check_weights(weights: list[float] | None, children: int, count_error: str) -> None:
+    if weights is None or len(weights) != children:
+        raise ValueError(count_error)
+    if any(w < 0 for w in weights) or sum(weights) <= 0:
+        raise ValueError("weights: each >= 0, with a positive sum")
 
 
 class EnsembleSpec(_Spec):
@@ -154,10 +154,7 @@ class EnsembleSpec(_Spec):
     @model_validator(mode="after")
     def _check(self) -> EnsembleSpec:
         if self.combine == "weighted_mean":
-            if self.weights is None or len(self.weights) != len(self.children):
-                raise ValueError("weights: weighted_mean needs one weight per child")
-            if any(w < 0 for w in self.weights) or sum(self.weights) <= 0:
-                raise ValueError("weights: each >= 0, with a positive sum")
+            _check_weights(self.weights, len(self.children), "weights: weighted_mean needs one weight per child")
         if self.combine == "python" and not self.combiner:
             raise ValueError("combiner: combine: python needs 'combiner: file.py'")
         return self
@@ -183,10 +180,7 @@ class RouterSpec(_Spec):
     @model_validator(mode="after")
     def _check(self) -> RouterSpec:
         if self.weights is not None:
-            if len(self.weights) != len(self.children):
-                raise ValueError("weights: give one weight per child")
-            if any(w < 0 for w in self.weights) or sum(self.weights) <= 0:
-                raise ValueError("weights: each >= 0, with a positive sum")
+            _check_weights(self.weights, len(self.children), "weights: give one weight per child")
         if not (self.key == "header" or self.key.startswith("input:")):
             raise ValueError("key: 'header' or 'input:NAME'")
         return self
