@@ -36,6 +36,7 @@ from mlport.errors import (
     valid_name,
 )
 from mlport.hub.service import Hub
+from mlport.hub.signatures import signature_warning
 from mlport.protocols.http.body import media_type, read_body
 
 __all__ = ["api_routes", "json"]
@@ -216,18 +217,6 @@ def _version_json(v: Any) -> dict[str, Any]:
     if v.signature_error:
         out["warning"] = signature_warning(v.signature_error, v.format)
     return out
-
-
-def signature_warning(reason: str, fmt: str | None) -> str:
-    """What an upload without a readable signature tells its author: why, and what to do about it."""
-    if "trusted" in reason:
-        todo = ("if you trust this file, upload it again with --trusted (?trusted=true, admin only) to record its "
-                "signature, and deploy it with --trusted")
-    else:
-        todo = (f"the hub may lack the {fmt or 'model'} format's extra (see `mlport formats` on the hub's machine): "
-                "install it and upload again")
-    return (f"the version is stored without a signature ({reason}); canary, A/B and shadow deployments cannot "
-            f"check it against the primary; {todo}")
 
 
 async def models_list(request: Request) -> Response:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["signature_difference"]
+__all__ = ["signature_difference", "signature_warning"]
 
 #: Most differences named in one message.
 MAX_SHOWN = 5
@@ -43,3 +43,15 @@ def signature_difference(primary: dict[str, Any] | None, candidate: dict[str, An
         return None
     more = f" (and {len(found) - MAX_SHOWN} more)" if len(found) > MAX_SHOWN else ""
     return "; ".join(found[:MAX_SHOWN]) + more
+
+
+def signature_warning(reason: str, fmt: str | None) -> str:
+    """What an upload without a readable signature tells its author: why, and what to do about it."""
+    if "trusted" in reason:
+        todo = ("if you trust this file, upload it again with --trusted (?trusted=true, admin only) to record its "
+                "signature, and deploy it with --trusted")
+    else:
+        todo = (f"the hub may lack the {fmt or 'model'} format's extra (see `mlport formats` on the hub's machine): "
+                "install it and upload again")
+    return (f"the version is stored without a signature ({reason}); canary, A/B and shadow deployments cannot "
+            f"check it against the primary; {todo}")

@@ -32,6 +32,7 @@ __all__ = [
     "detect_format",
     "folder_digest",
     "inspect_local",
+    "read_signature",
     "sha256_file",
 ]
 
@@ -178,6 +179,11 @@ def detect_format(path: Path, label: str, formats: FormatRegistry | None = None)
                 raise InvalidInput(f"{label}: {reason}")
     known = ", ".join(sorted(f.name for f in formats.formats))
     raise InvalidInput(f"{label} is not a model of a known format (known formats: {known})")
+
+
+def read_signature(path: Path, name: str, *, trusted: bool, timeout_s: float) -> dict[str, Any] | None:
+    """``{"inputs": [...], "outputs": [...]}`` from ``mlport describe`` in a child process, or ``None``."""
+    return describe_signature(path, name, trusted=trusted, timeout_s=timeout_s)[0]
 
 
 def describe_signature(path: Path, name: str, *, trusted: bool,
