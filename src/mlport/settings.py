@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import Field, ValidationError
@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     log_level: str = "info"
     #: Print one access-log line per request (off by default: it costs time on the hot path).
     access_log: bool = False
+    #: ``text``: uvicorn's line per HTTP request; ``json``: one JSON object per inference request, on every
+    #: protocol (request id, model, version, protocol, status, latency); ``json`` turns the access log on.
+    access_log_format: Literal["text", "json"] = "text"
 
     max_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
     max_tensor_elements: int = Field(default=64 * 1024 * 1024, ge=1)

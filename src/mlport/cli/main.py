@@ -48,6 +48,9 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
                    help="report ready only when every model serves")
     p.add_argument("--log-level", help="debug, info, warning, error (default info)")
     p.add_argument("--access-log", action="store_true", default=None, help="log one line per request")
+    p.add_argument("--access-log-format", choices=["text", "json"],
+                   help="text (default): a line per HTTP request; json: a JSON object per inference request "
+                        "(turns the access log on)")
 
 
 def _settings(args: argparse.Namespace) -> Any:
@@ -60,6 +63,7 @@ def _settings(args: argparse.Namespace) -> Any:
         "intra_op_threads": args.intra_op_threads,
         "max_body_bytes": args.max_body_bytes, "log_level": args.log_level,
         "strict_readiness": args.strict_readiness, "access_log": args.access_log,
+        "access_log_format": args.access_log_format,
     }
     return load_settings(cli, args.config)
 
@@ -114,7 +118,8 @@ def _serve(settings: Any, group: Any = None, sock: socket.socket | None = None) 
     app = create_app(settings, group=group)
     config = uvicorn.Config(
         app, host=settings.host, port=settings.http_port, log_level=settings.log_level.lower(),
-        access_log=settings.access_log, timeout_graceful_shutdown=int(settings.shutdown_timeout_s),
+        access_log=settings.access_log and settings.access_log_format == "text",
+        timeout_graceful_shutdown=int(settings.shutdown_timeout_s),
         lifespan="on", server_header=False,
         # uvloop when it is installed (grpc.aio runs on it too), else asyncio; httptools likewise, else h11
         loop="auto", http="auto",

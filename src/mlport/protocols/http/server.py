@@ -10,6 +10,7 @@ from starlette.applications import Starlette
 
 from mlport.errors import InvalidInput
 from mlport.formats.registry import FormatRegistry, default_registry
+from mlport.observability.access import AccessLog
 from mlport.observability.metrics import Metrics
 from mlport.protocols.http.app import Companion, build_app
 from mlport.protocols.http.state import AppState
@@ -38,7 +39,8 @@ def build_state(
         repository, formats, limits, load_workers=settings.load_workers,
         intra_op_threads=intra_op_threads, on_load=metrics.on_load, group=group,
     )
-    service = InferenceService(manager, metrics, limits, inference_threads=threads)
+    access_log = AccessLog() if settings.access_log_format == "json" else None
+    service = InferenceService(manager, metrics, limits, inference_threads=threads, access_log=access_log)
     return AppState(service, manager, metrics, limits, poll_interval_s=settings.poll_interval_s,
                     strict_readiness=settings.strict_readiness)
 
