@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -52,6 +53,10 @@ class HubSettings(BaseSettings):
     #: Longest time a first request waits for a deployment scaled to zero to start, seconds.
     cold_start_timeout_s: float = Field(default=120.0, gt=0)
     log_level: str = "info"
+    #: ``access_log``: a text line per request (uvicorn's); ``access_log_format`` ``json``: instead, one JSON line
+    #: per gateway request (request id, deployment, model, version, protocol, status, latency).
+    access_log: bool = False
+    access_log_format: Literal["text", "json"] = "text"
 
     @property
     def db_path(self) -> Path:
