@@ -18,7 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mlport.errors import MlportError
 from mlport.hub.api import api_routes, json
-from mlport.hub.observe import gateway_access, sd_routes, write_gateway_line
+from mlport.hub.observe import gateway_request_id, sd_routes, write_gateway_line
 from mlport.hub.openapi import DOCS_HTML, build_openapi
 from mlport.hub.service import Hub
 from mlport.observability.access import AccessLog
@@ -84,7 +84,7 @@ class _Observe:
         status = 500
         version = ""
         gateway = path.startswith("/deployments/")
-        rid = gateway_access(scope) if gateway and self.access_log is not None else ""
+        rid = gateway_request_id(scope) if gateway and self.access_log is not None else ""
 
         async def send_wrapped(message: Message) -> None:
             nonlocal status, version

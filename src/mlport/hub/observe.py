@@ -31,7 +31,7 @@ from mlport.errors import ModelNotFound, ModelNotReady
 from mlport.hub.service import Hub
 from mlport.observability.access import AccessLog
 
-__all__ = ["gateway_access", "sd_routes", "write_gateway_line"]
+__all__ = ["gateway_request_id", "sd_routes", "write_gateway_line"]
 
 #: Longest time the hub waits for a replica's metrics, seconds.
 SCRAPE_TIMEOUT_S = 10.0
@@ -99,7 +99,7 @@ def _protocol(rest: str) -> str:
     return "eval" if rest.startswith(("eval", "models/", "describe")) else "other"
 
 
-def gateway_access(scope: Scope) -> str:
+def gateway_request_id(scope: Scope) -> str:
     """The request id of a gateway request: the client's ``x-request-id``, else a new one, added to the
     request's headers so that the replica's own access log names it too."""
     for key, value in scope["headers"]:
@@ -116,6 +116,6 @@ def write_gateway_line(access_log: AccessLog, hub: Hub, path: str, rid: str, ver
     parts = path.split("/", 3)
     name = parts[2][:64] if len(parts) > 2 else ""
     record = next((d for d in hub.deployments.deployments() if d.name == name), None)
-    access_log.write(rid, record.model if record is not None else "", version, _protocol(parts[3] if len(parts) > 3
-                                                                                          else ""),
-                     status, time.perf_counter() - started, deployment=name)
+    model = record.model if record is not None else ""
+    protocol = _protocol(parts[3] if len(parts) > 3 else "")
+    access_log.write(rid, model, version, protocol, status, time.perf_counter() - started, deployment=name)
