@@ -321,3 +321,27 @@ def test_repository_config_without_versions(tmp_path: Path) -> None:
     (root / "empty" / "config.pbtxt").write_text('name: "empty"')
     src = Repository(root, default_registry()).scan()["empty"]
     assert src.error is not None and "no version folder" in src.error
+
+
+def test_config_written_back_from_a_served_signature() -> None:
+    from mlport.core.types import DataType, Signature, TensorSpec
+    from mlport.protocols.extensions import message_json
+    from mlport.runtime.triton import triton_config
+
+    model = parse_triton_config(FULL, "resnet")
+    served = Signature(inputs=(TensorSpec("images", DataType.FP32, (-1, 3, 224, 224)),),
+                       outputs=(TensorSpec("scores", DataType.FP32, (-1, 1000)),
+                                TensorSpec("names", DataType.BYTES, (-1, -1))))
+    out = triton_config("resnet", "onnxruntime_onnx", served, model.config)
+    # what config.pbtxt said of the signature and batching comes back, as Triton writes it
+    again = parse_triton_config(str(out), "resnet").config
+    assert again.signature == model.config.signature and again.batching == model.config.batching
+    assert again.version_policy == model.config.version_policy
+    doc = message_json(out)
+    assert doc["max_batch_size"] == 8 and doc["input"][0]["dims"] == [3, 224, 224]
+    assert doc["output"][1]["data_type"] == "TYPE_STRING" and doc["version_policy"] == {"latest": {"num_versions": 2}}
+    assert doc["dynamic_batching"]["max_queue_delay_microseconds"] == 2500
+    # without batching: the whole shape, max_batch_size 0
+    plain = triton_config("m", "onnx", served, model.config.model_copy(update={"batching": BatchingConfig()}))
+    assert plain.max_batch_size == 0 and list(plain.input[0].dims) == [-1, 3, 224, 224]
+    assert not plain.HasField("dynamic_batching")
