@@ -39,16 +39,13 @@ def _duration(into: pb.StatisticDuration, count: int, ns: int) -> None:
 def _statistics(name: str, version: int, stats: ModelStats, into: pb.ModelStatistics) -> None:
     into.name = name
     into.version = str(version)
-    into.last_inference = stats.last_inference_ms
+    into.last_inference = round(stats.last_inference * 1000)
     into.inference_count = stats.inference_count
     into.execution_count = stats.execution_count
+    counts = {"success": stats.success_count, "fail": stats.fail_count}
     inference = into.inference_stats
-    _duration(inference.success, stats.success_count, stats.success_ns)
-    _duration(inference.fail, stats.fail_count, stats.fail_ns)
-    _duration(inference.queue, stats.ran_count, stats.queue_ns)
-    _duration(inference.compute_input, stats.ran_count, stats.input_ns)
-    _duration(inference.compute_infer, stats.ran_count, stats.infer_ns)
-    _duration(inference.compute_output, stats.ran_count, stats.output_ns)
+    for field, ns in stats.nanoseconds().items():
+        _duration(getattr(inference, field), counts.get(field, stats.ran_count), ns)
     _duration(inference.cache_hit, 0, 0)
     _duration(inference.cache_miss, 0, 0)
 

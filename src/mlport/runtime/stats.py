@@ -25,60 +25,68 @@ class Timing:
 
 
 class ModelStats:
-    """Counts and nanosecond totals of one model version (Triton's ``ModelStatistics`` fields)."""
+    """Counts and time totals of one model version (Triton's ``ModelStatistics`` fields).
+
+    Times are summed as float seconds (cheaper on the hot path than integer nanoseconds) and read in
+    nanoseconds through the ``*_ns`` properties."""
 
     __slots__ = (
         "execution_count",
         "fail_count",
-        "fail_ns",
-        "infer_ns",
+        "fail_s",
+        "infer_s",
         "inference_count",
-        "input_ns",
-        "last_inference_ms",
-        "output_ns",
-        "queue_ns",
+        "input_s",
+        "last_inference",
+        "output_s",
+        "queue_s",
         "ran_count",
         "success_count",
-        "success_ns",
+        "success_s",
     )
 
     def __init__(self) -> None:
         #: Requests answered, and failed, with their whole durations.
         self.success_count = 0
-        self.success_ns = 0
+        self.success_s = 0.0
         self.fail_count = 0
-        self.fail_ns = 0
+        self.fail_s = 0.0
         #: Requests whose prediction ran, and the time of each step: from the request's start to the
         #: prediction's submission (decoding and checking the inputs), waiting for a free prediction slot or a
         #: batch, the prediction (the whole batch's, for every request in it), and from its end to the answer.
         self.ran_count = 0
-        self.input_ns = 0
-        self.queue_ns = 0
-        self.infer_ns = 0
-        self.output_ns = 0
+        self.input_s = 0.0
+        self.queue_s = 0.0
+        self.infer_s = 0.0
+        self.output_s = 0.0
         #: Inferences (the batch size of every request, 1 for a model without a batch axis) and model executions
         #: (a merged batch is one).
         self.inference_count = 0
         self.execution_count = 0
-        #: Milliseconds since the epoch of the last request answered (0: none).
-        self.last_inference_ms = 0
+        #: Seconds since the epoch of the last request answered (0: none).
+        self.last_inference = 0.0
 
     def finished(self, ok: bool, seconds: float) -> None:
         """One request ended (answered or failed) after ``seconds``."""
-        ns = int(seconds * 1e9)
         if ok:
             self.success_count += 1
-            self.success_ns += ns
-            self.last_inference_ms = int(time.time() * 1000)
+            self.success_s += seconds
+            self.last_inference = time.time()
         else:
             self.fail_count += 1
-            self.fail_ns += ns
+            self.fail_s += seconds
 
     def ran(self, rows: int, input_s: float, queue_s: float, infer_s: float, output_s: float) -> None:
         """One request's prediction ran on ``rows`` inferences; the seconds of each step."""
         self.ran_count += 1
         self.inference_count += rows
-        self.input_ns += int(input_s * 1e9)
-        self.queue_ns += int(max(queue_s, 0.0) * 1e9)
-        self.infer_ns += int(infer_s * 1e9)
-        self.output_ns += int(max(output_s, 0.0) * 1e9)
+        self.input_s += input_s
+        self.queue_s += queue_s
+        self.infer_s += infer_s
+        self.output_s += output_s
+
+    def nanoseconds(self) -> dict[str, int]:
+        """The time totals in nanoseconds, by Triton's names (``success``, ``fail``, ``queue``, ``compute_*``)."""
+        return {name: max(0, round(value * 1e9)) for name, value in (
+            ("success", self.success_s), ("fail", self.fail_s), ("queue", self.queue_s),
+            ("compute_input", self.input_s), ("compute_infer", self.infer_s), ("compute_output", self.output_s))}
