@@ -23,7 +23,7 @@ import numpy as np
 from mlport.core.inference import InferenceRequest, InferenceResponse
 from mlport.core.validate import check_inputs
 from mlport.errors import ErrorCode, InvalidInput, MlportError
-from mlport.formats.base import Arrays, Evaluator, RequestContext
+from mlport.formats.base import Arrays, ContextEvaluator, Evaluator, RequestContext
 from mlport.limits import Limits
 from mlport.observability.access import AccessLog
 from mlport.observability.metrics import Metrics
@@ -250,7 +250,7 @@ class InferenceService:
                     f"unknown output {', '.join(repr(n) for n in unknown)}; the model gives: "
                     f"{', '.join(signature.output_names)}"
                 )
-        if evaluator.uses_context:
+        if isinstance(evaluator, ContextEvaluator):
             return await self._run_in_context(lv, evaluator, request, series, started)
         runner = self.runner(lv, evaluator)
         feed = request.inputs
@@ -301,7 +301,8 @@ class InferenceService:
         return response
 
     async def _run_in_context(
-        self, lv: LoadedVersion, evaluator: Evaluator, request: InferenceRequest, series: _Series, started: float
+        self, lv: LoadedVersion, evaluator: ContextEvaluator, request: InferenceRequest, series: _Series,
+        started: float,
     ) -> InferenceResponse:
         """A model that routes or cascades: it sees the request's id and routing key and answers parameters
         (which route or stage answered). It runs on the inference threads, one request per call."""

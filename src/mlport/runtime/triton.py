@@ -37,7 +37,7 @@ from pydantic import ValidationError
 from mlport.core.proto import model_config_pb2 as pb
 from mlport.core.types import DataType, Signature
 from mlport.errors import InvalidInput
-from mlport.runtime.config import BatchingConfig, ModelConfig, SignatureConfig, TensorConfig, VersionPolicy
+from mlport.formats.config import BatchingConfig, ModelConfig, SignatureConfig, TensorConfig, VersionPolicy
 
 __all__ = [
     "MAX_CONFIG_BYTES",
