@@ -79,6 +79,10 @@ class Settings(BaseSettings):
     )
     log_level: LogLevel = option("info", "log level (default info)")
     access_log: bool = option(False, "log one line per request (off by default: it costs time on the hot path)")
+    access_log_format: Literal["text", "json"] = option(
+        "text", "text (default): uvicorn's line per HTTP request; json: one JSON object per inference request on "
+                "every protocol (request id, model, version, protocol, status, latency); json turns the log on"
+    )
 
     max_body_bytes: int = option(64 * 1024 * 1024, "largest request body (default 64 MiB)", ge=1024)
     max_tensor_elements: int = Field(default=64 * 1024 * 1024, ge=1)

@@ -276,6 +276,15 @@ def build_openapi() -> Json:
                                 {"200": {"description": "Prometheus text format",
                                          "content": {"text/plain": {"schema": {"type": "string"}}}}},
                                 errors=(), secured=False)},
+        "/sd/replicas": {"get": _op(
+            "replicaTargets", "Prometheus HTTP service discovery: a scrape target per ready replica, labelled "
+            "deployment, version, replica and model", "Hub",
+            _ok({"type": "array", "items": {"type": "object"}}), errors=(), secured=False)},
+        "/sd/replicas/{deployment}/{version}/{replica}/metrics": {"get": _op(
+            "replicaMetrics", "One replica's Prometheus metrics, passed on by the hub", "Hub",
+            {"200": {"description": "Prometheus text format",
+                     "content": {"text/plain": {"schema": {"type": "string"}}}}},
+            params=("deployment", "version", "replica"), errors=(404, 503), secured=False)},
     }
     responses = {f"E{c}": {"description": text, "content": {_JSON: {"schema": _ref("Error")}}}
                  for c, text in _ERRORS.items()}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -58,6 +59,10 @@ class HubSettings(BaseSettings):
     #: Jobs (image builds, batch scoring) running at once.
     max_jobs: int = Field(default=2, ge=1, le=64)
     log_level: str = "info"
+    #: ``access_log``: a text line per request (uvicorn's); ``access_log_format`` ``json``: instead, one JSON line
+    #: per gateway request (request id, deployment, model, version, protocol, status, latency).
+    access_log: bool = False
+    access_log_format: Literal["text", "json"] = "text"
 
     @property
     def db_path(self) -> Path:
