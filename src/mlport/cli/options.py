@@ -29,10 +29,11 @@ __all__ = ["Parser", "add_settings_options", "given_settings", "suggest"]
 
 def suggest(word: str, known: Sequence[str]) -> str:
     """`` (did you mean 'x'?)`` when ``word`` is close to one of ``known``, else ``""``."""
-    close = difflib.get_close_matches(word, list(known), n=2, cutoff=0.6)
+    bare = {k.lstrip("-"): k for k in known}  # the dashes every flag has would make all of them look alike
+    close = difflib.get_close_matches(word.lstrip("-"), list(bare), n=2, cutoff=0.6)
     if not close:
         return ""
-    return " (did you mean " + " or ".join(repr(c) for c in close) + "?)"
+    return " (did you mean " + " or ".join(repr(bare[c]) for c in close) + "?)"
 
 
 class Parser(argparse.ArgumentParser):
