@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -17,15 +18,16 @@ __all__ = ["build_parser", "main"]
 
 
 def _serve_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("path", type=Path, help="a model file, a model folder or a repository folder")
+    p.add_argument("path", help="a model file, a model folder or a repository folder, a preset (preset:NAME), or "
+                                "s3://bucket/prefix (copied to a local folder at start)")
     p.add_argument("--config", type=Path, help="YAML file with any of these settings (keys as the flags, "
                                                "without the dashes in front)")
     add_settings_options(p, Settings)
 
 
-def _preset_path(path: Path) -> Path:
+def _preset_path(text: str) -> Path:
     """``preset:NAME`` (built on first use) or ``preset:all``/``presets`` as the folder to serve."""
-    text = str(path)
+    path = Path(text)
     if text == "presets" and not path.exists():
         text = "preset:all"
     if not text.startswith("preset:"):
@@ -37,14 +39,22 @@ def _preset_path(path: Path) -> Path:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
+    from mlport.cli.fetch import fetch_models, is_remote
     from mlport.serving import serve
     from mlport.settings import load_settings
 
-    given = {**given_settings(args, Settings), "model_path": _preset_path(args.path)}
+    given = given_settings(args, Settings)
+    if not is_remote(args.path):
+        settings = load_settings({**given, "model_path": _preset_path(args.path)}, args.config)
+        if not settings.model_path or not settings.model_path.exists():
+            raise MlportError(f"{settings.model_path} does not exist")
+        return serve(settings)
     settings = load_settings(given, args.config)
-    if not settings.model_path or not settings.model_path.exists():
-        raise MlportError(f"{settings.model_path} does not exist")
-    return serve(settings)
+    with tempfile.TemporaryDirectory(prefix="mlport-models-") as tmp:
+        print(f"fetching the models under {args.path}", file=sys.stderr)
+        local = fetch_models(args.path, Path(tmp), endpoint_url=settings.s3_endpoint_url,
+                             sha256=settings.expect_sha256)
+        return serve(settings.model_copy(update={"model_path": local}))
 
 
 def _cmd_describe(args: argparse.Namespace) -> int:
@@ -129,11 +139,15 @@ def build_parser() -> argparse.ArgumentParser:
                                               "else ~/.cache/mlport/presets)")
     pre.add_argument("--force", action="store_true", help="rebuild presets that are built already")
     pre.set_defaults(func=_cmd_presets)
+    from mlport.cli.build import add_build_command
     from mlport.cli.hub import add_hub_command
     from mlport.cli.hubctl import add_client_commands
+    from mlport.cli.k8s import add_k8s_command
 
     add_hub_command(sub)
     add_client_commands(sub)
+    add_build_command(sub)
+    add_k8s_command(sub)
     return parser
 
 
