@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import itertools
+import sys
 import types
 import typing
 from collections.abc import Sequence
@@ -54,8 +56,13 @@ class Parser(argparse.ArgumentParser):
     ) -> tuple[argparse.Namespace, list[str]]:
         # No mlport command takes unknown options: each is named here, where the flags of the command typed
         # are known, with the closest of them, before its value can be taken for a positional argument.
-        if args is not None and not any(isinstance(a, argparse._SubParsersAction) for a in self._actions):
-            self._check_options(args)
+        if args is None:
+            args = sys.argv[1:]
+        if args:
+            if any(isinstance(a, argparse._SubParsersAction) for a in self._actions):
+                self._check_options(list(itertools.takewhile(lambda a: a.startswith("-"), args)))  # before the command
+            else:
+                self._check_options(args)
         parsed, extras = super().parse_known_args(args, namespace)
         self._check_options(extras)
         return parsed, extras
