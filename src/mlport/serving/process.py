@@ -28,7 +28,7 @@ from mlport.serving import EXIT_MODEL_FAILED
 from mlport.serving.sockets import bind, check_free, url_host
 from mlport.settings import Settings
 
-__all__ = ["announce", "serve_process"]
+__all__ = ["announce", "failed_models", "serve_process"]
 
 log = logging.getLogger("mlport.serving")
 
