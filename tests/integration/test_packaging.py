@@ -239,7 +239,7 @@ def test_hub_builds_a_version_as_a_job_and_renders_its_manifests(work: dict[str,
             job = json.loads(done.stdout)
             job_id = job["id"]
             log = admin.get(f"/api/v1/jobs/{job_id}/log").text
-            assert job["state"] == "succeeded" and "building" in log, (job, log[-3000:])
+            assert job["state"] == "succeeded" and "mlport.cli.main build" in log, (job, log[-3000:])
             digest = job["result"]["digest"]
             seen = json.loads(subprocess.run(["skopeo", "inspect", "--tls-verify=false",
                                               f"docker://{reg.host}/scale:1"], check=True, capture_output=True,
