@@ -17,8 +17,9 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from mlport.errors import MlportError
-from mlport.protocols.grpc.proto import inference_pb2, inference_pb2_grpc
+from mlport.protocols.grpc.proto import inference_pb2, inference_pb2_grpc, tf_serving_pb2, tf_serving_pb2_grpc
 from mlport.protocols.grpc.servicer import SERVICE_NAME, HealthServicer, InferenceServicer
+from mlport.protocols.grpc.tfs_servicer import MODEL_SERVICE, PREDICTION_SERVICE, ModelServicer, PredictionServicer
 from mlport.protocols.service import InferenceService
 
 __all__ = ["GrpcServer", "serving"]
@@ -30,14 +31,15 @@ HEALTH_REFRESH_S = 1.0
 
 
 def _reflection_pool() -> Any:
-    """The descriptor pool of the inference messages (their own, see scripts/gen_grpc.sh), with the
-    health and reflection protocols added so that reflection describes every service served."""
+    """The descriptor pool of the inference messages (their own, see scripts/gen_grpc.sh), with TF Serving's,
+    the health and reflection protocols added so that reflection describes every service served."""
     pool = inference_pb2.DESCRIPTOR.pool
-    for module in (health_pb2, reflection_pb2):
+    tf_serving = tf_serving_pb2.DESCRIPTOR
+    for file in (*tf_serving.dependencies, tf_serving, health_pb2.DESCRIPTOR, reflection_pb2.DESCRIPTOR):
         try:
-            pool.FindFileByName(module.DESCRIPTOR.name)
+            pool.FindFileByName(file.name)
         except KeyError:
-            pool.AddSerializedFile(module.DESCRIPTOR.serialized_pb)
+            pool.AddSerializedFile(file.serialized_pb)
     return pool
 
 
@@ -67,10 +69,13 @@ class GrpcServer:
         inference_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
             InferenceServicer(service, strict_readiness, server_version), self._server
         )
+        # TF Serving's gRPC API beside it, on the same port
+        tf_serving_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionServicer(service), self._server)
+        tf_serving_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(service), self._server)
         self.health = HealthServicer(service, strict_readiness)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
-        reflection.enable_server_reflection([SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME],
-                                            self._server, pool=_reflection_pool())
+        served = [SERVICE_NAME, PREDICTION_SERVICE, MODEL_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME]
+        reflection.enable_server_reflection(served, self._server, pool=_reflection_pool())
         self._refresher: asyncio.Task[None] | None = None
 
     async def start(self) -> int:
