@@ -29,7 +29,7 @@ lint-imports
 
 echo "== pytest"
 set +e
-python3 -m pytest "$@"
+python3 -m pytest --durations=25 "$@"
 status=$?
 set -e
 if [ "$status" -eq 5 ]; then

@@ -439,9 +439,11 @@ def build_parser() -> argparse.ArgumentParser:
     pre.set_defaults(func=_cmd_presets)
     from mlport.cli.hub import add_hub_command
     from mlport.cli.hubctl import add_client_commands
+    from mlport.cli.k8s import add_k8s_command
 
     add_hub_command(sub)
     add_client_commands(sub)
+    add_k8s_command(sub)
     return parser
 
 
