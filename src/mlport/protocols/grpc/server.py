@@ -20,6 +20,7 @@ from mlport.protocols.grpc.proto import inference_pb2, inference_pb2_grpc, tf_se
 from mlport.protocols.grpc.servicer import SERVICE_NAME, HealthServicer, InferenceServicer
 from mlport.protocols.grpc.tfs_servicer import MODEL_SERVICE, PREDICTION_SERVICE, ModelServicer, PredictionServicer
 from mlport.protocols.service import InferenceService
+from mlport.protocols.tls import ServerTls
 
 __all__ = ["GrpcServer"]
 
@@ -52,8 +53,10 @@ class GrpcServer:
         strict_readiness: bool = False,
         server_version: str = "",
         reuse_port: bool = False,
+        tls: ServerTls | None = None,
     ) -> None:
         self.host = host
+        self.tls = tls
         self.port = port
         limit = service.limits.max_body_bytes
         self._server = grpc.aio.server(options=[
@@ -81,7 +84,11 @@ class GrpcServer:
         """Listen and serve; returns the port (chosen by the system when ``port`` is 0)."""
         host = f"[{self.host}]" if ":" in self.host and not self.host.startswith("[") else self.host
         try:
-            bound = int(self._server.add_insecure_port(f"{host}:{self.port}"))
+            address = f"{host}:{self.port}"
+            if self.tls is None:
+                bound = int(self._server.add_insecure_port(address))
+            else:
+                bound = int(self._server.add_secure_port(address, self.tls.grpc_credentials()))
         except RuntimeError:
             bound = 0
         if not bound:
@@ -91,7 +98,8 @@ class GrpcServer:
         await self._server.start()
         await self.health.refresh()
         self._refresher = asyncio.create_task(self._refresh_health(), name="mlport-grpc-health")
-        log.info("gRPC (Open Inference Protocol) listening on %s:%d", host, bound)
+        log.info("gRPC (Open Inference Protocol, TF Serving)%s listening on %s:%d",
+                 " over TLS" if self.tls is not None else "", host, bound)
         return bound
 
     async def _refresh_health(self) -> None:
