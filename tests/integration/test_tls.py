@@ -187,3 +187,66 @@ def test_bad_tls_files_are_one_clear_error_at_start(model: Path, certs: Certs) -
                             str(free_port()), "--grpc-port", str(free_port()), *args],
                            capture_output=True, text=True, timeout=120)
         assert r.returncode != 0 and expected in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_hub_over_https_with_the_cli(certs: Certs, tmp_path: Path) -> None:
+    import os
+
+    from tests.hubutil import ADMIN_PASSWORD, JWT_SECRET, ready_versions, wait_for
+
+    port = free_port()
+    env = {**os.environ, "MLPORT_HUB_ADMIN_PASSWORD": ADMIN_PASSWORD, "MLPORT_HUB_JWT_SECRET": JWT_SECRET}
+    env.pop("MLPORT_CA", None)
+    log = tmp_path / "hub.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "mlport.cli.main", "hub", "--data-dir", str(tmp_path / "hub"),
+                                 "--port", str(port), "--tls-cert", str(certs.cert), "--tls-key", str(certs.key)],
+                                stdout=out, stderr=subprocess.STDOUT, env=env)
+    url = f"https://127.0.0.1:{port}"
+    context = ssl.create_default_context(cafile=str(certs.ca))
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            try:
+                if httpx.get(url + "/healthz", verify=context, timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        cli_env = {**env, "XDG_CONFIG_HOME": str(tmp_path / "config")}
+
+        def mlport(*args: str, extra: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+            return subprocess.run([sys.executable, "-m", "mlport.cli.main", *args], input=ADMIN_PASSWORD + "\n",
+                                  capture_output=True, text=True, env={**cli_env, **(extra or {})}, timeout=120)
+
+        untrusted = mlport("login", "--hub", url, "--password-stdin")
+        assert untrusted.returncode == 3 and "certificate is not trusted" in untrusted.stderr, untrusted.stderr
+        ok = mlport("login", "--hub", url, "--password-stdin", "--ca", str(certs.ca))
+        assert ok.returncode == 0, ok.stderr
+        listed = mlport("models", "list", extra={"MLPORT_CA": str(certs.ca)})
+        assert listed.returncode == 0, listed.stderr
+        plain = mlport("models", "list", "--hub", f"http://127.0.0.1:{port}")
+        assert plain.returncode == 3 and "https://" in plain.stderr, plain.stderr
+
+        # a deployment: its replicas serve HTTPS with the hub's certificate, and the gateway verifies them
+        ca_env = {"MLPORT_CA": str(certs.ca)}
+        assert mlport("models", "create", "iris", extra=ca_env).returncode == 0
+        model = iris_onnx(tmp_path / "iris.onnx")
+        assert mlport("versions", "upload", "iris", str(model), extra=ca_env).returncode == 0
+        deployed = mlport("deploy", "iris-prod", "--model", "iris", "--version", "1", extra=ca_env)
+        assert deployed.returncode == 0, deployed.stderr
+        token = httpx.post(url + "/auth/token", json={"username": "admin", "password": ADMIN_PASSWORD},
+                           verify=context, timeout=30).json()["access_token"]
+        with httpx.Client(base_url=url, verify=context, timeout=60,
+                          headers={"authorization": f"Bearer {token}"}) as admin:
+            wait_for(lambda: ready_versions(admin, "iris-prod").get(1), what="a TLS replica ready", timeout=120)
+            body = {"inputs": [{"name": "input", "datatype": "FP32", "shape": list(X.shape),
+                                "data": X.ravel().tolist()}]}
+            r = admin.post("/deployments/iris-prod/v2/models/iris-prod/infer", json=body)
+            assert r.status_code == 200, r.text
+            label = next(o for o in r.json()["outputs"] if o["name"] == "label")["data"]
+            assert label == ort_run(model, {"input": X})["label"].tolist()
+        replica_logs = "".join(f.read_text(errors="replace") for f in (tmp_path / "hub").rglob("*.log"))
+        assert "https://" in replica_logs, replica_logs[-2000:]
+    finally:
+        stop_process(proc)

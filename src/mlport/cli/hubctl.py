@@ -20,6 +20,8 @@ from typing import Any
 
 import httpx
 
+from mlport.client._tls import http_verify, tls_hint
+
 __all__ = ["add_client_commands"]
 
 EXIT_REFUSED = 1
@@ -74,10 +76,11 @@ def _call(args: argparse.Namespace, method: str, path: str, *, auth: bool = True
     if auth:
         headers["authorization"] = f"Bearer {_token(args)}"
     try:
-        with httpx.Client(base_url=_url(args), timeout=args.timeout) as client:
+        with httpx.Client(base_url=_url(args), timeout=args.timeout, verify=http_verify(True, args.ca, None)) as client:
             resp = client.request(method, path, headers=headers, **kw)
     except httpx.HTTPError as exc:
-        raise _Fail(f"cannot reach the hub at {_url(args)}: {exc}", EXIT_UNREACHABLE) from None
+        hint = tls_hint(f"{exc} {exc.__cause__ or exc.__context__ or ''}", _url(args))
+        raise _Fail(f"cannot reach the hub at {_url(args)}: {exc}{hint}", EXIT_UNREACHABLE) from None
     if resp.status_code >= 400:
         try:
             message = resp.json().get("error", resp.text)
@@ -277,6 +280,8 @@ def add_client_commands(sub: Any) -> None:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--hub", help=f"hub URL (default: the saved login, MLPORT_HUB_URL, or {DEFAULT_URL})")
     common.add_argument("--token", help="bearer token (default: the saved login or MLPORT_HUB_TOKEN)")
+    common.add_argument("--ca", metavar="PEM", help="CA certificate to verify an https:// hub with "
+                                                    "(default: MLPORT_CA, else the system's CAs)")
     common.add_argument("--output", "-o", choices=["text", "json"], default="text")
     common.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the hub (default 600)")
 

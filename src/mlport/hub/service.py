@@ -26,6 +26,7 @@ from mlport.deploy.target import Target
 from mlport.errors import Conflict, InvalidInput
 from mlport.hub.settings import HubSettings
 from mlport.hub.state import DeploymentRecord, DeploymentStore
+from mlport.protocols.tls import server_tls
 from mlport.registry import ModelRegistry, open_store
 
 __all__ = ["Hub"]
@@ -53,10 +54,13 @@ class Hub:
         self.deployments = DeploymentStore(self.db)
         self.shadow = ShadowRecorder(self.db)
         self.cache_dir = settings.data_dir / "cache"
+        # with TLS on, the replicas serve HTTPS with the hub's certificate, which the hub trusts as it is
+        tls = server_tls(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
         self.controller = Controller(state=self.deployments, fetch=self._fetch, run_dir=settings.data_dir / "run",
-                                     interval_s=settings.controller_interval_s)
+                                     interval_s=settings.controller_interval_s, tls=tls)
         self.gateway = Gateway(controller=self.controller, state=self.deployments, shadow=self.shadow,
-                               max_body_bytes=settings.max_body_bytes, timeout_s=settings.gateway_timeout_s)
+                               max_body_bytes=settings.max_body_bytes, timeout_s=settings.gateway_timeout_s,
+                               verify=tls.replica_verify() if tls is not None else True)
         self.started_at = time.time()
 
     # -- life --------------------------------------------------------------------------------------------

@@ -34,6 +34,17 @@ class ServerTls:
         roots = _read(self.client_ca, "--tls-client-ca") if self.client_ca is not None else None
         return grpc.ssl_server_credentials([pair], root_certificates=roots, require_client_auth=roots is not None)
 
+    def replica_args(self) -> list[str]:
+        """``mlport serve`` flags that make a replica serve TLS with the same certificate and key."""
+        return ["--tls-cert", str(self.cert), "--tls-key", str(self.key)]
+
+    def replica_verify(self) -> ssl.SSLContext:
+        """What the hub's clients of its replicas verify them with: exactly this certificate (which must
+        name the replicas' host), trusted as it is, with no system CA."""
+        context = ssl.create_default_context(cafile=str(self.cert))
+        context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
+        return context
+
     def uvicorn_options(self) -> dict[str, Any]:
         """uvicorn's ``Config`` options for the same files."""
         return {
