@@ -18,7 +18,11 @@ from tests.hubutil import HubProc
 mlflow = pytest.importorskip("mlflow")
 pd = pytest.importorskip("pandas")
 
-pytestmark = pytest.mark.slow
+pytestmark = [
+    pytest.mark.slow,
+    # mlflow's own advice while saving (type hints, input examples) and its pandas deprecations
+    pytest.mark.filterwarnings("ignore::Warning:mlflow.*"),
+]
 
 PYFUNC_CODE = '''
 import mlflow.pyfunc
@@ -108,11 +112,12 @@ def _status(server: Server, name: str) -> dict[str, Any]:
     import time
 
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        row = server.client().get(f"/v1/models/{name}").json()["model_version_status"][0]
-        if row["state"] in ("AVAILABLE", "END"):
-            return row  # type: ignore[no-any-return]
-        time.sleep(0.1)
+    with server.client() as client:
+        while time.monotonic() < deadline:
+            row = client.get(f"/v1/models/{name}").json()["model_version_status"][0]
+            if row["state"] in ("AVAILABLE", "END"):
+                return row  # type: ignore[no-any-return]
+            time.sleep(0.1)
     raise AssertionError(f"{name} did not settle:\n{server.log()}")
 
 
@@ -123,9 +128,9 @@ def _columns(x: Any, n: int) -> dict[str, list[float]]:
 def test_flavors_serve_with_the_mlmodel_signature(server: Server, built: tuple[Path, dict[str, Any]]) -> None:
     _, models = built
     x = models["x"]
-    client = server.client()
     for name in ("sk_skops", "xgb", "onnx_columns", "onnx_tensor"):
         assert _status(server, name)["state"] == "AVAILABLE", (name, server.log())
+    client = server.client()
     # column-based signatures: one input per column, named as in MLmodel
     for name, own in (("sk_skops", models["sklearn"].predict_proba(x.iloc[:5])),
                       ("xgb", models["xgb"].predict_proba(x.iloc[:5])),
@@ -146,6 +151,7 @@ def test_flavors_serve_with_the_mlmodel_signature(server: Server, built: tuple[P
     assert r.json()["outputs"]["label"] == models["sklearn"].predict(x.iloc[:2]).tolist()
     missing = client.post("/v1/models/xgb:predict", json={"inputs": {"sepal length (cm)": [1.0]}})
     assert missing.status_code == 400 and "missing input" in missing.text
+    client.close()
 
 
 def test_code_running_folders_need_trust(server: Server, built: tuple[Path, dict[str, Any]],
@@ -158,7 +164,8 @@ def test_code_running_folders_need_trust(server: Server, built: tuple[Path, dict
 
     trusted = start_server(built[0] / "custom", "--trusted", log_dir=tmp_path, timeout=120)
     try:
-        r = trusted.client().post("/v1/models/custom:predict", json={"inputs": {"a": [1.0, 3.0], "b": [0.5, 1.0]}})
+        with trusted.client() as client:
+            r = client.post("/v1/models/custom:predict", json={"inputs": {"a": [1.0, 3.0], "b": [0.5, 1.0]}})
         assert r.status_code == 200, r.text + trusted.log()
         assert r.json()["outputs"] == [2.5, 7.0]
     finally:
