@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from mlport.deploy.autoscale import LoadSample, ScalePolicy, desired_replicas
+from mlport.deploy.backoff import Backoff
 from mlport.deploy.replicas import ReplicaSet
 from mlport.deploy.target import Target
 from mlport.errors import MlportError, ModelNotReady, valid_name
@@ -83,7 +84,7 @@ class _Version:
     path: Path | None = None
     replicas: ReplicaSet | None = None
     fetch: asyncio.Task[Path] | None = None
-    fetch_retry_s: float = FETCH_RETRY_START_S
+    fetch_backoff: Backoff = field(default_factory=lambda: Backoff(FETCH_RETRY_START_S, FETCH_RETRY_MAX_S))
     next_fetch: float = 0.0
     last_error: str | None = None
     samples: deque[LoadSample] = field(default_factory=lambda: deque(maxlen=MAX_SAMPLES))
@@ -254,8 +255,7 @@ class Controller:
             if exc is not None:
                 entry.last_error = f"fetching {entry.model} version {entry.version} failed: {_describe(exc)}"
                 log.warning("deployment %s: %s", entry.deployment, entry.last_error)
-                entry.next_fetch = time.monotonic() + entry.fetch_retry_s
-                entry.fetch_retry_s = min(entry.fetch_retry_s * 2, FETCH_RETRY_MAX_S)
+                entry.next_fetch = entry.fetch_backoff.failed(time.monotonic())
                 return
             entry.last_error = None
         assert entry.path is not None
