@@ -32,7 +32,8 @@ from starlette.routing import Route
 
 from mlport.core.sqlitedb import Database
 from mlport.deploy.autoscale import ScalePolicy
-from mlport.deploy.controller import Controller, DeploymentRecord
+from mlport.deploy.controller import Controller
+from mlport.deploy.deployments import DeploymentSpec
 from mlport.deploy.gateway import Gateway, forward_path, rewrite_model_name
 from mlport.deploy.replicas import Endpoint
 from mlport.deploy.shadow import ShadowRecorder
@@ -120,9 +121,9 @@ class FakeController:
 
 @dataclass
 class FakeState:
-    records: list[DeploymentRecord] = field(default_factory=list)
+    records: list[DeploymentSpec] = field(default_factory=list)
 
-    def deployments(self) -> list[DeploymentRecord]:
+    def deployments(self) -> list[DeploymentSpec]:
         return list(self.records)
 
 
@@ -172,7 +173,7 @@ def hub(tmp_path: Path, apps: Callable[[Any], AppServer]) -> Callable[..., Hub]:
 
     def make(sets: dict[tuple[str, int], FakeSet], targets: dict[str, Target], **kw: Any) -> Hub:
         controller = FakeController(sets)
-        state = FakeState([DeploymentRecord(name, t.validate()) for name, t in targets.items()])
+        state = FakeState([DeploymentSpec(name, t.validate()) for name, t in targets.items()])
         recorder = ShadowRecorder(Database(tmp_path / f"hub-{next(count)}.db"))
         gateway = Gateway(controller=controller, state=state, shadow=recorder, **kw)
         server = apps(gateway_app(gateway))
@@ -626,7 +627,7 @@ def test_shadow_copies_are_bounded(hub: Callable[..., Hub], apps: Callable[[Any]
 @pytest.mark.slow
 def test_with_the_real_controller(tmp_path: Path, models: dict[str, Path], apps: Callable[[Any], AppServer]) -> None:
     policy = ScalePolicy(min_replicas=2, max_replicas=2)
-    state = FakeState([DeploymentRecord("flowers", FLOWERS, policy)])
+    state = FakeState([DeploymentSpec("flowers", FLOWERS, policy)])
     controller = Controller(state=state, fetch=lambda m, v: models["iris1"], run_dir=tmp_path / "run",
                             interval_s=0.2)
     gateway = Gateway(controller=controller, state=state, shadow=ShadowRecorder(Database(tmp_path / "hub.db")))

@@ -15,18 +15,18 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from mlport.deploy.autoscale import LoadSample, ScalePolicy, desired_replicas
 from mlport.deploy.backoff import Backoff
+from mlport.deploy.deployments import Deployment, DeploymentSource
 from mlport.deploy.replicas import ReplicaSet
-from mlport.deploy.target import Target
 from mlport.errors import MlportError, ModelNotReady, valid_name
 
-__all__ = ["Controller", "DeploymentLike", "DeploymentRecord", "DeploymentStateReader"]
+__all__ = ["Controller"]
 
 log = logging.getLogger("mlport.deploy")
 
@@ -37,38 +37,6 @@ FETCH_RETRY_MAX_S = 60.0
 MAX_READY_WAIT_S = 600.0
 #: Most load samples kept per version (at one per interval this is far more than any policy window needs).
 MAX_SAMPLES = 4096
-
-
-@dataclass(frozen=True)
-class DeploymentRecord:
-    """One deployment as stored by the hub: its name, what it serves and how it scales."""
-
-    name: str
-    target: Target
-    policy: ScalePolicy = field(default_factory=ScalePolicy)
-    trusted: bool = False
-
-
-class DeploymentLike(Protocol):
-    """What the controller reads of a deployment (:class:`DeploymentRecord` or the hub's own record type)."""
-
-    @property
-    def name(self) -> str: ...
-
-    @property
-    def target(self) -> Target: ...
-
-    @property
-    def policy(self) -> ScalePolicy: ...
-
-    @property
-    def trusted(self) -> bool: ...
-
-
-class DeploymentStateReader(Protocol):
-    """Where the controller reads the deployments from (the hub's deployment store)."""
-
-    def deployments(self) -> Sequence[DeploymentLike]: ...
 
 
 @dataclass(eq=False)
@@ -102,7 +70,7 @@ class Controller:
     ``trusted`` flag also allows it).  Replicas serve the model under the deployment's name.
     """
 
-    def __init__(self, *, state: DeploymentStateReader, fetch: Callable[[str, int], Path], run_dir: Path,
+    def __init__(self, *, state: DeploymentSource, fetch: Callable[[str, int], Path], run_dir: Path,
                  interval_s: float = 1.0, trusted: Callable[[str, int], bool] = lambda m, v: False,
                  ready_timeout_s: float = 120.0, host: str = "127.0.0.1") -> None:
         self._state = state
@@ -187,7 +155,7 @@ class Controller:
             self._versions.update(wanted)
             await asyncio.gather(*(self._step(entry) for entry in wanted.values()))
 
-    def _plan(self, record: DeploymentLike, wanted: dict[str, _Version]) -> None:
+    def _plan(self, record: Deployment, wanted: dict[str, _Version]) -> None:
         """Mark the versions ``record`` needs as wanted (creating their entries)."""
         name = valid_name(record.name, "deployment")
         target = record.target.validate()

@@ -34,6 +34,7 @@ import orjson
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
+from mlport.deploy.deployments import DeploymentSource
 from mlport.deploy.shadow import Reply, ShadowRecorder
 from mlport.deploy.strategy import choose
 from mlport.deploy.target import Target
@@ -42,13 +43,11 @@ from mlport.protocols.http.body import read_body
 from mlport.protocols.http.errors import HTTP_STATUS
 
 __all__ = [
-    "DeploymentView",
     "EndpointView",
     "Gateway",
     "ReplicaSource",
     "ReplicaView",
     "Reply",
-    "StateView",
     "forward_path",
     "rewrite_model_name",
 ]
@@ -74,7 +73,7 @@ _RETRYABLE = (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolErro
               httpx.WriteError)
 
 
-# -- what the gateway needs from the controller and the deployment state (structural types) --------------
+# -- what the gateway needs of the controller's replicas (structural types; deployments: DeploymentSource) -
 
 class EndpointView(Protocol):
     """A ready replica (:class:`mlport.deploy.replicas.Endpoint`)."""
@@ -102,20 +101,6 @@ class ReplicaSource(Protocol):
     def replicas(self, deployment: str, version: int) -> ReplicaView | None: ...
 
     async def ensure_ready(self, deployment: str, version: int, timeout_s: float) -> ReplicaView: ...
-
-
-class DeploymentView(Protocol):
-    @property
-    def name(self) -> str: ...
-
-    @property
-    def target(self) -> Target: ...
-
-
-class StateView(Protocol):
-    """The deployments and their targets (:class:`mlport.deploy.controller.DeploymentStateReader`)."""
-
-    def deployments(self) -> Sequence[DeploymentView]: ...
 
 
 # -- paths ---------------------------------------------------------------------------------------------------
@@ -197,7 +182,7 @@ class Gateway:
         self,
         *,
         controller: ReplicaSource,
-        state: StateView,
+        state: DeploymentSource,
         shadow: ShadowRecorder,
         max_body_bytes: int = 64 * 1024**2,
         timeout_s: float = 60.0,
