@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 
-def wait_for(check: Callable[[], Any], timeout: float = 90, what: str = "condition", every: float = 0.02) -> Any:
+def wait_for(check: Callable[[], Any], timeout: float = 90, what: str = "condition", every: float = 0.05) -> Any:
     """Poll ``check`` until it returns something truthy (returned); fail naming ``what`` after ``timeout`` s."""
     deadline = time.monotonic() + timeout
     last: Any = None

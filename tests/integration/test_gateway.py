@@ -42,6 +42,7 @@ from mlport.deploy.target import Target
 from mlport.errors import ModelNotReady
 from tests.builders import iris_onnx, ort_run, scale_onnx
 from tests.conftest import Server, free_port, start_server
+from tests.waiting import wait_for
 
 METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH"]
 
@@ -209,20 +210,10 @@ def held_app(release: threading.Event, hits: list[str]) -> Starlette:
 
     async def held(request: Request) -> Response:
         hits.append(request.url.path)
-        deadline = time.monotonic() + 30
-        while not release.is_set() and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
+        await asyncio.to_thread(release.wait, 30)
         return JSONResponse({"held": True})
 
     return Starlette(routes=[Route("/{p:path}", held, methods=METHODS)])
-
-
-def wait_for(what: str, check: Callable[[], bool], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 async def bounded(n: int, concurrency: int, call: Callable[[int], Awaitable[None]]) -> None:
@@ -537,7 +528,7 @@ def test_shadow_agreement(hub: Callable[..., Hub], replicas: dict[str, Server], 
             assert result[2]["x-mlport-version"] == "1"
             assert label_of(result) == live[i]  # the client only ever sees the live version's answers
         sent += len(results)
-        wait_for("the shadow copies", lambda n=sent: h.recorder.summary("flowers")["requests"] == n)
+        wait_for(lambda n=sent: h.recorder.summary("flowers")["requests"] == n, 60, "the shadow copies")
     s = h.recorder.summary("flowers")
     assert (s["primary"], s["shadow"], s["requests"], s["agreed"], s["errors"], s["dropped"]) == (
         1, 2, len(X), agree, 0, 0)
@@ -574,13 +565,13 @@ def test_shadow_copies_are_bounded(hub: Callable[..., Hub], apps: Callable[[Any]
             for _ in range(20):
                 r = c.post(f"{h.url}/echo/v2/models/echo/infer", content=b"{}")
                 assert (r.status_code, r.headers["x-mlport-version"]) == (201, "1")
-        wait_for("4 held copies", lambda: len(held_hits) == 4)
+        wait_for(lambda: len(held_hits) == 4, 60, "4 held copies")
         assert h.gateway.shadow_pending == 4
         s = h.recorder.summary("echo")
         assert (s["requests"], s["dropped"]) == (0, 16)
     finally:
         release.set()
-    wait_for("the held copies to be recorded", lambda: h.recorder.summary("echo")["requests"] == 4)
+    wait_for(lambda: h.recorder.summary("echo")["requests"] == 4, 60, "the held copies to be recorded")
     s = h.recorder.summary("echo")
     assert (s["requests"], s["agreed"], s["dropped"], s["errors"]) == (4, 0, 16, 0)
     assert "content type" in s["recent_disagreements"][0]["reason"]
@@ -604,7 +595,7 @@ def test_with_the_real_controller(tmp_path: Path, models: dict[str, Path], apps:
         rs = controller.replicas("flowers", 1)
         return rs is not None and len(rs.endpoints()) == 2
 
-    wait_for("two ready replicas", two_ready, timeout=180)
+    wait_for(two_ready, 180, "two ready replicas")
     rs = controller.replicas("flowers", 1)
     assert rs is not None
     victim = rs.endpoints()[0].pid
@@ -617,4 +608,4 @@ def test_with_the_real_controller(tmp_path: Path, models: dict[str, Path], apps:
     assert [label_of(r) for r in results] == [want[i % len(X)] for i in range(400)]
     assert {r[2]["x-mlport-version"] for r in results} == {"1"}
     # the controller brings the killed replica back
-    wait_for("the replica restarted", lambda: two_ready() and victim not in rs.pids(), timeout=180)
+    wait_for(lambda: two_ready() and victim not in rs.pids(), 180, "the replica restarted")

@@ -89,10 +89,10 @@ def test_replica_set_scales_up_and_down(tmp_path: Path, models: dict[int, Path])
             newest = next(e for e in endpoints if e is not first)
             newest.acquire()
             down = asyncio.create_task(rs.scale(1))
-            await asyncio.sleep(0.3)
+            await until(lambda: newest.draining, what="the newest replica to drain")
             assert rs.desired == 1
             assert rs.endpoints() == [first]  # no new requests for the draining replica
-            assert newest.draining and alive(newest.pid) and not down.done()
+            assert alive(newest.pid) and not down.done()
             newest.release()
             await asyncio.wait_for(down, 30)
             assert not alive(newest.pid)
@@ -235,7 +235,8 @@ def test_controller_scale_to_zero_and_errors(tmp_path: Path, models: dict[int, P
             await until(lambda: ctl.replicas("lazy", 1) is not None, what="the lazy set")
             rs = ctl.replicas("lazy", 1)
             assert rs is not None
-            await asyncio.sleep(0.5)  # a few passes: nothing starts without a request
+            for _ in range(3):  # a few passes: nothing starts without a request
+                await ctl.reconcile()
             assert (rs.desired, rs.pids()) == (0, [])
 
             ready = await ctl.ensure_ready("lazy", 1, READY_S)
