@@ -21,12 +21,14 @@ from mlport.core.sqlitedb import Database
 from mlport.deploy.autoscale import ScalePolicy
 from mlport.deploy.controller import Controller
 from mlport.deploy.gateway import Gateway
+from mlport.deploy.jobs import Job, JobRunner, JobStore
 from mlport.deploy.shadow import ShadowRecorder
 from mlport.deploy.target import Target
 from mlport.errors import Conflict, InvalidInput
 from mlport.hub.settings import HubSettings
 from mlport.hub.state import DeploymentRecord, DeploymentStore
 from mlport.registry import ModelRegistry, open_store
+from mlport.registry.images import ImageRecords
 
 __all__ = ["Hub"]
 
@@ -45,6 +47,7 @@ class Hub:
                                 access_key=settings.s3_access_key, secret_key=secret)
         self.registry = ModelRegistry(self.db, self.store, max_upload_bytes=settings.max_upload_bytes)
         self.users = UserStore(self.db)
+        self.images = ImageRecords(self.db)
         jwt_secret = settings.jwt_secret.get_secret_value() if settings.jwt_secret else None
         self.token_config = load_token_config(settings.data_dir, algorithm=settings.jwt_algorithm, secret=jwt_secret,
                                               private_key=settings.jwt_private_key,
@@ -57,6 +60,8 @@ class Hub:
                                      interval_s=settings.controller_interval_s)
         self.gateway = Gateway(controller=self.controller, state=self.deployments, shadow=self.shadow,
                                max_body_bytes=settings.max_body_bytes, timeout_s=settings.gateway_timeout_s)
+        self.jobs = JobRunner(JobStore(self.db), settings.data_dir / "jobs", max_running=settings.max_jobs,
+                              finishers={"image-build": self._record_image})
         self.started_at = time.time()
 
     # -- life --------------------------------------------------------------------------------------------
@@ -69,11 +74,19 @@ class Hub:
 
     async def start(self) -> None:
         await self.controller.start()
+        await self.jobs.start()
 
     async def stop(self) -> None:
+        await self.jobs.stop()
         await self.gateway.aclose()
         await self.controller.stop()
         self.db.close()
+
+    def _record_image(self, job: Job, result: dict[str, Any]) -> None:
+        """An image-build job pushed its image: record its reference and digest on the model version."""
+        if result.get("digest"):
+            self.images.record(job.spec["model"], int(job.spec["version"]), str(job.spec["tag"]),
+                               str(result["digest"]), by=job.created_by)
 
     def _fetch(self, model: str, version: int) -> Path:
         return self.registry.fetch(model, version, self.cache_dir)
@@ -97,6 +110,7 @@ class Hub:
         if users:
             raise Conflict(f"model {name!r} is deployed by {', '.join(users)}: delete those deployments first")
         self.registry.delete_model(name, in_use=lambda m: bool(self.deployments.using_model(m)))
+        self.images.forget_model(name)
 
     # -- deployments ---------------------------------------------------------------------------------------
     def deploy(self, name: str, model: str, version: int | None, policy: ScalePolicy, *, by: str,

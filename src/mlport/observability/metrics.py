@@ -2,17 +2,30 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-__all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
+__all__ = ["CONTENT_TYPE_LATEST", "Metrics", "disable_created_series"]
+
+
+def disable_created_series() -> None:
+    """No ``*_created`` series (the time each counter and histogram was made): Prometheus does not need them,
+    and they double the series of every counter. (A setting of prometheus_client for the whole process.)"""
+    disable_created_metrics()  # type: ignore[no-untyped-call]
+
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
 class Metrics:
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    """The server's metrics.  ``multiprocess_dir``: the folder where the worker processes of one server
+    (``--workers``) keep their values (prometheus_client's multiprocess mode); the exposition then sums
+    counters and histograms over every worker, and shows gauges once per worker (label ``pid``)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None, multiprocess_dir: str | None = None) -> None:
+        disable_created_series()
         self.registry = registry or CollectorRegistry()
+        self.multiprocess_dir = multiprocess_dir
         r = self.registry
         # Requests for unknown models are counted with empty model/version labels, so that clients
         # cannot create new series by sending random names.
@@ -52,4 +65,10 @@ class Metrics:
         self.model_loaded.labels(model, str(version)).set(0)
 
     def exposition(self) -> bytes:
+        if self.multiprocess_dir:
+            from prometheus_client import multiprocess
+
+            shared = CollectorRegistry()
+            multiprocess.MultiProcessCollector(shared, self.multiprocess_dir)  # type: ignore[no-untyped-call]
+            return generate_latest(shared)
         return generate_latest(self.registry)

@@ -12,6 +12,7 @@ from starlette.routing import Route
 
 from mlport.core.inference import InferenceRequest, InferenceResponse
 from mlport.errors import InvalidInput, ModelNotFound
+from mlport.formats.base import send_feedback
 from mlport.limits import Limits
 from mlport.protocols.http.body import json_response, media_type, parse_json, read_body
 from mlport.protocols.http.negotiation import decoders, encoders, pick_decoder, pick_encoder
@@ -54,7 +55,8 @@ async def _eval(request: Request, name: str) -> Response:
     encoder, params = pick_encoder(request.headers.get("accept"))
     decoder = pick_decoder(media_type(request))
     body = await read_body(request, st.limits.max_body_bytes)
-    async with st.service.call(name, request.path_params.get("version"), "eval") as call:
+    async with st.service.call(name, request.path_params.get("version"), "eval",
+                               request.headers.get("x-request-id")) as call:
         inference = await decoder(body, request, call.model, st.limits)
         key = request.headers.get("x-routing-key")
         if key is not None:
@@ -95,7 +97,7 @@ async def feedback(request: Request) -> Response:
         raise InvalidInput('feedback is {"id": "<the request id>", "reward": <a finite number>}')
     lv = st.manager.acquire(name, None)
     try:
-        lv.evaluator.feedback(rid, float(reward))
+        send_feedback(lv.evaluator, rid, float(reward))
     finally:
         st.manager.release(lv)
     return json_response({"model": name, "id": rid, "reward": float(reward)})
