@@ -53,6 +53,8 @@ class Settings(BaseSettings):
     inference_timeout_s: float = Field(default=60.0, gt=0)
     load_timeout_s: float = Field(default=600.0, gt=0)
     shutdown_timeout_s: float = Field(default=30.0, gt=0)
+    #: Most models served from a repository folder (those after it, in name order, are not served).
+    max_models: int = Field(default=1000, ge=1)
 
     @classmethod
     def settings_customise_sources(
@@ -94,6 +96,7 @@ class Settings(BaseSettings):
             inference_timeout_s=self.inference_timeout_s,
             load_timeout_s=self.load_timeout_s,
             shutdown_timeout_s=self.shutdown_timeout_s,
+            max_models=self.max_models,
         )
 
 

@@ -44,6 +44,8 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
                    help="threads per prediction inside the model's library (default: the worker's cores divided "
                         "by its inference threads, at least 1)")
     p.add_argument("--max-body-bytes", type=int, help="largest request body (default 64 MiB)")
+    p.add_argument("--max-models", type=int,
+                   help="most models served from a repository folder; the rest are listed as not served (default 1000)")
     p.add_argument("--strict-readiness", action="store_true", default=None,
                    help="report ready only when every model serves")
     p.add_argument("--log-level", help="debug, info, warning, error (default info)")
@@ -58,7 +60,7 @@ def _settings(args: argparse.Namespace) -> Any:
         "name": args.name, "trusted": args.trusted, "poll_interval_s": args.poll_interval_s,
         "workers": args.workers, "inference_threads": args.inference_threads,
         "intra_op_threads": args.intra_op_threads,
-        "max_body_bytes": args.max_body_bytes, "log_level": args.log_level,
+        "max_body_bytes": args.max_body_bytes, "max_models": args.max_models, "log_level": args.log_level,
         "strict_readiness": args.strict_readiness, "access_log": args.access_log,
     }
     return load_settings(cli, args.config)

@@ -127,6 +127,13 @@ async def repository_index(request: Request) -> Response:
             if v.reason:
                 row["reason"] = v.reason
             rows.append(row)
+    repo = st.manager.repository
+    if repo.over_limit_count and not only_ready:
+        # the first MAX_LISTED_OVER_LIMIT of them; the log line gives the count
+        reason = (f"not served: the repository holds {repo.max_models + repo.over_limit_count} models, more than "
+                  f"max_models ({repo.max_models}); raise the limit with --max-models")
+        rows.extend({"name": name, "state": VersionState.UNAVAILABLE.value, "reason": reason}
+                    for name in repo.over_limit)
     return json_response(rows)
 
 
