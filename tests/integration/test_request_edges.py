@@ -17,7 +17,9 @@ import tritonclient.grpc as tgrpc
 import tritonclient.http as thttp
 from PIL import Image
 
+from tests.builders import iris_onnx
 from tests.conftest import Server, start_server
+from tests.hubutil import ready_versions, start_hub, wait_for
 
 DEEP = b"[" * 50_000 + b"]" * 50_000
 #: Deep, and within the 64 KiB a feedback body may have.
@@ -233,3 +235,57 @@ def test_gray_images_for_inputs_without_a_channel_axis(http: httpx.Client, model
     color = np.dstack([GRAY, GRAY, np.zeros_like(GRAY)])
     r = http.post(f"/models/{model}/eval", content=_png(color), headers={"content-type": "image/png"})
     assert "takes gray images, got a color image (RGB)" in _error(r, 400)
+
+
+# ------------------------------------------------------------------------------------------------ model limit
+def test_the_model_limit_is_an_option_logged_and_shown_in_the_index(serve, tmp_path: Path) -> None:
+    root = tmp_path / "many"
+    for name in ("a", "b", "c", "d"):
+        _echo(root, name, "FP64", [-1])
+    server = serve(root, "--trusted", "--max-models", "2", "--poll-interval", "0.1")
+    with server.client() as c:
+        assert c.get("/v2/models/b/ready").status_code == 200
+        assert c.get("/v2/models/c/ready").status_code == 404
+        rows = {row["name"]: row for row in c.post("/v2/repository/index").json()}
+        assert rows["a"]["state"] == "READY" and rows["b"]["state"] == "READY"
+        for name in ("c", "d"):
+            assert rows[name]["state"] == "UNAVAILABLE"
+            assert "more than max_models (2)" in rows[name]["reason"] and "--max-models" in rows[name]["reason"]
+        assert {row["name"] for row in c.post("/v2/repository/index", json={"ready": True}).json()} == {"a", "b"}
+    # the repository is scanned every 0.1 s, many times by now: the limit is logged once, not at every scan
+    log = server.log()
+    assert "more than 2 models (max_models): 2 are not served: c, d" in log
+    assert log.count("are not served") == 1
+
+
+# ------------------------------------------------------------------------------------------------------ hub
+@pytest.mark.slow
+def test_deep_json_at_the_hub_api_and_through_its_gateway(tmp_path: Path) -> None:
+    hub = start_hub(tmp_path / "hub")
+    try:
+        deep_object = b'{"name": ' + DEEP + b"}"
+        json_type = {"content-type": "application/json"}
+        r = httpx.post(hub.url + "/auth/token", content=deep_object, headers=json_type, timeout=30)
+        assert "depth limit exceeded" in _error(r, 400)
+        with hub.client(hub.login()) as admin:
+            assert "depth limit exceeded" in _error(admin.post("/api/v1/models", content=deep_object,
+                                                               headers=json_type), 400)
+            assert admin.post("/api/v1/models", json={"name": "iris"}).status_code == 201
+            r = admin.post("/api/v1/models/iris/versions", params={"filename": "iris.onnx"},
+                           content=iris_onnx(tmp_path / "iris.onnx").read_bytes())
+            assert r.status_code == 201, r.text
+            r = admin.post("/api/v1/deployments", json={"name": "iris-dep", "model": "iris", "version": 1})
+            assert r.status_code == 201, r.text
+            wait_for(lambda: ready_versions(admin, "iris-dep").get(1), what="v1 ready")
+            base = "/deployments/iris-dep"
+            for path, body in ((f"{base}/v2/models/iris-dep/infer", _oip_deep("data")),
+                               (f"{base}/v2/models/iris-dep/infer", _oip_deep("parameters")),
+                               (f"{base}/models/iris-dep/eval", b'{"input": ' + DEEP + b"}"),
+                               (f"{base}/v1/models/iris-dep:predict", b'{"instances": ' + DEEP + b"}")):
+                r = admin.post(path, content=body, headers=json_type)
+                assert "depth limit exceeded" in _error(r, 400), path
+            # the replica still serves
+            r = admin.post(f"{base}/models/iris-dep/eval", json={"input": [[5.1, 3.5, 1.4, 0.2]]})
+            assert r.status_code == 200, r.text
+    finally:
+        hub.stop()

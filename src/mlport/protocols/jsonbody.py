@@ -37,7 +37,7 @@ def check_parameters(params: dict[str, Any], where: str = "'parameters'") -> Non
     Parameters travel on (to a routed model, to gRPC's string parameters, into logs); only those holding
     arrays or objects are checked, once, by writing them with orjson (which stops at 254 levels).
     """
-    if not any(isinstance(v, list | dict) for v in params.values()):
+    if not params or not any(isinstance(v, list | dict) for v in params.values()):
         return
     try:
         orjson.dumps(params)
