@@ -126,9 +126,9 @@ def _text_part(part: Part, spec: TensorSpec | None) -> Any:
     if spec is not None and spec.datatype is DataType.BYTES:
         if text.lstrip().startswith(("[", '"')):
             try:
-                return orjson.loads(text)
-            except orjson.JSONDecodeError:
-                pass
+                return loads(text)
+            except InvalidInput:
+                pass  # not JSON: the text itself is the string
         return text
     return loads(text, f"part '{part.name}' is not a number or a JSON value ({text[:40]!r})")
 
