@@ -39,6 +39,7 @@ _OWN_PARSERS = {
     "protocols/tfserving.py": "NaN/Infinity tokens: the standard library after orjson refused the body",
     "deploy/shadow.py": "answers of the replicas and its own stored rows, not request bodies",
     "hub/state.py": "its own stored rows",
+    "deploy/packaging.py": "the output of the image tool it runs",
 }
 _PARSE = re.compile(r"\b(orjson\.loads|json\.loads|msgspec\.json\.decode|msgspec\.json\.Decoder)\(")
 
