@@ -4,7 +4,8 @@ Predict bodies come in two shapes.  Row format (``instances``) is a list with on
 example: the value itself when the model has one input, an object keyed by input name when it
 has several (every input then shares the batch size).  Columnar format (``inputs``) is one tensor
 or an object of named tensors.  Binary strings travel as ``{"b64": "..."}`` and the non-finite
-tokens ``NaN``/``Infinity``/``-Infinity`` are accepted in input.
+tokens ``NaN``/``Infinity``/``-Infinity`` are accepted in input; ``null`` is a missing value (NaN for
+numbers, ``""`` for strings).  Strings keep every character, NUL included.
 """
 
 from __future__ import annotations
