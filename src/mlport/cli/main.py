@@ -61,9 +61,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_describe(args: argparse.Namespace) -> int:
-    from mlport.formats.base import LoadOptions
+    from mlport.formats.adapt import load_adapted
     from mlport.formats.registry import default_registry
-    from mlport.runtime.adapt import adapt
     from mlport.runtime.repository import Repository
 
     formats = default_registry()
@@ -77,11 +76,8 @@ def _cmd_describe(args: argparse.Namespace) -> int:
             continue
         version = max(src.config.version_policy.select(list(src.versions)) or src.versions)
         vsrc = src.versions[version]
-        cfg = src.config
-        opts = LoadOptions(trusted=cfg.trusted, options=dict(cfg.options),
-                           signature=cfg.signature.complete() if cfg.signature is not None else None)
         try:
-            ev = adapt(formats.get(vsrc.format).load(vsrc.path, opts), cfg)
+            ev = load_adapted(formats.get(vsrc.format), vsrc.path, src.config)
         except MlportError as exc:
             result[name] = {"version": version, "format": vsrc.format, "error": str(exc)}
             status = 1
