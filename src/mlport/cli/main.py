@@ -442,6 +442,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_hub_command(sub)
     add_client_commands(sub)
+    from mlport.cli.score import add_score_command
+
+    add_score_command(sub)
     return parser
 
 
