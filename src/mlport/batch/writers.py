@@ -6,6 +6,8 @@ element (``name_0``, ``name_1``...) in CSV.
 
 from __future__ import annotations
 
+import os
+import tempfile
 import uuid
 from collections.abc import Iterable
 from typing import Any
@@ -17,7 +19,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from mlport.batch.storage import Location
+from mlport.batch.storage import Location, locate, upload
 from mlport.errors import InvalidInput
 
 __all__ = ["FORMATS", "output_columns", "output_format", "write_tables"]
@@ -79,12 +81,16 @@ def _flatten_lists(table: pa.Table) -> pa.Table:
 
 
 def write_tables(loc: Location, fmt: str, tables: Iterable[pa.Table], empty: pa.Schema) -> None:
-    """Write ``tables`` (one schema) to ``loc`` through a temporary name, renamed when complete."""
+    """Write ``tables`` (one schema) to ``loc`` through a temporary name, renamed when complete (in an object
+    store: a local temporary file, uploaded when complete)."""
+    if loc.remote:
+        with tempfile.TemporaryDirectory(prefix="mlport-score-") as folder:
+            local = locate(os.path.join(folder, loc.name))
+            write_tables(local, fmt, tables, empty)
+            upload(local.path, loc)
+        return
     tmp = loc.sibling(f".tmp-{uuid.uuid4().hex[:8]}")
-    if not loc.remote:
-        import os
-
-        os.makedirs(loc.path.rsplit("/", 1)[0] or "/", exist_ok=True)
+    os.makedirs(os.path.dirname(loc.path) or "/", exist_ok=True)
     try:
         with tmp.fs.open_output_stream(tmp.path) as sink:
             _write(sink, fmt, tables, empty)

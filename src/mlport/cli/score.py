@@ -15,7 +15,8 @@ __all__ = ["add_score_command", "resolve_model"]
 
 def add_score_command(sub: Any) -> None:
     p = sub.add_parser("score", help="score a whole file (CSV, Parquet, JSON Lines, images) with a model")
-    p.add_argument("model", help="a model file or folder, a manifest, or a preset name (iris, preset:iris)")
+    p.add_argument("model", help="a model file or folder, a manifest, a preset name (iris, preset:iris), or a hub "
+                                 "version (hub://MODEL/VERSION)")
     p.add_argument("input", help="a CSV, Parquet or JSON Lines file, a folder or glob of images; a path or s3:// URI")
     p.add_argument("-o", "--output", required=True, help="a .parquet, .csv or .jsonl file; a path or s3:// URI")
     p.add_argument("--batch-size", type=int, default=10_000, help="rows per predict call (default 10000)")
@@ -32,14 +33,21 @@ def add_score_command(sub: Any) -> None:
     p.add_argument("--name", help="the model's name (default: the file's stem)")
     p.add_argument("--trusted", action="store_true", help="trust the model to run code when loaded")
     p.add_argument("--s3-endpoint-url", help="an S3-compatible server (default: AWS_ENDPOINT_URL, else AWS)")
+    p.add_argument("--hub", help="the hub of a hub:// model (default: MLPORT_HUB_URL, else http://127.0.0.1:8090)")
+    p.add_argument("--token", help="a hub token for a hub:// model (default: MLPORT_HUB_TOKEN)")
     p.add_argument("--progress", choices=["auto", "bar", "lines", "none"], default="auto",
                    help="a bar on a terminal, plain lines otherwise (auto)")
     p.add_argument("--progress-interval", type=float, default=10.0, help="seconds between progress lines")
     p.set_defaults(func=_cmd_score)
 
 
-def resolve_model(text: str) -> Path:
-    """A model path, or the folder of a preset (``preset:NAME``, or a preset's bare name), built on first use."""
+def resolve_model(text: str, hub: str | None = None, token: str | None = None) -> Path:
+    """A model path; the folder of a preset (``preset:NAME``, or a preset's bare name), built on first use; or a hub
+    version (``hub://MODEL/VERSION``), fetched and verified."""
+    from mlport.cli.hubmodel import HUB_SCHEME, fetch_hub_model
+
+    if text.startswith(HUB_SCHEME):
+        return fetch_hub_model(text, hub, token)
     path = Path(text)
     name = text.split(":", 1)[1] if text.startswith("preset:") else None
     if name is None and not path.exists():
@@ -64,8 +72,8 @@ def _cmd_score(args: argparse.Namespace) -> int:
     from mlport.batch.progress import make_progress
 
     job = ScoreJob(
-        model=resolve_model(args.model), input=args.input, output=args.output, batch_size=args.batch_size,
-        maps=args.maps, keep=args.keep, errors=args.errors, fail_fast=args.fail_fast,
+        model=resolve_model(args.model, args.hub, args.token), input=args.input, output=args.output,
+        batch_size=args.batch_size, maps=args.maps, keep=args.keep, errors=args.errors, fail_fast=args.fail_fast,
         workers=args.workers or os.cpu_count() or 1, resume=args.resume, input_format=args.input_format,
         output_format=args.output_format, work_dir=args.work_dir, name=args.name, trusted=args.trusted,
         endpoint_url=args.s3_endpoint_url,
