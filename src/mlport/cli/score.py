@@ -33,6 +33,9 @@ def add_score_command(sub: Any) -> None:
     p.add_argument("--name", help="the model's name (default: the file's stem)")
     p.add_argument("--trusted", action="store_true", help="trust the model to run code when loaded")
     p.add_argument("--s3-endpoint-url", help="an S3-compatible server (default: AWS_ENDPOINT_URL, else AWS)")
+    p.add_argument("--engine", choices=["local", "spark"], default="local",
+                   help="local processes (default), or Spark (spark-submit, or --spark-master)")
+    p.add_argument("--spark-master", help="the Spark master for --engine spark (local[4], spark://host:7077...)")
     p.add_argument("--hub", help="the hub of a hub:// model (default: MLPORT_HUB_URL, else http://127.0.0.1:8090)")
     p.add_argument("--token", help="a hub token for a hub:// model (default: MLPORT_HUB_TOKEN)")
     p.add_argument("--progress", choices=["auto", "bar", "lines", "none"], default="auto",
@@ -78,6 +81,11 @@ def _cmd_score(args: argparse.Namespace) -> int:
         output_format=args.output_format, work_dir=args.work_dir, name=args.name, trusted=args.trusted,
         endpoint_url=args.s3_endpoint_url,
     )
-    summary = score(job, make_progress(args.progress, sys.stderr, args.progress_interval))
+    if args.engine == "spark":
+        from mlport.batch.spark_run import score_on_spark
+
+        summary = score_on_spark(job, args.spark_master)
+    else:
+        summary = score(job, make_progress(args.progress, sys.stderr, args.progress_interval))
     print(summary.text(), file=sys.stderr)
     return 0
