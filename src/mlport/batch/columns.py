@@ -182,7 +182,7 @@ def _scalars(spec: TensorSpec, name: str, column: pa.Array, bad: dict[int, str])
     elif not (pa.types.is_integer(column.type) or pa.types.is_floating(column.type)):
         raise InvalidInput(f"column '{name}' of type {column.type} cannot feed input '{spec.name}' "
                            f"({spec.datatype.value})")
-    arr = column.fill_null(0).to_numpy(zero_copy_only=False)
+    arr = (column.fill_null(0) if column.null_count else column).to_numpy(zero_copy_only=False)
     target = spec.datatype.numpy
     if target.kind in "iub" and arr.dtype.kind == "f":
         frac = ~(np.isfinite(arr) & (arr == np.round(arr)))

@@ -50,6 +50,8 @@ class Reader:
         pending: list[pa.RecordBatch] = []
         count = 0
         for batch in self.batches():
+            if batch.num_rows == 0:
+                continue
             pending.append(batch)
             count += batch.num_rows
             while count >= batch_size:

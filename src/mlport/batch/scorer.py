@@ -59,7 +59,8 @@ class Scorer:
         for pos, reason in failed.items():
             bad[int(good[pos])] = reason
         scored = good if not failed else np.delete(good, list(failed))
-        kept = [batch.column(c).take(pa.array(scored)) for c in self.keep]
+        every = len(scored) == batch.num_rows
+        kept = [batch.column(c) if every else batch.column(c).take(pa.array(scored)) for c in self.keep]
         names = self.model.signature.output_names
         cols = output_columns({n: outputs[n] for n in names if n in outputs})
         table = pa.table([*kept, *cols.values()], names=[*self.keep, *cols])

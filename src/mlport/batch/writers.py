@@ -6,6 +6,7 @@ element (``name_0``, ``name_1``...) in CSV.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import uuid
@@ -45,15 +46,14 @@ def output_columns(outputs: dict[str, np.ndarray[Any, Any]]) -> dict[str, pa.Arr
     for name, arr in outputs.items():
         if arr.ndim == 0:
             raise InvalidInput(f"output '{name}' has no batch axis: batch scoring needs one value per row")
-        if arr.dtype.kind == "O":
-            arr = np.asarray([v.decode("utf-8", "replace") if isinstance(v, bytes) else v for v in arr.ravel()],
-                             dtype=object).reshape(arr.shape)
-        if arr.ndim == 1:
-            cols[name] = pa.array(arr)
-            continue
-        width = int(np.prod(arr.shape[1:]))
         flat = pa.array(np.ascontiguousarray(arr).reshape(-1))
-        cols[name] = pa.FixedSizeListArray.from_arrays(flat, width)
+        if pa.types.is_binary(flat.type):
+            with contextlib.suppress(pa.ArrowInvalid):  # text outputs (UTF-8 checked once, vectorised)
+                flat = flat.cast(pa.string())
+        if arr.ndim == 1:
+            cols[name] = flat
+        else:
+            cols[name] = pa.FixedSizeListArray.from_arrays(flat, int(np.prod(arr.shape[1:])))
     return cols
 
 
