@@ -7,10 +7,14 @@ cd "$(dirname "$0")/.."
 python3 -m pip install --quiet --disable-pip-version-check "torch==${MLPORT_TORCH_VERSION:-2.13.0}"
 python3 -m pip install --quiet --disable-pip-version-check -e '.[test,torch]'
 
-# Debian packages the tests use: a real browser (chromium) for the web pages, a Java runtime for PMML.
+# Debian packages the tests use: a real browser (chromium) for the web pages, a Java runtime for PMML, and for
+# images: buildah (builds and runs them), mmdebstrap (a base from Debian packages), skopeo and docker-registry.
 apt_missing=()
 command -v chromium >/dev/null 2>&1 || apt_missing+=(chromium)
 command -v java >/dev/null 2>&1 || apt_missing+=(default-jre-headless)
+for tool in buildah mmdebstrap skopeo docker-registry; do
+    command -v "$tool" >/dev/null 2>&1 || apt_missing+=("$tool")
+done
 if [ "${#apt_missing[@]}" -gt 0 ] && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
     echo "== installing ${apt_missing[*]}"
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${apt_missing[@]}" >/dev/null
@@ -25,7 +29,7 @@ lint-imports
 
 echo "== pytest"
 set +e
-python3 -m pytest "$@"
+python3 -m pytest --durations=25 "$@"
 status=$?
 set -e
 if [ "$status" -eq 5 ]; then

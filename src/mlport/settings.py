@@ -1,58 +1,90 @@
-"""Server configuration: CLI flags > ``MLPORT_*`` environment variables > ``--config`` YAML > defaults."""
+"""Server configuration: CLI flags > ``MLPORT_*`` environment variables > ``--config`` YAML > defaults.
+
+Each setting is declared once, as a field of :class:`Settings`; its name gives the environment variable
+(``MLPORT_<NAME>``) and the YAML key (``name`` or ``name-with-dashes``).  A field declared with
+:func:`option` is also a ``mlport serve`` flag: ``--name-with-dashes`` unless ``flag=`` says otherwise, its
+help line from ``help``, its argument type and choices from the field's type (``bool`` gives
+``--x``/``--no-x``).  Adding a flag is therefore one new field here and nothing else.
+"""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from mlport.errors import InvalidInput
 from mlport.limits import Limits
 
-__all__ = ["Settings", "load_settings"]
+__all__ = ["FLAG", "LogLevel", "Settings", "load_settings", "option"]
+
+LogLevel = Literal["debug", "info", "warning", "error", "critical"]
+
+#: The key, in a field's ``json_schema_extra``, of its command-line flag (see :func:`option`).
+FLAG = "cli_flag"
+
+
+def option(default: Any, help: str, *, flag: str = "", metavar: str = "", **constraints: Any) -> Any:
+    """A settings field that is also a command-line flag (``--field-name`` unless ``flag`` is given).
+
+    ``help`` is the flag's help line and the field's description; ``constraints`` are pydantic's (``ge``...).
+    """
+    extra: dict[str, Any] = {FLAG: flag or "auto", "metavar": metavar}
+    return Field(default, description=help, json_schema_extra=extra, **constraints)
 
 
 class Settings(BaseSettings):
+    """Everything ``mlport serve`` can be told (see the module's docstring for how to add one)."""
+
     model_config = SettingsConfigDict(env_prefix="MLPORT_", extra="forbid")
 
-    #: A model file, a model folder, or a repository folder.
+    #: A model file, a model folder, or a repository folder (the command's PATH argument).
     model_path: Path | None = None
-    #: Name of the model when one file is served (default: the file's stem).
-    name: str | None = None
-    host: str = "127.0.0.1"
-    http_port: int = Field(default=8080, ge=0, le=65535)
-    #: Port of the Open Inference Protocol gRPC service (0: no gRPC).
-    grpc_port: int = Field(default=8081, ge=0, le=65535)
-    #: Trust every model served here to run code (pickles, Python sources, Keras Lambdas).
-    trusted: bool = False
-    #: Seconds between repository scans for new or changed versions (0: only on explicit load calls).
-    poll_interval_s: float = Field(default=5.0, ge=0)
-    #: Server processes sharing the HTTP and gRPC ports; each loads every model.
-    workers: int = Field(default=1, ge=1, le=64)
-    #: Threads running predictions in each worker (0: the worker's share of the cores, at least 2).
-    inference_threads: int = Field(default=0, ge=0, le=256)
-    #: Threads each model's library may use for one prediction (0: what the worker's cores leave for each
-    #: inference thread, at least 1).
-    intra_op_threads: int = Field(default=0, ge=0, le=256)
+    name: str | None = option(None, "model name when one file is served (default: the file's stem)")
+    host: str = option("127.0.0.1", "address to listen on (default 127.0.0.1)")
+    http_port: int = option(8080, "HTTP port (default 8080; 0: any free port)", ge=0, le=65535)
+    grpc_port: int = option(8081, "Open Inference Protocol gRPC port (default 8081; 0: no gRPC)", ge=0, le=65535)
+    trusted: bool = option(False, "trust every model here to run code when loaded (pickles, Python files)")
+    poll_interval_s: float = option(
+        5.0, "seconds between repository scans for new versions (0: off; default 5)", flag="--poll-interval", ge=0
+    )
+    workers: int = option(1, "server processes sharing the ports, each with every model loaded (default 1)",
+                          ge=1, le=64)
+    inference_threads: int = option(
+        0, "threads running predictions in each worker (default: its share of the cores, min 2)", ge=0, le=256
+    )
+    intra_op_threads: int = option(
+        0, "threads per prediction inside the model's library (default: the worker's cores divided by its "
+           "inference threads, at least 1)", ge=0, le=256,
+    )
     #: Models loaded at the same time.
     load_workers: int = Field(default=2, ge=1, le=64)
-    #: Report ready only when every model serves (default: when every model has loaded or failed).
-    strict_readiness: bool = False
-    log_level: str = "info"
-    #: Print one access-log line per request (off by default: it costs time on the hot path).
-    access_log: bool = False
+    strict_readiness: bool | None = option(
+        None, "report ready only when every model serves (default: on when one model file or folder is "
+              "served, off for a repository, where one broken model should not take the others out of service)"
+    )
+    exit_on_error: bool = option(
+        False, "stop at start (exit code 3) when any model fails to load, instead of serving the others"
+    )
+    log_level: LogLevel = option("info", "log level (default info)")
+    access_log: bool = option(False, "log one line per request (off by default: it costs time on the hot path)")
 
-    max_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    max_body_bytes: int = option(64 * 1024 * 1024, "largest request body (default 64 MiB)", ge=1024)
     max_tensor_elements: int = Field(default=64 * 1024 * 1024, ge=1)
     max_image_pixels: int = Field(default=40_000_000, ge=1)
     max_multipart_parts: int = Field(default=64, ge=1)
     inference_timeout_s: float = Field(default=60.0, gt=0)
     load_timeout_s: float = Field(default=600.0, gt=0)
     shutdown_timeout_s: float = Field(default=30.0, gt=0)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
 
     @classmethod
     def settings_customise_sources(
@@ -107,7 +139,7 @@ def load_settings(cli: dict[str, Any], config_file: Path | None = None) -> Setti
             raise InvalidInput(f"{config_file}: not readable YAML: {exc}") from exc
         if not isinstance(raw, dict):
             raise InvalidInput(f"{config_file}: expected a mapping at the top level")
-        values.update({k.replace("-", "_"): v for k, v in raw.items()})
+        values.update({str(k).replace("-", "_"): v for k, v in raw.items()})
         # the environment wins over the file: drop file values the environment sets
         for key in list(values):
             if f"MLPORT_{key.upper()}" in os.environ:

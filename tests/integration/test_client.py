@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import os
 import socket
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -503,25 +502,6 @@ np.savez(f"{work}/numeric.npz", **numeric)
 with open(f"{work}/facts.json", "w") as f:
     json.dump({"facts": facts, "texts": texts}, f)
 '''
-
-
-@pytest.fixture(scope="module")
-def kserve_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A virtualenv with KServe's client, over this environment's packages (under a minute on a warm cache)."""
-    import subprocess
-    import sys
-
-    venv = tmp_path_factory.mktemp("kserve") / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True, timeout=120)
-    python = venv / "bin" / "python"
-    done = subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                           "kserve==0.21.0"], capture_output=True, text=True, timeout=600)
-    if done.returncode != 0:
-        message = f"kserve could not be installed in a virtualenv: {done.stderr[-2000:]}"
-        if os.environ.get("CI"):
-            pytest.fail(message)  # in CI the registry is there: a failed install is a failure, not a skip
-        pytest.skip(message)
-    return python
 
 
 @pytest.mark.slow

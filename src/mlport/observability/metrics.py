@@ -11,8 +11,13 @@ _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 
 
 
 class Metrics:
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    """The server's metrics.  ``multiprocess_dir``: the folder where the worker processes of one server
+    (``--workers``) keep their values (prometheus_client's multiprocess mode); the exposition then sums
+    counters and histograms over every worker, and shows gauges once per worker (label ``pid``)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None, multiprocess_dir: str | None = None) -> None:
         self.registry = registry or CollectorRegistry()
+        self.multiprocess_dir = multiprocess_dir
         r = self.registry
         # Requests for unknown models are counted with empty model/version labels, so that clients
         # cannot create new series by sending random names.
@@ -52,4 +57,10 @@ class Metrics:
         self.model_loaded.labels(model, str(version)).set(0)
 
     def exposition(self) -> bytes:
+        if self.multiprocess_dir:
+            from prometheus_client import multiprocess
+
+            shared = CollectorRegistry()
+            multiprocess.MultiProcessCollector(shared, self.multiprocess_dir)  # type: ignore[no-untyped-call]
+            return generate_latest(shared)
         return generate_latest(self.registry)

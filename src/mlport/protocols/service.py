@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import os
 import time
 from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
@@ -30,15 +29,11 @@ from mlport.observability.metrics import Metrics
 from mlport.runtime.batching import Runner
 from mlport.runtime.manager import LoadedVersion, ModelManager
 
-__all__ = ["MULTIPROCESS_ENV", "Call", "InferenceService"]
+__all__ = ["Call", "InferenceService"]
 
 log = logging.getLogger(__name__)
 
 _INTERNAL = ErrorCode.INTERNAL.value
-
-
-#: Set (to a folder) when several worker processes share their metrics: prometheus_client's multiprocess mode.
-MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 #: Seconds between copies of the in-flight counts into the gauges shared by worker processes.
@@ -52,7 +47,7 @@ class _Inflight:
 
     def __init__(self, metrics: Metrics) -> None:
         self._metrics = metrics
-        self._shared = bool(os.environ.get(MULTIPROCESS_ENV))
+        self._shared = bool(metrics.multiprocess_dir)
         self.counts: dict[str, int] = {}
         self._copying: asyncio.TimerHandle | None = None
         self._closed = False

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
@@ -21,7 +20,7 @@ from mlport.protocols.grpc.proto import inference_pb2, inference_pb2_grpc
 from mlport.protocols.grpc.servicer import SERVICE_NAME, HealthServicer, InferenceServicer
 from mlport.protocols.service import InferenceService
 
-__all__ = ["GrpcServer", "serving"]
+__all__ = ["GrpcServer"]
 
 log = logging.getLogger(__name__)
 
@@ -78,10 +77,11 @@ class GrpcServer:
         host = f"[{self.host}]" if ":" in self.host and not self.host.startswith("[") else self.host
         try:
             bound = int(self._server.add_insecure_port(f"{host}:{self.port}"))
-        except RuntimeError as exc:
-            raise MlportError(f"gRPC cannot listen on {host}:{self.port}: {exc}") from exc
+        except RuntimeError:
+            bound = 0
         if not bound:
-            raise MlportError(f"gRPC cannot listen on {host}:{self.port}")
+            raise MlportError(f"cannot listen for gRPC on {host}:{self.port}: the port is taken or the address "
+                              "is not this machine's")
         self.port = bound
         await self._server.start()
         await self.health.refresh()
@@ -105,18 +105,3 @@ class GrpcServer:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._refresher
         await self._server.stop(grace)
-
-
-@contextlib.asynccontextmanager
-async def serving(
-    service: InferenceService, *, host: str, port: int, strict_readiness: bool, server_version: str, grace: float,
-    reuse_port: bool = False,
-) -> AsyncIterator[GrpcServer]:
-    """A started :class:`GrpcServer` for the duration of the block; stopped gracefully after it."""
-    server = GrpcServer(service, host=host, port=port, strict_readiness=strict_readiness,
-                        server_version=server_version, reuse_port=reuse_port)
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop(grace)

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import gc
 import logging
-import os
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 
@@ -22,7 +21,6 @@ from mlport.protocols.http.body import json_response
 from mlport.protocols.http.errors import HTTP_STATUS
 from mlport.protocols.http.fast import INFER_PATH, Receive, Scope, Send, error_answer, log_failure, serve_infer
 from mlport.protocols.http.state import AppState, request_id, state_of
-from mlport.protocols.service import MULTIPROCESS_ENV
 
 __all__ = ["Companion", "build_app"]
 
@@ -48,15 +46,6 @@ async def _not_found(request: Request, exc: Exception) -> Response:
 
 
 async def _metrics(request: Request) -> Response:
-    shared = os.environ.get(MULTIPROCESS_ENV)
-    if shared:
-        # several worker processes (--workers): counters and histograms summed over all of them,
-        # gauges one series per worker (label pid)
-        from prometheus_client import CollectorRegistry, generate_latest, multiprocess
-
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry, shared)  # type: ignore[no-untyped-call]
-        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
     return Response(state_of(request).metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
 

@@ -1,0 +1,66 @@
+"""``mlport k8s``: manifests written by the real CLI, validated by the official Kubernetes schemas and loaded by
+the KServe SDK's model classes (unknown fields fail)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from tests.conftest import __file__ as _conftest
+
+TOOL = Path(_conftest).parent / "tools" / "kserve_load.py"
+
+
+def mlport(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "mlport.cli.main", *args], capture_output=True, text=True,
+                          timeout=60)
+
+
+def test_render_kubernetes_canary_to_a_file(tmp_path: Path) -> None:
+    out = tmp_path / "iris.yaml"
+    done = mlport("k8s", "render", "--name", "iris", "--image", "reg.example/iris:v1", "--canary",
+                  "reg.example/iris:v2", "--percent", "20", "--max-replicas", "3", "--memory", "256Mi", "-o", str(out))
+    assert done.returncode == 0, done.stderr
+    objects = list(yaml.safe_load_all(out.read_text()))
+    kinds = [o["kind"] for o in objects]
+    assert kinds.count("Deployment") == 2 and kinds.count("HTTPRoute") == 1
+    for obj in objects:
+        if obj["kind"] != "HTTPRoute":
+            kubernetes_validate.validate(obj, kubernetes_validate.latest_version(), strict=True)
+    hpa = next(o for o in objects if o["kind"] == "HorizontalPodAutoscaler")
+    assert hpa["spec"]["maxReplicas"] == 3
+    deployment = next(o for o in objects if o["kind"] == "Deployment")
+    assert deployment["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"]["memory"] == "256Mi"
+
+
+@pytest.mark.parametrize("bad", ["iris\nkind: Secret", "iris; rm -rf /", "$(id)", "Iris"])
+def test_hostile_names_are_refused(bad: str) -> None:
+    done = mlport("k8s", "render", "--name", bad, "--image", "reg.example/iris:v1")
+    assert done.returncode == 2 and "not a Kubernetes name" in done.stderr and "Traceback" not in done.stderr
+    done = mlport("k8s", "render", "--name", "iris", "--image", bad)
+    assert done.returncode == 2 and "image reference" in done.stderr
+
+
+@pytest.mark.slow
+def test_kserve_objects_load_with_the_kserve_sdk(tmp_path: Path, kserve_python: Path) -> None:
+    runtime, isvc = tmp_path / "runtime.yaml", tmp_path / "isvc.yaml"
+    assert mlport("k8s", "runtime", "--image", "reg.example/mlport:0.1.0", "-o", str(runtime)).returncode == 0
+    done = mlport("k8s", "render", "--name", "iris", "--target", "kserve", "--image", "reg.example/mlport:0.1.0",
+                  "--storage-uri", "s3://models/iris/1", "--canary", "reg.example/mlport:0.1.0",
+                  "--candidate-storage-uri", "s3://models/iris/2", "--percent", "10", "-o", str(isvc))
+    assert done.returncode == 0, done.stderr
+    for path, want in ((runtime, ["ClusterServingRuntime mlport"]),
+                       (isvc, ["ClusterServingRuntime mlport", "InferenceService iris"])):
+        loaded = subprocess.run([str(kserve_python), str(TOOL), str(path)], capture_output=True, text=True,
+                                timeout=120)
+        assert loaded.returncode == 0, loaded.stderr[-3000:]
+        assert loaded.stdout.split("\n")[:-1] == want
+    # the loader can fail: a misspelt field is refused
+    isvc.write_text(isvc.read_text().replace("storageUri", "storageURI"))
+    loaded = subprocess.run([str(kserve_python), str(TOOL), str(isvc)], capture_output=True, text=True, timeout=120)
+    assert loaded.returncode != 0 and "has no field(s) ['storageURI']" in loaded.stderr

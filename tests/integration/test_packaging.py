@@ -1,0 +1,191 @@
+"""``mlport build``: real images built with buildah on a base made from Debian packages, pushed to a real OCI
+registry (docker-registry), inspected with skopeo, pulled back by digest and run with ``buildah run``."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+
+from tests.builders import ort_run, scale_onnx
+from tests.conftest import free_port
+from tests.tools.oci import ensure_debian_base, image_command, missing_tools, registry, run_image
+
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(bool(missing_tools()) and not os.environ.get("CI"),
+                                                    reason=f"needs {', '.join(missing_tools())}")]
+
+X = np.array([[1.0, -2.0, 0.5], [3.0, 4.0, -1.5]], dtype=np.float32)
+
+
+def mlport(*args: str, timeout: float = 1800) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "mlport.cli.main", *args], capture_output=True, text=True,
+                          timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def build(source: Path, tag: str, base: str, cache: Path, *extra: str) -> dict[str, Any]:
+    done = mlport("build", str(source), "--tag", tag, "--base", base, "--pip-cache", str(cache), "--output",
+                  "json", *extra)
+    assert done.returncode == 0, done.stderr[-4000:]
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def inspect(image: str) -> dict[str, Any]:
+    out = subprocess.run(["buildah", "inspect", "--type", "image", image], check=True, capture_output=True,
+                         text=True).stdout
+    return dict(json.loads(out)["OCIv1"])
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The Debian base, two versions of an ONNX model and their images (built once for the module)."""
+    root = tmp_path_factory.mktemp("images")
+    base = ensure_debian_base(root)
+    cache = root / "pip-cache"
+    models = {}
+    for version, factor in ((1, 2.0), (2, 3.0)):
+        folder = root / f"scale-v{version}"
+        folder.mkdir()
+        models[version] = scale_onnx(folder / "scale.onnx", factor)
+    images = {v: build(models[v], f"localhost/mlport-test-scale:{v}", base, cache, "--model-version", str(v))
+              for v in models}
+    return {"root": root, "base": base, "cache": cache, "models": models, "images": images}
+
+
+def test_layers_labels_and_reproducible_model_layer(work: dict[str, Any]) -> None:
+    v1, v2 = (inspect(f"localhost/mlport-test-scale:{v}") for v in (1, 2))
+    layers1, layers2 = v1["rootfs"]["diff_ids"], v2["rootfs"]["diff_ids"]
+    # the second version shares every layer of the first but its own model layer
+    assert layers1[:-1] == layers2[:-1] and layers1[-1] != layers2[-1]
+    assert work["images"][1]["base"] == work["images"][2]["base"]
+    assert layers1[-1] == work["images"][1]["model_layer"]
+    labels = v2["config"]["Labels"]
+    assert labels["org.opencontainers.image.version"] == "0.1.0"
+    for key in ("created", "source", "title"):
+        assert labels[f"org.opencontainers.image.{key}"]
+    assert labels["dev.mlport.model.name"] == "scale" and labels["dev.mlport.model.version"] == "2"
+    assert labels["dev.mlport.model.format"] == "onnx"
+    assert labels["dev.mlport.model.sha256"] == work["images"][2]["sha256"]
+    signature = json.loads(labels["dev.mlport.model.signature"])
+    assert [i["name"] for i in signature["inputs"]] == ["x"] and [o["name"] for o in signature["outputs"]] == ["y"]
+    assert v2["config"]["User"] == "1000:1000"
+    assert v2["config"]["Entrypoint"] == ["mlport"]
+    assert v2["config"]["Cmd"] == ["serve", "/models", "--host", "0.0.0.0", "--http-port", "8080",
+                                   "--grpc-port", "8081"]
+    # the same inputs give the same model layer, even after the file's time changes
+    os.utime(work["models"][1], (1_000_000, 1_000_000))
+    again = build(work["models"][1], "localhost/mlport-test-scale:1-again", work["base"], work["cache"],
+                  "--model-version", "1")
+    assert again["model_layer"] == work["images"][1]["model_layer"]
+
+
+def test_each_image_serves_as_uid_1000_and_stops_cleanly(work: dict[str, Any]) -> None:
+    for version, factor in ((1, 2.0), (2, 3.0)):
+        http, grpc = free_port(), free_port()
+        argv = image_command(f"localhost/mlport-test-scale:{version}")
+        argv = [*argv[:argv.index("--host")], "--host", "127.0.0.1", "--http-port", str(http), "--grpc-port", str(grpc)]
+        url = f"http://127.0.0.1:{http}"
+        with run_image(f"localhost/mlport-test-scale:{version}", argv, work["root"], url + "/v2/health/ready") as run:
+            pid = run.server_pid()
+            status = Path(f"/proc/{pid}/status").read_text()
+            uid_line = next(line for line in status.splitlines() if line.startswith("Uid:"))
+            assert uid_line.split()[1:] == ["1000"] * 4, uid_line
+            described = httpx.get(url + "/models/scale/describe").json()
+            assert [i["name"] for i in described["inputs"]] == ["x"]
+            body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [2, 3], "data": X.ravel().tolist()}]}
+            answer = httpx.post(url + "/v2/models/scale/infer", json=body).json()
+            want = ort_run(work["models"][version], {"x": X})["y"]
+            np.testing.assert_allclose(np.array(answer["outputs"][0]["data"]).reshape(2, 3), want, rtol=1e-6)
+            np.testing.assert_allclose(want, X * factor, rtol=1e-6)
+            os.kill(pid, signal.SIGTERM)
+            assert run.proc.wait(30) == 0, run.log.read_text()[-3000:]
+
+
+def test_push_inspect_pull_by_digest_and_run(work: dict[str, Any]) -> None:
+    with registry(work["root"]) as reg:
+        pushed = {}
+        for version in (1, 2):
+            ref = f"{reg.host}/scale:{version}"
+            done = mlport("build", str(work["models"][version]), "--tag", ref, "--base", work["base"],
+                          "--pip-cache", str(work["cache"]), "--model-version", str(version), "--push",
+                          "--no-tls-verify", "--output", "json")
+            assert done.returncode == 0, done.stderr[-3000:]
+            pushed[version] = json.loads(done.stdout.strip().splitlines()[-1])
+            assert pushed[version]["digest"].startswith("sha256:")
+        seen = {}
+        for version in (1, 2):
+            out = subprocess.run(["skopeo", "inspect", "--tls-verify=false", f"docker://{reg.host}/scale:{version}"],
+                                 check=True, capture_output=True, text=True).stdout
+            seen[version] = json.loads(out)
+            assert seen[version]["Digest"] == pushed[version]["digest"]
+            assert seen[version]["Labels"]["dev.mlport.model.version"] == str(version)
+        # in the registry too, version 2 added one layer of its own
+        assert seen[1]["Layers"][:-1] == seen[2]["Layers"][:-1] and seen[1]["Layers"][-1] != seen[2]["Layers"][-1]
+        by_digest = f"{reg.host}/scale@{pushed[2]['digest']}"
+        subprocess.run(["buildah", "rmi", "-f", f"{reg.host}/scale:2"], capture_output=True, check=False)
+        subprocess.run(["buildah", "pull", "--tls-verify=false", "-q", by_digest], check=True, capture_output=True,
+                       timeout=600)
+        http = free_port()
+        argv = ["mlport", "serve", "/models", "--host", "127.0.0.1", "--http-port", str(http), "--grpc-port", "0"]
+        url = f"http://127.0.0.1:{http}"
+        with run_image(by_digest, argv, work["root"], url + "/v2/health/ready"):
+            body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [2, 3], "data": X.ravel().tolist()}]}
+            answer = httpx.post(url + "/v2/models/scale/infer", json=body).json()
+            np.testing.assert_allclose(np.array(answer["outputs"][0]["data"]).reshape(2, 3), X * 3.0, rtol=1e-6)
+
+
+def test_the_manifest_args_ports_and_probes_are_what_the_image_answers_on(work: dict[str, Any]) -> None:
+    """The image started with exactly the args of the rendered Deployment answers the probes on its ports."""
+    import yaml
+
+    done = mlport("k8s", "render", "--name", "scale", "--image", "localhost/mlport-test-scale:1")
+    assert done.returncode == 0, done.stderr
+    deployment = next(o for o in yaml.safe_load_all(done.stdout) if o["kind"] == "Deployment")
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    entrypoint = image_command("localhost/mlport-test-scale:1")[:1]
+    with run_image("localhost/mlport-test-scale:1", [*entrypoint, *container["args"]], work["root"],
+                   f"http://127.0.0.1:{ports['http']}{container['readinessProbe']['httpGet']['path']}"):
+        live = container["livenessProbe"]["httpGet"]["path"]
+        assert httpx.get(f"http://127.0.0.1:{ports['http']}{live}").status_code == 200
+        import grpc
+
+        with grpc.insecure_channel(f"127.0.0.1:{ports['grpc']}") as channel:
+            grpc.channel_ready_future(channel).result(timeout=30)
+
+
+def test_a_sklearn_model_image(work: dict[str, Any]) -> None:
+    import skops.io as sio
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+
+    x, y = load_iris(return_X_y=True)
+    model = LogisticRegression(max_iter=500).fit(x, y)
+    path = work["root"] / "iris.skops"
+    sio.dump(model, path)
+    built = build(path, "localhost/mlport-test-iris:1", work["base"], work["cache"])
+    assert built["formats"] == ["sklearn"] and built["base"] != work["images"][1]["base"]
+    http = free_port()
+    argv = ["mlport", "serve", "/models", "--host", "127.0.0.1", "--http-port", str(http), "--grpc-port", "0"]
+    url = f"http://127.0.0.1:{http}"
+    with run_image("localhost/mlport-test-iris:1", argv, work["root"], url + "/v2/health/ready"):
+        rows = x[[0, 60, 120]].astype(np.float32)
+        answer = httpx.post(url + "/models/iris/eval", json={"input": rows.tolist()}).json()
+        assert answer["label"] == model.predict(rows).tolist()
+
+
+@pytest.mark.parametrize("bad", ["scale\nRUN id", "scale:1; id", "$(id)", "scale:`id`", "Scale:1", "scale:a b"])
+def test_hostile_tags_and_names_are_refused(work: dict[str, Any], bad: str) -> None:
+    done = mlport("build", str(work["models"][1]), "--tag", bad, "--base", work["base"], timeout=120)
+    assert done.returncode == 2 and "image reference" in done.stderr and "Traceback" not in done.stderr
+    done = mlport("build", str(work["models"][1]), "--tag", "localhost/ok:1", "--name", bad, timeout=120)
+    assert done.returncode == 2 and "name" in done.stderr and "Traceback" not in done.stderr
+    done = mlport("build", str(work["models"][1]), "--tag", "localhost/ok:1", "--base", bad, timeout=120)
+    assert done.returncode == 2 and "image reference" in done.stderr
