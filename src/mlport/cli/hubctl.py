@@ -273,12 +273,18 @@ def _guard(fn: Any) -> Any:
     return run
 
 
-def add_client_commands(sub: Any) -> None:
+def common_options() -> argparse.ArgumentParser:
+    """The options every hub client command takes (a parent parser)."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--hub", help=f"hub URL (default: the saved login, MLPORT_HUB_URL, or {DEFAULT_URL})")
     common.add_argument("--token", help="bearer token (default: the saved login or MLPORT_HUB_TOKEN)")
     common.add_argument("--output", "-o", choices=["text", "json"], default="text")
     common.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the hub (default 600)")
+    return common
+
+
+def add_client_commands(sub: Any) -> None:
+    common = common_options()
 
     p = sub.add_parser("login", parents=[common], help="log in to a hub and keep the token")
     p.add_argument("--username", "-u", default="admin")

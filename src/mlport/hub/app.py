@@ -18,6 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mlport.errors import MlportError
 from mlport.hub.api import api_routes, json
+from mlport.hub.jobs_api import job_routes
 from mlport.hub.openapi import DOCS_HTML, build_openapi
 from mlport.hub.service import Hub
 from mlport.protocols.http.errors import HTTP_STATUS
@@ -132,6 +133,7 @@ def build_app(hub: Hub) -> Starlette:
         Route("/openapi.json", openapi, methods=["GET"]),
         Route("/docs", docs, methods=["GET"]),
         *api_routes(),
+        *job_routes(),
     ]
     app = Starlette(routes=routes, lifespan=lifespan,
                     exception_handlers={MlportError: _mlport_error, HTTPException: _http_error, Exception: _internal})

@@ -126,6 +126,32 @@ def _list_of(key: str, schema: str) -> Json:
     return {"type": "object", "properties": {key: {"type": "array", "items": _ref(schema)}}}
 
 
+def _job_paths() -> Json:
+    t, j = "Batch jobs", ("id",)
+    job = {"type": "object", "description": "A batch job: state (queued, running, succeeded, failed, "
+                                             "cancelled), progress (rows scored, failed, total when known)"}
+    new = {"type": "object", "required": ["input", "output"], "properties": {
+        "model": {"type": "string"}, "version": {"type": "integer", "minimum": 1},
+        "deployment": {"type": "string", "description": "score with the version this deployment serves"},
+        "input": {"type": "string", "description": "a path on the hub's machine or an s3:// URI"},
+        "output": {"type": "string", "description": "a .parquet, .csv or .jsonl path or s3:// URI"},
+        "options": {"type": "object", "description": "batch_size, workers, keep, maps, fail_fast"}}}
+    return {
+        "/api/v1/jobs": {
+            "get": _op("listJobs", "List batch jobs, newest first", t, _ok({"type": "object"})),
+            "post": _op("submitJob", "Score a file with a model version (mlport score, run by the hub)", t,
+                        _ok(job, "201", "Created"), body=_body(new), errors=(400, 401, 403, 404))},
+        "/api/v1/jobs/{id}": {"get": _op("getJob", "A job's state and progress", t, _ok(job), params=j,
+                                         errors=(401, 403, 404))},
+        "/api/v1/jobs/{id}/cancel": {"post": _op("cancelJob", "Stop a queued or running job", t, _ok(job),
+                                                 params=j, errors=(401, 403, 404, 409))},
+        "/api/v1/jobs/{id}/logs": {"get": _op(
+            "jobLogs", "The job's log (its last MiB)", t,
+            _ok({"type": "object", "properties": {"id": {"type": "string"}, "log": {"type": "string"}}}),
+            params=j, errors=(401, 403, 404))},
+    }
+
+
 @cache
 def build_openapi() -> Json:
     m, v, d, u = ("model",), ("model", "version"), ("name",), ("name",)
@@ -221,6 +247,7 @@ def build_openapi() -> Json:
             {"200": {"description": "The replica's answer; headers x-mlport-deployment and x-mlport-version "
                                     "say which version answered"}},
             params=("name", "path"), errors=(400, 401, 403, 404, 413, 503, 504)) for method in ("get", "post")},
+        **_job_paths(),
         "/healthz": {"get": _op("health", "The hub is up", "Hub", _ok({"type": "object"}), errors=(),
                                 secured=False)},
         "/metrics": {"get": _op("metrics", "Prometheus metrics of the hub and its gateway", "Hub",

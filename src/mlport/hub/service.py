@@ -21,6 +21,7 @@ from mlport.core.sqlitedb import Database
 from mlport.deploy.autoscale import ScalePolicy
 from mlport.deploy.controller import Controller
 from mlport.deploy.gateway import Gateway
+from mlport.deploy.jobs import JobRunner, JobStore
 from mlport.deploy.shadow import ShadowRecorder
 from mlport.deploy.target import Target
 from mlport.errors import Conflict, InvalidInput
@@ -57,6 +58,9 @@ class Hub:
                                      interval_s=settings.controller_interval_s)
         self.gateway = Gateway(controller=self.controller, state=self.deployments, shadow=self.shadow,
                                max_body_bytes=settings.max_body_bytes, timeout_s=settings.gateway_timeout_s)
+        self.jobs = JobStore(self.db)
+        self.job_runner = JobRunner(self.jobs, self._fetch, settings.data_dir / "jobs",
+                                    limit=settings.max_running_jobs)
         self.started_at = time.time()
 
     # -- life --------------------------------------------------------------------------------------------
@@ -69,8 +73,10 @@ class Hub:
 
     async def start(self) -> None:
         await self.controller.start()
+        await self.job_runner.start()
 
     async def stop(self) -> None:
+        await self.job_runner.stop()
         await self.gateway.aclose()
         await self.controller.stop()
         self.db.close()

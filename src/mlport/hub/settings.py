@@ -51,6 +51,9 @@ class HubSettings(BaseSettings):
     controller_interval_s: float = Field(default=1.0, gt=0, le=60)
     #: Longest time a first request waits for a deployment scaled to zero to start, seconds.
     cold_start_timeout_s: float = Field(default=120.0, gt=0)
+    #: Batch jobs (mlport score processes) running at once; more wait in the queue
+    #: (MLPORT_HUB_MAX_RUNNING_JOBS).
+    max_running_jobs: int = Field(default=2, ge=1, le=64)
     log_level: str = "info"
 
     @property
