@@ -36,7 +36,10 @@ class ScoringModel:
         return self.evaluator.signature
 
     def close(self) -> None:
-        self.evaluator.close()
+        """Release the model (once; closing again does nothing)."""
+        if not getattr(self, "_closed", False):
+            self._closed = True
+            self.evaluator.close()
 
 
 def load_model(path: Path, *, name: str | None = None, trusted: bool = False,

@@ -47,21 +47,23 @@ class Reader:
 
     def chunks(self, batch_size: int) -> Iterator[pa.RecordBatch]:
         """The rows in chunks of exactly ``batch_size`` (the last one may be shorter)."""
-        pending: list[pa.RecordBatch] = []
-        count = 0
+        pending: pa.Table | None = None  # slices of the batches read, not yet given out (no copies)
         for batch in self.batches():
             if batch.num_rows == 0:
                 continue
-            pending.append(batch)
-            count += batch.num_rows
-            while count >= batch_size:
-                table = pa.Table.from_batches(pending)
-                yield table.slice(0, batch_size).combine_chunks().to_batches()[0]
-                rest = table.slice(batch_size)
-                pending = rest.combine_chunks().to_batches() if rest.num_rows else []
-                count = rest.num_rows
-        if count:
-            yield pa.Table.from_batches(pending).combine_chunks().to_batches()[0]
+            table = pa.Table.from_batches([batch])
+            pending = table if pending is None else pa.concat_tables([pending, table])
+            while pending.num_rows >= batch_size:
+                yield _one_batch(pending.slice(0, batch_size))
+                pending = pending.slice(batch_size)
+        if pending is not None and pending.num_rows:
+            yield _one_batch(pending)
+
+
+def _one_batch(table: pa.Table) -> pa.RecordBatch:
+    """The rows of ``table`` as one record batch (copied only when they span several batches)."""
+    batches = table.to_batches()
+    return batches[0] if len(batches) == 1 else table.combine_chunks().to_batches()[0]
 
 
 class _Csv(Reader):

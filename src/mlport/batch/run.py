@@ -11,6 +11,7 @@ import os
 import time
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -92,14 +93,21 @@ def _scorer(model: ScoringModel, columns: list[str], job: ScoreJob) -> Scorer:
     return Scorer(model, ColumnPlan(model, columns, parse_maps(job.maps)), list(job.keep))
 
 
+_worker_error: MlportError | None = None
+
+
 def _init_worker(job: ScoreJob, columns: list[str], threads: int) -> None:
-    global _worker
-    model = load_model(job.model, name=job.name, trusted=job.trusted, intra_op_threads=threads)
-    _worker = _scorer(model, columns, job)
+    global _worker, _worker_error
+    try:
+        model = load_model(job.model, name=job.name, trusted=job.trusted, intra_op_threads=threads)
+        _worker = _scorer(model, columns, job)
+    except MlportError as exc:  # said once by the parent, which checks the same things
+        _worker_error = exc
 
 
 def _score_in_worker(folder: str, k: int, batch: pa.RecordBatch, first_row: int) -> tuple[int, int, list[Any]]:
-    assert _worker is not None
+    if _worker is None:
+        raise _worker_error or MlportError("the scoring worker has no model")
     result = _worker.score(batch, first_row)
     Checkpoint(Path(folder)).save(k, result.table, result.errors)
     return batch.num_rows, result.table.num_rows, result.errors[:1]
@@ -129,27 +137,39 @@ def score(job: ScoreJob, progress: Progress | None = None) -> Summary:
     out = locate(job.output, job.endpoint_url)
     fmt = output_format(out, job.output_format)
     reader = open_reader(locate(job.input, job.endpoint_url), job.input_format)
-    model = load_model(job.model, name=job.name, trusted=job.trusted)
+    parse_maps(job.maps)
+    # the workers are forked before this process loads the model (no model library state is copied)
+    pool = _start_pool(job, reader.columns) if job.workers > 1 else None
     try:
-        scorer = _scorer(model, reader.columns, job)
-        cp = Checkpoint.start(job.work_dir or default_work_dir(out.uri, out.remote), job.checkpoint_settings(),
-                              job.resume)
-    except BaseException:
-        model.close()
-        raise
-    if job.workers > 1:
-        model.close()  # each worker loads its own
-    progress.start(reader.total_rows)
-    try:
-        if job.workers == 1:
-            count = _run_here(job, reader, scorer, cp, progress)
-        else:
-            count = _run_pool(job, reader, cp, progress)
-    finally:
-        progress.close()
-        if job.workers == 1:
+        model = load_model(job.model, name=job.name, trusted=job.trusted)
+        try:
+            scorer = _scorer(model, reader.columns, job)
+            cp = Checkpoint.start(job.work_dir or default_work_dir(out.uri, out.remote), job.checkpoint_settings(),
+                                  job.resume)
+            progress.start(reader.total_rows)
+            try:
+                if pool is None:
+                    count = _run_here(job, reader, scorer, cp, progress)
+                else:
+                    model.close()  # the workers score
+                    count = _run_pool(pool, job, reader, cp, progress)
+            finally:
+                progress.close()
+        finally:
             model.close()
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
     return _finish(job, cp, count, fmt, scorer, started)
+
+
+def _start_pool(job: ScoreJob, columns: list[str]) -> ProcessPoolExecutor:
+    threads = max(1, (os.cpu_count() or 1) // job.workers)
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    pool = ProcessPoolExecutor(job.workers, mp_context=multiprocessing.get_context(method),
+                               initializer=_init_worker, initargs=(job, columns, threads))
+    pool.submit(int)  # starts the workers now, while they load the model
+    return pool
 
 
 def _fail_fast(job: ScoreJob, errors: list[Any]) -> None:
@@ -176,28 +196,25 @@ def _run_here(job: ScoreJob, reader: Any, scorer: Scorer, cp: Checkpoint, progre
     return count
 
 
-def _run_pool(job: ScoreJob, reader: Any, cp: Checkpoint, progress: Progress) -> int:
-    threads = max(1, (os.cpu_count() or 1) // job.workers)
-    ctx = multiprocessing.get_context("spawn")
+def _run_pool(pool: ProcessPoolExecutor, job: ScoreJob, reader: Any, cp: Checkpoint, progress: Progress) -> int:
     count = 0
     pending: set[Future[tuple[int, int, list[Any]]]] = set()
-    with ProcessPoolExecutor(job.workers, mp_context=ctx, initializer=_init_worker,
-                             initargs=(job, reader.columns, threads)) as pool:
-        try:
-            for k, batch, first in _chunks(job, reader, cp.done):
-                count = k + 1
-                if batch is None:
-                    _resumed(cp, k, progress)
-                    continue
-                pending.add(pool.submit(_score_in_worker, str(cp.folder), k, batch, first))
-                while len(pending) >= 2 * job.workers:
-                    pending = _collect(job, pending, progress, FIRST_COMPLETED)
-            while pending:
+    try:
+        for k, batch, first in _chunks(job, reader, cp.done):
+            count = k + 1
+            if batch is None:
+                _resumed(cp, k, progress)
+                continue
+            pending.add(pool.submit(_score_in_worker, str(cp.folder), k, batch, first))
+            while len(pending) >= 2 * job.workers:
                 pending = _collect(job, pending, progress, FIRST_COMPLETED)
-        except BaseException:
-            for f in pending:
-                f.cancel()
-            raise
+        while pending:
+            pending = _collect(job, pending, progress, FIRST_COMPLETED)
+    except BrokenProcessPool as exc:
+        raise MlportError(f"a scoring worker process died: {exc}") from exc
+    finally:
+        for f in pending:
+            f.cancel()
     return count
 
 
