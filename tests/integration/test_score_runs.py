@@ -44,6 +44,18 @@ def test_offline_answers_equal_the_servers(serve: Callable[..., Server], tmp_pat
     np.testing.assert_allclose(probabilities(offline), np.asarray(online["probabilities"]), atol=1e-6, rtol=0)
 
 
+def _children(pid: int) -> list[int]:
+    return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def _alive(pid: int) -> bool:
+    """The process runs (a zombie waiting to be reaped has ended)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def _wait(cond: Callable[[], bool], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -68,8 +80,11 @@ def test_resume_after_sigkill(tmp_path: Path, workers: str) -> None:
         _wait(lambda: (parts.is_dir() and len(list(parts.glob("part-*.arrow"))) >= 20) or proc.poll() is not None,
               240, "20 finished chunks")
         assert proc.poll() is None, "the run ended before it could be killed"
-        os.killpg(proc.pid, signal.SIGKILL)  # the run and its worker processes, as a crash would take them
+        workers_pids = _children(proc.pid)
+        assert len(workers_pids) == (0 if workers == "1" else 2)
+        os.kill(proc.pid, signal.SIGKILL)  # the run alone, as a crash would: its workers notice and end
         proc.wait(30)
+        _wait(lambda: not any(_alive(p) for p in workers_pids), 30, "the workers to end")
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)

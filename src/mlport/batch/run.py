@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -34,6 +35,8 @@ __all__ = ["MAX_BATCH_SIZE", "ScoreJob", "Summary", "score"]
 MAX_BATCH_SIZE = 1_000_000
 #: Most worker processes.
 MAX_WORKERS = 256
+#: Seconds between a worker's checks that its run is still there.
+PARENT_CHECK_S = 1.0
 
 
 @dataclass
@@ -96,8 +99,16 @@ def _scorer(model: ScoringModel, columns: list[str], job: ScoreJob) -> Scorer:
 _worker_error: MlportError | None = None
 
 
-def _init_worker(job: ScoreJob, columns: list[str], threads: int) -> None:
+def _watch_parent(parent: int) -> None:
+    """End this worker when the run that started it is gone (killed without its workers)."""
+    while os.getppid() == parent:
+        time.sleep(PARENT_CHECK_S)
+    os._exit(1)
+
+
+def _init_worker(job: ScoreJob, columns: list[str], threads: int, parent: int) -> None:
     global _worker, _worker_error
+    threading.Thread(target=_watch_parent, args=(parent,), name="mlport-parent-watch", daemon=True).start()
     try:
         model = load_model(job.model, name=job.name, trusted=job.trusted, intra_op_threads=threads)
         _worker = _scorer(model, columns, job)
@@ -167,7 +178,7 @@ def _start_pool(job: ScoreJob, columns: list[str]) -> ProcessPoolExecutor:
     threads = max(1, (os.cpu_count() or 1) // job.workers)
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
     pool = ProcessPoolExecutor(job.workers, mp_context=multiprocessing.get_context(method),
-                               initializer=_init_worker, initargs=(job, columns, threads))
+                               initializer=_init_worker, initargs=(job, columns, threads, os.getpid()))
     pool.submit(int)  # starts the workers now, while they load the model
     return pool
 
