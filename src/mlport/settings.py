@@ -70,6 +70,13 @@ class Settings(BaseSettings):
     exit_on_error: bool = option(
         False, "stop at start (exit code 3) when any model fails to load, instead of serving the others"
     )
+    s3_endpoint_url: str | None = option(
+        None, "S3-compatible endpoint for an s3:// model path (default: AWS, or $AWS_ENDPOINT_URL)"
+    )
+    expect_sha256: str | None = option(
+        None, "the sha256 an s3:// model path must have once copied (as the hub records it)",
+        pattern=r"^[0-9a-fA-F]{64}$",
+    )
     log_level: LogLevel = option("info", "log level (default info)")
     access_log: bool = option(False, "log one line per request (off by default: it costs time on the hot path)")
 

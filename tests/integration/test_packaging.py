@@ -17,6 +17,7 @@ import pytest
 
 from tests.builders import ort_run, scale_onnx
 from tests.conftest import free_port
+from tests.s3server import S3Server, make_bucket, s3_client, s3_server  # noqa: F401 - the session fixture
 from tests.tools.oci import ensure_debian_base, image_command, missing_tools, registry, run_image
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(bool(missing_tools()) and not os.environ.get("CI"),
@@ -189,3 +190,25 @@ def test_hostile_tags_and_names_are_refused(work: dict[str, Any], bad: str) -> N
     assert done.returncode == 2 and "name" in done.stderr and "Traceback" not in done.stderr
     done = mlport("build", str(work["models"][1]), "--tag", "localhost/ok:1", "--base", bad, timeout=120)
     assert done.returncode == 2 and "image reference" in done.stderr
+
+
+def test_the_runtime_only_image_serves_models_from_s3(work: dict[str, Any], s3_server: S3Server) -> None:  # noqa: F811
+    done = mlport("build", "--runtime-only", "--format", "onnx", "--tag", "localhost/mlport-test-runtime:1",
+                  "--base", work["base"], "--pip-cache", str(work["cache"]), "--output", "json")
+    assert done.returncode == 0, done.stderr[-3000:]
+    runtime = json.loads(done.stdout.strip().splitlines()[-1])
+    assert runtime["base"] == work["images"][1]["base"]  # the same formats reuse the same base layer
+    labels = inspect("localhost/mlport-test-runtime:1")["config"]["Labels"]
+    assert labels["dev.mlport.runtime-only"] == "true" and "dev.mlport.model.name" not in labels
+    bucket = make_bucket(s3_server)
+    s3_client(s3_server).upload_file(str(work["models"][2]), bucket, "models/scale/2/scale.onnx")
+    http = free_port()
+    argv = ["mlport", "serve", f"s3://{bucket}/models/scale/2", "--s3-endpoint-url", s3_server.endpoint_url,
+            "--host", "127.0.0.1", "--http-port", str(http), "--grpc-port", "0"]
+    env = {"AWS_ACCESS_KEY_ID": s3_server.access_key, "AWS_SECRET_ACCESS_KEY": s3_server.secret_key,
+           "AWS_DEFAULT_REGION": s3_server.region}
+    url = f"http://127.0.0.1:{http}"
+    with run_image("localhost/mlport-test-runtime:1", argv, work["root"], url + "/v2/health/ready", env=env):
+        body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [2, 3], "data": X.ravel().tolist()}]}
+        answer = httpx.post(url + "/v2/models/scale/infer", json=body).json()
+        np.testing.assert_allclose(np.array(answer["outputs"][0]["data"]).reshape(2, 3), X * 3.0, rtol=1e-6)

@@ -121,9 +121,12 @@ def image_command(image: str) -> list[str]:
 
 
 @contextmanager
-def run_image(image: str, argv: list[str], workdir: Path, ready_url: str, timeout: float = 120) -> Iterator[Running]:
+def run_image(image: str, argv: list[str], workdir: Path, ready_url: str, timeout: float = 120,
+              env: dict[str, str] | None = None) -> Iterator[Running]:
     """Run ``argv`` in a container of ``image`` (chroot isolation, host network) until it answers ``ready_url``."""
     ctr = subprocess.run(["buildah", "from", image], check=True, capture_output=True, text=True).stdout.strip()
+    for key, value in (env or {}).items():
+        subprocess.run(["buildah", "config", "--env", f"{key}={value}", ctr], check=True, capture_output=True)
     log = workdir / f"{ctr}.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(["buildah", "run", "--isolation", "chroot", ctr, "--", *argv], stdout=out,

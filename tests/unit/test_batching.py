@@ -14,15 +14,15 @@ import pytest
 
 from mlport.core.inference import InferenceRequest
 from mlport.errors import InvalidInput, MlportError
+from mlport.formats.adapt import adapt
 from mlport.formats.base import Evaluator, LoadOptions
+from mlport.formats.config import BatchingConfig, ModelConfig
 from mlport.formats.onnx import OnnxFormat
 from mlport.formats.registry import default_registry
 from mlport.limits import Limits
 from mlport.observability.metrics import Metrics
 from mlport.protocols.service import InferenceService
-from mlport.runtime.adapt import adapt
 from mlport.runtime.batching import Runner, batchable
-from mlport.runtime.config import BatchingConfig, ModelConfig
 from mlport.runtime.manager import ModelManager
 from mlport.runtime.repository import Repository
 from tests.builders import save_graph, scale_onnx, scaled_by_input_onnx

@@ -10,11 +10,11 @@ import pytest
 from mlport.core.inference import InferenceResponse
 from mlport.core.types import DataType, Signature, TensorSpec
 from mlport.errors import InvalidInput, MlportError
+from mlport.formats.config import ModelConfig
 from mlport.limits import Limits
 from mlport.protocols.http.negotiation import parse_accept, pick_encoder
 from mlport.protocols.native import decode_eval_json, encode_eval_json, fit_instance
 from mlport.protocols.oip import decode_infer_request, encode_bytes_tensor, encode_infer_response
-from mlport.runtime.config import ModelConfig
 
 SIG = Signature((TensorSpec("x", DataType.FP32, (-1, 3)),), (TensorSpec("y", DataType.FP32, (-1, 3)),))
 

@@ -6,8 +6,8 @@ import pytest
 from mlport.core.types import DataType, Signature, TensorSpec
 from mlport.core.validate import as_array, check_inputs, to_dtype
 from mlport.errors import InvalidInput
+from mlport.formats.config import ModelConfig, VersionPolicy
 from mlport.limits import Limits
-from mlport.runtime.config import ModelConfig, VersionPolicy
 
 SIG = Signature((TensorSpec("a", DataType.FP32, (-1, 2)), TensorSpec("s", DataType.BYTES, (-1,))),
                 (TensorSpec("y", DataType.FP32, (-1,)),))

@@ -10,6 +10,7 @@ from PIL import Image
 
 from mlport.core.types import DataType, TensorSpec
 from mlport.errors import InvalidInput, PayloadTooLarge
+from mlport.formats.config import ImageOptions
 from mlport.limits import Limits
 from mlport.protocols.html import MAX_CELLS, ImageOutput, render_outputs
 from mlport.protocols.images import (
@@ -23,7 +24,6 @@ from mlport.protocols.images import (
     to_pixels,
 )
 from mlport.protocols.multipart import Part, build_multipart, parse_multipart
-from mlport.runtime.config import ImageOptions
 
 LIMITS = Limits()
 

@@ -11,7 +11,7 @@ from sklearn.datasets import load_iris
 
 from mlport.errors import MlportError
 from mlport.formats.base import LoadOptions, RequestContext
-from mlport.runtime.manifest import ManifestError, ManifestEvaluator, ManifestFormat
+from mlport.formats.manifest import ManifestError, ManifestEvaluator, ManifestFormat
 from tests.builders import iris_onnx, ort_run, scale_onnx
 
 FMT = ManifestFormat()
@@ -225,3 +225,28 @@ def test_other_yaml_files_are_not_manifests(tmp_path: Path) -> None:
     (tmp_path / "settings.yaml").write_text("threads: 3\n")
     for name in ("model.yaml", "x.model.yaml", "settings.yaml"):
         assert not FMT.detect(tmp_path / name)
+
+
+def test_a_declared_signature_over_a_manifest_keeps_routes_and_feedback(models: Path) -> None:
+    from mlport.formats.adapt import adapt
+    from mlport.formats.base import ContextEvaluator, send_feedback
+    from mlport.formats.config import ModelConfig
+
+    ev = _load(models, """
+router:
+  strategy: epsilon_greedy
+  seed: 1
+  children: [{model: x1.onnx, name: a}, {model: x2.onnx, name: b}]
+""")
+    config = ModelConfig.model_validate({"signature": {"inputs": [{"name": "x", "alias": "features"}],
+                                                       "outputs": [{"name": "y", "alias": "scaled"}]}})
+    adapted = adapt(ev, config)
+    assert isinstance(adapted, ContextEvaluator)
+    ctx = RequestContext(request_id="r1")
+    out = adapted.predict_in({"features": X[:1]}, ctx)
+    (route,) = ctx.parameters["routed_to"]
+    np.testing.assert_allclose(out["scaled"], X[:1] * (1.0 if route == "a" else 2.0))
+    send_feedback(adapted, "r1", 1.0)
+    assert ev.arms()[next(iter(ev.arms()))][route]["pulls"] == 1
+    with pytest.raises(MlportError, match="takes no feedback"):
+        send_feedback(ev.root.children()[0].evaluator, "r1", 1.0)  # type: ignore[attr-defined]

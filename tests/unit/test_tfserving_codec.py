@@ -13,6 +13,7 @@ import pytest
 from mlport.core.inference import InferenceResponse
 from mlport.core.types import DataType, Signature, TensorSpec
 from mlport.errors import InvalidInput, ModelNotFound
+from mlport.formats.config import ModelConfig
 from mlport.limits import Limits
 from mlport.protocols.tfserving import (
     ModelPath,
@@ -23,7 +24,6 @@ from mlport.protocols.tfserving import (
     parse_json_body,
     parse_model_path,
 )
-from mlport.runtime.config import ModelConfig
 from mlport.runtime.manager import ModelStatus, VersionState, VersionStatus
 
 LIMITS = Limits()

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from mlport.errors import InvalidInput
+from mlport.formats.config import BatchingConfig, TensorConfig, VersionPolicy
 from mlport.formats.registry import default_registry
-from mlport.runtime.config import BatchingConfig, TensorConfig, VersionPolicy
 from mlport.runtime.repository import Repository
 from mlport.runtime.triton import (
     MAX_CONFIG_BYTES,

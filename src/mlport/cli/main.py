@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -17,15 +18,16 @@ __all__ = ["build_parser", "main"]
 
 
 def _serve_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("path", type=Path, help="a model file, a model folder or a repository folder")
+    p.add_argument("path", help="a model file, a model folder or a repository folder, a preset (preset:NAME), or "
+                                "s3://bucket/prefix (copied to a local folder at start)")
     p.add_argument("--config", type=Path, help="YAML file with any of these settings (keys as the flags, "
                                                "without the dashes in front)")
     add_settings_options(p, Settings)
 
 
-def _preset_path(path: Path) -> Path:
+def _preset_path(text: str) -> Path:
     """``preset:NAME`` (built on first use) or ``preset:all``/``presets`` as the folder to serve."""
-    text = str(path)
+    path = Path(text)
     if text == "presets" and not path.exists():
         text = "preset:all"
     if not text.startswith("preset:"):
@@ -40,20 +42,27 @@ def _preset_path(path: Path) -> Path:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
+    from mlport.cli.fetch import fetch_models, is_remote
     from mlport.serving import serve
     from mlport.settings import load_settings
 
-    given = {**given_settings(args, Settings), "model_path": _preset_path(args.path)}
+    given = given_settings(args, Settings)
+    if not is_remote(args.path):
+        settings = load_settings({**given, "model_path": _preset_path(args.path)}, args.config)
+        if not settings.model_path or not settings.model_path.exists():
+            raise MlportError(f"{settings.model_path} does not exist")
+        return serve(settings)
     settings = load_settings(given, args.config)
-    if not settings.model_path or not settings.model_path.exists():
-        raise MlportError(f"{settings.model_path} does not exist")
-    return serve(settings)
+    with tempfile.TemporaryDirectory(prefix="mlport-models-") as tmp:
+        print(f"fetching the models under {args.path}", file=sys.stderr)
+        local = fetch_models(args.path, Path(tmp), endpoint_url=settings.s3_endpoint_url,
+                             sha256=settings.expect_sha256)
+        return serve(settings.model_copy(update={"model_path": local}))
 
 
 def _cmd_describe(args: argparse.Namespace) -> int:
-    from mlport.formats.base import LoadOptions
+    from mlport.formats.adapt import load_adapted
     from mlport.formats.registry import default_registry
-    from mlport.runtime.adapt import adapt
     from mlport.runtime.repository import Repository
 
     formats = default_registry()
@@ -67,11 +76,8 @@ def _cmd_describe(args: argparse.Namespace) -> int:
             continue
         version = max(src.config.version_policy.select(list(src.versions)) or src.versions)
         vsrc = src.versions[version]
-        cfg = src.config
-        opts = LoadOptions(trusted=cfg.trusted, options=dict(cfg.options),
-                           signature=cfg.signature.complete() if cfg.signature is not None else None)
         try:
-            ev = adapt(formats.get(vsrc.format).load(vsrc.path, opts), cfg)
+            ev = load_adapted(formats.get(vsrc.format), vsrc.path, src.config)
         except MlportError as exc:
             result[name] = {"version": version, "format": vsrc.format, "error": str(exc)}
             status = 1

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
+from mlport.core.keyhash import key_point
 from mlport.deploy.target import Target
 
 __all__ = ["Route", "bucket", "choose"]
@@ -19,10 +19,8 @@ class Route:
 
 
 def bucket(key: str) -> float:
-    """A stable position in [0, 100) for a routing key: SHA-256 of its UTF-8 bytes, the same in every process
-    and on every run (unlike Python's salted ``hash()``)."""
-    digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()
-    return int.from_bytes(digest[:8], "big") * 100.0 / 2.0**64
+    """A stable position in [0, 100) for a routing key (:func:`mlport.core.keyhash.key_point`)."""
+    return key_point(key, 100.0)
 
 
 def choose(target: Target, *, key: str | None, rand: float) -> Route:

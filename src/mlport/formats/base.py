@@ -14,7 +14,17 @@ import numpy as np
 from mlport.core.types import Signature
 from mlport.errors import ErrorCode, InvalidInput, MlportError
 
-__all__ = ["Evaluator", "LoadOptions", "MissingExtra", "ModelFormat", "RequestContext", "UntrustedModel", "as_text"]
+__all__ = [
+    "ContextEvaluator",
+    "Evaluator",
+    "LoadOptions",
+    "MissingExtra",
+    "ModelFormat",
+    "RequestContext",
+    "UntrustedModel",
+    "as_text",
+    "send_feedback",
+]
 
 Arrays = dict[str, np.ndarray[Any, Any]]
 
@@ -82,20 +92,10 @@ class Evaluator(ABC):
     platform: str = ""
     #: The name of :attr:`signature` among the model's signatures (TF Serving's ``signature_name``).
     signature_name: str = "serving_default"
-    #: True when the model reads or writes the request context (:meth:`predict_in`): it is not batched.
-    uses_context: bool = False
 
     @abstractmethod
     def predict(self, inputs: Arrays) -> Arrays:
         """Run the model on validated inputs (dtypes and shapes match the signature)."""
-
-    def predict_in(self, inputs: Arrays, context: RequestContext) -> Arrays:
-        """:meth:`predict` with the request's context; models that route or cascade override it."""
-        return self.predict(inputs)
-
-    def feedback(self, request_id: str, reward: float) -> None:
-        """A reward for the answer to ``request_id`` (bandit routers learn from it)."""
-        raise InvalidInput("this model takes no feedback: only manifests with a bandit router learn from rewards")
 
     def signatures(self) -> Mapping[str, Evaluator]:
         """The model's other named signatures (a SavedModel may have several), each an evaluator of its own.
@@ -116,6 +116,32 @@ class Evaluator(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release what the model holds; called once, after its last request."""
+
+
+class ContextEvaluator(Evaluator):
+    """A model that reads or writes the request's context (manifests that route or cascade): it runs one
+    request per call (never batched), and may learn from rewards sent back for its answers."""
+
+    @abstractmethod
+    def predict_in(self, inputs: Arrays, context: RequestContext) -> Arrays:
+        """:meth:`predict` with the request's context (its id and routing key; parameters to answer)."""
+
+    def predict(self, inputs: Arrays) -> Arrays:
+        return self.predict_in(inputs, RequestContext())
+
+    def feedback(self, request_id: str, reward: float) -> None:
+        """A reward for the answer to ``request_id`` (bandit routers learn from it)."""
+        raise InvalidInput(_NO_FEEDBACK)
+
+
+_NO_FEEDBACK = "this model takes no feedback: only manifests with a bandit router learn from rewards"
+
+
+def send_feedback(evaluator: Evaluator, request_id: str, reward: float) -> None:
+    """Give ``reward`` for the answer to ``request_id`` to a model that learns from rewards (400 otherwise)."""
+    if not isinstance(evaluator, ContextEvaluator):
+        raise InvalidInput(_NO_FEEDBACK)
+    evaluator.feedback(request_id, reward)
 
 
 class ModelFormat(ABC):

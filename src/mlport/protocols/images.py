@@ -26,8 +26,8 @@ from PIL import Image, ImageOps
 
 from mlport.core.types import DataType, TensorSpec
 from mlport.errors import InvalidInput, PayloadTooLarge
+from mlport.formats.config import ImageOptions
 from mlport.limits import Limits
-from mlport.runtime.config import ImageOptions
 
 __all__ = [
     "IMAGE_FORMATS",

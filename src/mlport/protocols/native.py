@@ -16,9 +16,9 @@ from mlport.core.inference import InferenceRequest, InferenceResponse
 from mlport.core.types import Signature, TensorSpec
 from mlport.core.validate import as_array, fmt_shape
 from mlport.errors import InvalidInput
+from mlport.formats.config import ModelConfig
 from mlport.limits import Limits
 from mlport.protocols.jsontensors import jsonable
-from mlport.runtime.config import ModelConfig
 
 __all__ = ["decode_eval_json", "describe", "encode_eval_json", "fit_instance", "unbatch"]
 

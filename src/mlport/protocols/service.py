@@ -23,7 +23,7 @@ import numpy as np
 from mlport.core.inference import InferenceRequest, InferenceResponse
 from mlport.core.validate import check_inputs
 from mlport.errors import ErrorCode, InvalidInput, MlportError
-from mlport.formats.base import Arrays, Evaluator, RequestContext
+from mlport.formats.base import Arrays, ContextEvaluator, Evaluator, RequestContext
 from mlport.limits import Limits
 from mlport.observability.metrics import Metrics
 from mlport.runtime.batching import Runner
@@ -216,7 +216,7 @@ class InferenceService:
                     f"unknown output {', '.join(repr(n) for n in unknown)}; the model gives: "
                     f"{', '.join(signature.output_names)}"
                 )
-        if evaluator.uses_context:
+        if isinstance(evaluator, ContextEvaluator):
             return await self._run_in_context(lv, evaluator, request, series)
         runner = self.runner(lv, evaluator)
         feed = request.inputs
@@ -262,7 +262,7 @@ class InferenceService:
         )
 
     async def _run_in_context(
-        self, lv: LoadedVersion, evaluator: Evaluator, request: InferenceRequest, series: _Series
+        self, lv: LoadedVersion, evaluator: ContextEvaluator, request: InferenceRequest, series: _Series
     ) -> InferenceResponse:
         """A model that routes or cascades: it sees the request's id and routing key and answers parameters
         (which route or stage answered). It runs on the inference threads, one request per call."""

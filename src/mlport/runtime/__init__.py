@@ -1,6 +1,6 @@
 """Repository scanning, version policies and the model manager."""
 
-from mlport.runtime.config import ModelConfig, VersionPolicy
+from mlport.formats.config import ModelConfig, VersionPolicy
 from mlport.runtime.manager import ModelManager, VersionState
 from mlport.runtime.repository import ModelSource, Repository, VersionSource
 

@@ -37,7 +37,7 @@ import numpy as np
 
 from mlport.core.types import Signature
 from mlport.formats.base import Arrays, Evaluator
-from mlport.runtime.config import BatchingConfig
+from mlport.formats.config import BatchingConfig
 
 __all__ = ["INLINE_BELOW_S", "Runner", "batchable"]
 

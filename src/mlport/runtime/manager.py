@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import functools
 import logging
 import threading
 import time
@@ -21,12 +22,12 @@ from typing import Protocol
 
 from mlport.core.types import Signature
 from mlport.errors import MlportError, ModelNotFound, ModelNotReady
-from mlport.formats.base import Evaluator, LoadOptions
+from mlport.formats.adapt import load_adapted
+from mlport.formats.base import Evaluator
+from mlport.formats.config import ModelConfig
 from mlport.formats.registry import FormatRegistry
 from mlport.limits import Limits
-from mlport.runtime.adapt import adapt
 from mlport.runtime.batching import Runner
-from mlport.runtime.config import ModelConfig
 from mlport.runtime.repository import ModelSource, Repository, VersionSource
 
 __all__ = ["LoadedVersion", "ModelManager", "ModelStatus", "ReadinessGroup", "VersionState", "VersionStatus"]
@@ -313,23 +314,9 @@ class ModelManager:
         model.loading.add(src.version)
         started = time.perf_counter()
         cfg = model.source.config
-        opts = LoadOptions(
-            trusted=cfg.trusted,
-            options=dict(cfg.options),
-            intra_op_threads=self.intra_op_threads,
-            signature=cfg.signature.complete() if cfg.signature is not None else None,
-        )
         try:
             fmt = self.formats.get(src.format)
-
-            def load() -> Evaluator:
-                loaded = fmt.load(src.path, opts)
-                try:
-                    return adapt(loaded, cfg)
-                except Exception:
-                    loaded.close()
-                    raise
-
+            load = functools.partial(load_adapted, fmt, src.path, cfg, intra_op_threads=self.intra_op_threads)
             evaluator = await asyncio.wait_for(loop.run_in_executor(self._executor, load), self.limits.load_timeout_s)
         except Exception as exc:
             seconds = time.perf_counter() - started

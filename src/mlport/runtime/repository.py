@@ -6,7 +6,7 @@ Layouts understood in a repository folder:
 - ``<root>/<name>/<model>``: one unversioned model, served as version 1;
 - ``<root>/<model-file>``: a model file at the top, named by its stem, version 1.
 
-A model folder may hold ``model.yaml`` (see :mod:`mlport.runtime.config`) or a Triton
+A model folder may hold ``model.yaml`` (see :mod:`mlport.formats.config`) or a Triton
 ``config.pbtxt`` (see :mod:`mlport.runtime.triton`; ``model.yaml`` wins when both are there); a
 model file ``x.onnx`` may have ``x.model.yaml`` beside it.  Nothing outside the root is followed.
 """
@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mlport.errors import InvalidInput, MlportError
+from mlport.formats.config import ModelConfig, load_model_config
 from mlport.formats.registry import FormatRegistry
-from mlport.runtime.config import ModelConfig, load_model_config
 from mlport.runtime.triton import TRITON_CONFIG_NAME, TritonModel, read_triton_config
 
 __all__ = ["ModelSource", "Repository", "VersionSource", "fingerprint"]

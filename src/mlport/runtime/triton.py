@@ -32,7 +32,7 @@ from pydantic import ValidationError
 
 from mlport.core.types import DataType
 from mlport.errors import InvalidInput
-from mlport.runtime.config import BatchingConfig, ModelConfig, SignatureConfig, TensorConfig, VersionPolicy
+from mlport.formats.config import BatchingConfig, ModelConfig, SignatureConfig, TensorConfig, VersionPolicy
 
 __all__ = [
     "MAX_CONFIG_BYTES",

@@ -30,6 +30,7 @@ from starlette.responses import Response
 from mlport.core.inference import InferenceRequest, InferenceResponse
 from mlport.core.types import DataType, Signature, TensorSpec
 from mlport.errors import ErrorCode, InvalidInput, MlportError, UnsupportedMediaType
+from mlport.formats.config import ModelConfig
 from mlport.limits import Limits
 from mlport.protocols.html import ImageOutput, render_outputs
 from mlport.protocols.http.body import media_type
@@ -46,7 +47,6 @@ from mlport.protocols.images import (
 from mlport.protocols.jsontensors import jsonable
 from mlport.protocols.multipart import Part, build_multipart, parse_multipart
 from mlport.protocols.native import decode_eval_json, unbatch
-from mlport.runtime.config import ModelConfig
 from mlport.runtime.manager import LoadedVersion
 
 __all__: list[str] = []

@@ -12,6 +12,7 @@ from starlette.routing import Route
 
 from mlport.core.inference import InferenceRequest, InferenceResponse
 from mlport.errors import InvalidInput, ModelNotFound
+from mlport.formats.base import send_feedback
 from mlport.limits import Limits
 from mlport.protocols.http.body import json_response, media_type, parse_json, read_body
 from mlport.protocols.http.negotiation import decoders, encoders, pick_decoder, pick_encoder
@@ -95,7 +96,7 @@ async def feedback(request: Request) -> Response:
         raise InvalidInput('feedback is {"id": "<the request id>", "reward": <a finite number>}')
     lv = st.manager.acquire(name, None)
     try:
-        lv.evaluator.feedback(rid, float(reward))
+        send_feedback(lv.evaluator, rid, float(reward))
     finally:
         st.manager.release(lv)
     return json_response({"model": name, "id": rid, "reward": float(reward)})

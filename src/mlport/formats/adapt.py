@@ -1,5 +1,7 @@
 """What a model config says over a loaded model: a declared signature (names, datatypes, shapes) and class labels.
 
+:func:`load_adapted` is the one way a model file becomes a served evaluator (the model manager, manifest steps
+and ``mlport describe`` all call it): the format loads the file with the options its config gives, and
 :func:`adapt` wraps an evaluator so that clients see the declared signature. Inputs arrive in the served
 datatypes and are cast (one numpy call per tensor) to the model's own before predict; outputs are cast to
 the declared datatypes and renamed; an output of class indices with labels answers the labels instead.
@@ -8,16 +10,17 @@ the declared datatypes and renamed; an output of class indices with labels answe
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from mlport.core.types import DataType, Signature, TensorSpec
 from mlport.errors import ErrorCode, InvalidInput, MlportError
-from mlport.formats.base import Arrays, Evaluator, RequestContext
-from mlport.runtime.config import ModelConfig, TensorConfig
+from mlport.formats.base import Arrays, ContextEvaluator, Evaluator, LoadOptions, ModelFormat, RequestContext
+from mlport.formats.config import ModelConfig, TensorConfig
 
-__all__ = ["AdaptedEvaluator", "adapt"]
+__all__ = ["AdaptedContextEvaluator", "AdaptedEvaluator", "adapt", "load_adapted"]
 
 
 def _merge(spec: TensorSpec, declared: TensorConfig, kind: str) -> TensorSpec:
@@ -77,7 +80,6 @@ class AdaptedEvaluator(Evaluator):
         self.inner = inner
         self.platform = inner.platform
         self.signature_name = inner.signature_name
-        self.uses_context = inner.uses_context
         own = inner.signature
         declared = config.signature
         inputs = _declare(own.inputs, declared.inputs, "input") if declared else list(own.inputs)
@@ -112,12 +114,6 @@ class AdaptedEvaluator(Evaluator):
 
     def predict(self, inputs: Arrays) -> Arrays:
         return self._outputs(self.inner.predict(self._feed(inputs)))
-
-    def predict_in(self, inputs: Arrays, context: RequestContext) -> Arrays:
-        return self._outputs(self.inner.predict_in(self._feed(inputs), context))
-
-    def feedback(self, request_id: str, reward: float) -> None:
-        self.inner.feedback(request_id, reward)
 
     def _feed(self, inputs: Arrays) -> Arrays:
         feed: Arrays = {}
@@ -156,8 +152,44 @@ class AdaptedEvaluator(Evaluator):
         self.inner.close()
 
 
+class AdaptedContextEvaluator(AdaptedEvaluator, ContextEvaluator):
+    """A model that reads the request's context (a manifest), seen through its model config."""
+
+    def __init__(self, inner: ContextEvaluator, config: ModelConfig) -> None:
+        super().__init__(inner, config)
+        self.context_inner = inner
+
+    def predict_in(self, inputs: Arrays, context: RequestContext) -> Arrays:
+        return self._outputs(self.context_inner.predict_in(self._feed(inputs), context))
+
+    def feedback(self, request_id: str, reward: float) -> None:
+        self.context_inner.feedback(request_id, reward)
+
+
 def adapt(evaluator: Evaluator, config: ModelConfig) -> Evaluator:
     """``evaluator`` as the config declares it; the evaluator itself when the config declares nothing."""
     if config.signature is None and not config.labels:
         return evaluator
+    if isinstance(evaluator, ContextEvaluator):
+        return AdaptedContextEvaluator(evaluator, config)
     return AdaptedEvaluator(evaluator, config)
+
+
+def load_adapted(
+    fmt: ModelFormat, path: Path, config: ModelConfig, *, trusted: bool = False, intra_op_threads: int = 0
+) -> Evaluator:
+    """Load ``path`` with ``fmt`` as ``config`` says (trust, library options, declared signature), seen through
+    :func:`adapt`. ``trusted`` adds the operator's trust to the config's own; the loaded model is closed when
+    the config does not fit it."""
+    options = LoadOptions(
+        trusted=trusted or config.trusted,
+        options=dict(config.options),
+        intra_op_threads=intra_op_threads,
+        signature=config.signature.complete() if config.signature is not None else None,
+    )
+    loaded = fmt.load(path, options)
+    try:
+        return adapt(loaded, config)
+    except BaseException:
+        loaded.close()
+        raise
