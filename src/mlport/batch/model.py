@@ -1,7 +1,7 @@
 """The model a batch run scores with, loaded exactly as ``mlport serve`` loads it.
 
 One model file or folder (a manifest included) is scanned by the serving runtime's :class:`Repository`, loaded
-by its format and seen through its model config (:func:`mlport.runtime.adapt.adapt`: declared signature,
+by its format and seen through its model config (:func:`mlport.formats.adapt.load_adapted`: declared signature,
 labels), so offline answers equal online ones. ``fields`` and image options come from the same config.
 """
 
@@ -11,11 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mlport.core.types import Signature
-from mlport.errors import InvalidInput, MlportError
-from mlport.formats.base import Evaluator, LoadOptions
+from mlport.errors import InvalidInput
+from mlport.formats.adapt import load_adapted
+from mlport.formats.base import Evaluator
+from mlport.formats.config import ModelConfig
 from mlport.formats.registry import default_registry
-from mlport.runtime.adapt import adapt
-from mlport.runtime.config import ModelConfig
 from mlport.runtime.repository import Repository
 
 __all__ = ["ScoringModel", "load_model"]
@@ -57,12 +57,5 @@ def load_model(path: Path, *, name: str | None = None, trusted: bool = False,
     cfg = src.config
     version = max(cfg.version_policy.select(list(src.versions)) or src.versions)
     vsrc = src.versions[version]
-    opts = LoadOptions(trusted=cfg.trusted, options=dict(cfg.options), intra_op_threads=intra_op_threads,
-                       signature=cfg.signature.complete() if cfg.signature is not None else None)
-    loaded = formats.get(vsrc.format).load(vsrc.path, opts)
-    try:
-        evaluator = adapt(loaded, cfg)
-    except MlportError:
-        loaded.close()
-        raise
+    evaluator = load_adapted(formats.get(vsrc.format), vsrc.path, cfg, intra_op_threads=intra_op_threads)
     return ScoringModel(src.name, version, vsrc.format, evaluator, cfg)
