@@ -34,8 +34,16 @@ def _job(admin: httpx.Client, job_id: str) -> dict[str, Any]:
     return dict(r.json())
 
 
+def _submit(admin: httpx.Client, inp: Path, out: Path, **extra: Any) -> str:
+    r = admin.post("/api/v1/jobs", json={"model": "iris", "input": str(inp), "output": str(out),
+                                         "options": {"batch_size": 500, "keep": ["id"], "workers": 1}, **extra})
+    assert r.status_code == 202, r.text
+    assert r.json()["kind"] == "batch-score" and r.json()["spec"]["version"] == 1
+    return str(r.json()["id"])
+
+
 @pytest.mark.slow
-def test_jobs_submit_progress_cancel_and_restart(tmp_path: Path) -> None:
+def test_score_jobs_submit_progress_cancel_logs_and_restart(tmp_path: Path) -> None:
     n = 200_000
     inp = write_input(iris_table(n), tmp_path / "rows.csv")
     hub = start_hub(tmp_path / "hub")
@@ -48,42 +56,37 @@ def test_jobs_submit_progress_cancel_and_restart(tmp_path: Path) -> None:
             assert bad.status_code == 400 and "bogus" in bad.text
             assert admin.post("/api/v1/jobs", json={"model": "iris", "version": 7, "input": "a.csv",
                                                     "output": "b.csv"}).status_code == 404
-            opts = {"batch_size": 500, "keep": ["id"], "workers": 1}
-            r = admin.post("/api/v1/jobs", json={"model": "iris", "input": str(inp),
-                                                 "output": str(tmp_path / "scored.parquet"), "options": opts})
-            assert r.status_code == 201, r.text
-            kept = r.json()["id"]
-            r = admin.post("/api/v1/jobs", json={"model": "iris", "input": str(inp),
-                                                 "output": str(tmp_path / "cancelled.parquet"), "options": opts})
-            dropped = r.json()["id"]
-            wait_for(lambda: _job(admin, kept)["progress"]["rows_scored"] > 0, timeout=240, what="progress")
+            done_id = _submit(admin, inp, tmp_path / "scored.parquet")
+            dropped = _submit(admin, inp, tmp_path / "cancelled.parquet")
+            wait_for(lambda: "scored" in _job(admin, done_id)["message"], timeout=240, what="progress")
             wait_for(lambda: _job(admin, dropped)["state"] == "running", timeout=120, what="the second job running")
-            cancelled = admin.post(f"/api/v1/jobs/{dropped}/cancel")
-            assert cancelled.status_code == 200, cancelled.text
-            wait_for(lambda: _job(admin, dropped)["state"] == "cancelled", timeout=60, what="the cancel")
+            assert admin.post(f"/api/v1/jobs/{dropped}/cancel").status_code == 200
+            assert _job(admin, dropped)["state"] == "cancelled"
             assert admin.post(f"/api/v1/jobs/{dropped}/cancel").status_code == 409
+            done = wait_for(lambda: _job(admin, done_id)["state"] in ("succeeded", "failed") and _job(admin, done_id),
+                            timeout=400, what="the job to end")
+            assert done["state"] == "succeeded", done
+            result = done["result"]
+            assert (result["rows_read"], result["rows_scored"], result["rows_failed"]) == (n, n, 0)
             assert not (tmp_path / "cancelled.parquet").exists()
-            assert _job(admin, kept)["state"] == "running"
-        assert hub.stop() == 0  # mid-job: the job stays "running" and the next hub resumes it
+            ids = pq.read_table(tmp_path / "scored.parquet").column("id").to_numpy().astype(np.int64)
+            np.testing.assert_array_equal(ids, np.arange(n))
+            cli = subprocess.run([sys.executable, "-m", "mlport.cli.main", "jobs", "logs", done_id, "--hub", hub.url,
+                                  "--token", token], capture_output=True, text=True, timeout=120)
+            assert cli.returncode == 0 and f'"rows_scored": {n}' in cli.stdout, cli.stderr
+            cut = _submit(admin, inp, tmp_path / "cut.parquet")
+            wait_for(lambda: "scored" in _job(admin, cut)["message"], timeout=240, what="progress")
+        assert hub.stop() == 0  # mid-job: the job is marked failed, never left "running"
     finally:
         hub.stop()
     hub = start_hub(tmp_path / "hub")
     try:
         token = hub.login()
         with hub.client(token) as admin:
-            done = wait_for(lambda: _job(admin, kept)["state"] in ("succeeded", "failed") and _job(admin, kept),
-                            timeout=400, what="the resumed job")
-            assert done["state"] == "succeeded", done
-            assert done["progress"] == {"rows_scored": n, "rows_failed": 0, "rows_total": n}
-            log = admin.get(f"/api/v1/jobs/{kept}/logs").json()["log"]
-            assert "resumed after" in log
-        ids = pq.read_table(tmp_path / "scored.parquet").column("id").to_numpy().astype(np.int64)
-        np.testing.assert_array_equal(ids, np.arange(n))
-        cli = subprocess.run([sys.executable, "-m", "mlport.cli.main", "jobs", "status", kept, "--hub", hub.url,
+            job = _job(admin, cut)
+            assert job["state"] == "failed" and "hub stopped" in job["message"], job
+        cli = subprocess.run([sys.executable, "-m", "mlport.cli.main", "jobs", "status", done_id, "--hub", hub.url,
                               "--token", token], capture_output=True, text=True, timeout=120)
-        assert cli.returncode == 0 and "succeeded" in cli.stdout and f"{n}/{n} rows" in cli.stdout, cli.stderr
-        cli = subprocess.run([sys.executable, "-m", "mlport.cli.main", "jobs", "logs", kept, "--hub", hub.url,
-                              "--token", token], capture_output=True, text=True, timeout=120)
-        assert cli.returncode == 0 and f"read {n} rows" in cli.stdout, cli.stderr
+        assert cli.returncode == 0 and "succeeded" in cli.stdout and "batch-score" in cli.stdout, cli.stderr
     finally:
         hub.stop()

@@ -6,17 +6,19 @@ import argparse
 import sys
 from typing import Any
 
-from mlport.cli.hubctl import _call, _guard, _print, common_options
+import httpx
+
+from mlport.cli.hubctl import EXIT_REFUSED, EXIT_UNREACHABLE, _call, _Fail, _guard, _print, _token, _url, common_options
 
 __all__ = ["add_jobs_command"]
 
 
 def _describe(job: dict[str, Any]) -> str:
-    p = job.get("progress") or {}
-    total = f"/{p['rows_total']}" if p.get("rows_total") is not None else ""
-    err = f" ({job['error']})" if job.get("error") else ""
-    return (f"{job['id']}  {job['state']:9}  {job['model']} v{job['version']}  {p.get('rows_scored', 0)}{total} "
-            f"rows, {p.get('rows_failed', 0)} failed  {job['input']} -> {job['output']}{err}")
+    spec = job.get("spec") or {}
+    what = f"{spec.get('model')} v{spec.get('version')}"
+    if job.get("kind") == "batch-score":
+        what += f"  {spec.get('input')} -> {spec.get('output')}"
+    return f"{job['id']}  {job['kind']:12} {job['state']:9}  {what}  {job.get('message') or ''}".rstrip()
 
 
 def _jobs(args: argparse.Namespace) -> int:
@@ -45,13 +47,23 @@ def _jobs(args: argparse.Namespace) -> int:
         print(f"mlport: jobs {args.action} needs a job id", file=sys.stderr)
         return 2
     elif args.action == "logs":
-        data = _call(args, "GET", f"/api/v1/jobs/{args.id}/logs")
-        _print(args, data, data["log"].rstrip("\n"))
-        return 0
+        return _logs(args)
     else:
         data = _call(args, "POST" if args.action == "cancel" else "GET",
                      f"/api/v1/jobs/{args.id}" + ("/cancel" if args.action == "cancel" else ""))
     _print(args, data, _describe(data))
+    return 0
+
+
+def _logs(args: argparse.Namespace) -> int:
+    try:
+        r = httpx.get(f"{_url(args)}/api/v1/jobs/{args.id}/log", headers={"authorization": f"Bearer {_token(args)}"},
+                      timeout=args.timeout)
+    except httpx.HTTPError as exc:
+        raise _Fail(f"cannot reach the hub at {_url(args)}: {exc}", EXIT_UNREACHABLE) from None
+    if r.status_code >= 400:
+        raise _Fail(f"{r.status_code}: {r.text[:500]}", EXIT_REFUSED)
+    print(r.text, end="" if r.text.endswith("\n") or not r.text else "\n")
     return 0
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import os
 import sys
 from pathlib import Path
@@ -40,6 +42,8 @@ def add_score_command(sub: Any) -> None:
     p.add_argument("--token", help="a hub token for a hub:// model (default: MLPORT_HUB_TOKEN)")
     p.add_argument("--progress", choices=["auto", "bar", "lines", "none"], default="auto",
                    help="a bar on a terminal, plain lines otherwise (auto)")
+    p.add_argument("--summary", choices=["text", "json"], default="text",
+                   help="the closing summary as a line of text on stderr (default), or as JSON on stdout")
     p.add_argument("--progress-interval", type=float, default=10.0, help="seconds between progress lines")
     p.set_defaults(func=_cmd_score)
 
@@ -87,5 +91,8 @@ def _cmd_score(args: argparse.Namespace) -> int:
         summary = score_on_spark(job, args.spark_master)
     else:
         summary = score(job, make_progress(args.progress, sys.stderr, args.progress_interval))
-    print(summary.text(), file=sys.stderr)
+    if args.summary == "json":
+        print(json.dumps(dataclasses.asdict(summary)), flush=True)
+    else:
+        print(summary.text(), file=sys.stderr)
     return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from mlport.errors import InvalidInput
 from mlport.formats.registry import FormatRegistry, default_registry
+from mlport.observability.access import AccessLog
 from mlport.observability.metrics import Metrics
 from mlport.protocols.http.state import AppState
 from mlport.protocols.service import InferenceService
@@ -38,6 +39,7 @@ def build_state(
         repository, formats, limits, load_workers=settings.load_workers,
         intra_op_threads=intra_op_threads, on_load=metrics.on_load, group=group,
     )
-    service = InferenceService(manager, metrics, limits, inference_threads=threads)
+    access_log = AccessLog() if settings.access_log_format == "json" else None
+    service = InferenceService(manager, metrics, limits, inference_threads=threads, access_log=access_log)
     return AppState(service, manager, metrics, limits, poll_interval_s=settings.poll_interval_s,
                     strict_readiness=strict)
