@@ -22,6 +22,8 @@ def _describe(job: dict[str, Any]) -> str:
 
 
 def _jobs(args: argparse.Namespace) -> int:
+    if args.action in ("list", "get"):
+        args.action = "status"
     if args.action == "submit":
         if not args.input or not args.output_uri or not (args.model or args.deployment):
             print("mlport: jobs submit needs --model (or --deployment), --input and --to", file=sys.stderr)
@@ -70,7 +72,8 @@ def _logs(args: argparse.Namespace) -> int:
 def add_jobs_command(sub: Any) -> None:
     p = sub.add_parser("jobs", parents=[common_options()],
                        help="submit batch scoring jobs to a hub, follow or stop them")
-    p.add_argument("action", choices=["submit", "status", "cancel", "logs"])
+    # list/get are status without and with an id (the vocabulary of the image-build jobs)
+    p.add_argument("action", choices=["submit", "status", "list", "get", "cancel", "logs"])
     p.add_argument("id", nargs="?", help="the job (status, cancel, logs)")
     p.add_argument("--model", "-m")
     p.add_argument("--version", "-v", type=int, help="model version (default: the latest)")
