@@ -85,7 +85,7 @@ def test_score_jobs_submit_progress_cancel_logs_and_restart(tmp_path: Path) -> N
         with hub.client(token) as admin:
             job = _job(admin, cut)
             assert job["state"] == "failed" and "hub stopped" in job["message"], job
-        cli = subprocess.run([sys.executable, "-m", "mlport.cli.main", "jobs", "status", done_id, "--hub", hub.url,
+        cli = subprocess.run([sys.executable, "-m", "mlport.cli.main", "jobs", "get", done_id, "--hub", hub.url,
                               "--token", token], capture_output=True, text=True, timeout=120)
         assert cli.returncode == 0 and "succeeded" in cli.stdout and "batch-score" in cli.stdout, cli.stderr
     finally:

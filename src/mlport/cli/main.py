@@ -138,7 +138,6 @@ def build_parser() -> argparse.ArgumentParser:
     from mlport.cli.build import add_build_command
     from mlport.cli.hub import add_hub_command
     from mlport.cli.hubctl import add_client_commands
-    from mlport.cli.jobs import add_jobs_command
     from mlport.cli.k8s import add_k8s_command
     from mlport.cli.score import add_score_command
 
@@ -147,7 +146,6 @@ def build_parser() -> argparse.ArgumentParser:
     add_build_command(sub)
     add_k8s_command(sub)
     add_score_command(sub)
-    add_jobs_command(sub)
     return parser
 
 
