@@ -45,6 +45,7 @@ def _render_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hub", help="hub URL for a hub deployment (default: the saved login or MLPORT_HUB_URL)")
     p.add_argument("--token", help="bearer token for the hub (default: MLPORT_HUB_TOKEN or the saved login)")
     p.add_argument("--timeout", type=float, default=None, help="seconds to wait for the hub's answer")
+    p.add_argument("--ca", metavar="PEM", help="CA certificate to verify an https:// hub with (default: MLPORT_CA)")
     p.add_argument("--name", help="the deployment's name (a Kubernetes name: a-z, 0-9, '-') for --image")
     p.add_argument("--target", choices=["kubernetes", "kserve"], default="kubernetes",
                    help="plain Kubernetes objects (default) or a KServe InferenceService")
