@@ -375,3 +375,4 @@ class ModelManager:
                 self._retire_model(model)
             self._models.clear()
         self._executor.shutdown(wait=True)
+        self.formats.close()  # what the formats hold for the closed models (a Java runtime...)
