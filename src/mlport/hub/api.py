@@ -38,6 +38,7 @@ from mlport.errors import (
 from mlport.hub.service import Hub
 from mlport.hub.signatures import signature_warning
 from mlport.protocols.http.body import media_type, read_body
+from mlport.protocols.jsonbody import loads
 
 __all__ = ["api_routes", "json_response"]
 
@@ -67,10 +68,7 @@ async def read_json(request: Request) -> dict[str, Any]:
         raise UnsupportedMediaType(f"expected application/json, got {ctype!r}")
     if not body.strip():
         return {}
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidInput(f"the body is not valid JSON: {exc}") from None
+    data = loads(body, "the body is not valid JSON")
     if not isinstance(data, dict):
         raise InvalidInput("the body must be a JSON object")
     return data
