@@ -253,6 +253,16 @@ def test_hub_builds_a_version_as_a_job_and_renders_its_manifests(work: dict[str,
             manifests = list(yaml.safe_load_all(admin.get("/api/v1/deployments/scale-prod/manifests").text))
             deployment = next(o for o in manifests if o["kind"] == "Deployment")
             assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == f"{reg.host}/scale@{digest}"
+            # a hub version built on this machine by the CLI (fetched, verified): the hub records the pushed image
+            done = mlport("build", "hub://scale/1", "--tag", f"{reg.host}/scale:cli", "--push", "--no-tls-verify",
+                          "--hub", hub.url, "--token", hub.login(), "--base", work["base"], "--pip-cache",
+                          str(work["cache"]), "--output", "json")
+            assert done.returncode == 0, done.stderr[-3000:]
+            built = json.loads(done.stdout.strip().splitlines()[-1])
+            assert built["recorded"] == "hub://scale/1" and built["model"] == "scale"
+            assert built["sha256"] == admin.get("/api/v1/models/scale/versions/1").json()["sha256"]
+            images = admin.get("/api/v1/models/scale/versions/1/images").json()["images"]
+            assert images[0]["image"] == f"{reg.host}/scale:cli" and images[0]["digest"] == built["digest"]
             # a job cancelled while it runs ends "cancelled"; the job list shows both
             r = admin.post("/api/v1/models/scale/versions/1/build", json={"tag": f"{reg.host}/scale:again",
                                                                           "tls_verify": False})

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import sys
@@ -19,6 +18,8 @@ _EXAMPLES = """examples:
   mlport build ./models --tag localhost/models:2024-06 --builder podman
   mlport build --runtime-only --format onnx --format sklearn --tag registry.example.com/mlport:0.1.0
   mlport build iris.onnx --tag 127.0.0.1:5000/iris:1 --push --no-tls-verify   # a plain-HTTP test registry
+  mlport build hub://iris/3 --tag registry.example.com/iris:3 --push   # a hub version; the image is recorded
+  mlport build preset:iris --tag registry.example.com/iris-preset:1
 """
 _CA_IN_BUILD = "/etc/ssl/certs/mlport-build-ca.pem"
 
@@ -28,10 +29,13 @@ def add_build_command(sub: Any) -> None:
                        description="Build an image: a shared base layer (Python, mlport and the extras the "
                                    "model's format needs) and a thin model layer at /models.",
                        epilog=_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("source", nargs="?", type=Path, help="a model file or folder, or a repository folder")
+    p.add_argument("source", nargs="?",
+                   help="a model file or folder, a repository folder, preset:NAME, or hub://MODEL/VERSION")
+    p.add_argument("--hub", help="hub URL for a hub:// source (default: MLPORT_HUB_URL)")
+    p.add_argument("--token", help="bearer token for a hub:// source (default: MLPORT_HUB_TOKEN)")
     p.add_argument("--tag", required=True, help="the image reference to build, e.g. registry.example.com/iris:1")
     p.add_argument("--name", help="the model's name in labels (default: the file or folder name)")
-    p.add_argument("--model-version", default="1", help="the model version recorded in labels (default 1)")
+    p.add_argument("--model-version", help="the model version recorded in labels (default 1; a hub:// source's own)")
     p.add_argument("--runtime-only", action="store_true",
                    help="an image of the runtime alone (serve a mounted /models, or pass another path)")
     p.add_argument("--format", dest="formats", action="append", metavar="NAME",
@@ -72,14 +76,57 @@ def _cmd_build(args: argparse.Namespace) -> int:
         build_args["PIP_CACHE"] = "on"
     builder = ImageBuilder(args.builder, mounts=mounts)
     started = time.monotonic()
+    hub_version = _resolve_source(args)
     with tempfile.TemporaryDirectory(prefix="mlport-build-") as tmp:
         result = _build(args, builder, build_args, Path(tmp))
         if args.push:
             result["digest"] = builder.push(args.tag, args.tag, tls_verify=args.tls_verify, authfile=args.authfile,
                                             workdir=Path(tmp))
+            if hub_version is not None:
+                _record_on_hub(args, *hub_version, result["digest"])
+                result["recorded"] = f"hub://{hub_version[0]}/{hub_version[1]}"
     result["seconds"] = round(time.monotonic() - started, 1)
     _print(result, args.output)
     return 0
+
+
+def _resolve_source(args: argparse.Namespace) -> tuple[str, int] | None:
+    """Turn ``args.source`` into a local path: a preset is built, a hub version fetched (sha256-verified); returns
+    ``(model, version)`` for a hub source."""
+    text: str | None = args.source
+    if text is None:
+        return None
+    if text.startswith("preset:"):
+        from mlport import presets
+
+        args.source = presets.build(text.split(":", 1)[1])
+        return None
+    if text.startswith("hub://"):
+        from mlport.cli.hubmodel import _parse, fetch_hub_model
+
+        model, version = _parse(text)
+        args.source = fetch_hub_model(text, args.hub, args.token)
+        args.name = args.name or model
+        args.model_version = args.model_version or str(version)
+        return model, version
+    args.source = Path(text)
+    return None
+
+
+def _record_on_hub(args: argparse.Namespace, model: str, version: int, digest: str) -> None:
+    import httpx
+
+    from mlport.errors import MlportError
+
+    url = (args.hub or os.environ.get("MLPORT_HUB_URL") or "http://127.0.0.1:8090").rstrip("/")
+    token = args.token or os.environ.get("MLPORT_HUB_TOKEN") or ""
+    try:
+        resp = httpx.post(f"{url}/api/v1/models/{model}/versions/{version}/images", timeout=60,
+                          json={"image": args.tag, "digest": digest}, headers={"authorization": f"Bearer {token}"})
+    except httpx.HTTPError as exc:
+        raise MlportError(f"pushed {args.tag}, but the hub could not record it: {exc}") from None
+    if resp.status_code >= 400:
+        raise MlportError(f"pushed {args.tag}, but the hub refused to record it: {resp.status_code} {resp.text[:300]}")
 
 
 def _build(args: argparse.Namespace, builder: Any, build_args: dict[str, str], tmp: Path) -> dict[str, Any]:
@@ -98,10 +145,10 @@ def _build(args: argparse.Namespace, builder: Any, build_args: dict[str, str], t
     source: Path = args.source
     name, single, formats = _inspect_source(source, args.name)
     base = _ensure_base(args, builder, build_args, formats, tmp)
-    staged = stage_model(source, tmp / "model-context", name, single=single)
+    stage_model(source, tmp / "model-context", name, single=single)
     labels = _oci_labels(__version__) | {
-        "dev.mlport.model.name": name, "dev.mlport.model.version": str(args.model_version),
-        "dev.mlport.model.format": ",".join(formats), "dev.mlport.model.sha256": _tree_sha256(staged),
+        "dev.mlport.model.name": name, "dev.mlport.model.version": str(args.model_version or 1),
+        "dev.mlport.model.format": ",".join(formats), "dev.mlport.model.sha256": _artifact_sha256(source),
     }
     signature = _signature(source, name, args.trusted) if single else None
     if signature is not None:
@@ -180,13 +227,14 @@ def _git_revision() -> str | None:
     return proc.stdout.strip() if proc.returncode == 0 else None
 
 
-def _tree_sha256(root: Path) -> str:
-    """SHA-256 over the model files (relative path and content of each, in order): the same files, the same sum."""
-    h = hashlib.sha256()
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        h.update(str(path.relative_to(root)).encode() + b"\0")
-        h.update(hashlib.sha256(path.read_bytes()).digest())
-    return h.hexdigest()
+def _artifact_sha256(source: Path) -> str:
+    """The sha256 the hub records for the same artifact: a file's own, or the digest over a folder's files."""
+    from mlport.registry.artifact import folder_digest, sha256_file
+
+    if source.is_file():
+        return sha256_file(source)
+    files = sorted(p for p in source.rglob("*") if p.is_file())
+    return folder_digest((p.relative_to(source).as_posix(), sha256_file(p)) for p in files)
 
 
 def _signature(source: Path, name: str, trusted: bool) -> dict[str, Any] | None:
