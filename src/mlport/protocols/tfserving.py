@@ -50,6 +50,8 @@ _STATE = {
     VersionState.READY: "AVAILABLE",
     VersionState.UNLOADING: "UNLOADING",
     VersionState.UNAVAILABLE: "END",
+    VersionState.NOT_LOADED: "START",  # lazy: loads on its first request
+    VersionState.EVICTED: "END",
 }
 _NON_FINITE = re.compile(rb"NaN|Infinity")
 _B64_FORM = '{"b64": "<base64>"}'

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from mlport.errors import InvalidInput
 from mlport.formats.registry import FormatRegistry, default_registry
+from mlport.observability.cache import CacheMetrics
 from mlport.observability.metrics import Metrics
 from mlport.protocols.http.state import AppState
 from mlport.protocols.service import InferenceService
@@ -34,9 +35,14 @@ def build_state(
         # broken model fails its own readiness call
         strict = repository.single or repository.model_folder
     threads, intra_op_threads = settings.threads()
+    budget = settings.memory_budget
     manager = ModelManager(
         repository, formats, limits, load_workers=settings.load_workers,
         intra_op_threads=intra_op_threads, on_load=metrics.on_load, group=group,
+        lazy=settings.lazy, max_concurrent_loads=settings.max_concurrent_loads, load_wait_s=settings.load_wait_s,
+        # each worker process holds its own models: it gets its share of the budget
+        memory_budget=None if budget is None else int(budget) // settings.workers,
+        observer=CacheMetrics(metrics.registry),
     )
     service = InferenceService(manager, metrics, limits, inference_threads=threads)
     return AppState(service, manager, metrics, limits, poll_interval_s=settings.poll_interval_s,
