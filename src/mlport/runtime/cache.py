@@ -11,7 +11,9 @@ The manager (:mod:`mlport.runtime.manager`) takes a snapshot of what is loaded (
 
 A model's memory is measured at its load (see :func:`resident_bytes`): the growth of the process's
 resident set across the load, or the size of its files when that is larger (memory that an unloaded
-model gave back to the allocator is reused without growing the resident set).
+model gave back to the allocator is reused without growing the resident set).  The first load of a format
+in the process also loads the format's library (onnxruntime...): that growth belongs to the runtime, so
+that load counts the size of the files, and the model's next load measures it.
 """
 
 from __future__ import annotations

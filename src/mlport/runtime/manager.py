@@ -108,6 +108,8 @@ class ModelManager:
         self._tick = 0
         #: Memory promised to the loads running now, bytes.
         self._reserved = 0
+        #: Formats loaded once in this process (their libraries are in memory).
+        self._formats_used: set[str] = set()
         self._sync_lock = asyncio.Lock()
         self._close_lock = threading.Lock()
         self._on_load = on_load
@@ -372,7 +374,10 @@ class ModelManager:
             load = functools.partial(load_adapted, fmt, src.path, cfg, intra_op_threads=self.intra_op_threads)
             before = resident_bytes()
             evaluator = await asyncio.wait_for(loop.run_in_executor(self._executor, load), self.limits.load_timeout_s)
-            memory = max(resident_bytes() - before, _file_bytes(src))
+            memory = _file_bytes(src)
+            if src.format in self._formats_used:  # the first load of a format also loads its library
+                memory = max(resident_bytes() - before, memory)
+            self._formats_used.add(src.format)
         except Exception as exc:
             seconds = time.perf_counter() - started
             reason = str(exc) if isinstance(exc, MlportError) else f"{type(exc).__name__}: {exc}"
