@@ -448,8 +448,10 @@ async def gateway(request: Request) -> Response:
 
 
 def api_routes() -> list[Route]:
+    from mlport.hub.packaging import packaging_routes
+
     all_methods = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD"]
-    return [
+    return [*packaging_routes(),
         Route("/auth/token", token, methods=["POST"]),
         Route("/api/v1/whoami", whoami, methods=["GET"]),
         Route("/api/v1/users", users_list, methods=["GET"]),

@@ -24,6 +24,21 @@ _ERRORS = {
 }
 
 
+_IMAGE_IN: Json = {"type": "object", "required": ["image", "digest"], "additionalProperties": False,
+                   "properties": {"image": {"type": "string"}, "digest": {"type": "string",
+                                                                          "pattern": "^sha256:[0-9a-f]{64}$"}}}
+_IMAGE: Json = {"type": "object", "properties": {
+    "image": {"type": "string"}, "digest": {"type": "string"}, "pinned": {"type": "string"},
+    "recorded_at": {"type": "number"}, "recorded_by": {"type": "string"}}}
+_MANIFEST_QUERY: tuple[Json, ...] = (
+    {"name": "target", "in": "query", "schema": {"type": "string", "enum": ["kubernetes", "kserve"]}},
+    {"name": "image", "in": "query", "description": "kserve: the runtime image", "schema": {"type": "string"}},
+    {"name": "namespace", "in": "query", "schema": {"type": "string"}},
+    {"name": "gateway", "in": "query", "schema": {"type": "string"}},
+    {"name": "format", "in": "query", "schema": {"type": "string", "enum": ["yaml", "json"]}},
+)
+
+
 def _ref(name: str) -> Json:
     return {"$ref": f"#/components/schemas/{name}"}
 
@@ -181,6 +196,18 @@ def build_openapi() -> Json:
             "downloadVersion", "Download a version's file", t_models,
             {"200": {"description": "The file", "content": {"application/octet-stream": {
                 "schema": {"type": "string", "format": "binary"}}}}}, params=v, errors=(400, 401, 403, 404))},
+        "/api/v1/models/{model}/versions/{version}/images": {
+            "post": _op("recordImage", "Record an image built from a version (reference and digest)", t_models,
+                        _ok(_IMAGE, "201", "Recorded"), params=v, body=_body(_IMAGE_IN), errors=(400, 401, 403, 404)),
+            "get": _op("listImages", "The images built from a version, newest first", t_models,
+                       _ok({"type": "object", "properties": {"images": {"type": "array", "items": _IMAGE}}}),
+                       params=v, errors=(400, 401, 403, 404))},
+        "/api/v1/deployments/{name}/manifests": {"get": _op(
+            "deploymentManifests", "Kubernetes or KServe manifests of a deployment (YAML, or JSON with format=json)",
+            t_deploy, {"200": {"description": "The objects to apply", "content": {
+                "application/yaml": {"schema": {"type": "string"}},
+                _JSON: {"schema": {"type": "object", "properties": {"objects": {"type": "array"}}}}}}},
+            params=d, errors=(400, 401, 403, 404, 409), query=_MANIFEST_QUERY)},
         "/api/v1/deployments": {
             "get": _op("listDeployments", "List deployments with their replicas", t_deploy,
                        _ok(_list_of("deployments", "Deployment"))),

@@ -27,6 +27,7 @@ from mlport.errors import Conflict, InvalidInput
 from mlport.hub.settings import HubSettings
 from mlport.hub.state import DeploymentRecord, DeploymentStore
 from mlport.registry import ModelRegistry, open_store
+from mlport.registry.images import ImageRecords
 
 __all__ = ["Hub"]
 
@@ -45,6 +46,7 @@ class Hub:
                                 access_key=settings.s3_access_key, secret_key=secret)
         self.registry = ModelRegistry(self.db, self.store, max_upload_bytes=settings.max_upload_bytes)
         self.users = UserStore(self.db)
+        self.images = ImageRecords(self.db)
         jwt_secret = settings.jwt_secret.get_secret_value() if settings.jwt_secret else None
         self.token_config = load_token_config(settings.data_dir, algorithm=settings.jwt_algorithm, secret=jwt_secret,
                                               private_key=settings.jwt_private_key,
@@ -97,6 +99,7 @@ class Hub:
         if users:
             raise Conflict(f"model {name!r} is deployed by {', '.join(users)}: delete those deployments first")
         self.registry.delete_model(name, in_use=lambda m: bool(self.deployments.using_model(m)))
+        self.images.forget_model(name)
 
     # -- deployments ---------------------------------------------------------------------------------------
     def deploy(self, name: str, model: str, version: int | None, policy: ScalePolicy, *, by: str,
