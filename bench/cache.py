@@ -3,7 +3,7 @@
     python bench/cache.py                          # 1000 models, 2000 requests
     python bench/cache.py --models 200 --requests 500
 
-It generates N small ONNX models (y = x * w with a weight vector, so each file has a size), serves them
+It generates N small ONNX models (y = x * sum(w) with a weight vector, so each file has a size), serves them
 with ``mlport serve --lazy``, and measures:
 
 - start to ready with every model lazy, and how long ``GET /models`` takes;
@@ -47,17 +47,18 @@ def free_port() -> int:
 
 
 def build_models(root: Path, count: int, weights: int) -> None:
-    """``count`` models ``m0000...``, each y = x * w with ``weights`` float32 weights."""
+    """``count`` models ``m0000...``, each y = x * sum(w) with ``weights`` float32 weights (x: [N, 4])."""
     import onnx
     from onnx import TensorProto, helper
 
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", weights])
-    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", weights])
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])
     rng = np.random.default_rng(0)
     for i in range(count):
         w = helper.make_tensor("w", TensorProto.FLOAT, [weights], rng.standard_normal(weights).astype(np.float32)
                                .tobytes(), raw=True)
-        graph = helper.make_graph([helper.make_node("Mul", ["x", "w"], ["y"])], f"m{i}", [x], [y], [w])
+        nodes = [helper.make_node("ReduceSum", ["w"], ["s"], keepdims=0), helper.make_node("Mul", ["x", "s"], ["y"])]
+        graph = helper.make_graph(nodes, f"m{i}", [x], [y], [w])
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
         model.ir_version = 8
         folder = root / f"m{i:04d}" / "1"
@@ -155,8 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         build_models(root, args.models, args.weights)
         print(f"built {args.models} models in {time.perf_counter() - t0:.1f} s", flush=True)
         names = sorted(p.name for p in root.iterdir())
-        body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, args.weights],
-                            "data": [1.0] * args.weights}]}
+        body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [1.0, 2.0, 3.0, 4.0]}]}
         client = httpx.Client(timeout=120)
         ready_s, models_ms, one = calibrate(root, log_dir, names, client, body)
         budget = one * args.hold

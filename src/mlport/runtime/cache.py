@@ -18,10 +18,13 @@ that load counts the size of the files, and the model's next load measures it.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 from dataclasses import dataclass
 
-__all__ = ["EvictionPlan", "Resident", "format_bytes", "holders", "plan_evictions", "resident_bytes"]
+__all__ = ["EvictionPlan", "Resident", "format_bytes", "holders", "plan_evictions", "release_free_memory",
+           "resident_bytes"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,3 +111,26 @@ def resident_bytes() -> int:
             return int(f.read().split()[1]) * _PAGE
     except (OSError, ValueError, IndexError):
         return 0
+
+
+def _libc_trim() -> ctypes._NamedFuncPointer | None:
+    name = ctypes.util.find_library("c")
+    if not name:
+        return None
+    try:
+        trim = ctypes.CDLL(name).malloc_trim
+    except (OSError, AttributeError):  # not glibc
+        return None
+    trim.argtypes = [ctypes.c_size_t]
+    trim.restype = ctypes.c_int
+    return trim
+
+
+_TRIM = _libc_trim()
+
+
+def release_free_memory() -> None:
+    """Give the memory the allocator holds free back to the system (glibc's ``malloc_trim``), so that the
+    resident set shrinks after an unload and the growth at the next load measures that model."""
+    if _TRIM is not None:
+        _TRIM(0)

@@ -26,7 +26,14 @@ from mlport.errors import MlportError, ModelLoading, ModelNotFound, ModelNotRead
 from mlport.formats.adapt import load_adapted
 from mlport.formats.registry import FormatRegistry
 from mlport.limits import Limits
-from mlport.runtime.cache import Resident, format_bytes, holders, plan_evictions, resident_bytes
+from mlport.runtime.cache import (
+    Resident,
+    format_bytes,
+    holders,
+    plan_evictions,
+    release_free_memory,
+    resident_bytes,
+)
 from mlport.runtime.repository import ModelSource, Repository, VersionSource
 from mlport.runtime.states import (
     CacheObserver,
@@ -119,6 +126,15 @@ class ModelManager:
     # ----------------------------------------------------------------- requests
     def acquire(self, name: str, version: str | int | None = None) -> LoadedVersion:
         """The loaded version that serves a request; call :meth:`release` when done."""
+        model, lv = self._find(name, version)
+        lv.inflight += 1
+        self._tick += 1
+        model.used = self._tick
+        if self._count_hits:
+            self._observer.hit()  # type: ignore[union-attr]
+        return lv
+
+    def _find(self, name: str, version: str | int | None) -> tuple[_Model, LoadedVersion]:
         model = self._models.get(name)
         if model is None:
             raise ModelNotFound(f"model '{name}' is not served here")
@@ -142,12 +158,7 @@ class ModelManager:
                     raise ModelNotReady(f"version {v} of model '{name}' is not ready: {self._reason(model, v)}")
                 raise ModelNotFound(f"model '{name}' has no version {v}")
             lv = lv_or_none
-        lv.inflight += 1
-        self._tick += 1
-        model.used = self._tick
-        if self._count_hits:
-            self._observer.hit()  # type: ignore[union-attr]
-        return lv
+        return model, lv
 
     async def acquire_cold(self, name: str, version: str | int | None = None) -> LoadedVersion:
         """Like :meth:`acquire` for a model that is not loaded now: load it (one load, however many requests
@@ -168,9 +179,13 @@ class ModelManager:
                 raise ModelLoading(f"model '{name}' is still loading after {self.load_wait_s:g} s; try again "
                                    "shortly", retry_after_s=max(1.0, self.load_wait_s / 2)) from None
             try:
-                return self.acquire(name, version)
+                model, lv = self._find(name, version)
             except ColdModel:
                 continue
+            lv.inflight += 1
+            self._tick += 1
+            model.used = self._tick
+            return lv
         raise ModelLoading(f"model '{name}' was unloaded again before it could serve (the memory budget is too "
                            "tight for the models in use); try again shortly")
 
@@ -253,10 +268,8 @@ class ModelManager:
                 self._group.mark_loaded()
 
     def serving_version(self, name: str, version: str | int | None = None) -> LoadedVersion:
-        """Like :meth:`acquire` without holding the version (for metadata)."""
-        lv = self.acquire(name, version)
-        self.release(lv)
-        return lv
+        """Like :meth:`acquire` without holding the version (for metadata): not a use of the model."""
+        return self._find(name, version)[1]
 
     # ------------------------------------------------------------------ loading
     async def sync(self, sources: dict[str, ModelSource] | None = None, force: bool = False) -> None:
@@ -501,12 +514,13 @@ class ModelManager:
         log.info("model %s version %d unloaded", lv.model, lv.version)
         self._executor.submit(self._close, lv)
 
-    @staticmethod
-    def _close(lv: LoadedVersion) -> None:
+    def _close(self, lv: LoadedVersion) -> None:
         try:
             lv.evaluator.close()
         except Exception as exc:
             log.warning("closing model %s version %d failed: %s", lv.model, lv.version, exc)
+        if self.memory_budget is not None:
+            release_free_memory()
 
     async def close(self) -> None:
         async with self._sync_lock:
