@@ -229,3 +229,35 @@ def test_lazy_in_model_yaml_wins_over_the_flag(serve, tmp_path: Path, flag: str)
         tf = c.get("/v1/models/onrequest").json()
         assert tf["model_version_status"][0]["state"] == "START"
     assert _loads(loads) == ["eager"]
+
+
+def test_lazy_versions_load_through_tf_serving_labels_and_grpc(serve, tmp_path: Path) -> None:
+    import numpy as np
+    import tritonclient.grpc as tgrpc
+
+    from tests.builders import scale_onnx
+
+    root = tmp_path / "repo"
+    for version, factor in ((1, 2.0), (2, 3.0)):
+        (root / "scale" / str(version)).mkdir(parents=True)
+        scale_onnx(root / "scale" / str(version) / "model.onnx", factor)
+    (root / "scale" / "model.yaml").write_text("version_policy: {all: true}\nversion_labels: {stable: 1}\n")
+    scale_onnx(root / "viagrpc.onnx", 5.0)
+    server = serve(root, "--lazy")
+    with server.client() as c:
+        assert {r["state"] for r in c.post("/v2/repository/index", json={}).json()} == {"NOT_LOADED"}
+        answer = c.post("/v1/models/scale/labels/stable:predict", json={"instances": [[1.0, 1.0, 1.0]]})
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["predictions"] == [[2.0, 2.0, 2.0]]
+        index = c.post("/v2/repository/index", json={}).json()
+        rows = {r["version"]: r["state"] for r in index if r["name"] == "scale"}
+        assert rows == {"1": "READY", "2": "READY"}  # the model loads its served versions together
+        assert _states(c)["viagrpc"]["state"] == "NOT_LOADED"
+    grpc_client = tgrpc.InferenceServerClient(f"127.0.0.1:{server.grpc_port}")
+    try:
+        x = tgrpc.InferInput("x", [1, 3], "FP32")
+        x.set_data_from_numpy(np.ones((1, 3), np.float32))
+        out = grpc_client.infer("viagrpc", [x]).as_numpy("y")  # its first request
+        assert out.tolist() == [[5.0, 5.0, 5.0]]
+    finally:
+        grpc_client.close()

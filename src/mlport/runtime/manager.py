@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 from mlport.errors import MlportError, ModelLoading, ModelNotFound, ModelNotReady
 from mlport.formats.adapt import load_adapted
+from mlport.formats.config import ModelConfig
 from mlport.formats.registry import FormatRegistry
 from mlport.limits import Limits
 from mlport.runtime.cache import (
@@ -267,6 +268,13 @@ class ModelManager:
             if self._group is not None:
                 self._group.mark_loaded()
 
+    def model_config(self, name: str) -> ModelConfig:
+        """The model's config as scanned (known whether or not the model is loaded)."""
+        model = self._models.get(name)
+        if model is None:
+            raise ModelNotFound(f"model '{name}' is not served here")
+        return model.source.config
+
     def serving_version(self, name: str, version: str | int | None = None) -> LoadedVersion:
         """Like :meth:`acquire` without holding the version (for metadata): not a use of the model."""
         return self._find(name, version)[1]
@@ -385,10 +393,12 @@ class ModelManager:
         try:
             fmt = self.formats.get(src.format)
             load = functools.partial(load_adapted, fmt, src.path, cfg, intra_op_threads=self.intra_op_threads)
+            # the first loads of a format (those begun before one ended) also load its library: not measured
+            measured = src.format in self._formats_used
             before = resident_bytes()
             evaluator = await asyncio.wait_for(loop.run_in_executor(self._executor, load), self.limits.load_timeout_s)
             memory = _file_bytes(src)
-            if src.format in self._formats_used:  # the first load of a format also loads its library
+            if measured:
                 memory = max(resident_bytes() - before, memory)
             self._formats_used.add(src.format)
         except Exception as exc:

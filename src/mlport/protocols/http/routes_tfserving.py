@@ -34,7 +34,7 @@ def _version(st: AppState, target: ModelPath) -> int | str | None:
     """The version a path names: ``/versions/{v}``, ``/labels/{l}`` (from the model config), or latest."""
     if target.label is None:
         return target.version
-    labels = st.manager.serving_version(target.name).config.version_labels
+    labels = st.manager.model_config(target.name).version_labels  # known before a lazy model loads
     version = labels.get(target.label)
     if version is None:
         known = ", ".join(sorted(labels)) or "none"
