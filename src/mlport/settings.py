@@ -13,10 +13,10 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import ByteSize, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from mlport.core.yamlfile import problems, read_mapping
 from mlport.errors import InvalidInput
 from mlport.limits import Limits
 
@@ -90,6 +90,10 @@ class Settings(BaseSettings):
     )
     log_level: LogLevel = option("info", "log level (default info)")
     access_log: bool = option(False, "log one line per request (off by default: it costs time on the hot path)")
+    access_log_format: Literal["text", "json"] = option(
+        "text", "text (default): uvicorn's line per HTTP request; json: one JSON object per inference request on "
+                "every protocol (request id, model, version, protocol, status, latency); json turns the log on"
+    )
 
     max_body_bytes: int = option(64 * 1024 * 1024, "largest request body (default 64 MiB)", ge=1024)
     max_tensor_elements: int = Field(default=64 * 1024 * 1024, ge=1)
@@ -151,12 +155,7 @@ def load_settings(cli: dict[str, Any], config_file: Path | None = None) -> Setti
     """Build settings from CLI values (``None`` means not given), the environment and a YAML file."""
     values: dict[str, Any] = {}
     if config_file is not None:
-        try:
-            raw = yaml.safe_load(config_file.read_text(encoding="utf-8")) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise InvalidInput(f"{config_file}: not readable YAML: {exc}") from exc
-        if not isinstance(raw, dict):
-            raise InvalidInput(f"{config_file}: expected a mapping at the top level")
+        raw = read_mapping(config_file, str(config_file))
         values.update({str(k).replace("-", "_"): v for k, v in raw.items()})
         # the environment wins over the file: drop file values the environment sets
         for key in list(values):
@@ -166,5 +165,4 @@ def load_settings(cli: dict[str, Any], config_file: Path | None = None) -> Setti
     try:
         return Settings(**values)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-        raise InvalidInput(f"invalid settings: {problems}") from exc
+        raise InvalidInput(f"invalid settings: {problems(exc)}") from exc

@@ -211,6 +211,8 @@ def test_metrics_count_requests_by_outcome(iris: tuple[Server, Path]) -> None:
     assert _value(s, "mlport_inference_duration_seconds_count", model="iris", version=version) == 3
 
     assert _value(s, "mlport_model_loaded", model="iris", version=version) == 1
+    # no *_created series (a creation time per counter and histogram, which Prometheus does not use)
+    assert not [n for n, _, _ in s if n.endswith("_created")] and "_created" not in r.text
     load = _value(s, "mlport_model_load_seconds", model="iris", version=version)
     assert load is not None and 0 < load < 60
     assert _value(s, "mlport_inflight_requests", model="iris") == 0

@@ -212,3 +212,54 @@ def test_the_runtime_only_image_serves_models_from_s3(work: dict[str, Any], s3_s
         body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [2, 3], "data": X.ravel().tolist()}]}
         answer = httpx.post(url + "/v2/models/scale/infer", json=body).json()
         np.testing.assert_allclose(np.array(answer["outputs"][0]["data"]).reshape(2, 3), X * 3.0, rtol=1e-6)
+
+
+def test_hub_builds_a_version_as_a_job_and_renders_its_manifests(work: dict[str, Any], tmp_path: Path) -> None:
+    import yaml
+
+    from tests.hubutil import start_hub, wait_for
+
+    env = {"MLPORT_HUB_BUILD_BASE": work["base"], "MLPORT_HUB_BUILD_PIP_CACHE": str(work["cache"])}
+    hub = start_hub(tmp_path / "hub", env=env)
+    try:
+        with registry(work["root"]) as reg:
+            admin = hub.client(hub.login())
+            assert admin.post("/api/v1/models", json={"name": "scale"}).status_code == 201
+            r = admin.post("/api/v1/models/scale/versions", params={"filename": "scale.onnx"},
+                           content=work["models"][1].read_bytes(),
+                           headers={"content-type": "application/octet-stream"})
+            assert r.status_code == 201, r.text
+            bad = admin.post("/api/v1/models/scale/versions/1/build", json={"tag": "x$(id)"})
+            assert bad.status_code == 400 and "image reference" in bad.json()["error"]
+            r = admin.post("/api/v1/models/scale/versions/1/build",
+                           json={"tag": f"{reg.host}/scale:1", "tls_verify": False})
+            assert r.status_code == 202, r.text
+            job_id = r.json()["id"]
+            job = wait_for(lambda: (j := admin.get(f"/api/v1/jobs/{job_id}").json())["state"] in
+                           ("succeeded", "failed", "cancelled") and j, timeout=1200, what="the build job")
+            log = admin.get(f"/api/v1/jobs/{job_id}/log").text
+            assert job["state"] == "succeeded", (job, log[-3000:])
+            digest = job["result"]["digest"]
+            seen = json.loads(subprocess.run(["skopeo", "inspect", "--tls-verify=false",
+                                              f"docker://{reg.host}/scale:1"], check=True, capture_output=True,
+                                             text=True).stdout)
+            assert seen["Digest"] == digest
+            assert seen["Labels"]["dev.mlport.model.name"] == "scale"
+            images = admin.get("/api/v1/models/scale/versions/1/images").json()["images"]
+            assert images[0]["image"] == f"{reg.host}/scale:1" and images[0]["digest"] == digest
+            r = admin.post("/api/v1/deployments", json={"name": "scale-prod", "model": "scale", "version": 1})
+            assert r.status_code == 201, r.text
+            manifests = list(yaml.safe_load_all(admin.get("/api/v1/deployments/scale-prod/manifests").text))
+            deployment = next(o for o in manifests if o["kind"] == "Deployment")
+            assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == f"{reg.host}/scale@{digest}"
+            # a job cancelled while it runs ends "cancelled"; the job list shows both
+            r = admin.post("/api/v1/models/scale/versions/1/build", json={"tag": f"{reg.host}/scale:again",
+                                                                          "tls_verify": False})
+            second = r.json()["id"]
+            wait_for(lambda: admin.get(f"/api/v1/jobs/{second}").json()["state"] == "running", what="running")
+            assert admin.post(f"/api/v1/jobs/{second}/cancel").json()["state"] == "cancelled"
+            assert admin.post(f"/api/v1/jobs/{second}/cancel").status_code == 409
+            states = {j["id"]: j["state"] for j in admin.get("/api/v1/jobs").json()["jobs"]}
+            assert states == {job_id: "succeeded", second: "cancelled"}
+    finally:
+        hub.stop()

@@ -114,6 +114,8 @@ def test_mistyped_commands_and_flags_get_suggestions(tmp_path: Path) -> None:
     assert done.returncode == 2 and "unknown option --htp-port (did you mean '--http-port'" in done.stderr
     done = _mlport("serve", "model.onnx", "--workrs=2")
     assert done.returncode == 2 and "unknown option --workrs (did you mean '--workers'?)" in done.stderr
+    done = _mlport("--verison")
+    assert done.returncode == 2 and "unknown option --verison (did you mean '--version'?)" in done.stderr
     done = _mlport("presets", "biuld")
     assert done.returncode == 2 and "'biuld' (did you mean 'build'?)" in done.stderr
     done = _mlport("hub", "--dta-dir", str(tmp_path))

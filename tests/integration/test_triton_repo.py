@@ -226,7 +226,7 @@ def test_bad_configs_show_in_the_index(http: thttp.InferenceServerClient, grpc_c
     rows = {r["name"]: r for r in http.get_model_repository_index()}
     assert rows["iris"]["state"] == "READY" and rows["scale"]["state"] == "READY"
     assert rows["broken"]["state"] == "UNAVAILABLE"
-    assert rows["broken"]["reason"].startswith("config.pbtxt, line 4, column 7: '}' is missing")
+    assert rows["broken"]["reason"].startswith('config.pbtxt, line 4, column 50: Expected "}".')  # protobuf's
     assert rows["mismatch"]["state"] == "UNAVAILABLE"
     assert "the config declares input 'nope', which the model does not have" in rows["mismatch"]["reason"]
     grpc_rows = {r["name"]: r for r in grpc_client.get_model_repository_index(as_json=True)["models"]}

@@ -394,3 +394,25 @@ def test_every_request_reports_its_prediction_ended_once(tmp_path: Path, pool: T
         calls.clear()
         asyncio.run(scenario(runner))
         assert sorted(calls) == sorted(list(range(20)) * 2)
+
+
+def test_merged_requests_count_one_execution_and_share_its_timing(tmp_path: Path, pool: ThreadPoolExecutor) -> None:
+    from mlport.runtime.stats import ModelStats, Timing
+
+    stats = ModelStats()
+    runner = Runner(_load(scale_onnx(tmp_path / "s.onnx", 2.0)), pool, BatchingConfig(max_batch_size=64,
+                                                                                       max_delay_ms=50), stats=stats)
+
+    async def scenario() -> None:
+        timings = [Timing() for _ in range(20)]
+        submitted = time.perf_counter()
+        await asyncio.gather(*(_outputs(runner.run({"x": np.ones((2, 3), np.float32)}, _nothing, t))
+                               for t in timings))
+        # one execution per batch run, whatever the number of requests it carried
+        assert stats.execution_count == runner.batches < 20
+        for t in timings:
+            assert submitted <= t.started <= t.ended <= time.perf_counter()
+        # the requests of one batch saw the same prediction
+        assert len({(t.started, t.ended) for t in timings}) == runner.batches
+
+    asyncio.run(scenario())

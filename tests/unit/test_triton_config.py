@@ -1,4 +1,4 @@
-"""Triton's config.pbtxt: the text-format parser, the mapping to ModelConfig, and the repository scan."""
+"""Triton's config.pbtxt: the text format (protobuf's parser), the mapping to ModelConfig, and the repository scan."""
 
 from __future__ import annotations
 
@@ -14,11 +14,7 @@ from mlport.formats.registry import default_registry
 from mlport.runtime.repository import Repository
 from mlport.runtime.triton import (
     MAX_CONFIG_BYTES,
-    MAX_DEPTH,
-    MAX_VALUES,
-    Message,
-    Scalar,
-    parse_text_format,
+    parse_model_config,
     parse_triton_config,
     read_triton_config,
 )
@@ -127,23 +123,17 @@ def test_every_triton_datatype() -> None:
 
 
 def test_text_format_syntax() -> None:
-    tree = parse_text_format(r"""
+    config = parse_model_config(r"""
         # comments anywhere
-        a: "x" 'y'  "\101\x42\u00e9\n"   # adjacent strings join; escapes
-        b: 0x1F; c: -017, d: 1.5e3f
-        e { f: true } g: < h: ENUM_VALUE >
-        i: [1, 2, 3] i: 4
-        j [ { k: 1 }, { k: 2 } ]
-        l: [ ]
-        [ext.name] { m: 1 }
+        name: "x" 'y'  "\101\x42\u00e9\n"   # adjacent strings join; escapes
+        max_batch_size: 0x1F; default_model_filename: "m"
+        version_policy < specific < versions: [1, 2, 3] versions: 4 > >
+        input [ { name: "a" }, { name: "b" } ]
+        output: [ ]
     """)
-    a = tree.fields["a"][0]
-    assert isinstance(a, Scalar) and a.kind == "string" and a.text == "xyABé\n" and a.line == 3
-    assert [v.text for v in tree.fields["i"] if isinstance(v, Scalar)] == ["1", "2", "3", "4"]
-    assert len(tree.fields["j"]) == 2 and all(isinstance(v, Message) for v in tree.fields["j"])
-    assert tree.fields["l"] == [] and "[ext.name]" in tree.fields
-    g = tree.fields["g"][0]
-    assert isinstance(g, Message) and g.fields["h"][0] == Scalar("ident", "ENUM_VALUE", 5, 31)
+    assert config.name == "xyABé\n" and config.max_batch_size == 31
+    assert list(config.version_policy.specific.versions) == [1, 2, 3, 4]
+    assert [t.name for t in config.input] == ["a", "b"] and len(config.output) == 0
     model = parse_triton_config("max_batch_size: 0x10 input { name: 'x' data_type: TYPE_FP32 dims: 010 }")
     sig = model.config.signature
     assert sig is not None and sig.inputs[0].shape == (-1, 8)  # 0x10 = 16, 010 = octal 8
@@ -153,9 +143,8 @@ def test_unknown_and_unused_fields_are_warnings() -> None:
     model = parse_triton_config("""
         name: "m"
         platform: "onnxruntime_onnx"
-        sequence_batching { max_sequence_idle_microseconds: 5 }
-        some_future_field: 3
-        input { name: "x" data_type: TYPE_FP32 dims: [1] optional: true allow_ragged_batch: false }
+        model_warmup { name: "w" batch_size: 1 }
+        input { name: "x" data_type: TYPE_FP32 dims: [1] optional: true allow_ragged_batch: true }
         output { name: "y" data_type: TYPE_FP32 dims: [1] reshape { shape: [] } label_filename: "l.txt" }
         dynamic_batching { preserve_ordering: true }
         max_batch_size: 2
@@ -164,30 +153,45 @@ def test_unknown_and_unused_fields_are_warnings() -> None:
     (ignored,) = model.warnings
     assert ignored == (
         "fields mlport does not use are ignored: dynamic_batching.preserve_ordering, input.allow_ragged_batch, "
-        "input.optional, output.label_filename, parameters['enable_mem_arena'], sequence_batching, some_future_field"
+        "input.optional, model_warmup, output.label_filename, parameters['enable_mem_arena']"
     )
     sig = model.config.signature
     assert sig is not None and sig.outputs[0].shape == (-1, 1) and sig.outputs[0].reshape == (-1,)
 
 
 @pytest.mark.parametrize(("text", "message"), [
-    ('name: "abc', "line 1, column 7: an unterminated string"),
-    ("name: 'x' \n  version_policy {\n latest { num_versions: 1 }", "line 2, column 18: '}' is missing"),
-    ("max_batch_size 3", "line 1, column 16: expected ':' or '{' after field 'max_batch_size', got '3'"),
-    ("max_batch_size: 1.5", "line 1, column 17: 'max_batch_size' takes an integer, got 1.5"),
+    ("some_future_field: 3",
+     'line 1, column 1: Message type "inference.ModelConfig" has no field named "some_future_field".'),
+    ('input { name: "x" unknown: 2 }', 'Message type "inference.ModelInput" has no field named "unknown".'),
+    ("[ext.name] { m: 1 }", 'Message type "inference.ModelConfig" does not have extensions.'),
+])
+def test_unknown_fields_are_refused_by_protobuf(text: str, message: str) -> None:
+    with pytest.raises(InvalidInput) as err:
+        parse_triton_config(text, "m")
+    assert str(err.value).startswith("config.pbtxt, line 1") and message in str(err.value)
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    # the text format's errors are protobuf's own messages
+    ('name: "abc', "line 1, column 7: 'name: \"abc': String missing ending quote"),
+    ("name: 'x' \n  version_policy {\n latest { num_versions: 1 }", 'line 3, column 27: Expected "}".'),
+    ("max_batch_size 3", "line 1, column 16: 'max_batch_size 3': Expected \":\"."),
+    ("max_batch_size: 1.5", "line 1, column 17: 'max_batch_size: 1.5': Couldn't parse integer: 1.5"),
+    ("max_batch_size: 99999999999", "Value out of range: 99999999999"),
     ("max_batch_size: -2", "max_batch_size must be 0 or more"),
-    ('name: "a"\nname: "b"', "line 2, column 7: 'name' is given 2 times"),
-    ("name: abc", "line 1, column 7: 'name' takes a quoted string, got abc"),
-    ("input: 3", "'input' is a message"),
-    ("version_policy: all", "'version_policy' is a message"),
+    ('name: "a"\nname: "b"', 'line 2, column 7: Message type "inference.ModelConfig" should not have multiple "name"'),
+    ("name: abc", "line 1, column 7: 'name: abc': Expected string but found: 'abc'"),
+    ("input: 3", 'Expected "{".'),
+    ("version_policy: all", 'Expected "{".'),
     ('input { name: "x" data_type: TYPE_BF16 }', "input 'x': mlport has no datatype for TYPE_BF16"),
-    ('input { name: "x" data_type: FP32 }', "input 'x': data_type must be a TYPE_* name, got FP32"),
+    ('input { name: "x" data_type: FP32 }', 'Enum type "inference.DataType" has no value named FP32.'),
     ('input { data_type: TYPE_FP32 }', "an input has no name"),
     ('output { name: "y" dims: [1] }', "output 'y' has no data_type"),
     ('input { name: "x" data_type: TYPE_FP32 dims: [-3] }', "dims are sizes or -1"),
     ('input { name: "x" data_type: TYPE_FP32 } input { name: "x" data_type: TYPE_FP32 }', "named more than once"),
     ("version_policy { latest { num_versions: 0 } }", "num_versions must be 1 or more"),
-    ("version_policy { latest { num_versions: 1 } all { } }", "takes one of latest, all, specific"),
+    ("version_policy { latest { num_versions: 1 } all { } }",
+     'Field "all" is specified along with field "latest", another member of oneof "policy_choice"'),
     ("version_policy { specific { } }", "must list version numbers"),
     ('platform: "tensorrt_plan"', "platform 'tensorrt_plan' is not served by mlport"),
     ('backend: "python"', "backend 'python' is not served by mlport"),
@@ -196,20 +200,18 @@ def test_unknown_and_unused_fields_are_warnings() -> None:
     ("dynamic_batching { }", "dynamic_batching needs max_batch_size of 1 or more"),
     ("max_batch_size: 4 dynamic_batching { preferred_batch_size: [8] }", "preferred_batch_size 8 is not between 1"),
     ("max_batch_size: 4 dynamic_batching { max_queue_delay_microseconds: 99999999 }", "must be 0 to 10000000"),
+    ("sequence_batching { } dynamic_batching { }", 'another member of oneof "scheduling_choice"'),
     ('default_model_filename: "../model.onnx"', "default_model_filename must name a file in the version folder"),
     ('platform: "onnxruntime_onnx" parameters { key: "intra_op_thread_count" value { string_value: "x" } }',
      "parameter 'intra_op_thread_count' must be a whole number"),
-    ("a: [1, 2", "the file ends where"),
-    ("a [1]", "a list without ':' holds messages"),
-    ("a: [1 2]", "expected ',' or ']'"),
-    ("a: {", "'}' is missing"),
-    ("a: }", "expected a value, got '}'"),
-    ("}", "expected a field name, got '}'"),
-    ("a: 12abc", "unexpected character '1'"),
-    (r'a: "\q"', r"unknown escape \q"),
-    (r'a: "\777"', r"octal escape \777 is above \377"),
-    (r'a: "\xff"', "a string is not UTF-8 text"),
-    ("a: @", "unexpected character '@'"),
+    ("max_batch_size: [1, 2", "Couldn't parse integer: ["),
+    ("input [1]", 'Expected "{".'),
+    ("input { dims: [1 2] }", 'Expected ",".'),
+    ("input: {", 'Expected "}".'),
+    ("}", "Expected identifier or number, got }."),
+    ("max_batch_size: 12abc", "Couldn't parse integer: 12abc"),
+    (r'name: "\xff"', "Couldn't parse string: 'utf-8' codec can't decode byte 0xff"),
+    ("name: @", "Expected string but found: '@'"),
 ])
 def test_malformed_configs_say_where_and_what(text: str, message: str) -> None:
     with pytest.raises(InvalidInput) as err:
@@ -220,13 +222,11 @@ def test_malformed_configs_say_where_and_what(text: str, message: str) -> None:
 
 def test_limits() -> None:
     with pytest.raises(InvalidInput, match="larger than"):
-        parse_text_format("a: 1\n" * (MAX_CONFIG_BYTES // 5 + 1))
-    deep = "a {" * (MAX_DEPTH + 1) + "}" * (MAX_DEPTH + 1)
-    with pytest.raises(InvalidInput, match=f"deeper than {MAX_DEPTH}"):
-        parse_text_format(deep)
-    parse_text_format("a {" * MAX_DEPTH + "}" * MAX_DEPTH)
-    with pytest.raises(InvalidInput, match=f"more than {MAX_VALUES} values"):
-        parse_text_format("a: [" + ",".join(["1"] * (MAX_VALUES + 1)) + "]")
+        parse_model_config("max_batch_size: 1\n" * (MAX_CONFIG_BYTES // 18 + 1))
+    # an error quoting a long line is shortened
+    with pytest.raises(InvalidInput) as err:
+        parse_model_config("input { dims: [" + "1, " * 10_000 + "x] }")
+    assert len(str(err.value)) < 500 and "Couldn't parse integer: x" in str(err.value)
 
 
 def test_read_from_file(tmp_path: Path) -> None:
@@ -300,7 +300,7 @@ def test_repository_shows_a_malformed_config(tmp_path: Path) -> None:
     found = Repository(root, default_registry()).scan()
     assert found["other"].error is None and found["scale"].versions == {}
     assert found["scale"].error is not None
-    assert found["scale"].error.startswith("config.pbtxt, line 2, column 7: '}' is missing")
+    assert found["scale"].error.startswith('config.pbtxt, line 2, column 30: Expected "}".')
 
 
 def test_repository_default_model_filename(tmp_path: Path) -> None:
@@ -321,3 +321,27 @@ def test_repository_config_without_versions(tmp_path: Path) -> None:
     (root / "empty" / "config.pbtxt").write_text('name: "empty"')
     src = Repository(root, default_registry()).scan()["empty"]
     assert src.error is not None and "no version folder" in src.error
+
+
+def test_config_written_back_from_a_served_signature() -> None:
+    from mlport.core.types import DataType, Signature, TensorSpec
+    from mlport.protocols.extensions import message_json
+    from mlport.runtime.triton import triton_config
+
+    model = parse_triton_config(FULL, "resnet")
+    served = Signature(inputs=(TensorSpec("images", DataType.FP32, (-1, 3, 224, 224)),),
+                       outputs=(TensorSpec("scores", DataType.FP32, (-1, 1000)),
+                                TensorSpec("names", DataType.BYTES, (-1, -1))))
+    out = triton_config("resnet", "onnxruntime_onnx", served, model.config)
+    # what config.pbtxt said of the signature and batching comes back, as Triton writes it
+    again = parse_triton_config(str(out), "resnet").config
+    assert again.signature == model.config.signature and again.batching == model.config.batching
+    assert again.version_policy == model.config.version_policy
+    doc = message_json(out)
+    assert doc["max_batch_size"] == 8 and doc["input"][0]["dims"] == [3, 224, 224]
+    assert doc["output"][1]["data_type"] == "TYPE_STRING" and doc["version_policy"] == {"latest": {"num_versions": 2}}
+    assert doc["dynamic_batching"]["max_queue_delay_microseconds"] == 2500
+    # without batching: the whole shape, max_batch_size 0
+    plain = triton_config("m", "onnx", served, model.config.model_copy(update={"batching": BatchingConfig()}))
+    assert plain.max_batch_size == 0 and list(plain.input[0].dims) == [-1, 3, 224, 224]
+    assert not plain.HasField("dynamic_batching")

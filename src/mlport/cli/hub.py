@@ -30,6 +30,10 @@ def add_hub_command(sub: Any) -> None:
     hub.add_argument("--controller-interval", dest="controller_interval_s", type=float,
                      help="seconds between two passes of the deployment controller (default 1)")
     hub.add_argument("--log-level", help="debug, info, warning, error (default info)")
+    hub.add_argument("--access-log", action="store_true", default=None, help="log one line per request")
+    hub.add_argument("--access-log-format", choices=["text", "json"],
+                     help="text (default): a line per request; json: a JSON object per gateway request "
+                          "(turns the access log on)")
     hub.add_argument("--serve", metavar="PATH", help="also run `mlport serve PATH` (default ports 8080/8081) beside "
                                                      "the hub, stopped with it; e.g. --serve presets")
     hub.set_defaults(func=_cmd_hub)
@@ -39,7 +43,7 @@ def _settings(args: argparse.Namespace) -> Any:
     from mlport.hub.settings import HubSettings
 
     fields = ["data_dir", "store", "s3_endpoint_url", "host", "port", "jwt_algorithm", "jwt_private_key",
-              "jwt_public_key", "controller_interval_s", "log_level"]
+              "jwt_public_key", "controller_interval_s", "log_level", "access_log", "access_log_format"]
     given = {f: getattr(args, f) for f in fields if getattr(args, f, None) is not None}
     return HubSettings(**given)
 
@@ -108,10 +112,14 @@ def _run(hub: Any) -> int:
     import uvicorn
 
     from mlport.hub.app import build_app
+    from mlport.observability.access import AccessLog
 
     settings = hub.settings
-    config = uvicorn.Config(build_app(hub), host=settings.host, port=settings.port, log_level=settings.log_level,
-                            access_log=False, lifespan="on", timeout_graceful_shutdown=30)
+    json_log = settings.access_log_format == "json"
+    config = uvicorn.Config(build_app(hub, AccessLog() if json_log else None), host=settings.host,
+                            port=settings.port, log_level=settings.log_level,
+                            access_log=settings.access_log and not json_log, lifespan="on",
+                            timeout_graceful_shutdown=30)
     server = uvicorn.Server(config)
     # uvicorn stops the hub (and its replicas) on SIGINT/SIGTERM, then re-raises the signal with the handlers
     # it found: these make that last step a clean exit.

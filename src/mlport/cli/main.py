@@ -35,10 +35,7 @@ def _preset_path(text: str) -> Path:
     from mlport import presets
 
     name = text.split(":", 1)[1]
-    try:
-        return presets.build_all() if name in ("all", "") else presets.build(name)
-    except presets.PresetError as exc:
-        raise MlportError(str(exc)) from exc
+    return presets.build_all() if name in ("all", "") else presets.build(name)
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -104,17 +101,14 @@ def _cmd_presets(args: argparse.Namespace) -> int:
     from mlport import presets
 
     if args.action == "build":
-        try:
-            for name in args.names or list(presets.PRESETS):
-                print(presets.build(name, force=args.force))
-        except presets.PresetError as exc:
-            raise MlportError(str(exc)) from exc
+        for name in args.names or list(presets.PRESETS):
+            print(presets.build(name, args.dir, force=args.force))
         return 0
-    print(f"presets in {presets.presets_dir()} (mlport serve preset:NAME builds one on first use):")
-    for row in presets.status():
-        state = "built" if row["built"] else ("ready to build" if not row["missing"]
-                                             else f"needs {', '.join(row['missing'])}: {row['install']}")
-        print(f"{row['name']:14} {row['summary']} [{state}]")
+    print(f"presets in {args.dir or presets.presets_dir()} (mlport serve preset:NAME builds one on first use):")
+    for row in presets.status(args.dir):
+        state = "built" if row.built else ("ready to build" if not row.missing
+                                           else f"needs {', '.join(row.missing)}: {row.preset.install}")
+        print(f"{row.preset.name:14} {row.preset.summary} [{state}]")
     return 0
 
 
@@ -132,9 +126,13 @@ def build_parser() -> argparse.ArgumentParser:
     desc.set_defaults(func=_cmd_describe)
     fmts = sub.add_parser("formats", help="list the model formats and whether each is available")
     fmts.set_defaults(func=_cmd_formats)
-    pre = sub.add_parser("presets", help="list the preset models, or build them (mlport presets build [NAME...])")
+    pre = sub.add_parser("presets", help="list the preset models, or build them (mlport presets build [NAME...])",
+                         description="Ready-made models trained on data that installed packages ship. "
+                                     "e.g. mlport presets build iris digits --dir models && mlport serve models")
     pre.add_argument("action", nargs="?", choices=["list", "build"], default="list")
-    pre.add_argument("names", nargs="*")
+    pre.add_argument("names", nargs="*", help="presets to build (default: all)")
+    pre.add_argument("--dir", type=Path, help="the repository folder to build in (default: MLPORT_PRESETS_DIR, "
+                                              "else ~/.cache/mlport/presets)")
     pre.add_argument("--force", action="store_true", help="rebuild presets that are built already")
     pre.set_defaults(func=_cmd_presets)
     from mlport.cli.build import add_build_command

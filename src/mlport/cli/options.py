@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import itertools
+import sys
 import types
 import typing
 from collections.abc import Sequence
@@ -29,10 +31,11 @@ __all__ = ["Parser", "add_settings_options", "given_settings", "suggest"]
 
 def suggest(word: str, known: Sequence[str]) -> str:
     """`` (did you mean 'x'?)`` when ``word`` is close to one of ``known``, else ``""``."""
-    close = difflib.get_close_matches(word, list(known), n=2, cutoff=0.6)
+    bare = {k.lstrip("-"): k for k in known}  # the dashes every flag has would make all of them look alike
+    close = difflib.get_close_matches(word.lstrip("-"), list(bare), n=2, cutoff=0.6)
     if not close:
         return ""
-    return " (did you mean " + " or ".join(repr(c) for c in close) + "?)"
+    return " (did you mean " + " or ".join(repr(bare[c]) for c in close) + "?)"
 
 
 class Parser(argparse.ArgumentParser):
@@ -53,8 +56,13 @@ class Parser(argparse.ArgumentParser):
     ) -> tuple[argparse.Namespace, list[str]]:
         # No mlport command takes unknown options: each is named here, where the flags of the command typed
         # are known, with the closest of them, before its value can be taken for a positional argument.
-        if args is not None and not any(isinstance(a, argparse._SubParsersAction) for a in self._actions):
-            self._check_options(args)
+        if args is None:
+            args = sys.argv[1:]
+        if args:
+            if any(isinstance(a, argparse._SubParsersAction) for a in self._actions):
+                self._check_options(list(itertools.takewhile(lambda a: a.startswith("-"), args)))  # before the command
+            else:
+                self._check_options(args)
         parsed, extras = super().parse_known_args(args, namespace)
         self._check_options(extras)
         return parsed, extras

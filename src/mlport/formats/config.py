@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from mlport.core.types import DataType, Signature, TensorSpec
+from mlport.core.yamlfile import problems, read_mapping
 from mlport.errors import InvalidInput
 
 __all__ = [
@@ -217,15 +217,9 @@ def _read_labels(raw: dict[str, Any], folder: Path) -> None:
 def load_model_config(path: Path | None) -> ModelConfig:
     if path is None or not path.is_file():
         return ModelConfig()
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise InvalidInput(f"{path.name}: not readable YAML: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise InvalidInput(f"{path.name}: expected a mapping at the top level")
+    raw = read_mapping(path, path.name)
     _read_labels(raw, path.parent)
     try:
         return ModelConfig.model_validate(raw)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-        raise InvalidInput(f"{path.name}: {problems}") from exc
+        raise InvalidInput(f"{path.name}: {problems(exc)}") from exc

@@ -18,8 +18,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mlport.errors import MlportError
 from mlport.hub.api import api_routes, json
+from mlport.hub.observe import gateway_request_id, sd_routes, write_gateway_line
 from mlport.hub.openapi import DOCS_HTML, build_openapi
 from mlport.hub.service import Hub
+from mlport.observability.access import AccessLog
+from mlport.observability.metrics import disable_created_series
 from mlport.protocols.http.errors import HTTP_STATUS
 
 __all__ = ["build_app"]
@@ -52,6 +55,7 @@ class _Metrics:
     """Request counts and latency of the hub, by route kind, and of the gateway by deployment."""
 
     def __init__(self) -> None:
+        disable_created_series()
         self.registry = CollectorRegistry()
         self.requests = Counter("mlport_hub_requests", "Requests the hub answered", ["kind", "status"],
                                 registry=self.registry)
@@ -62,11 +66,14 @@ class _Metrics:
 
 
 class _Observe:
-    """Counts every answer; gateway answers also by deployment and the version that served them."""
+    """Counts every answer; gateway answers also by deployment and the version that served them, and writes
+    their access-log lines."""
 
-    def __init__(self, app: ASGIApp, metrics: _Metrics) -> None:
+    def __init__(self, app: ASGIApp, metrics: _Metrics, hub: Hub, access_log: AccessLog | None) -> None:
         self.app = app
         self.metrics = metrics
+        self.hub = hub
+        self.access_log = access_log
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -76,25 +83,34 @@ class _Observe:
         started = time.perf_counter()
         status = 500
         version = ""
+        gateway = path.startswith("/deployments/")
+        rid = gateway_request_id(scope) if gateway and self.access_log is not None else ""
 
         async def send_wrapped(message: Message) -> None:
             nonlocal status, version
             if message["type"] == "http.response.start":
                 status = message["status"]
-                for key, value in message.get("headers", []):
+                headers = message.get("headers", [])
+                for key, value in headers:
                     if key == b"x-mlport-version":
                         version = value.decode("latin-1")
+                if rid and not any(key == b"x-request-id" for key, _ in headers):
+                    message["headers"] = [*headers, (b"x-request-id", rid.encode("latin-1", "replace"))]
             await send(message)
 
         try:
             await self.app(scope, receive, send_wrapped)
         finally:
-            if path.startswith("/deployments/"):
-                # refused calls name no label: unknown names must not grow the metric's label set
-                name = path.split("/", 3)[2][:64] if status not in (400, 401, 403, 404) else "-"
+            if gateway:
+                # only deployments that exist are labels: unknown names must not grow the metric's label set
+                name = path.split("/", 3)[2]
+                if not any(d.name == name for d in self.hub.deployments.deployments()):
+                    name = "-"
                 self.metrics.gateway.labels(name, version, str(status)).inc()
                 self.metrics.gateway_seconds.labels(name).observe(time.perf_counter() - started)
                 kind = "gateway"
+                if self.access_log is not None:
+                    write_gateway_line(self.access_log, self.hub, path, rid, version, status, started)
             elif path.startswith("/api/") or path.startswith("/auth/"):
                 kind = "api"
             else:
@@ -102,7 +118,8 @@ class _Observe:
             self.metrics.requests.labels(kind, str(status)).inc()
 
 
-def build_app(hub: Hub) -> Starlette:
+def build_app(hub: Hub, access_log: AccessLog | None = None) -> Starlette:
+    """The hub's app; ``access_log``: where gateway requests' JSON lines go (``None``: nowhere)."""
     metrics = _Metrics()
 
     async def healthz(request: Request) -> Response:
@@ -131,10 +148,11 @@ def build_app(hub: Hub) -> Starlette:
         Route("/metrics", metrics_endpoint, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
         Route("/docs", docs, methods=["GET"]),
+        *sd_routes(),
         *api_routes(),
     ]
     app = Starlette(routes=routes, lifespan=lifespan,
                     exception_handlers={MlportError: _mlport_error, HTTPException: _http_error, Exception: _internal})
     app.state.hub = hub
-    app.add_middleware(_Observe, metrics=metrics)
+    app.add_middleware(_Observe, metrics=metrics, hub=hub, access_log=access_log)
     return app

@@ -30,6 +30,14 @@ _IMAGE_IN: Json = {"type": "object", "required": ["image", "digest"], "additiona
 _IMAGE: Json = {"type": "object", "properties": {
     "image": {"type": "string"}, "digest": {"type": "string"}, "pinned": {"type": "string"},
     "recorded_at": {"type": "number"}, "recorded_by": {"type": "string"}}}
+_BUILD_IN: Json = {"type": "object", "required": ["tag"], "additionalProperties": False, "properties": {
+    "tag": {"type": "string"}, "push": {"type": "boolean"}, "tls_verify": {"type": "boolean"}}}
+_JOB: Json = {"type": "object", "properties": {
+    "id": {"type": "string"}, "kind": {"type": "string"},
+    "state": {"type": "string", "enum": ["queued", "running", "succeeded", "failed", "cancelled"]},
+    "spec": {"type": "object"}, "created_at": {"type": "number"}, "created_by": {"type": "string"},
+    "started_at": {"type": ["number", "null"]}, "finished_at": {"type": ["number", "null"]},
+    "message": {"type": "string"}, "result": {"type": ["object", "null"]}}}
 _MANIFEST_QUERY: tuple[Json, ...] = (
     {"name": "target", "in": "query", "schema": {"type": "string", "enum": ["kubernetes", "kserve"]}},
     {"name": "image", "in": "query", "description": "kserve: the runtime image", "schema": {"type": "string"}},
@@ -145,6 +153,7 @@ def _list_of(key: str, schema: str) -> Json:
 def build_openapi() -> Json:
     m, v, d, u = ("model",), ("model", "version"), ("name",), ("name",)
     t_auth, t_models, t_deploy, t_gw = "Auth and users", "Models", "Deployments", "Gateway"
+    t_jobs = "Jobs"
     exp = _body("Experiment")
     paths: Json = {
         "/auth/token": {"post": _op("issueToken", "Log in: a user's name and password for a bearer token", t_auth,
@@ -202,6 +211,19 @@ def build_openapi() -> Json:
             "get": _op("listImages", "The images built from a version, newest first", t_models,
                        _ok({"type": "object", "properties": {"images": {"type": "array", "items": _IMAGE}}}),
                        params=v, errors=(400, 401, 403, 404))},
+        "/api/v1/models/{model}/versions/{version}/build": {"post": _op(
+            "buildImage", "Build (and push) an image of a version as a job; a pushed image is recorded on it",
+            t_models, _ok(_JOB, "202", "Queued"), params=v, body=_body(_BUILD_IN), errors=(400, 401, 403, 404))},
+        "/api/v1/jobs": {"get": _op("listJobs", "Jobs, newest first (state= to filter)", t_jobs, _ok(
+            {"type": "object", "properties": {"jobs": {"type": "array", "items": _JOB}}}), errors=(400, 401, 403),
+            query=({"name": "state", "in": "query", "schema": {"type": "string"}},))},
+        "/api/v1/jobs/{job}": {"get": _op("getJob", "A job's state, progress message and result", t_jobs,
+                                          _ok(_JOB), params=("job",), errors=(401, 403, 404))},
+        "/api/v1/jobs/{job}/log": {"get": _op(
+            "jobLog", "A job's log (its last MiB)", t_jobs, {"200": {"description": "The log", "content": {
+                "text/plain": {"schema": {"type": "string"}}}}}, params=("job",), errors=(401, 403, 404))},
+        "/api/v1/jobs/{job}/cancel": {"post": _op("cancelJob", "Stop a queued or running job", t_jobs, _ok(_JOB),
+                                                  params=("job",), errors=(401, 403, 404, 409))},
         "/api/v1/deployments/{name}/manifests": {"get": _op(
             "deploymentManifests", "Kubernetes or KServe manifests of a deployment (YAML, or JSON with format=json)",
             t_deploy, {"200": {"description": "The objects to apply", "content": {
@@ -254,6 +276,15 @@ def build_openapi() -> Json:
                                 {"200": {"description": "Prometheus text format",
                                          "content": {"text/plain": {"schema": {"type": "string"}}}}},
                                 errors=(), secured=False)},
+        "/sd/replicas": {"get": _op(
+            "replicaTargets", "Prometheus HTTP service discovery: a scrape target per ready replica, labelled "
+            "deployment, version, replica and model", "Hub",
+            _ok({"type": "array", "items": {"type": "object"}}), errors=(), secured=False)},
+        "/sd/replicas/{deployment}/{version}/{replica}/metrics": {"get": _op(
+            "replicaMetrics", "One replica's Prometheus metrics, passed on by the hub", "Hub",
+            {"200": {"description": "Prometheus text format",
+                     "content": {"text/plain": {"schema": {"type": "string"}}}}},
+            params=("deployment", "version", "replica"), errors=(404, 503), secured=False)},
     }
     responses = {f"E{c}": {"description": text, "content": {_JSON: {"schema": _ref("Error")}}}
                  for c, text in _ERRORS.items()}

@@ -21,6 +21,7 @@ from mlport.core.sqlitedb import Database
 from mlport.deploy.autoscale import ScalePolicy
 from mlport.deploy.controller import Controller
 from mlport.deploy.gateway import Gateway
+from mlport.deploy.jobs import Job, JobRunner, JobStore
 from mlport.deploy.shadow import ShadowRecorder
 from mlport.deploy.target import Target
 from mlport.errors import Conflict, InvalidInput
@@ -59,6 +60,8 @@ class Hub:
                                      interval_s=settings.controller_interval_s)
         self.gateway = Gateway(controller=self.controller, state=self.deployments, shadow=self.shadow,
                                max_body_bytes=settings.max_body_bytes, timeout_s=settings.gateway_timeout_s)
+        self.jobs = JobRunner(JobStore(self.db), settings.data_dir / "jobs", max_running=settings.max_jobs,
+                              finishers={"image-build": self._record_image})
         self.started_at = time.time()
 
     # -- life --------------------------------------------------------------------------------------------
@@ -71,11 +74,19 @@ class Hub:
 
     async def start(self) -> None:
         await self.controller.start()
+        await self.jobs.start()
 
     async def stop(self) -> None:
+        await self.jobs.stop()
         await self.gateway.aclose()
         await self.controller.stop()
         self.db.close()
+
+    def _record_image(self, job: Job, result: dict[str, Any]) -> None:
+        """An image-build job pushed its image: record its reference and digest on the model version."""
+        if result.get("digest"):
+            self.images.record(job.spec["model"], int(job.spec["version"]), str(job.spec["tag"]),
+                               str(result["digest"]), by=job.created_by)
 
     def _fetch(self, model: str, version: int) -> Path:
         return self.registry.fetch(model, version, self.cache_dir)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -51,7 +52,17 @@ class HubSettings(BaseSettings):
     controller_interval_s: float = Field(default=1.0, gt=0, le=60)
     #: Longest time a first request waits for a deployment scaled to zero to start, seconds.
     cold_start_timeout_s: float = Field(default=120.0, gt=0)
+    #: Parent image of the base layer of images built as hub jobs (default: mlport build's own default).
+    build_base: str | None = None
+    #: pip's cache for those builds (default: ``<data_dir>/pip``).
+    build_pip_cache: Path | None = None
+    #: Jobs (image builds, batch scoring) running at once.
+    max_jobs: int = Field(default=2, ge=1, le=64)
     log_level: str = "info"
+    #: ``access_log``: a text line per request (uvicorn's); ``access_log_format`` ``json``: instead, one JSON line
+    #: per gateway request (request id, deployment, model, version, protocol, status, latency).
+    access_log: bool = False
+    access_log_format: Literal["text", "json"] = "text"
 
     @property
     def db_path(self) -> Path:

@@ -25,9 +25,11 @@ from mlport.core.validate import check_inputs
 from mlport.errors import ErrorCode, InvalidInput, MlportError
 from mlport.formats.base import Arrays, ContextEvaluator, Evaluator, RequestContext
 from mlport.limits import Limits
+from mlport.observability.access import AccessLog
 from mlport.observability.metrics import Metrics
 from mlport.runtime.batching import Runner
 from mlport.runtime.manager import ColdModel, LoadedVersion, ModelManager
+from mlport.runtime.stats import ModelStats, Timing
 
 __all__ = ["Call", "InferenceService"]
 
@@ -91,11 +93,13 @@ class _Count:
 
 
 class _Series:
-    """The metric series of one model version and protocol, looked up once instead of per request."""
+    """The metric series and statistics of one model version and protocol, looked up once instead of per request."""
 
-    __slots__ = ("_labels", "_requests", "_statuses", "inference", "inflight", "latency")
+    __slots__ = ("_labels", "_requests", "_statuses", "inference", "inflight", "latency", "stats")
 
-    def __init__(self, metrics: Metrics, inflight: _Inflight, model: str, version: str, protocol: str) -> None:
+    def __init__(self, metrics: Metrics, inflight: _Inflight, model: str, version: str, protocol: str,
+                 stats: ModelStats) -> None:
+        self.stats = stats
         self.inflight = inflight.gauge(model)
         self.latency = metrics.latency.labels(model, protocol)
         self.inference = metrics.inference.labels(model, version)
@@ -112,18 +116,23 @@ class _Series:
 
 class Call:
     """One request's hold on one model version, as ``async with service.call(...) as call``: decode with
-    :attr:`model`, then :meth:`infer`.  Leaving the block records the outcome in the metrics."""
+    :attr:`model`, then :meth:`infer`.  Leaving the block records the outcome in the metrics, the statistics
+    and the access log."""
 
-    __slots__ = ("_name", "_series", "_service", "_started", "_version", "model", "protocol", "status")
+    __slots__ = ("_name", "_series", "_service", "_started", "_version", "model", "protocol", "request_id",
+                 "status")
 
     model: LoadedVersion
 
-    def __init__(self, service: InferenceService, name: str, version: str | int | None, protocol: str) -> None:
+    def __init__(self, service: InferenceService, name: str, version: str | int | None, protocol: str,
+                 request_id: str | None = None) -> None:
         self._service = service
         self._name = name
         self._version = version
         self.protocol = protocol
         self.status = "ok"
+        #: The request's id for the access log (the client's, else the one in the inference request).
+        self.request_id = request_id
 
     async def __aenter__(self) -> Call:
         service = self._service
@@ -136,6 +145,9 @@ class Call:
         except MlportError as exc:
             model = self._name if exc.code is not ErrorCode.NOT_FOUND else ""
             service.metrics.requests.labels(model, "", self.protocol, exc.code.value).inc()
+            if service.access_log is not None:
+                service.access_log.write(self.request_id, self._name, str(self._version or ""), self.protocol,
+                                         exc.code.value, time.perf_counter() - self._started)
             raise
         self.model = lv
         self._series = series = service.series(lv, self.protocol)
@@ -149,13 +161,21 @@ class Call:
             self.status = exc.code.value if isinstance(exc, MlportError) else _INTERNAL
         series = self._series
         series.inflight.dec()
-        self._service.manager.release(self.model)
+        service = self._service
+        service.manager.release(self.model)
         series.count(self.status)
-        series.latency.observe(time.perf_counter() - self._started)
+        seconds = time.perf_counter() - self._started
+        series.latency.observe(seconds)
+        series.stats.finished(exc is None, seconds)
+        if service.access_log is not None:
+            service.access_log.write(self.request_id, self.model.model, str(self.model.version), self.protocol,
+                                     self.status, seconds)
 
     def infer(self, request: InferenceRequest) -> Coroutine[Any, Any, InferenceResponse]:
         """Run the prediction (await the result)."""
-        return self._service._run(self.model, request, self._series)
+        if self.request_id is None:
+            self.request_id = request.id
+        return self._service._run(self.model, request, self._series, self._started)
 
 
 class InferenceService:
@@ -165,24 +185,36 @@ class InferenceService:
         metrics: Metrics,
         limits: Limits | None = None,
         inference_threads: int = 4,
+        access_log: AccessLog | None = None,
     ) -> None:
         self.manager = manager
         self.metrics = metrics
+        #: Where one line per inference request goes (``None``: nowhere).
+        self.access_log = access_log
         self.limits = limits or Limits()
         self.inference_threads = max(1, inference_threads)
         self._executor = ThreadPoolExecutor(max_workers=self.inference_threads, thread_name_prefix="mlport-infer")
         self._series: dict[tuple[str, int, str], _Series] = {}
+        self._stats: dict[tuple[str, int], ModelStats] = {}
         self._inflight = _Inflight(metrics)
 
-    def call(self, model: str, version: str | int | None, protocol: str) -> Call:
+    def call(self, model: str, version: str | int | None, protocol: str, request_id: str | None = None) -> Call:
         """Hold a ready version of ``model`` for one request and record its outcome in the metrics."""
-        return Call(self, model, version, protocol)
+        return Call(self, model, version, protocol, request_id)
 
     def series(self, lv: LoadedVersion, protocol: str) -> _Series:
         key = (lv.model, lv.version, protocol)
         found = self._series.get(key)
         if found is None:
-            found = self._series[key] = _Series(self.metrics, self._inflight, lv.model, str(lv.version), protocol)
+            found = self._series[key] = _Series(self.metrics, self._inflight, lv.model, str(lv.version), protocol,
+                                                self.stats(lv.model, lv.version))
+        return found
+
+    def stats(self, model: str, version: int) -> ModelStats:
+        """The statistics of one model version (kept across reloads of the same version)."""
+        found = self._stats.get((model, version))
+        if found is None:
+            found = self._stats[(model, version)] = ModelStats()
         return found
 
     async def infer(
@@ -197,11 +229,13 @@ class InferenceService:
         if found is None:
             found = lv.runners[evaluator.signature_name] = Runner(
                 evaluator, self._executor, lv.config.batching, concurrency=self.inference_threads,
-                name=f"model {lv.model} version {lv.version}",
+                name=f"model {lv.model} version {lv.version}", stats=self.stats(lv.model, lv.version),
             )
         return found
 
-    async def _run(self, lv: LoadedVersion, request: InferenceRequest, series: _Series) -> InferenceResponse:
+    async def _run(
+        self, lv: LoadedVersion, request: InferenceRequest, series: _Series, started: float
+    ) -> InferenceResponse:
         evaluator = lv.evaluator
         params = request.parameters
         signature_name = params.get("signature_name") if params else None
@@ -220,15 +254,16 @@ class InferenceService:
                     f"{', '.join(signature.output_names)}"
                 )
         if isinstance(evaluator, ContextEvaluator):
-            return await self._run_in_context(lv, evaluator, request, series)
+            return await self._run_in_context(lv, evaluator, request, series, started)
         runner = self.runner(lv, evaluator)
         feed = request.inputs
         if not runner.exact(feed):
             feed = check_inputs(signature, feed)
         lv.inflight += 1  # held by the prediction itself, which may outlive a timed-out request
-        started = time.perf_counter()
+        submitted = time.perf_counter()
+        timing = Timing()
         try:
-            result = runner.run(feed, functools.partial(self.manager.release, lv))
+            result = runner.run(feed, functools.partial(self.manager.release, lv), timing)
         except MlportError:
             raise
         except Exception as exc:
@@ -253,19 +288,24 @@ class InferenceService:
                 raise _failure(lv, exc) from exc
             finally:
                 timer.cancel()
-        series.inference.observe(time.perf_counter() - started)
+        series.inference.observe(timing.ended - timing.started)
         if wanted is not None:
             outputs = {n: outputs[n] for n in wanted}
-        return InferenceResponse(
+        response = InferenceResponse(
             model_name=lv.model,
             model_version=str(lv.version),
             outputs=_as_arrays(outputs),
             id=request.id,
             parameters={},
         )
+        rows = _rows(feed) if runner.batched else 1
+        series.stats.ran(rows, submitted - started, timing.started - submitted, timing.ended - timing.started,
+                         time.perf_counter() - timing.ended)
+        return response
 
     async def _run_in_context(
-        self, lv: LoadedVersion, evaluator: ContextEvaluator, request: InferenceRequest, series: _Series
+        self, lv: LoadedVersion, evaluator: ContextEvaluator, request: InferenceRequest, series: _Series,
+        started: float,
     ) -> InferenceResponse:
         """A model that routes or cascades: it sees the request's id and routing key and answers parameters
         (which route or stage answered). It runs on the inference threads, one request per call."""
@@ -275,7 +315,8 @@ class InferenceService:
         feed = check_inputs(evaluator.signature, request.inputs)
         loop = asyncio.get_running_loop()
         lv.inflight += 1  # held by the prediction itself, which may outlive a timed-out request
-        started = time.perf_counter()
+        submitted = time.perf_counter()
+        series.stats.execution_count += 1
         future = loop.run_in_executor(self._executor, evaluator.predict_in, feed, ctx)
         future.add_done_callback(lambda _f: self.manager.release(lv))
         try:
@@ -287,7 +328,9 @@ class InferenceService:
             raise
         except Exception as exc:
             raise _failure(lv, exc) from exc
-        series.inference.observe(time.perf_counter() - started)
+        ended = time.perf_counter()
+        series.inference.observe(ended - submitted)
+        series.stats.ran(1, submitted - started, 0.0, ended - submitted, 0.0)
         routes = ctx.parameters.get("routed_to")
         if isinstance(routes, list):
             for route in routes:
@@ -317,6 +360,12 @@ def _failure(lv: LoadedVersion, exc: Exception) -> MlportError:
     trace goes to the debug log."""
     log.debug("model %s version %d: predict failed", lv.model, lv.version, exc_info=exc)
     return MlportError(f"model '{lv.model}' failed on this input: {_short(exc)}", ErrorCode.INVALID_ARGUMENT)
+
+
+def _rows(feed: Arrays) -> int:
+    for arr in feed.values():
+        return int(arr.shape[0]) if arr.ndim else 1
+    return 1
 
 
 def _as_arrays(outputs: dict[str, Any]) -> dict[str, np.ndarray[Any, Any]]:

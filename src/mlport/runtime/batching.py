@@ -38,6 +38,7 @@ import numpy as np
 from mlport.core.types import Signature
 from mlport.formats.base import Arrays, Evaluator
 from mlport.formats.config import BatchingConfig
+from mlport.runtime.stats import ModelStats, Timing
 
 __all__ = ["INLINE_BELOW_S", "Runner", "batchable"]
 
@@ -80,14 +81,16 @@ Done = Callable[[], None]
 
 
 class _Pending:
-    __slots__ = ("done", "feed", "future", "rows", "since")
+    __slots__ = ("done", "feed", "future", "rows", "since", "timing")
 
-    def __init__(self, feed: Arrays, rows: int, future: asyncio.Future[Arrays], since: float, done: Done) -> None:
+    def __init__(self, feed: Arrays, rows: int, future: asyncio.Future[Arrays], since: float, done: Done,
+                 timing: Timing | None) -> None:
         self.feed = feed
         self.rows = rows
         self.future = future
         self.since = since
         self.done = done
+        self.timing = timing
 
 
 def _settle(future: asyncio.Future[Arrays], outcome: Outcome | None, cancelled: bool = False) -> None:
@@ -123,13 +126,18 @@ class Runner:
         batching: BatchingConfig | None = None,
         concurrency: int = 1,
         name: str = "",
+        stats: ModelStats | None = None,
     ) -> None:
         self.evaluator = evaluator
+        #: Where model executions are counted (on the event loop thread).
+        self.stats = stats or ModelStats()
+        #: Whether every input and output has a free batch axis.
+        self.batched = batchable(evaluator.signature)
         self.name = name or "model"
         self._executor = executor
         self._concurrency = max(1, concurrency)
         enabled = batching is not None and batching.enabled
-        if enabled and not batchable(evaluator.signature):
+        if enabled and not self.batched:
             log.info("%s: batching is configured, but the model has inputs or outputs without a batch axis; "
                      "requests run one by one", self.name)
             enabled = False
@@ -155,10 +163,14 @@ class Runner:
         self._probe = 0
 
     # ------------------------------------------------------------------ timing
-    def _timed(self, feed: Arrays, rows: int, inline: bool = False) -> Arrays:
+    def _timed(self, feed: Arrays, rows: int, inline: bool = False, timings: tuple[Timing | None, ...] = ()) -> Arrays:
         started = time.perf_counter()
         out = self.evaluator.predict(feed)
-        self._record(time.perf_counter() - started, rows, inline)
+        ended = time.perf_counter()
+        self._record(ended - started, rows, inline)
+        for timing in timings:
+            if timing is not None:
+                timing.started, timing.ended = started, ended
         return out
 
     def _record(self, seconds: float, rows: int, inline: bool) -> None:
@@ -213,23 +225,28 @@ class Runner:
         return True
 
     # ------------------------------------------------------------------ entry
-    def run(self, feed: Arrays, done: Done) -> Arrays | asyncio.Future[Arrays]:
+    def run(self, feed: Arrays, done: Done, timing: Timing | None = None) -> Arrays | asyncio.Future[Arrays]:
         """The outputs now (a quick prediction run inline), or a future of them.
 
         ``done`` is called once the prediction that carries this request has ended (also when the request's
         future was completed earlier, by a time limit): until then the request's model must stay open.
-        Exceptions of an inline prediction are raised here; a future carries its own.
+        Exceptions of an inline prediction are raised here; a future carries its own. ``timing``, when given,
+        receives when the prediction that carries this request started and ended.
         """
         rows = _rows(feed)
         try:
             if self.batching and 0 < rows < self.max_batch_size and not self._lonely():
-                return self._enqueue(feed, rows, done)
+                return self._enqueue(feed, rows, done, timing)
+            self.stats.execution_count += 1
             if self._calls >= _WARMUP_CALLS and (
                 self._call_s * (rows / self._call_rows if rows > self._call_rows else 1.0) < INLINE_BELOW_S
             ):
                 started = time.perf_counter()
                 out = self.evaluator.predict(feed)
-                self._record(time.perf_counter() - started, rows, True)
+                ended = time.perf_counter()
+                self._record(ended - started, rows, True)
+                if timing is not None:
+                    timing.started, timing.ended = started, ended
                 done()
                 return out
         except BaseException:
@@ -238,7 +255,7 @@ class Runner:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Arrays] = loop.create_future()
         self.running += 1
-        work = loop.run_in_executor(self._executor, self._timed, feed, rows)
+        work = loop.run_in_executor(self._executor, self._timed, feed, rows, False, (timing,))
         work.add_done_callback(functools.partial(self._single_done, future, done))
         return future
 
@@ -266,7 +283,7 @@ class Runner:
             self._soon = asyncio.get_running_loop().call_soon(self._flush)
 
     # ------------------------------------------------------------------ batching
-    def _enqueue(self, feed: Arrays, rows: int, done: Done) -> asyncio.Future[Arrays]:
+    def _enqueue(self, feed: Arrays, rows: int, done: Done, timing: Timing | None) -> asyncio.Future[Arrays]:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Arrays] = loop.create_future()
         key = _key(feed)
@@ -276,7 +293,7 @@ class Runner:
             queue = self._queues.get(key)
         if queue is None:
             queue = self._queues[key] = _Queue()
-        queue.items.append(_Pending(feed, rows, future, loop.time(), done))
+        queue.items.append(_Pending(feed, rows, future, loop.time(), done, timing))
         queue.rows += rows
         if queue.rows >= self.max_batch_size:
             self._dispatch(key, queue, len(queue.items))
@@ -342,6 +359,7 @@ class Runner:
             del self._queues[key]
         self.batches += 1
         self.batched_requests += len(items)
+        self.stats.execution_count += 1
         self._singles = self._singles + 1 if len(items) == 1 else 0
         if self.inline(rows):
             try:
@@ -379,7 +397,7 @@ class Runner:
         total = sum(p.rows for p in items)
         try:
             feed = {name: np.concatenate([p.feed[name] for p in items], axis=0) for name in items[0].feed}
-            outputs = self._timed(feed, total, inline)
+            outputs = self._timed(feed, total, inline, tuple(p.timing for p in items))
         except Exception:
             return [self._one(p, inline) for p in items]
         if any(np.ndim(a) == 0 or np.shape(a)[0] != total for a in outputs.values()):
@@ -396,7 +414,7 @@ class Runner:
 
     def _one(self, item: _Pending, inline: bool) -> Outcome:
         try:
-            return self._timed(item.feed, item.rows, inline)
+            return self._timed(item.feed, item.rows, inline, (item.timing,))
         except Exception as exc:
             return exc
 

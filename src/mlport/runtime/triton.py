@@ -1,36 +1,41 @@
-"""Triton model configuration (``config.pbtxt``) read into a :class:`ModelConfig`.
+"""Triton model configuration (``config.pbtxt``) read into a :class:`ModelConfig`, and written back.
 
 A Triton model repository (``<repo>/<model>/config.pbtxt``, ``<repo>/<model>/<version>/model.onnx``)
-serves unchanged: the file is protobuf text format, read here by a small parser with limits (size,
-nesting, values) into a tree, then checked against the fields of Triton's ``ModelConfig`` that
-mlport uses:
+serves unchanged: the file is protobuf text format of Triton's ``ModelConfig`` message, parsed by
+``google.protobuf.text_format`` into the classes generated from ``mlport/core/proto/model_config.proto``
+(so every field Triton accepts parses, and an unknown one is refused with protobuf's own message). Of its
+fields mlport uses:
 
 - ``name`` (must be the folder's name, as in Triton), ``platform`` / ``backend`` (the format);
 - ``max_batch_size``: when above 0, the ``dims`` of inputs and outputs exclude the batch axis, so
   the served shape is ``[-1, *dims]``;
-- ``input`` / ``output``: ``name``, ``data_type`` (``TYPE_FP32``...), ``dims``: the declared signature;
+- ``input`` / ``output``: ``name``, ``data_type`` (``TYPE_FP32``...), ``dims``, ``reshape``: the declared signature;
 - ``version_policy``: ``latest { num_versions }``, ``all {}``, ``specific { versions }``;
 - ``dynamic_batching``: ``max_queue_delay_microseconds``, ``preferred_batch_size`` (with
   ``max_batch_size``: the batching settings);
 - ``default_model_filename``: the model file in each version folder;
 - ``parameters`` ``intra_op_thread_count`` / ``inter_op_thread_count`` for ONNX models.
 
-Every other field (``instance_group``, ``optimization``...) and any unknown one is ignored and
-named in :attr:`TritonModel.warnings`. A malformed file raises :class:`InvalidInput` naming the
-line and column.
+Every other field that is set (``instance_group``, ``optimization``...) is ignored and named in
+:attr:`TritonModel.warnings`. A malformed file raises :class:`InvalidInput` naming the line and column.
+
+:func:`triton_config` goes the other way: the ``ModelConfig`` message of any served model (whatever its
+format), for Triton's model configuration extension.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from google.protobuf import text_format
+from google.protobuf.message import Message
 from pydantic import ValidationError
 
-from mlport.core.types import DataType
+from mlport.core.proto import model_config_pb2 as pb
+from mlport.core.types import DataType, Signature
 from mlport.errors import InvalidInput
 from mlport.formats.config import BatchingConfig, ModelConfig, SignatureConfig, TensorConfig, VersionPolicy
 
@@ -38,284 +43,18 @@ __all__ = [
     "MAX_CONFIG_BYTES",
     "TRITON_CONFIG_NAME",
     "TritonModel",
-    "parse_text_format",
+    "parse_model_config",
     "parse_triton_config",
     "read_triton_config",
+    "triton_config",
 ]
 
 TRITON_CONFIG_NAME = "config.pbtxt"
-#: Largest config file read.
+#: Largest config file read. (The schema bounds the nesting: an unknown field is refused where it starts.)
 MAX_CONFIG_BYTES = 1024 * 1024
-#: Deepest nesting of messages, and most values, in one file.
-MAX_DEPTH = 32
-MAX_VALUES = 100_000
 _MAX_DELAY_US = 10_000_000
-
-# ------------------------------------------------------------------------------ text format
-
-
-@dataclass(frozen=True, slots=True)
-class Scalar:
-    """One scalar value: ``kind`` is ``string`` (already unescaped), ``number`` or ``ident``."""
-
-    kind: str
-    text: str
-    line: int
-    col: int
-
-
-@dataclass(slots=True)
-class Message:
-    """One message: every field's values in the order given (repeated fields hold several)."""
-
-    line: int
-    col: int
-    fields: dict[str, list[Scalar | Message]] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class _Token:
-    kind: str
-    text: str
-    line: int
-    col: int
-
-
-_TOKEN = re.compile(
-    r"""
-    (?P<newline>\n)
-  | (?P<space>[ \t\r\f\v]+)
-  | (?P<comment>\#[^\n]*)
-  | (?P<string>"(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*')
-  | (?P<number>-?(?:0[xX][0-9A-Fa-f]+|(?:\d+\.\d*|\.\d+|\d+)(?:[eE][+-]?\d+)?[fF]?)(?![A-Za-z0-9_.]))
-  | (?P<ident>-?[A-Za-z_][A-Za-z0-9_]*)
-  | (?P<symbol>[{}<>\[\]:,;./])
-    """,
-    re.VERBOSE,
-)
-_ESCAPE = re.compile(r"\\(?:([0-7]{1,3})|[xX]([0-9A-Fa-f]{1,2})|u([0-9A-Fa-f]{4})|U([0-9A-Fa-f]{8})|(.))", re.S)
-_SIMPLE_ESCAPES = {"n": b"\n", "t": b"\t", "r": b"\r", "a": b"\a", "b": b"\b", "f": b"\f", "v": b"\v",
-                   "\\": b"\\", "'": b"'", '"': b'"', "?": b"?"}
-
-
-class _Error(Exception):
-    def __init__(self, message: str, line: int, col: int) -> None:
-        super().__init__(message)
-        self.message, self.line, self.col = message, line, col
-
-
-def _tokens(text: str) -> list[_Token]:
-    found: list[_Token] = []
-    pos, line, line_start = 0, 1, 0
-    while pos < len(text):
-        m = _TOKEN.match(text, pos)
-        col = pos - line_start + 1
-        if m is None:
-            ch = text[pos]
-            what = "an unterminated string" if ch in "\"'" else f"unexpected character {ch!r}"
-            raise _Error(what, line, col)
-        kind = m.lastgroup or ""
-        if kind == "newline":
-            line, line_start = line + 1, m.end()
-        elif kind not in ("space", "comment"):
-            found.append(_Token(kind, m.group(), line, col))
-            if len(found) > 4 * MAX_VALUES:
-                raise _Error(f"more than {4 * MAX_VALUES} tokens", line, col)
-        pos = m.end()
-    return found
-
-
-def _unescape(token: _Token) -> str:
-    body = token.text[1:-1]
-    out = bytearray()
-    pos = 0
-    for m in _ESCAPE.finditer(body):
-        out += body[pos : m.start()].encode("utf-8")
-        octal, hex_, u4, u8, other = m.groups()
-        if octal is not None:
-            if int(octal, 8) > 0xFF:
-                raise _Error(f"octal escape \\{octal} is above \\377", token.line, token.col)
-            out.append(int(octal, 8))
-        elif hex_ is not None:
-            out.append(int(hex_, 16))
-        elif u4 is not None or u8 is not None:
-            point = int(u4 or u8 or "0", 16)
-            if point > 0x10FFFF or 0xD800 <= point <= 0xDFFF:
-                raise _Error(f"escape {m.group()} is not a Unicode character", token.line, token.col)
-            out += chr(point).encode("utf-8")
-        elif other in _SIMPLE_ESCAPES:
-            out += _SIMPLE_ESCAPES[other]
-        else:
-            raise _Error(f"unknown escape \\{other} in a string", token.line, token.col)
-        pos = m.end()
-    out += body[pos:].encode("utf-8")
-    try:
-        return out.decode("utf-8")
-    except UnicodeDecodeError:
-        raise _Error("a string is not UTF-8 text", token.line, token.col) from None
-
-
-class _Parser:
-    def __init__(self, tokens: list[_Token]) -> None:
-        self.tokens = tokens
-        self.pos = 0
-        self.values = 0
-
-    def _peek(self) -> _Token | None:
-        return self.tokens[self.pos] if self.pos < len(self.tokens) else None
-
-    def _next(self, what: str) -> _Token:
-        tok = self._peek()
-        if tok is None:
-            last = self.tokens[-1] if self.tokens else _Token("", "", 1, 1)
-            raise _Error(f"the file ends where {what} was expected", last.line, last.col + len(last.text))
-        self.pos += 1
-        return tok
-
-    def _accept(self, symbol: str) -> bool:
-        tok = self._peek()
-        if tok is not None and tok.kind == "symbol" and tok.text == symbol:
-            self.pos += 1
-            return True
-        return False
-
-    def _is(self, *symbols: str) -> bool:
-        tok = self._peek()
-        return tok is not None and tok.kind == "symbol" and tok.text in symbols
-
-    def parse(self) -> Message:
-        root = Message(1, 1)
-        self._fields(root, None, 0)
-        return root
-
-    def _fields(self, message: Message, end: str | None, depth: int) -> None:
-        while True:
-            tok = self._peek()
-            if tok is None:
-                if end is not None:
-                    raise _Error(f"'{end}' is missing to close the message opened here", message.line, message.col)
-                return
-            if end is not None and self._accept(end):
-                return
-            name = self._field_name()
-            self._field_value(message, name, depth)
-            if not self._accept(","):
-                self._accept(";")
-
-    def _field_name(self) -> str:
-        tok = self._next("a field name")
-        if tok.kind == "ident" and not tok.text.startswith("-"):
-            return tok.text
-        if tok.kind == "symbol" and tok.text == "[":
-            parts: list[str] = []
-            while not self._accept("]"):
-                part = self._next("']'")
-                if part.kind not in ("ident", "symbol") or part.text in "[]{}<>:,;":
-                    raise _Error(f"unexpected {part.text!r} in an extension name", part.line, part.col)
-                parts.append(part.text)
-            return "[" + "".join(parts) + "]"
-        raise _Error(f"expected a field name, got {tok.text!r}", tok.line, tok.col)
-
-    def _add(self, message: Message, name: str, value: Scalar | Message) -> None:
-        self.values += 1
-        if self.values > MAX_VALUES:
-            raise _Error(f"more than {MAX_VALUES} values", value.line, value.col)
-        message.fields.setdefault(name, []).append(value)
-
-    def _field_value(self, message: Message, name: str, depth: int) -> None:
-        colon = self._accept(":")
-        if self._is("{", "<"):
-            self._add(message, name, self._message(depth))
-            return
-        if self._accept("["):
-            message.fields.setdefault(name, [])
-            if self._accept("]"):
-                return
-            while True:
-                if self._is("{", "<"):
-                    self._add(message, name, self._message(depth))
-                elif colon:
-                    self._add(message, name, self._scalar())
-                else:
-                    tok = self._next("a message")
-                    raise _Error(f"field '{name}': a list without ':' holds messages, got {tok.text!r}",
-                                 tok.line, tok.col)
-                if self._accept("]"):
-                    return
-                if not self._accept(","):
-                    tok = self._next("',' or ']'")
-                    raise _Error(f"expected ',' or ']' in the list of '{name}', got {tok.text!r}", tok.line, tok.col)
-        if not colon:
-            tok = self._next("':'")
-            raise _Error(f"expected ':' or '{{' after field '{name}', got {tok.text!r}", tok.line, tok.col)
-        self._add(message, name, self._scalar())
-
-    def _message(self, depth: int) -> Message:
-        opening = self._next("'{'")
-        if depth + 1 > MAX_DEPTH:
-            raise _Error(f"messages nest deeper than {MAX_DEPTH} levels", opening.line, opening.col)
-        message = Message(opening.line, opening.col)
-        self._fields(message, "}" if opening.text == "{" else ">", depth + 1)
-        return message
-
-    def _scalar(self) -> Scalar:
-        tok = self._next("a value")
-        if tok.kind == "string":
-            text = _unescape(tok)
-            while (nxt := self._peek()) is not None and nxt.kind == "string":
-                self.pos += 1
-                text += _unescape(nxt)
-            return Scalar("string", text, tok.line, tok.col)
-        if tok.kind in ("number", "ident"):
-            return Scalar(tok.kind, tok.text, tok.line, tok.col)
-        raise _Error(f"expected a value, got {tok.text!r}", tok.line, tok.col)
-
-
-def parse_text_format(text: str, source: str = TRITON_CONFIG_NAME) -> Message:
-    """Parse protobuf text format into a :class:`Message` tree (no schema); raise :class:`InvalidInput`."""
-    if len(text) > MAX_CONFIG_BYTES:
-        raise InvalidInput(f"{source} is larger than {MAX_CONFIG_BYTES // 1024} KiB")
-    try:
-        return _Parser(_tokens(text)).parse()
-    except _Error as exc:
-        raise InvalidInput(f"{source}, line {exc.line}, column {exc.col}: {exc.message}") from None
-
-
-# ----------------------------------------------------------------------------------- schema
-
-
-@dataclass(frozen=True, slots=True)
-class _Field:
-    kind: str  # string | int | bool | enum | message
-    repeated: bool = False
-    fields: Mapping[str, _Field] | None = None
-
-
-_RESHAPE = _Field("message", fields={"shape": _Field("int", repeated=True)})
-_TENSOR = {"name": _Field("string"), "data_type": _Field("enum"), "dims": _Field("int", repeated=True),
-           "reshape": _RESHAPE}
-_SCHEMA: dict[str, _Field] = {
-    "name": _Field("string"),
-    "platform": _Field("string"),
-    "backend": _Field("string"),
-    "max_batch_size": _Field("int"),
-    "default_model_filename": _Field("string"),
-    "version_policy": _Field("message", fields={
-        "latest": _Field("message", fields={"num_versions": _Field("int")}),
-        "all": _Field("message", fields={}),
-        "specific": _Field("message", fields={"versions": _Field("int", repeated=True)}),
-    }),
-    "input": _Field("message", repeated=True, fields=_TENSOR),
-    "output": _Field("message", repeated=True, fields=_TENSOR),
-    "dynamic_batching": _Field("message", fields={
-        "preferred_batch_size": _Field("int", repeated=True),
-        "max_queue_delay_microseconds": _Field("int"),
-    }),
-    "parameters": _Field("message", repeated=True, fields={
-        "key": _Field("string"),
-        "value": _Field("message", fields={"string_value": _Field("string")}),
-    }),
-}
+#: Longest parse error message kept.
+_MAX_MESSAGE = 400
 
 #: Platform or backend -> mlport format.
 _FORMATS = {
@@ -328,73 +67,39 @@ _FORMATS = {
 }
 #: ONNX Runtime backend parameters -> mlport's onnx options.
 _ORT_PARAMETERS = {"intra_op_thread_count": "intra_op_threads", "inter_op_thread_count": "inter_op_threads"}
-_INT_RE = re.compile(r"^-?(?:0[xX][0-9A-Fa-f]+|\d+)$")
+
+#: The fields mlport reads (a nested mapping per message field; ``None``: the whole message).
+_TENSOR_FIELDS: Mapping[str, Any] = {"name": None, "data_type": None, "dims": None, "reshape": None}
+_USED: Mapping[str, Any] = {
+    "name": None, "platform": None, "backend": None, "max_batch_size": None, "default_model_filename": None,
+    "version_policy": None, "input": _TENSOR_FIELDS, "output": _TENSOR_FIELDS, "parameters": None,
+    "dynamic_batching": {"preferred_batch_size": None, "max_queue_delay_microseconds": None},
+}
 
 
-def _integer(text: str) -> int:
-    """A text-format integer: decimal, hex (``0x``) or octal (a leading ``0``), with an optional sign."""
-    digits = text.lstrip("-")
-    sign = -1 if text.startswith("-") else 1
-    if digits[:2] in ("0x", "0X"):
-        return sign * int(digits[2:], 16)
-    if len(digits) > 1 and digits.startswith("0"):
-        return sign * int(digits[1:], 8)
-    return sign * int(digits)
+def parse_model_config(text: str, source: str = TRITON_CONFIG_NAME) -> pb.ModelConfig:
+    """Parse protobuf text format into Triton's ``ModelConfig`` message; raise :class:`InvalidInput`."""
+    if len(text) > MAX_CONFIG_BYTES:
+        raise InvalidInput(f"{source} is larger than {MAX_CONFIG_BYTES // 1024} KiB")
+    config = pb.ModelConfig()
+    try:
+        text_format.Parse(text, config)
+    except text_format.ParseError as exc:
+        line, col = exc.GetLine(), exc.GetColumn()
+        message = str(exc)
+        if line is not None:
+            prefix = f"{line}:{col} : " if col else f"{line} : "
+            message = message.removeprefix(prefix)
+            where = f", line {line}" + (f", column {col}" if col else "")
+        else:
+            where = ""
+        if len(message) > _MAX_MESSAGE:  # protobuf quotes the line, which may be long
+            message = f"{message[:_MAX_MESSAGE // 2]} ... {message[-_MAX_MESSAGE // 2:]}"
+        raise InvalidInput(f"{source}{where}: {message}") from None
+    return config
 
 
-class _Reader:
-    """Checks a :class:`Message` against the schema; collects the paths of fields it ignores."""
-
-    def __init__(self) -> None:
-        self.ignored: set[str] = set()
-
-    def read(self, message: Message, schema: Mapping[str, _Field], path: str) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for name, values in message.fields.items():
-            spec = schema.get(name)
-            if spec is None:
-                self.ignored.add(path + name)
-                continue
-            if not spec.repeated and len(values) > 1:
-                raise _Error(f"'{path}{name}' is given {len(values)} times; it takes one value",
-                             values[1].line, values[1].col)
-            read = [self._value(v, spec, path + name) for v in values]
-            out[name] = read if spec.repeated else read[0] if read else None
-        return out
-
-    def _value(self, value: Scalar | Message, spec: _Field, path: str) -> Any:
-        if spec.kind == "message":
-            if not isinstance(value, Message):
-                raise _Error(f"'{path}' is a message: write {path.rsplit('.', 1)[-1]} {{ ... }}", value.line, value.col)
-            return (self.read(value, spec.fields or {}, path + "."), value)
-        if isinstance(value, Message):
-            raise _Error(f"'{path}' takes a value, not a message", value.line, value.col)
-        if spec.kind == "string":
-            if value.kind != "string":
-                raise _Error(f"'{path}' takes a quoted string, got {value.text}", value.line, value.col)
-            return value.text
-        if spec.kind == "int":
-            if value.kind != "number" or not _INT_RE.match(value.text):
-                raise _Error(f"'{path}' takes an integer, got {value.text}", value.line, value.col)
-            try:
-                number = _integer(value.text)
-            except ValueError:
-                raise _Error(f"'{path}' takes an integer, got {value.text}", value.line, value.col) from None
-            if not -(2**63) <= number < 2**64:
-                raise _Error(f"'{path}': {value.text} is out of range", value.line, value.col)
-            return number
-        if spec.kind == "bool":
-            if value.text in ("true", "True", "t", "1"):
-                return True
-            if value.text in ("false", "False", "f", "0"):
-                return False
-            raise _Error(f"'{path}' takes true or false, got {value.text}", value.line, value.col)
-        if value.kind != "ident":
-            raise _Error(f"'{path}' takes a name (an enum value), got {value.text}", value.line, value.col)
-        return value.text
-
-
-# ------------------------------------------------------------------------------ to mlport
+# ----------------------------------------------------------------------------- to mlport
 
 
 @dataclass(frozen=True, slots=True)
@@ -410,10 +115,22 @@ class TritonModel:
     warnings: tuple[str, ...]
 
 
-def _format(doc: dict[str, Any]) -> tuple[str | None, str | None]:
-    platform, backend = doc.get("platform"), doc.get("backend")
+def _ignored(message: Message, used: Mapping[str, Any], path: str, found: set[str]) -> None:
+    """Collect the paths of the fields set in ``message`` that mlport does not read."""
+    for fd, value in message.ListFields():
+        if fd.name not in used:
+            found.add(path + fd.name)
+            continue
+        inner = used[fd.name]
+        if inner is None:
+            continue
+        for item in (value if fd.is_repeated else [value]):
+            _ignored(item, inner, f"{path}{fd.name}.", found)
+
+
+def _format(config: pb.ModelConfig) -> tuple[str | None, str | None]:
     found: dict[str, str] = {}
-    for key, value in (("platform", platform), ("backend", backend)):
+    for key, value in (("platform", config.platform), ("backend", config.backend)):
         if value:
             fmt = _FORMATS.get(value)
             if fmt is None:
@@ -421,141 +138,124 @@ def _format(doc: dict[str, Any]) -> tuple[str | None, str | None]:
                 raise InvalidInput(f"{key} '{value}' is not served by mlport; it serves {served}")
             found[key] = fmt
     if len(set(found.values())) > 1:
-        raise InvalidInput(f"platform '{platform}' and backend '{backend}' name different frameworks")
-    fmt = next(iter(found.values()), None)
-    return fmt, platform or backend
+        raise InvalidInput(f"platform '{config.platform}' and backend '{config.backend}' name different frameworks")
+    return next(iter(found.values()), None), config.platform or config.backend or None
 
 
-def _version_policy(entry: tuple[dict[str, Any], Message] | None) -> VersionPolicy:
-    if entry is None:
+def _version_policy(config: pb.ModelConfig) -> VersionPolicy:
+    if not config.HasField("version_policy"):
         return VersionPolicy()
-    doc, where = entry
-    kinds = [k for k in ("latest", "all", "specific") if doc.get(k) is not None]
-    if len(kinds) > 1:
-        raise _Error(f"version_policy takes one of latest, all, specific; got {', '.join(kinds)}",
-                     where.line, where.col)
-    if not kinds:
-        return VersionPolicy()
-    inner, at = doc[kinds[0]]
-    if kinds[0] == "latest":
-        n = inner.get("num_versions")
-        if n is None or n < 1:
-            raise _Error("version_policy.latest.num_versions must be 1 or more", at.line, at.col)
-        return VersionPolicy(latest=n)
-    if kinds[0] == "all":
+    policy = config.version_policy
+    kind = policy.WhichOneof("policy_choice")
+    if kind == "latest":
+        if policy.latest.num_versions < 1:
+            raise InvalidInput("version_policy.latest.num_versions must be 1 or more")
+        return VersionPolicy(latest=policy.latest.num_versions)
+    if kind == "all":
         return VersionPolicy(all=True)
-    versions = inner.get("versions") or []
-    if not versions or any(v < 0 for v in versions):
-        raise _Error("version_policy.specific.versions must list version numbers", at.line, at.col)
-    return VersionPolicy(specific=tuple(versions))
+    if kind == "specific":
+        versions = tuple(policy.specific.versions)
+        if not versions or any(v < 0 for v in versions):
+            raise InvalidInput("version_policy.specific.versions must list version numbers")
+        return VersionPolicy(specific=versions)
+    return VersionPolicy()
 
 
-def _tensor(entry: tuple[dict[str, Any], Message], kind: str, batched: bool) -> TensorConfig:
-    doc, where = entry
-    name = doc.get("name")
+def _tensor(tensor: pb.ModelInput | pb.ModelOutput, kind: str, batched: bool) -> TensorConfig:
+    name = tensor.name
     if not name:
-        raise _Error(f"an {kind} has no name", where.line, where.col)
-    raw_type = doc.get("data_type")
-    if raw_type is None:
-        raise _Error(f"{kind} '{name}' has no data_type", where.line, where.col)
-    if not raw_type.startswith("TYPE_"):
-        raise _Error(f"{kind} '{name}': data_type must be a TYPE_* name, got {raw_type}", where.line, where.col)
+        raise InvalidInput(f"an {kind} has no name")
+    if tensor.data_type == pb.TYPE_INVALID:
+        raise InvalidInput(f"{kind} '{name}' has no data_type")
+    raw_type = pb.DataType.Name(tensor.data_type)
     try:
         datatype = DataType.parse(raw_type)
     except ValueError:
-        raise _Error(f"{kind} '{name}': mlport has no datatype for {raw_type}", where.line, where.col) from None
-    dims = tuple(doc.get("dims") or ())
+        raise InvalidInput(f"{kind} '{name}': mlport has no datatype for {raw_type}") from None
+    dims = tuple(tensor.dims)
     if any(d < -1 for d in dims):
-        raise _Error(f"{kind} '{name}': dims are sizes or -1, got {list(dims)}", where.line, where.col)
+        raise InvalidInput(f"{kind} '{name}': dims are sizes or -1, got {list(dims)}")
     shape = (-1, *dims) if batched else dims
     reshape: tuple[int, ...] | None = None
-    if doc.get("reshape") is not None:
-        inner = tuple(doc["reshape"][0].get("shape") or ())
+    if tensor.HasField("reshape"):
+        inner = tuple(tensor.reshape.shape)
         reshape = (-1, *inner) if batched else inner
     return TensorConfig(name=name, datatype=datatype.value, shape=shape, reshape=reshape)
 
 
-def _batching(entry: tuple[dict[str, Any], Message] | None, max_batch_size: int) -> BatchingConfig:
-    if entry is None:
+def _batching(config: pb.ModelConfig) -> BatchingConfig:
+    if not config.HasField("dynamic_batching"):
         return BatchingConfig()
-    doc, where = entry
+    max_batch_size = config.max_batch_size
+    batching = config.dynamic_batching
     if max_batch_size < 1:
-        raise _Error("dynamic_batching needs max_batch_size of 1 or more", where.line, where.col)
-    delay = doc.get("max_queue_delay_microseconds") or 0
+        raise InvalidInput("dynamic_batching needs max_batch_size of 1 or more")
+    delay = batching.max_queue_delay_microseconds
     if not 0 <= delay <= _MAX_DELAY_US:
-        raise _Error(f"dynamic_batching.max_queue_delay_microseconds must be 0 to {_MAX_DELAY_US}",
-                     where.line, where.col)
-    preferred = tuple(doc.get("preferred_batch_size") or ())
+        raise InvalidInput(f"dynamic_batching.max_queue_delay_microseconds must be 0 to {_MAX_DELAY_US}")
+    preferred = tuple(batching.preferred_batch_size)
     bad = [p for p in preferred if not 1 <= p <= max_batch_size]
     if bad:
-        raise _Error(f"dynamic_batching.preferred_batch_size {bad[0]} is not between 1 and max_batch_size "
-                     f"({max_batch_size})", where.line, where.col)
+        raise InvalidInput(f"dynamic_batching.preferred_batch_size {bad[0]} is not between 1 and max_batch_size "
+                           f"({max_batch_size})")
     return BatchingConfig(max_batch_size=max_batch_size, max_delay_ms=delay / 1000.0, preferred_batch_sizes=preferred)
 
 
-def _options(entries: list[tuple[dict[str, Any], Message]], fmt: str | None, reader: _Reader) -> dict[str, Any]:
+def _options(config: pb.ModelConfig, fmt: str | None, ignored: set[str]) -> dict[str, Any]:
     options: dict[str, Any] = {}
-    for doc, where in entries:
-        key = str(doc.get("key") or "")
-        inner: dict[str, Any] = doc["value"][0] if doc.get("value") is not None else {}
-        value = str(inner.get("string_value") or "")
+    for key, parameter in config.parameters.items():
+        value = parameter.string_value
         option = _ORT_PARAMETERS.get(key) if fmt == "onnx" else None
         if option is None:
-            reader.ignored.add(f"parameters['{key}']")
+            ignored.add(f"parameters['{key}']")
             continue
         if not value.isdigit():
-            raise _Error(f"parameter '{key}' must be a whole number, got {value!r}", where.line, where.col)
+            raise InvalidInput(f"parameter '{key}' must be a whole number, got {value!r}")
         options[option] = int(value)
     return options
 
 
-def _model_filename(value: str | None) -> str | None:
-    if value is None:
+def _model_filename(value: str) -> str | None:
+    if not value:
         return None
-    if not value or value in (".", "..") or "/" in value or "\\" in value or len(value) > 255:
+    if value in (".", "..") or "/" in value or "\\" in value or len(value) > 255:
         raise InvalidInput(f"default_model_filename must name a file in the version folder, got {value!r}")
     return value
 
 
-def _to_model(tree: Message, folder_name: str | None) -> TritonModel:
-    reader = _Reader()
-    doc = reader.read(tree, _SCHEMA, "")
-    warnings: list[str] = []
-    name = doc.get("name")
-    if name and folder_name is not None and name != folder_name:
-        raise InvalidInput(f"the config names the model '{name}', but its folder is '{folder_name}' "
+def _to_model(config: pb.ModelConfig, folder_name: str | None) -> TritonModel:
+    ignored: set[str] = set()
+    _ignored(config, _USED, "", ignored)
+    if config.name and folder_name is not None and config.name != folder_name:
+        raise InvalidInput(f"the config names the model '{config.name}', but its folder is '{folder_name}' "
                            "(Triton requires them to match)")
-    fmt, platform = _format(doc)
-    max_batch_size = doc.get("max_batch_size") or 0
-    if not 0 <= max_batch_size < 2**31:
-        raise InvalidInput(f"max_batch_size must be 0 or more, got {max_batch_size}")
-    batched = max_batch_size > 0
-    inputs = tuple(_tensor(e, "input", batched) for e in doc.get("input") or [])
-    outputs = tuple(_tensor(e, "output", batched) for e in doc.get("output") or [])
+    fmt, platform = _format(config)
+    if config.max_batch_size < 0:
+        raise InvalidInput(f"max_batch_size must be 0 or more, got {config.max_batch_size}")
+    batched = config.max_batch_size > 0
+    inputs = tuple(_tensor(t, "input", batched) for t in config.input)
+    outputs = tuple(_tensor(t, "output", batched) for t in config.output)
     try:
         signature = SignatureConfig(inputs=inputs, outputs=outputs) if inputs or outputs else None
-        config = ModelConfig(
+        model = ModelConfig(
             format=fmt,
-            version_policy=_version_policy(doc.get("version_policy")),
+            version_policy=_version_policy(config),
             signature=signature,
-            batching=_batching(doc.get("dynamic_batching"), max_batch_size),
-            options=_options(doc.get("parameters") or [], fmt, reader),
+            batching=_batching(config),
+            options=_options(config, fmt, ignored),
         )
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'config'}: {e['msg']}" for e in exc.errors())
         raise InvalidInput(problems) from None
-    if reader.ignored:
-        warnings.insert(0, f"fields mlport does not use are ignored: {', '.join(sorted(reader.ignored))}")
-    return TritonModel(config, _model_filename(doc.get("default_model_filename")), platform, tuple(warnings))
+    warnings = (f"fields mlport does not use are ignored: {', '.join(sorted(ignored))}",) if ignored else ()
+    return TritonModel(model, _model_filename(config.default_model_filename), platform, warnings)
 
 
 def parse_triton_config(text: str, folder_name: str | None = None, source: str = TRITON_CONFIG_NAME) -> TritonModel:
     """Read a Triton model configuration from its text; raise :class:`InvalidInput` naming what is wrong."""
-    tree = parse_text_format(text, source)
+    config = parse_model_config(text, source)
     try:
-        return _to_model(tree, folder_name)
-    except _Error as exc:
-        raise InvalidInput(f"{source}, line {exc.line}, column {exc.col}: {exc.message}") from None
+        return _to_model(config, folder_name)
     except InvalidInput as exc:
         raise InvalidInput(f"{source}: {exc.message}") from None
 
@@ -574,3 +274,46 @@ def read_triton_config(path: Path, folder_name: str | None = None) -> TritonMode
     except UnicodeDecodeError as exc:
         raise InvalidInput(f"{path.name}: not UTF-8 text (byte {exc.start})") from None
     return parse_triton_config(text, folder_name, path.name)
+
+
+# ---------------------------------------------------------------------------- from mlport
+
+
+def _tensors(specs: Any, into: Any, batched: bool, reshapes: Mapping[str, tuple[int, ...]]) -> None:
+    for spec in specs:
+        datatype = "TYPE_STRING" if spec.datatype is DataType.BYTES else f"TYPE_{spec.datatype.value}"
+        tensor = into.add(name=spec.name, data_type=pb.DataType.Value(datatype),
+                          dims=spec.shape[1:] if batched else spec.shape)
+        reshape = reshapes.get(spec.name)
+        if reshape is not None:
+            tensor.reshape.shape.extend(reshape[1:] if batched else reshape)
+
+
+def triton_config(name: str, platform: str, signature: Signature, config: ModelConfig) -> pb.ModelConfig:
+    """The ``ModelConfig`` message of a served model: its signature as served and its settings.
+
+    ``max_batch_size`` is the batching size when the server merges requests (the dims then leave out the
+    batch axis, as in Triton); otherwise 0, with dims giving the whole shape (``-1`` where any size goes).
+    """
+    batching = config.batching
+    batched = batching.enabled and all(s.batched for s in (*signature.inputs, *signature.outputs))
+    out = pb.ModelConfig(name=name, platform=platform, max_batch_size=batching.max_batch_size if batched else 0)
+    policy = config.version_policy
+    if policy.all:
+        out.version_policy.all.SetInParent()
+    elif policy.specific is not None:
+        out.version_policy.specific.versions.extend(policy.specific)
+    else:
+        out.version_policy.latest.num_versions = policy.latest or 1
+    reshapes: dict[str, tuple[int, ...]] = {}
+    if config.signature is not None:
+        for t in (*config.signature.inputs, *config.signature.outputs):
+            if t.reshape is not None:
+                reshapes[t.served_name] = t.reshape
+    _tensors(signature.inputs, out.input, batched, reshapes)
+    _tensors(signature.outputs, out.output, batched, reshapes)
+    if batched:
+        out.dynamic_batching.max_queue_delay_microseconds = round(batching.max_delay_ms * 1000)
+        out.dynamic_batching.preferred_batch_size.extend(batching.preferred_batch_sizes)
+    return out
+

@@ -28,7 +28,7 @@ from mlport.serving import EXIT_MODEL_FAILED
 from mlport.serving.sockets import bind, check_free, url_host
 from mlport.settings import Settings
 
-__all__ = ["announce", "serve_process"]
+__all__ = ["announce", "failed_models", "serve_process"]
 
 log = logging.getLogger("mlport.serving")
 
@@ -139,7 +139,7 @@ def _run(settings: Settings, http: socket.socket, group: ReadinessGroup | None, 
         grpc = _Grpc(make, state.limits.shutdown_timeout_s)
     app = build_app(state, companions=[grpc.stopped_at_shutdown] if grpc is not None else [])
     config = uvicorn.Config(
-        app, log_level=settings.log_level, access_log=settings.access_log,
+        app, log_level=settings.log_level, access_log=settings.access_log and settings.access_log_format == "text",
         timeout_graceful_shutdown=int(settings.shutdown_timeout_s), lifespan="on", server_header=False,
         # uvloop when it is installed (grpc.aio runs on it too), else asyncio; httptools likewise, else h11
         loop="auto", http="auto",

@@ -17,6 +17,7 @@ from grpc_health.v1 import health_pb2
 from grpc_health.v1.health import aio as health_aio
 
 from mlport.errors import ErrorCode, InvalidInput, MlportError
+from mlport.protocols.extensions import EXTENSIONS, model_config, model_statistics
 from mlport.protocols.grpc.codec import decode_infer_request, encode_infer_response
 from mlport.protocols.grpc.errors import GRPC_STATUS
 from mlport.protocols.grpc.proto import inference_pb2 as pb
@@ -29,7 +30,6 @@ log = logging.getLogger(__name__)
 
 SERVER_NAME = "mlport"
 SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
-EXTENSIONS = ["model_repository"]
 
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
@@ -111,6 +111,14 @@ class InferenceServicer:
             inference = decode_infer_request(request, limits)
             response = await call.infer(inference)
             return encode_infer_response(response)
+
+    @_rpc
+    async def ModelConfig(self, request: pb.ModelConfigRequest, context: Any) -> pb.ModelConfigResponse:
+        return pb.ModelConfigResponse(config=model_config(self._manager, request.name, request.version or None))
+
+    @_rpc
+    async def ModelStatistics(self, request: pb.ModelStatisticsRequest, context: Any) -> pb.ModelStatisticsResponse:
+        return model_statistics(self._service, request.name or None, request.version or None)
 
     @_rpc
     async def RepositoryIndex(

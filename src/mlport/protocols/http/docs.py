@@ -494,6 +494,7 @@ def _oip_paths(served: _Served) -> Json:
         "/v2/models/{name}/versions/{version}/ready": {"get": _op(
             "Model version ready", TAG_OIP, _json_body("ModelReady"), errors=(404, 503),
             params=["ModelName", "Version"])},
+        **_extension_paths(),
         "/v2/models/{name}/infer": {"post": infer_op("Infer", ["ModelName"])},
         "/v2/models/{name}/versions/{version}/infer": {"post": infer_op("Infer with a version",
                                                                         ["ModelName", "Version"])},
@@ -505,6 +506,22 @@ def _oip_paths(served: _Served) -> Json:
         "/v2/repository/models/{name}/unload": {"post": _op("Unload a model", TAG_REPO, empty, errors=(404,),
                                                             params=["ModelName"])},
     }
+
+
+def _extension_paths() -> Json:
+    """Triton's model configuration and statistics extensions."""
+    config = _json_body({"type": "object", "description": "Triton's ModelConfig (model_config.proto) as JSON"})
+    stats = _json_body({"type": "object", "description": "Triton's ModelStatisticsResponse as JSON",
+                        "properties": {"model_stats": {"type": "array", "items": {"type": "object"}}}})
+    paths: Json = {"/v2/models/stats": {"get": _op("Statistics of every model", TAG_OIP, stats)}}
+    for suffix, params, what, key in (("", ["ModelName"], "", ""),
+                                      ("/versions/{version}", ["ModelName", "Version"], " version", "V")):
+        base = "/v2/models/{name}" + suffix
+        paths[base + "/config"] = {"get": _op(f"Model{what} configuration", TAG_OIP, config, errors=(404, 503),
+                                              params=params, op_id="modelConfig" + key)}
+        paths[base + "/stats"] = {"get": _op(f"Model{what} statistics", TAG_OIP, stats, errors=(404, 503),
+                                             params=params, op_id="modelStats" + key)}
+    return paths
 
 
 def _tf_paths(served: _Served) -> Json:

@@ -113,6 +113,8 @@ async def serve_infer(
         elif key == b"x-routing-key":
             routing_key = value
     request_id = rid_header.decode("latin-1") if rid_header is not None else None
+    if request_id is None and st.service.access_log is not None:
+        request_id = uuid.uuid4().hex  # the access log's line, the answer's id and an error's x-request-id agree
     try:
         length = parse_header_length(header_length)
         body = await _read_body(receive, declared, st.limits.max_body_bytes)

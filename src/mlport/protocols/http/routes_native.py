@@ -55,7 +55,8 @@ async def _eval(request: Request, name: str) -> Response:
     encoder, params = pick_encoder(request.headers.get("accept"))
     decoder = pick_decoder(media_type(request))
     body = await read_body(request, st.limits.max_body_bytes)
-    async with st.service.call(name, request.path_params.get("version"), "eval") as call:
+    async with st.service.call(name, request.path_params.get("version"), "eval",
+                               request.headers.get("x-request-id")) as call:
         inference = await decoder(body, request, call.model, st.limits)
         key = request.headers.get("x-routing-key")
         if key is not None:

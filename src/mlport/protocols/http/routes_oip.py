@@ -7,6 +7,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from mlport.errors import InvalidInput
+from mlport.protocols.extensions import EXTENSIONS as SHARED_EXTENSIONS
+from mlport.protocols.extensions import message_json, model_config, model_statistics
 from mlport.protocols.http.body import json_response, parse_json, read_body
 from mlport.protocols.http.state import SERVER_NAME, AppState, state_of
 from mlport.protocols.oip import (
@@ -20,7 +22,7 @@ from mlport.runtime.manager import VersionState
 
 __all__ = ["parse_header_length", "routes", "run_infer"]
 
-EXTENSIONS = ["binary_tensor_data", "model_repository"]
+EXTENSIONS = ["binary_tensor_data", *SHARED_EXTENSIONS]
 
 
 async def live(request: Request) -> Response:
@@ -44,6 +46,20 @@ async def metadata(request: Request) -> Response:
     lv = st.manager.serving_version(name, request.path_params.get("version"))
     versions = [str(v.version) for v in st.manager.status(name).versions if v.state is VersionState.READY]
     return json_response(model_metadata(name, versions, lv.platform, lv.signature))
+
+
+async def config(request: Request) -> Response:
+    """Model configuration extension: the served version's configuration as Triton's ``ModelConfig``."""
+    st = state_of(request)
+    return json_response(message_json(model_config(st.manager, request.path_params["name"],
+                                                   request.path_params.get("version"))))
+
+
+async def stats(request: Request) -> Response:
+    """Statistics extension: every model's, one model's, or one version's."""
+    st = state_of(request)
+    answer = model_statistics(st.service, request.path_params.get("name"), request.path_params.get("version"))
+    return json_response(message_json(answer))
 
 
 async def model_ready(request: Request) -> Response:
@@ -143,6 +159,12 @@ routes = [
     Route("/v2/health/live", live, methods=["GET"]),
     Route("/v2/health/ready", ready, methods=["GET"]),
     Route("/v2", server_metadata, methods=["GET"]),
+    # before /v2/models/{name}, which would take 'stats' for a model's name
+    Route("/v2/models/stats", stats, methods=["GET"]),
+    Route("/v2/models/{name}/stats", stats, methods=["GET"]),
+    Route("/v2/models/{name}/versions/{version}/stats", stats, methods=["GET"]),
+    Route("/v2/models/{name}/config", config, methods=["GET"]),
+    Route("/v2/models/{name}/versions/{version}/config", config, methods=["GET"]),
     Route("/v2/models/{name}", metadata, methods=["GET"]),
     Route("/v2/models/{name}/versions/{version}", metadata, methods=["GET"]),
     Route("/v2/models/{name}/ready", model_ready, methods=["GET"]),

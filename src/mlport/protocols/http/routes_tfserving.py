@@ -73,7 +73,7 @@ async def _predict(request: Request, target: ModelPath) -> Response:
         raise UnsupportedMediaType(f"unsupported Content-Type {mt!r}; send application/json")
     body = await read_body(request, st.limits.max_body_bytes)
     version = _version(st, target)
-    async with st.service.call(target.name, version, "v1") as call:
+    async with st.service.call(target.name, version, "v1", request.headers.get("x-request-id")) as call:
         doc = parse_json_body(body)
         ev = call.model.evaluator
         wanted = doc.get("signature_name") if isinstance(doc, dict) else None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from mlport.errors import InvalidInput
 from mlport.formats.registry import FormatRegistry, default_registry
+from mlport.observability.access import AccessLog
 from mlport.observability.cache import CacheMetrics
 from mlport.observability.metrics import Metrics
 from mlport.protocols.http.state import AppState
@@ -44,6 +45,7 @@ def build_state(
         memory_budget=None if budget is None else int(budget) // settings.workers,
         observer=CacheMetrics(metrics.registry),
     )
-    service = InferenceService(manager, metrics, limits, inference_threads=threads)
+    access_log = AccessLog() if settings.access_log_format == "json" else None
+    service = InferenceService(manager, metrics, limits, inference_threads=threads, access_log=access_log)
     return AppState(service, manager, metrics, limits, poll_interval_s=settings.poll_interval_s,
                     strict_readiness=strict)

@@ -1,7 +1,9 @@
-"""The example repository (``python -m mlport.examples``) on a real server, checked against onnxruntime."""
+"""The scikit-learn presets (iris, digits, titanic) built into one repository, served by a real server and
+checked against onnxruntime; ``mlport presets`` builds them."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import sys
 from collections.abc import Callable
@@ -11,12 +13,16 @@ from typing import Any
 import numpy as np
 import pytest
 
-from mlport.examples import EXAMPLES, build_examples, main
+from mlport import presets
+from mlport.cli.main import main
+from mlport.presets.iris import SPECIES
 from tests.builders import ort_run
 from tests.conftest import Server
 
 pytestmark = pytest.mark.slow
 
+EXAMPLES = ("iris", "digits", "titanic")
+SURVIVAL = ("died", "survived")
 IRIS_FIELDS = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
 TITANIC_INPUTS = ["fare", "sex", "embarked", "pclass", "age"]
 TITANIC_BATCH = {"fare": [[7], [9]], "sex": [["male"], ["female"]], "embarked": [["Q"], ["S"]],
@@ -26,18 +32,18 @@ TITANIC_SINGLE = {"fare": 7, "sex": "male", "embarked": "Q", "pclass": "3", "age
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("examples")
-    build_examples(out)
-    return out
+    return presets.build_all(tmp_path_factory.mktemp("presets"), list(EXAMPLES))
 
 
 def model_file(repo: Path, name: str) -> Path:
     return repo / name / "1" / "model.onnx"
 
 
-def check_outputs(got: dict[str, Any], want: dict[str, np.ndarray]) -> None:
+def check_outputs(got: dict[str, Any], want: dict[str, np.ndarray], labels: tuple[str, ...] | None = None) -> None:
+    """``got`` answers what onnxruntime gives, with class indices as ``labels`` when the model names them."""
     assert sorted(got) == ["label", "probabilities"]
-    np.testing.assert_array_equal(np.asarray(got["label"]), want["label"])
+    expected = np.asarray(labels)[want["label"]] if labels else want["label"]
+    np.testing.assert_array_equal(np.asarray(got["label"]), expected)
     probabilities = np.asarray(got["probabilities"], dtype=np.float32)
     np.testing.assert_allclose(probabilities, want["probabilities"], rtol=1e-6, atol=1e-7)
 
@@ -64,12 +70,10 @@ def test_layout_and_about(repo: Path) -> None:
     for name in EXAMPLES:
         assert model_file(repo, name).is_file()
         assert (repo / name / "model.yaml").is_file()
-    about = (repo / "ABOUT.md").read_text()
-    for name in EXAMPLES:
-        assert f"| {name} |" in about
-    assert "held-out accuracy" in about
+        assert re.search(r"Held-out accuracy 0\.\d{4} \(\d+ train / \d+ test", (repo / name / "ABOUT.md").read_text())
+    about = (repo / "titanic" / "ABOUT.md").read_text()
     assert "titanic3" in about or "SYNTHESIZED" in about
-    assert (repo / "titanic" / "README.md").is_file()
+    assert (repo / "digits" / "digit.png").is_file()
 
 
 def test_iris(serve: Callable[..., Server], repo: Path) -> None:
@@ -82,20 +86,20 @@ def test_iris(serve: Callable[..., Server], repo: Path) -> None:
         described = c.get("/models/iris/describe").json()
         assert described["inputs"] == [{"name": f, "type": "float32", "shape": [-1]} for f in IRIS_FIELDS]
         assert described["outputs"] == [
-            {"name": "label", "type": "int64", "shape": [-1]},
+            {"name": "label", "type": "string", "shape": [-1]},  # the species' name
             {"name": "probabilities", "type": "float32", "shape": [-1, 3]},
         ]
-        check_outputs(eval_json(c, "iris", {"input": x.tolist()}), want)
-        check_outputs(eval_json(c, "iris", {"input": x[0].tolist()}), unbatched(want_one))
+        check_outputs(eval_json(c, "iris", {"input": x.tolist()}), want, SPECIES)
+        check_outputs(eval_json(c, "iris", {"input": x[0].tolist()}), unbatched(want_one), SPECIES)
         fields = {f: x[:, i].tolist() for i, f in enumerate(IRIS_FIELDS)}
-        check_outputs(eval_json(c, "iris", fields), want)
+        check_outputs(eval_json(c, "iris", fields), want, SPECIES)
         one = {f: float(x[0, i]) for i, f in enumerate(IRIS_FIELDS)}
         got = eval_json(c, "iris", one)
-        assert got["label"] == 0  # the first row is a setosa
-        check_outputs(got, unbatched(want_one))
+        assert got["label"] == "setosa"  # the first row is one
+        check_outputs(got, unbatched(want_one), SPECIES)
         got = oip_infer(c, "iris", [{"name": "input", "shape": list(x.shape), "datatype": "FP32",
                                      "data": x.ravel().tolist()}])
-    check_outputs(got, want)
+    check_outputs(got, want, SPECIES)
 
 
 def test_digits(serve: Callable[..., Server], repo: Path) -> None:
@@ -141,15 +145,15 @@ def test_titanic(serve: Callable[..., Server], repo: Path) -> None:
             for n in TITANIC_INPUTS
         ]
         assert described["outputs"] == [
-            {"name": "label", "type": "int64", "shape": [-1]},
+            {"name": "label", "type": "string", "shape": [-1]},  # died or survived
             {"name": "probabilities", "type": "float32", "shape": [-1, 2]},
         ]
         got = eval_json(c, "titanic", TITANIC_BATCH)
-        check_outputs(got, want)
-        assert got["label"] == [0, 1]  # a young third-class man from Queenstown; a second-class woman
+        check_outputs(got, want, SURVIVAL)
+        assert got["label"] == ["died", "survived"]  # a young third-class man from Queenstown; a second-class woman
         got = eval_json(c, "titanic", TITANIC_SINGLE)
-        assert isinstance(got["label"], int)
-        check_outputs(got, unbatched(want_one))
+        assert got["label"] == "died"
+        check_outputs(got, unbatched(want_one), SURVIVAL)
         feed = titanic_feed(TITANIC_BATCH)
         inputs = [
             {"name": n, "shape": [2, 1], "datatype": "BYTES" if feed[n].dtype == object else "FP32",
@@ -157,13 +161,12 @@ def test_titanic(serve: Callable[..., Server], repo: Path) -> None:
             for n in TITANIC_INPUTS
         ]
         got = oip_infer(c, "titanic", inputs)
-    check_outputs(got, want)
+    check_outputs(got, want, SURVIVAL)
 
 
 def test_existing_models_are_kept(repo: Path) -> None:
     before = {name: model_file(repo, name).stat().st_mtime_ns for name in EXAMPLES}
-    paths = build_examples(repo)
-    assert paths == [model_file(repo, name) for name in EXAMPLES]
+    assert presets.build_all(repo, list(EXAMPLES)) == repo
     assert {name: model_file(repo, name).stat().st_mtime_ns for name in EXAMPLES} == before
 
 
@@ -172,7 +175,7 @@ def test_force_rebuilds_the_same_bytes(repo: Path, tmp_path: Path) -> None:
     shutil.copytree(repo, copy)
     for name in EXAMPLES:
         model_file(copy, name).write_bytes(b"stale")
-    build_examples(copy, force=True)
+    presets.build_all(copy, list(EXAMPLES), force=True)
     for name in EXAMPLES:
         assert model_file(copy, name).read_bytes() == model_file(repo, name).read_bytes()
 
@@ -180,29 +183,27 @@ def test_force_rebuilds_the_same_bytes(repo: Path, tmp_path: Path) -> None:
 def test_missing_extra_says_how_to_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                            capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setitem(sys.modules, "skl2onnx", None)
-    assert main([str(tmp_path / "out")]) == 2
+    assert main(["presets", "build", "iris", "--dir", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert "pip install 'mlport[examples]'" in err
     assert len(err.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
 
 
-def test_digits_png_is_scaled_onto_the_training_range(serve: Callable[..., Server], repo: Path) -> None:
-    import io
-
+def test_the_digit_png_beside_the_model_is_scaled_onto_the_training_range(serve: Callable[..., Server],
+                                                                          repo: Path) -> None:
     from PIL import Image
-    from sklearn.datasets import load_digits
 
-    digits = load_digits()
-    pixels = np.round(digits.images[3] * 255 / 16).astype(np.uint8)  # a "3", as an 8-bit gray PNG
-    png = io.BytesIO()
-    Image.fromarray(pixels, "L").save(png, "PNG")
+    png = (repo / "digits" / "digit.png").read_bytes()
+    pixels = np.asarray(Image.open(repo / "digits" / "digit.png"))
+    assert pixels.shape == (8, 8) and pixels.dtype == np.uint8
+    digit = int(re.findall(r"`digit.png` is a held-out (\d)", (repo / "digits" / "ABOUT.md").read_text())[0])
     scaled = (pixels.astype(np.float32) * np.float32(0.0627451))[np.newaxis, ..., np.newaxis]
     want = ort_run(model_file(repo, "digits"), {"image": scaled})
     server = serve(repo)
     with server.client() as c:
-        r = c.post("/models/digits/eval", content=png.getvalue(), headers={"content-type": "image/png"})
+        r = c.post("/models/digits/eval", content=png, headers={"content-type": "image/png"})
     assert r.status_code == 200, r.text
     got = r.json()
-    assert got["label"] == digits.target[3] == want["label"][0]
+    assert got["label"] == digit == want["label"][0]
     np.testing.assert_allclose(got["probabilities"], want["probabilities"][0], rtol=1e-5, atol=1e-6)

