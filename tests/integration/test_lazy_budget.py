@@ -154,6 +154,8 @@ def test_budget_evicts_the_least_recently_used_and_evicted_models_reload(serve, 
         assert _metric(metrics, "mlport_model_evictions_total", '{model="b"}') == 1
         assert _metric(metrics, "mlport_model_evictions_total", '{model="a"}') == 1
         assert _metric(metrics, "mlport_model_loads_total", '{model="b"}') == 2
+        assert _metric(metrics, "mlport_model_loaded", '{model="a",version="1"}') == 0
+        assert _metric(metrics, "mlport_model_loaded", '{model="b",version="1"}') == 1
 
 
 def test_pinned_and_busy_models_are_never_evicted(serve, tmp_path: Path) -> None:

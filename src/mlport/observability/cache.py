@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 __all__ = ["CacheMetrics"]
@@ -12,7 +14,9 @@ _COLD_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 6
 class CacheMetrics:
     """Loaded models and their memory, loads, evictions, hits and misses, and how long cold loads take."""
 
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(self, registry: CollectorRegistry, on_unload: Callable[[str, int], None] | None = None) -> None:
+        """``on_unload(model, version)``: told of each version an eviction unloads."""
+        self._on_unload = on_unload
         r = registry
         self.loaded_models = Gauge("mlport_loaded_models", "Models loaded now", registry=r,
                                    multiprocess_mode="livesum")
@@ -44,8 +48,11 @@ class CacheMetrics:
     def cold_loaded(self, model: str, seconds: float) -> None:
         self.cold_load.observe(seconds)
 
-    def evicted(self, model: str) -> None:
+    def evicted(self, model: str, versions: tuple[int, ...]) -> None:
         self.evictions.labels(model).inc()
+        if self._on_unload is not None:
+            for version in versions:
+                self._on_unload(model, version)
 
     def usage(self, models: int, memory_bytes: int) -> None:
         self.loaded_models.set(models)

@@ -488,10 +488,11 @@ class ModelManager:
 
     def _evict(self, model: _Model) -> None:
         log.info("model %s unloaded to make room under the memory budget", model.name)
+        versions = tuple(model.serving)
         self._retire_model(model)
         model.cold = model.evicted = True
         if self._observer is not None:
-            self._observer.evicted(model.name)
+            self._observer.evicted(model.name, versions)
         self._report_usage()
 
     def _report_usage(self) -> None:

@@ -98,8 +98,8 @@ class CacheObserver(Protocol):
     def cold_loaded(self, model: str, seconds: float) -> None:
         """A model that requests waited for loaded (``seconds``: from the first request to serving)."""
 
-    def evicted(self, model: str) -> None:
-        """A model was unloaded to make room."""
+    def evicted(self, model: str, versions: tuple[int, ...]) -> None:
+        """A model (these versions of it) was unloaded to make room."""
 
     def usage(self, models: int, memory_bytes: int) -> None:
         """Models loaded now and the memory they hold."""

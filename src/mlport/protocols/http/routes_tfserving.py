@@ -23,6 +23,7 @@ from mlport.protocols.tfserving import (
     parse_json_body,
     parse_model_path,
 )
+from mlport.runtime.manager import ColdModel
 
 __all__ = ["routes"]
 
@@ -34,7 +35,10 @@ def _version(st: AppState, target: ModelPath) -> int | str | None:
     """The version a path names: ``/versions/{v}``, ``/labels/{l}`` (from the model config), or latest."""
     if target.label is None:
         return target.version
-    labels = st.manager.model_config(target.name).version_labels  # known before a lazy model loads
+    try:
+        labels = st.manager.serving_version(target.name).config.version_labels
+    except ColdModel:  # not loaded now (lazy, evicted): its config is known without it
+        labels = st.manager.model_config(target.name).version_labels
     version = labels.get(target.label)
     if version is None:
         known = ", ".join(sorted(labels)) or "none"

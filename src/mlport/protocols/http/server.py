@@ -43,7 +43,7 @@ def build_state(
         lazy=settings.lazy, max_concurrent_loads=settings.max_concurrent_loads, load_wait_s=settings.load_wait_s,
         # each worker process holds its own models: it gets its share of the budget
         memory_budget=None if budget is None else int(budget) // settings.workers,
-        observer=CacheMetrics(metrics.registry),
+        observer=CacheMetrics(metrics.registry, on_unload=metrics.on_unload),
     )
     access_log = AccessLog() if settings.access_log_format == "json" else None
     service = InferenceService(manager, metrics, limits, inference_threads=threads, access_log=access_log)
