@@ -263,3 +263,28 @@ def test_lazy_versions_load_through_tf_serving_labels_and_grpc(serve, tmp_path: 
         assert out.tolist() == [[5.0, 5.0, 5.0]]
     finally:
         grpc_client.close()
+
+
+def test_an_evicted_model_stays_unloaded_when_its_files_change_and_loads_the_new_version(
+        serve, tmp_path: Path) -> None:
+    root, loads = tmp_path / "repo", tmp_path / "loads.txt"
+    _model(root, "a", loads, factor=1.0)
+    _model(root, "b", loads)
+    server = serve(root, "--lazy", "--memory-budget", "60MiB", "--poll-interval", "0.2", "--grpc-port", "0")
+    with server.client() as c:
+        assert _infer(c, "a").status_code == 200
+        assert _infer(c, "b").status_code == 200  # room for one: a goes
+        assert _states(c)["a"]["state"] == "EVICTED"
+        v2 = root / "a" / "2"
+        v2.mkdir()
+        (v2 / "model.py").write_text((root / "a" / "1" / "model.py").read_text().replace("x + 1.0", "x + 10.0"))
+        deadline = time.monotonic() + 30
+        while not any(r["name"] == "a" and r["version"] == "2" for r in c.post("/v2/repository/index", json={}).json()):
+            assert time.monotonic() < deadline, "the scan did not find version 2"
+            time.sleep(0.1)
+        assert _states(c)["a"]["state"] == "EVICTED"  # the scan loads nothing
+        assert _loads(loads) == ["a", "b"]
+        answer = _infer(c, "a")
+        assert answer.status_code == 200 and answer.json()["outputs"][0]["data"] == [10.0]
+        assert answer.json()["model_version"] == "2"
+        assert _loads(loads) == ["a", "b", "a"]
