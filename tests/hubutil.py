@@ -56,7 +56,7 @@ def start_hub(data_dir: Path, *args: str, env: dict[str, str] | None = None, por
                 **(env or {})}
     if not jwt_secret:
         del full_env["MLPORT_HUB_JWT_SECRET"]
-    cmd = [sys.executable, "-m", "mlport.cli.main", "hub", "--data-dir", str(data_dir), "--port", str(port),
+    cmd = [sys.executable, "-m", "mlport.cli.main", "hub", "--data-dir", str(data_dir), "--http-port", str(port),
            "--controller-interval", "0.2", *args]
     with log_path.open("wb") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=full_env)
@@ -120,3 +120,14 @@ async def until(check: Callable[[], bool], step: Callable[[], Awaitable[None]] |
             return
         await asyncio.sleep(every)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def cli(config_home: Path, *args: str, stdin: str | None = "", env: dict[str, str] | None = None,
+        timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """A real ``mlport`` CLI process with its own saved login under ``config_home`` and no terminal."""
+    full_env = {**os.environ, "XDG_CONFIG_HOME": str(config_home), **(env or {})}
+    for name in ("MLPORT_HUB_TOKEN", "MLPORT_HUB_URL", "MLPORT_HUB_PASSWORD"):
+        if name not in (env or {}):
+            full_env.pop(name, None)
+    return subprocess.run([sys.executable, "-m", "mlport.cli.main", *args], input=stdin, capture_output=True,
+                          text=True, env=full_env, timeout=timeout)

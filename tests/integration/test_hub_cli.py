@@ -78,10 +78,10 @@ def test_cli_drives_the_hub(hub: HubProc, tmp_path: Path) -> None:
     text = mlport(tmp_path, "status")
     assert text.returncode == 0 and "iris-prod: iris v1" in text.stdout
 
-    r = mlport(tmp_path, "models", "delete", "iris")
+    r = mlport(tmp_path, "models", "delete", "iris", "--yes")
     assert r.returncode == 1 and "deployed" in r.stderr
     assert mlport(tmp_path, "undeploy", "iris-prod").returncode == 0
-    assert mlport(tmp_path, "models", "delete", "iris").returncode == 0
+    assert mlport(tmp_path, "models", "delete", "iris", "--yes").returncode == 0
 
 
 def test_hub_serves_a_runtime_beside_it_and_stops_it(tmp_path: Path) -> None:
@@ -89,8 +89,7 @@ def test_hub_serves_a_runtime_beside_it_and_stops_it(tmp_path: Path) -> None:
 
     port = free_port()
     model = iris_onnx(tmp_path / "iris.onnx")
-    hub = start_hub(tmp_path / "hub", "--serve", str(model),
-                    env={"MLPORT_HTTP_PORT": str(port), "MLPORT_GRPC_PORT": "0"})
+    hub = start_hub(tmp_path / "hub", "--serve", str(model), "--serve-http-port", str(port), "--serve-grpc-port", "0")
     try:
         wait_for(lambda: _ready(f"http://127.0.0.1:{port}"), what="the runtime beside the hub")
         r = httpx.post(f"http://127.0.0.1:{port}/v2/models/iris/infer", json={"inputs": [

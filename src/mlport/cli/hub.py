@@ -13,17 +13,27 @@ from typing import Any
 
 __all__ = ["add_hub_command"]
 
+_EXAMPLES = """examples:
+  mlport hub                                  # http://127.0.0.1:8090, data in ~/.local/share/mlport/hub
+  mlport hub --http-port 9000 --data-dir ./hub-data
+  mlport hub --serve presets --serve-http-port 8080 --serve-grpc-port 0
+  MLPORT_HUB_ADMIN_PASSWORD=... mlport hub init
+  mlport hub --store s3://models/hub --s3-endpoint-url http://127.0.0.1:9000"""
+
 
 def add_hub_command(sub: Any) -> None:
     hub = sub.add_parser("hub", help="run the Serving Hub: registry, users, deployments and their gateway",
-                         description="Run the hub (default), or `mlport hub init` to create the first admin.")
-    hub.add_argument("action", nargs="?", choices=["serve", "init"], default="serve")
+                         description="Run the hub (default), or `mlport hub init` to create the first admin. "
+                                     "One hub per data folder: a second one on the same folder refuses to start.",
+                         epilog=_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    hub.add_argument("action", nargs="?", choices=["serve", "init"], default="serve",
+                     help="serve: run the hub (default); init: create the first admin and exit")
     hub.add_argument("--data-dir", type=Path, help="folder of the hub's state (default ~/.local/share/mlport/hub)")
     hub.add_argument("--store", help="artifact store: a folder (default <data-dir>/artifacts) or s3://bucket/prefix")
     hub.add_argument("--s3-endpoint-url", help="S3-compatible endpoint, e.g. http://127.0.0.1:9000")
     hub.add_argument("--host", help="address to listen on (default 127.0.0.1)")
-    hub.add_argument("--port", type=int, help="port (default 8090)")
-    hub.add_argument("--jwt-algorithm", choices=["HS256", "RS256"])
+    hub.add_argument("--http-port", "--port", dest="port", type=int, help="HTTP port (default 8090)")
+    hub.add_argument("--jwt-algorithm", choices=["HS256", "RS256"], help="token signing (default HS256)")
     hub.add_argument("--jwt-private-key", type=Path, help="PEM private key (RS256)")
     hub.add_argument("--jwt-public-key", type=Path,
                      help="PEM public key (RS256; derived from the private key when absent)")
@@ -36,6 +46,8 @@ def add_hub_command(sub: Any) -> None:
                           "(turns the access log on)")
     hub.add_argument("--serve", metavar="PATH", help="also run `mlport serve PATH` (default ports 8080/8081) beside "
                                                      "the hub, stopped with it; e.g. --serve presets")
+    hub.add_argument("--serve-http-port", type=int, help="--serve: the runtime's HTTP port (default 8080)")
+    hub.add_argument("--serve-grpc-port", type=int, help="--serve: the runtime's gRPC port (default 8081; 0: none)")
     hub.set_defaults(func=_cmd_hub)
 
 
@@ -59,39 +71,50 @@ def _cmd_hub(args: argparse.Namespace) -> int:
         raise MlportError(f"invalid hub settings: {exc}") from None
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per health check otherwise
+    from mlport.hub.lock import DataDirLock
     from mlport.hub.service import Hub
 
-    hub = Hub(settings)
-    created, password = hub.bootstrap()
-    if args.action == "init":
-        if not created:
-            print("an admin exists already; nothing to do")
-        elif password is None:
-            print("created user 'admin' with the password from MLPORT_HUB_ADMIN_PASSWORD")
-        else:
-            print(f"created user 'admin' with the one-time password below (only its hash is stored; keep it "
-                  f"safe):\n{password}")
-        hub.db.close()
-        return 0
-    if password is not None:
-        print(f"created user 'admin' with password: {password}\n(shown once; set MLPORT_HUB_ADMIN_PASSWORD to choose "
-              "it yourself)", flush=True)
-    runtime = _start_runtime(args.serve) if args.serve else None
-    try:
-        return _run(hub)
-    finally:
-        if runtime is not None:
-            _stop_runtime(runtime)
+    with DataDirLock(settings.data_dir) as lock:
+        lock.acquire(f"http://{settings.host}:{settings.port}" if args.action == "serve" else "mlport hub init")
+        hub = Hub(settings)
+        created, password = hub.bootstrap()
+        if args.action == "init":
+            _print_init(created, password)
+            hub.db.close()
+            return 0
+        if password is not None:
+            print(f"created user 'admin' with password: {password}\n(shown once; set MLPORT_HUB_ADMIN_PASSWORD to "
+                  "choose it yourself)", flush=True)
+        runtime = _start_runtime(args) if args.serve else None
+        try:
+            return _run(hub)
+        finally:
+            if runtime is not None:
+                _stop_runtime(runtime)
 
 
-def _start_runtime(path: str) -> subprocess.Popen[bytes]:
+def _print_init(created: bool, password: str | None) -> None:
+    if not created:
+        print("an admin exists already; nothing to do")
+    elif password is None:
+        print("created user 'admin' with the password from MLPORT_HUB_ADMIN_PASSWORD")
+    else:
+        print(f"created user 'admin' with the one-time password below (only its hash is stored; keep it "
+              f"safe):\n{password}")
+
+
+def _start_runtime(args: argparse.Namespace) -> subprocess.Popen[bytes]:
     """``mlport serve PATH`` as a child process that shares the terminal and dies with the hub."""
     import os
 
     from mlport.deploy.procs import die_with
 
-    return subprocess.Popen([sys.executable, "-m", "mlport.cli.main", "serve", path],
-                            preexec_fn=die_with(os.getpid()))
+    cmd = [sys.executable, "-m", "mlport.cli.main", "serve", args.serve]
+    if args.serve_http_port is not None:
+        cmd += ["--http-port", str(args.serve_http_port)]
+    if args.serve_grpc_port is not None:
+        cmd += ["--grpc-port", str(args.serve_grpc_port)]
+    return subprocess.Popen(cmd, preexec_fn=die_with(os.getpid()))
 
 
 def _stop_runtime(proc: subprocess.Popen[bytes]) -> None:

@@ -1,17 +1,14 @@
-"""Hub client commands: ``mlport login``, ``models``, ``versions``, ``deploy``, ``promote``, ``rollback``,
-``status`` and friends, for people and for CI/CD scripts.
+"""Hub client commands for models, versions and deployments: ``mlport models``, ``versions``, ``deploy``,
+``promote``, ``rollback``, ``scale``, ``status`` and ``undeploy``, for people and for CI/CD scripts.
 
-Exit codes: 0 done; 1 the hub refused or failed the call (the message says why); 3 the hub cannot be
-reached, or no valid login.  ``--output json`` prints the hub's JSON answer for scripts.
+Login, users, service accounts and tokens are in :mod:`mlport.cli.hubctl_auth`; the shared parts (saved login,
+exit codes, ``--output json``) in :mod:`mlport.cli.hubclient`.
 Login is kept in ``~/.config/mlport/hub.json`` (mode 0600); ``MLPORT_HUB_URL`` and ``MLPORT_HUB_TOKEN`` override it.
 """
 
 from __future__ import annotations
 
 import argparse
-import getpass
-import json
-import os
 import sys
 import tarfile
 import tempfile
@@ -20,313 +17,194 @@ from typing import Any
 
 import httpx
 
+from mlport.cli.hubclient import (
+    EXIT_REFUSED,
+    EXIT_USAGE,
+    Fail,
+    add_parser,
+    call,
+    human_size,
+    iso_time,
+    print_out,
+    request,
+)
+from mlport.cli.hubctl_auth import add_auth_commands
+from mlport.cli.hubctl_deploy import add_deploy_commands
+
 __all__ = ["add_client_commands"]
 
-EXIT_REFUSED = 1
-EXIT_UNREACHABLE = 3
-DEFAULT_URL = "http://127.0.0.1:8090"
 
-
-class _Fail(Exception):
-    def __init__(self, message: str, code: int) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-def _config_path() -> Path:
-    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
-    return Path(base) / "mlport" / "hub.json"
-
-
-def _saved() -> dict[str, str]:
-    path = _config_path()
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return {k: v for k, v in data.items() if isinstance(v, str)} if isinstance(data, dict) else {}
-
-
-def _save(url: str, token: str) -> Path:
-    path = _config_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump({"url": url, "token": token}, f)
-    os.chmod(path, 0o600)
-    return path
-
-
-def _url(args: argparse.Namespace) -> str:
-    url: str = args.hub or os.environ.get("MLPORT_HUB_URL") or _saved().get("url") or DEFAULT_URL
-    return url.rstrip("/")
-
-
-def _token(args: argparse.Namespace) -> str:
-    token = args.token or os.environ.get("MLPORT_HUB_TOKEN") or _saved().get("token")
-    if not token:
-        raise _Fail("not logged in: run `mlport login` or set MLPORT_HUB_TOKEN", EXIT_UNREACHABLE)
-    return token
-
-
-def _call(args: argparse.Namespace, method: str, path: str, *, auth: bool = True, **kw: Any) -> Any:
-    headers = dict(kw.pop("headers", {}))
-    if auth:
-        headers["authorization"] = f"Bearer {_token(args)}"
-    try:
-        with httpx.Client(base_url=_url(args), timeout=args.timeout) as client:
-            resp = client.request(method, path, headers=headers, **kw)
-    except httpx.HTTPError as exc:
-        raise _Fail(f"cannot reach the hub at {_url(args)}: {exc}", EXIT_UNREACHABLE) from None
-    if resp.status_code >= 400:
-        try:
-            message = resp.json().get("error", resp.text)
-        except ValueError:
-            message = resp.text[:500]
-        code = EXIT_UNREACHABLE if resp.status_code == 401 else EXIT_REFUSED
-        raise _Fail(f"{resp.status_code}: {message}", code)
-    if resp.status_code == 204 or not resp.content:
-        return {}
-    return resp.json()
-
-
-def _print(args: argparse.Namespace, data: Any, text: str) -> None:
-    if args.output == "json":
-        print(json.dumps(data, indent=2, sort_keys=True))
-    else:
-        print(text)
-
-
-# --------------------------------------------------------------------------- commands
-def _login(args: argparse.Namespace) -> int:
-    if args.password_stdin:
-        password = sys.stdin.readline().rstrip("\n")
-    else:
-        password = os.environ.get("MLPORT_HUB_PASSWORD") or getpass.getpass(f"password for {args.username}: ")
-    data = _call(args, "POST", "/auth/token", auth=False, json={"username": args.username, "password": password})
-    path = _save(_url(args), data["access_token"])
-    _print(args, {k: v for k, v in data.items() if k != "access_token"},
-           f"logged in to {_url(args)} as {args.username} ({', '.join(data.get('roles', []))}); token in {path}, "
-           f"valid {data['expires_in']} s")
-    return 0
+# --------------------------------------------------------------------------- models
+def _fields(rows: list[tuple[str, Any]]) -> str:
+    return "\n".join(f"{key + ':':14} {value}" for key, value in rows)
 
 
 def _models(args: argparse.Namespace) -> int:
     if args.action == "list":
-        data = _call(args, "GET", "/api/v1/models")
-        lines = [f"{m['name']:24} latest v{m['latest_version'] or '-'}  {m['description']}" for m in data["models"]]
-        _print(args, data, "\n".join(lines) or "no models")
-    elif not args.name:
-        raise _Fail(f"`mlport models {args.action}` needs a model name", 2)
-    elif args.action == "create":
-        data = _call(args, "POST", "/api/v1/models", json={"name": args.name, "description": args.description or ""})
-        _print(args, data, f"created model {data['name']}")
+        data = call(args, "GET", "/api/v1/models")
+        lines = [f"{m['name']:24} latest v{m['latest_version'] or '-'}  {iso_time(m['created_at'])}  "
+                 f"{m['description']}" for m in data["models"]]
+        print_out(args, data, "\n".join(lines) or "no models")
+        return 0
+    if not args.name:
+        raise Fail(f"`mlport models {args.action}` needs a model name", EXIT_USAGE)
+    if args.action == "create":
+        data = call(args, "POST", "/api/v1/models", json={"name": args.name, "description": args.description or ""})
+        print_out(args, data, f"created model {data['name']}")
     elif args.action == "get":
-        data = _call(args, "GET", f"/api/v1/models/{args.name}")
-        _print(args, data, json.dumps(data, indent=2))
+        m = call(args, "GET", f"/api/v1/models/{args.name}")
+        print_out(args, m, _fields([
+            ("model", m["name"]), ("description", m["description"] or "-"),
+            ("latest", f"v{m['latest_version']}" if m["latest_version"] else "-"),
+            ("created", f"{iso_time(m['created_at'])} by {m['created_by']}"),
+            ("labels", ", ".join(f"{k}={v}" for k, v in (m.get("labels") or {}).items()) or "-"),
+            ("deployed by", ", ".join(m.get("deployed_by") or []) or "-")]))
     else:
-        data = _call(args, "DELETE", f"/api/v1/models/{args.name}")
-        _print(args, data, f"deleted model {args.name}")
+        if not args.yes:
+            _confirm(f"delete model {args.name} and all its versions?")
+        call(args, "DELETE", f"/api/v1/models/{args.name}")
+        print_out(args, {}, f"deleted model {args.name}")
     return 0
 
 
+def _confirm(question: str) -> None:
+    if not sys.stdin.isatty():
+        raise Fail(f"{question} Pass --yes to confirm (no terminal to ask on)", EXIT_USAGE)
+    try:
+        answer = input(f"{question} [y/N] ")
+    except EOFError:
+        answer = ""
+    if answer.strip().lower() not in ("y", "yes"):
+        raise Fail("cancelled", EXIT_REFUSED)
+
+
+# --------------------------------------------------------------------------- versions
 def _tar_folder(folder: Path, tmp: Path) -> Path:
     archive = tmp / f"{folder.name}.tar.gz"
     with tarfile.open(archive, "w:gz") as tar:
         for path in sorted(folder.rglob("*")):
             if path.is_symlink():
-                raise _Fail(f"{path} is a symbolic link: upload real files only", EXIT_REFUSED)
+                raise Fail(f"{path} is a symbolic link: upload real files only", EXIT_REFUSED)
             tar.add(path, arcname=str(path.relative_to(folder)), recursive=False)
     return archive
+
+
+def _version_text(v: dict[str, Any]) -> str:
+    rows = [("version", f"{v['model']} v{v['version']}"), ("format", v["format"] or "?"),
+            ("size", human_size(v["size"])), ("sha256", v["sha256"]),
+            ("created", f"{iso_time(v['created_at'])} by {v['created_by']}"), ("source", v["source"]),
+            ("description", v["description"] or "-"), ("tags", ", ".join(v["tags"]) or "-")]
+    sig = v.get("signature")
+    if isinstance(sig, dict):
+        for what in ("inputs", "outputs"):
+            rows.append((what, ", ".join(f"{t.get('name')} {t.get('datatype')} {t.get('shape')}"
+                                        for t in sig.get(what) or [] if isinstance(t, dict))))
+    else:
+        rows.append(("signature", "unknown"))
+    return _fields(rows)
+
+
+def _upload(args: argparse.Namespace, base: str) -> int:
+    if not args.arg:
+        raise Fail("`mlport versions upload MODEL PATH` needs a path", EXIT_USAGE)
+    path = Path(args.arg)
+    if not path.exists():
+        raise Fail(f"{path} does not exist", EXIT_REFUSED)
+    with tempfile.TemporaryDirectory() as tmp:
+        upload = _tar_folder(path, Path(tmp)) if path.is_dir() else path
+        params = {"filename": upload.name, "source": path.resolve().name, "description": args.description or "",
+                  "tags": args.tags or ""}
+        if args.trusted:
+            params["trusted"] = "true"
+        with upload.open("rb") as f:
+            data = call(args, "POST", base, params=params, content=f, upload=True,
+                        headers={"content-type": "application/octet-stream"})
+    print_out(args, data, f"uploaded {args.model} v{data['version']} ({data['format']}, {human_size(data['size'])}, "
+                          f"sha256 {data['sha256'][:12]})")
+    if data.get("warning"):
+        print(f"mlport: warning: {data['warning']}", file=sys.stderr)
+    return 0
+
+
+def _download(args: argparse.Namespace, base: str) -> int:
+    if not args.arg or not args.arg.isdigit():
+        raise Fail("`mlport versions download MODEL VERSION` needs a version number", EXIT_USAGE)
+    written: list[Path] = []
+
+    def save(resp: httpx.Response) -> None:
+        disposition = resp.headers.get("content-disposition", "")
+        name = disposition.partition('filename="')[2].rstrip('"') or f"{args.model}-v{args.arg}"
+        dest = Path(args.dest) if args.dest else Path(Path(name).name)
+        if dest.is_dir():
+            dest = dest / Path(name).name
+        with dest.open("wb") as f:
+            for block in resp.iter_bytes():
+                f.write(block)
+        written.append(dest)
+
+    request(args, "GET", f"{base}/{args.arg}/artifact", stream_to=save, upload=True)
+    size = written[0].stat().st_size
+    print_out(args, {"path": str(written[0]), "size": size},
+              f"saved {args.model} v{args.arg} to {written[0]} ({human_size(size)})")
+    return 0
 
 
 def _versions(args: argparse.Namespace) -> int:
     base = f"/api/v1/models/{args.model}/versions"
     if args.action == "list":
-        data = _call(args, "GET", base)
-        lines = [f"v{v['version']:<4} {v['format'] or '?':10} {v['size']:>12} B  sha256 {v['sha256'][:12]}  "
-                 f"{v['created_by']}  {v['description']}" for v in data["versions"]]
-        _print(args, data, "\n".join(lines) or "no versions")
+        data = call(args, "GET", base)
+        lines = [f"v{v['version']:<4} {v['format'] or '?':10} {human_size(v['size']):>10}  "
+                 f"{iso_time(v['created_at'])}  {v['created_by']:12} {v['source']}  {v['description']}"
+                 for v in data["versions"]]
+        print_out(args, data, "\n".join(lines) or "no versions")
     elif args.action == "get":
-        data = _call(args, "GET", f"{base}/{args.arg}")
-        _print(args, data, json.dumps(data, indent=2))
-    elif args.action == "register":
-        data = _call(args, "POST", base, json={"store_key": args.arg, "description": args.description or ""})
-        _print(args, data, f"registered {args.model} v{data['version']} ({data['format']})")
-    else:
         if not args.arg:
-            raise _Fail("`mlport versions upload MODEL PATH` needs a path", 2)
-        path = Path(args.arg)
-        if not path.exists():
-            raise _Fail(f"{path} does not exist", EXIT_REFUSED)
-        with tempfile.TemporaryDirectory() as tmp:
-            upload = _tar_folder(path, Path(tmp)) if path.is_dir() else path
-            params = {"filename": upload.name, "description": args.description or "", "tags": args.tags or ""}
-            if args.trusted:
-                params["trusted"] = "true"
-            with upload.open("rb") as f:
-                data = _call(args, "POST", base, params=params, content=f,
-                             headers={"content-type": "application/octet-stream"})
-        _print(args, data, f"uploaded {args.model} v{data['version']} ({data['format']}, {data['size']} bytes, "
-                           f"sha256 {data['sha256'][:12]})")
-    return 0
-
-
-def _policy_fields(args: argparse.Namespace) -> dict[str, Any]:
-    fields = {"min_replicas": args.min_replicas, "max_replicas": args.max_replicas,
-              "target_inflight": args.target_inflight}
-    out: dict[str, Any] = {k: v for k, v in fields.items() if v is not None}
-    if args.scale_to_zero:
-        out["scale_to_zero"] = True
-    return out
-
-
-def _deploy(args: argparse.Namespace) -> int:
-    name = args.name
-    experiments = [s for s in ("canary", "ab", "shadow") if getattr(args, s) is not None]
-    if len(experiments) > 1:
-        raise _Fail("use one of --canary, --ab and --shadow", 2)
-    if experiments:
-        strategy = experiments[0]
-        if args.version is None:
-            raise _Fail(f"--{strategy} needs --version", 2)
-        body: dict[str, Any] = {"version": args.version}
-        if strategy != "shadow":
-            body["percent"] = getattr(args, strategy)
-        if args.sticky_header:
-            body["sticky_header"] = args.sticky_header
-        data = _call(args, "POST", f"/api/v1/deployments/{name}/{strategy}", json=body)
+            raise Fail("`mlport versions get MODEL VERSION` needs a version number", EXIT_USAGE)
+        data = call(args, "GET", f"{base}/{args.arg}")
+        print_out(args, data, _version_text(data))
+    elif args.action == "register":
+        if not args.arg:
+            raise Fail("`mlport versions register MODEL KEY` needs a store key", EXIT_USAGE)
+        data = call(args, "POST", base, json={"store_key": args.arg, "description": args.description or ""},
+                    upload=True)
+        print_out(args, data, f"registered {args.model} v{data['version']} ({data['format']})")
+        if data.get("warning"):
+            print(f"mlport: warning: {data['warning']}", file=sys.stderr)
+    elif args.action == "download":
+        return _download(args, base)
     else:
-        if not args.model:
-            raise _Fail("`mlport deploy NAME` needs --model", 2)
-        body = {"name": name, "model": args.model, **_policy_fields(args)}
-        if args.version is not None:
-            body["version"] = args.version
-        if args.trusted:
-            body["trusted"] = True
-        data = _call(args, "POST", "/api/v1/deployments", json=body)
-    _print(args, data, _describe_deployment(data))
+        return _upload(args, base)
     return 0
-
-
-def _describe_deployment(d: dict[str, Any]) -> str:
-    t = d["target"]
-    if t["strategy"] == "single":
-        what = f"v{t['primary']}"
-    elif t["strategy"] == "shadow":
-        what = f"v{t['primary']} (shadow v{t['candidate']})"
-    else:
-        what = f"v{t['primary']} + {t['strategy']} v{t['candidate']} at {t['percent']:g}%"
-    replicas = d.get("replicas") or {}
-    rows = replicas.get("versions") if isinstance(replicas, dict) else None
-    counts = ", ".join(f"v{v.get('version')}: {v.get('ready', 0)}/{v.get('desired', 0)} ready"
-                       for v in rows if isinstance(v, dict)) if isinstance(rows, list) else ""
-    return f"{d['name']}: {d['model']} {what}" + (f"  [{counts}]" if counts else "")
-
-
-def _simple(action: str) -> Any:
-    def run(args: argparse.Namespace) -> int:
-        data = _call(args, "POST", f"/api/v1/deployments/{args.name}/{action}")
-        _print(args, data, _describe_deployment(data))
-        return 0
-
-    return run
-
-
-def _status(args: argparse.Namespace) -> int:
-    if not args.name:
-        data = _call(args, "GET", "/api/v1/deployments")
-        _print(args, data, "\n".join(_describe_deployment(d) for d in data["deployments"]) or "no deployments")
-        return 0
-    data = _call(args, "GET", f"/api/v1/deployments/{args.name}")
-    if args.history:
-        data["history"] = _call(args, "GET", f"/api/v1/deployments/{args.name}/history")["history"]
-    if data["target"]["strategy"] == "shadow":
-        data["shadow"] = _call(args, "GET", f"/api/v1/deployments/{args.name}/shadow")
-    lines = [_describe_deployment(data)]
-    if "shadow" in data:
-        s = data["shadow"]
-        rate = s.get("agreement_rate")
-        lines.append(f"shadow: {s.get('requests', 0)} requests compared, agreement "
-                     f"{'-' if rate is None else f'{rate:.1%}'}")
-    for entry in data.get("history", []):
-        lines.append(f"  #{entry['id']} {entry['action']} by {entry['by']}")
-    _print(args, data, "\n".join(lines))
-    return 0
-
-
-def _undeploy(args: argparse.Namespace) -> int:
-    _call(args, "DELETE", f"/api/v1/deployments/{args.name}")
-    _print(args, {}, f"deleted deployment {args.name}")
-    return 0
-
-
-def _guard(fn: Any) -> Any:
-    def run(args: argparse.Namespace) -> int:
-        try:
-            code: int = fn(args)
-        except _Fail as exc:
-            print(f"mlport: {exc}", file=sys.stderr)
-            return exc.code
-        return code
-
-    return run
 
 
 def add_client_commands(sub: Any) -> None:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--hub", help=f"hub URL (default: the saved login, MLPORT_HUB_URL, or {DEFAULT_URL})")
-    common.add_argument("--token", help="bearer token (default: the saved login or MLPORT_HUB_TOKEN)")
-    common.add_argument("--output", "-o", choices=["text", "json"], default="text")
-    common.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the hub (default 600)")
+    add_auth_commands(sub)
 
-    p = sub.add_parser("login", parents=[common], help="log in to a hub and keep the token")
-    p.add_argument("--username", "-u", default="admin")
-    p.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
-    p.set_defaults(func=_guard(_login))
+    p = add_parser(sub, "models", "list, create, get or delete models in the hub", """
+mlport models list
+mlport models create iris --description "iris classifier"
+mlport models get iris
+mlport models delete iris --yes""", _models)
+    p.add_argument("action", choices=["list", "create", "get", "delete"], help="what to do")
+    p.add_argument("name", nargs="?", help="model name (all actions but list)")
+    p.add_argument("--description", help="create: a line about the model")
+    p.add_argument("--yes", "-y", action="store_true", help="delete: do not ask for confirmation")
 
-    p = sub.add_parser("models", parents=[common], help="list, create, show or delete models in the hub")
-    p.add_argument("action", choices=["list", "create", "get", "delete"])
-    p.add_argument("name", nargs="?")
-    p.add_argument("--description")
-    p.set_defaults(func=_guard(_models))
+    p = add_parser(sub, "versions", "upload, register, list, get or download a model's versions", """
+mlport versions upload iris ./iris.onnx --tags baseline
+mlport versions upload iris ./iris-folder/ --description "with batching"
+mlport versions list iris
+mlport versions get iris 2
+mlport versions download iris 2 --dest ./restore/
+mlport versions register iris models/iris/7/iris.onnx   # an artifact already in the store""", _versions)
+    p.add_argument("action", choices=["list", "upload", "register", "get", "download"], help="what to do")
+    p.add_argument("model", help="model name")
+    p.add_argument("arg", nargs="?", help="upload: a file or folder; register: a store key; get, download: a "
+                                          "version number")
+    p.add_argument("--description", help="upload, register: a line about the version")
+    p.add_argument("--tags", help="upload: comma-separated tags")
+    p.add_argument("--trusted", action="store_true", help="upload: read the signature of a format that runs code "
+                                                          "(pickles, Python; admin only)")
+    p.add_argument("--dest", help="download: file or folder to write to (default: the artifact's name here)")
 
-    p = sub.add_parser("versions", parents=[common], help="upload, register, list or show a model's versions")
-    p.add_argument("action", choices=["list", "upload", "register", "get"])
-    p.add_argument("model")
-    p.add_argument("arg", nargs="?", help="upload: a file or folder; register: a store key; get: a version number")
-    p.add_argument("--description")
-    p.add_argument("--tags", help="comma-separated tags")
-    p.add_argument("--trusted", action="store_true", help="read the signature of a format that runs code (admin)")
-    p.set_defaults(func=_guard(_versions))
-
-    p = sub.add_parser("deploy", parents=[common], help="deploy a model version, or start a canary/A-B/shadow")
-    p.add_argument("name", help="deployment name")
-    p.add_argument("--model", "-m")
-    p.add_argument("--version", "-v", type=int, help="model version (default: the latest)")
-    p.add_argument("--canary", type=float, metavar="PERCENT", help="send PERCENT of traffic to --version")
-    p.add_argument("--ab", type=float, metavar="PERCENT", help="A/B split: PERCENT to --version, sticky by a header")
-    p.add_argument("--shadow", action="store_const", const=0.0, help="copy traffic to --version and compare")
-    p.add_argument("--sticky-header", help="header whose value pins a caller to one version (default for A/B: "
-                                           "x-routing-key)")
-    p.add_argument("--min-replicas", type=int)
-    p.add_argument("--max-replicas", type=int)
-    p.add_argument("--target-inflight", type=float, help="in-flight requests per replica to scale at")
-    p.add_argument("--scale-to-zero", action="store_true")
-    p.add_argument("--trusted", action="store_true", help="let the model run code (pickles, Python; admin only)")
-    p.set_defaults(func=_guard(_deploy))
-
-    for action, text in (("promote", "make the candidate version serve all traffic"),
-                         ("rollback", "end the experiment, or go back to the previous version")):
-        p = sub.add_parser(action, parents=[common], help=text)
-        p.add_argument("name")
-        p.set_defaults(func=_guard(_simple(action)))
-
-    p = sub.add_parser("status", parents=[common], help="show deployments (all, or one with --history)")
-    p.add_argument("name", nargs="?")
-    p.add_argument("--history", action="store_true")
-    p.set_defaults(func=_guard(_status))
-
-    p = sub.add_parser("undeploy", parents=[common], help="delete a deployment and stop its replicas")
-    p.add_argument("name")
-    p.set_defaults(func=_guard(_undeploy))
+    add_deploy_commands(sub)

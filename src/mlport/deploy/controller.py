@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from mlport.deploy.autoscale import LoadSample, ScalePolicy, desired_replicas
+from mlport.deploy.layout import versioned_layout
 from mlport.deploy.replicas import ReplicaSet
 from mlport.deploy.target import Target
 from mlport.errors import MlportError, ModelNotReady, valid_name
@@ -98,7 +99,8 @@ class Controller:
 
     ``fetch(model, version)`` returns the local path of a version's artifact (the registry's fetch);
     ``trusted(model, version)`` says whether a version may run code when loaded (a deployment record's own
-    ``trusted`` flag also allows it).  Replicas serve the model under the deployment's name.
+    ``trusted`` flag also allows it).  Replicas serve the model under the deployment's name, with the registry's
+    version number (see :mod:`mlport.deploy.layout`).
     """
 
     def __init__(self, *, state: DeploymentStateReader, fetch: Callable[[str, int], Path], run_dir: Path,
@@ -238,8 +240,9 @@ class Controller:
             if entry.fetch is None:
                 if time.monotonic() < entry.next_fetch:
                     return
-                entry.fetch = asyncio.create_task(asyncio.to_thread(self._fetch, entry.model, entry.version),
-                                                  name=f"fetch {entry.key}")
+                entry.fetch = asyncio.create_task(
+                    asyncio.to_thread(self._fetch_laid_out, entry.deployment, entry.model, entry.version),
+                    name=f"fetch {entry.key}")
             await asyncio.wait([entry.fetch], timeout=min(self.interval_s, 0.5))
             if not entry.fetch.done():
                 return
@@ -264,6 +267,14 @@ class Controller:
             host=self.host, ready_timeout_s=self.ready_timeout_s,
         )
         entry.samples.clear()
+
+    def _fetch_laid_out(self, deployment: str, model: str, version: int) -> Path:
+        """The fetched artifact laid out as version ``version`` of one model, so replicas name the hub's version
+        number (runs in a thread)."""
+        artifact = Path(self._fetch(model, version))
+        if not artifact.exists():
+            return artifact  # reported by the caller
+        return versioned_layout(artifact, self.run_dir / "models" / deployment / f"v{version}", version)
 
     def _prune(self, entry: _Version, now: float) -> None:
         """Keep the samples the policy windows need (plus the one describing each window's start)."""
@@ -304,22 +315,28 @@ class Controller:
         key = f"{deployment}/v{version}"
         rs = self.replicas(deployment, version)
         while rs is None or rs.closed:
-            if time.monotonic() >= deadline:
-                entry = self._versions.get(key)
+            entry = self._versions.get(key)
+            failed = entry is not None and entry.path is None and entry.fetch is None and entry.last_error
+            if failed or time.monotonic() >= deadline:
                 why = f": {entry.last_error}" if entry is not None and entry.last_error else ""
                 raise ModelNotReady(f"deployment '{deployment}' version {version} is not running{why}")
             await asyncio.sleep(0.05)
             rs = self.replicas(deployment, version)
         if rs.endpoints():
             return rs
+        if rs.desired > 0 and rs.failure is not None:  # a known failure: say so now rather than wait for it again
+            raise ModelNotReady(f"deployment '{deployment}' version {version} has no ready replica: {rs.failure}")
         with rs.waiting():  # shows as load, so the autoscaler keeps the replica while this request waits
             if rs.desired == 0:
                 await rs.scale(1, wait=False)
                 entry = self._versions.get(key)
                 if entry is not None:
                     self._restart_window(entry)
-            ok = await rs.wait_ready(max(0.0, deadline - time.monotonic()))
+            ok = await rs.wait_ready(max(0.0, deadline - time.monotonic()), fail_fast=True)
         if not ok:
+            if rs.failure is not None:
+                raise ModelNotReady(f"deployment '{deployment}' version {version} has no ready replica: "
+                                    f"{rs.failure}")
             why = f": {rs.last_error}" if rs.last_error else ""
             raise ModelNotReady(f"deployment '{deployment}' version {version} has no ready replica after "
                                 f"{timeout_s:g} s{why}")
@@ -340,10 +357,12 @@ class Controller:
                 "role": e.role,
                 "state": "fetching" if e.path is None else "running" if rs is not None else "stopped",
                 "desired": 0, "ready": 0, "pids": [], "ports": [], "inflight": 0, "restarts": 0,
-                "replicas": [],
+                "replicas": [], "failure": None,
             }
             if rs is not None:
                 row.update({k: v for k, v in rs.status().items() if k != "last_error"})
+            elif e.path is None and e.fetch is None and e.last_error:
+                row["failure"] = e.last_error  # the fetch failed; it is retried with back-off
             row["last_error"] = e.last_error
             versions.append(row)
         return {"deployment": deployment, "error": self._errors.get(deployment), "versions": versions}

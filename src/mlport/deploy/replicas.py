@@ -42,6 +42,9 @@ STOP_GRACE_S = 10.0
 HEALTH_FAILURES = 3
 #: ... and stopped (then restarted with back-off) after this many: it hangs or lost its model.
 HEALTH_RESTART_FAILURES = 30
+#: A starting replica whose model is reported failed in every check for this long did not load, seconds (a
+#: state seen once may be the moment before the load begins; a failed load stays failed in a replica).
+LOAD_FAILURE_CONFIRM_S = 1.0
 HEALTH_TIMEOUT = httpx.Timeout(2.0, connect=1.0)
 #: A replica that exits with a port clash right after start is started again on another port, this often.
 BIND_RETRIES = 5
@@ -95,6 +98,8 @@ class _Replica:
     started_at: float = 0.0
     log_start: int = 0
     failures: int = 0
+    #: Since when every health check found the model failed (``time.monotonic()``), None when the last did not.
+    load_failed_since: float | None = None
     restarts: int = 0
     backoff: float = BACKOFF_START_S
     next_start: float | None = None
@@ -121,6 +126,8 @@ class ReplicaSet:
         self.ready_timeout_s = float(ready_timeout_s)
         self.last_error: str | None = None
         self.last_error_at: float | None = None
+        #: When a replica last became ready (``time.time()``), None before the first one did.
+        self.last_ready_at: float | None = None
         self._replicas: list[_Replica] = []
         self._stopping: set[asyncio.Task[None]] = set()
         self._draining: list[_Replica] = []
@@ -168,6 +175,16 @@ class ReplicaSet:
             out.append(ep)
         return out
 
+    @property
+    def failure(self) -> str | None:
+        """The last error when no replica became ready since it happened (a model that fails to load, a replica
+        that keeps crashing): requests can be refused with it at once instead of waiting."""
+        if self.last_error is None or self.last_error_at is None or self.ready_count:
+            return None
+        if self.last_ready_at is not None and self.last_ready_at >= self.last_error_at:
+            return None
+        return self.last_error
+
     def pids(self) -> list[int]:
         """Every process of this set that has not been reaped yet (including replicas being removed)."""
         return [r.proc.pid for r in (*self._replicas, *self._draining)
@@ -211,6 +228,7 @@ class ReplicaSet:
             "restarts": self._restarts,
             "draining": len(self._draining),
             "last_error": self.last_error,
+            "failure": self.failure,
             "replicas": rows,
         }
 
@@ -267,6 +285,7 @@ class ReplicaSet:
         r.next_start = None
         r.ready = False
         r.failures = 0
+        r.load_failed_since = None
         used = frozenset(ep.port for ep in (x.endpoint for x in (*self._replicas, *self._draining)) if ep is not None)
         try:
             port = free_port(self.host, used)
@@ -297,15 +316,20 @@ class ReplicaSet:
         return cmd
 
     # ------------------------------------------------------------------ supervision
-    async def wait_ready(self, timeout_s: float) -> bool:
-        """Supervise until at least one replica is ready (True) or ``timeout_s`` passed (False)."""
+    async def wait_ready(self, timeout_s: float, *, fail_fast: bool = False) -> bool:
+        """Supervise until at least one replica is ready (True) or ``timeout_s`` passed (False).  With
+        ``fail_fast``, a failure recorded while waiting (the model did not load, the replica crashed) ends the
+        wait too (False; :attr:`failure` says why)."""
         deadline = time.monotonic() + max(0.0, float(timeout_s))
+        since = time.time()
         while True:
             if self._closed:
                 return False
             await self.supervise()
             if self.endpoints():
                 return True
+            if fail_fast and self.failure is not None and (self.last_error_at or 0.0) >= since:
+                return False
             left = deadline - time.monotonic()
             if left <= 0:
                 return False
@@ -410,11 +434,17 @@ class ReplicaSet:
             if not r.ready:
                 log.info("replica %s r%d ready: %s (pid %d)", self.key, r.index, ep.url, ep.pid)
                 r.bind_retries = 0
+                self.last_ready_at = time.time()
             r.ready, r.failures = True, 0
             ep.healthy = not ep.draining
             return
-        if failure is not None:
-            self._failed(r, f"model of {self.key} failed to load: {failure}", time.monotonic(), with_log=False)
+        now = time.monotonic()
+        if failure is None:
+            r.load_failed_since = None
+        elif r.load_failed_since is None:
+            r.load_failed_since = now
+        elif now - r.load_failed_since >= LOAD_FAILURE_CONFIRM_S:
+            self._failed(r, f"model of {self.key} failed to load: {failure}", now, with_log=False)
             return
         if r.ready:
             r.failures += 1

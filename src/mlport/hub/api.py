@@ -36,6 +36,7 @@ from mlport.errors import (
     valid_name,
 )
 from mlport.hub.service import Hub
+from mlport.hub.signatures import signature_warning
 from mlport.protocols.http.body import media_type, read_body
 
 __all__ = ["api_routes", "json"]
@@ -209,10 +210,13 @@ def _model_json(info: Any) -> dict[str, Any]:
 
 
 def _version_json(v: Any) -> dict[str, Any]:
-    return {"model": v.model, "version": v.version, "format": v.format, "signature": v.signature, "size": v.size,
-            "sha256": v.sha256, "created_at": v.created_at, "created_by": v.created_by,
-            "description": v.description, "tags": v.tags, "source": v.source, "kind": v.kind,
-            "filename": v.filename}
+    out = {"model": v.model, "version": v.version, "format": v.format, "signature": v.signature, "size": v.size,
+           "sha256": v.sha256, "created_at": v.created_at, "created_by": v.created_by,
+           "description": v.description, "tags": v.tags, "source": v.source, "kind": v.kind,
+           "filename": v.filename}
+    if v.signature_error:
+        out["warning"] = signature_warning(v.signature_error, v.format)
+    return out
 
 
 async def models_list(request: Request) -> Response:
@@ -291,6 +295,7 @@ async def versions_create(request: Request) -> Response:
         raise UnsupportedMediaType("upload the file as the raw body (application/octet-stream) with ?filename=NAME, "
                                    "or send JSON {\"store_key\": ...} to register an artifact already in the store")
     filename = q.get("filename", "")
+    source = q.get("source") or filename
     if not filename or "/" in filename or "\\" in filename or filename in (".", "..") or len(filename) > 255:
         raise InvalidInput("query parameter 'filename' must be a plain file name (the model file or archive)")
     length = request.headers.get("content-length")
@@ -307,7 +312,7 @@ async def versions_create(request: Request) -> Response:
             raise InvalidInput("the upload is empty")
         info = await _in_thread(hub.registry.add_version, model, dest, filename=filename,
                                 created_by=principal.subject, description=q.get("description", "")[:4096],
-                                tags=_str_list(dict(q), "tags"), trusted=trusted)
+                                tags=_str_list(dict(q), "tags"), trusted=trusted, source_name=source[:4096])
     return json(_version_json(info), 201)
 
 
@@ -397,7 +402,8 @@ def _experiment(strategy: str) -> Handler:
         if sticky is not None and (not isinstance(sticky, str) or not sticky or len(sticky) > 128):
             raise InvalidInput("field 'sticky_header' must be a header name")
         record = hub.experiment(request.path_params["name"], strategy, _int(data, "version", lo=1), percent,
-                                sticky.lower() if sticky else None, by=principal.subject)
+                                sticky.lower() if sticky else None, by=principal.subject,
+                                force=data.get("force") in (True, "true", "1"))
         return json(hub.status(record))
 
     handler.__name__ = f"deployments_{strategy}"

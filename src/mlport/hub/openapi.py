@@ -117,7 +117,8 @@ def _schemas() -> Json:
         "Version": {"type": "object", "properties": {
             "model": s, "version": i, "format": {"type": ["string", "null"]},
             "signature": {"type": ["object", "null"]}, "size": i, "sha256": s, "created_at": n, "created_by": s,
-            "description": s, "tags": strs, "source": s, "kind": {"enum": ["file", "folder"]}, "filename": s}},
+            "description": s, "tags": strs, "source": s, "kind": {"enum": ["file", "folder"]}, "filename": s,
+            "warning": {**s, "description": "on upload: why no signature was recorded, and what to do"}}},
         "Register": {"type": "object", "required": ["store_key"],
                      "properties": {"store_key": s, "description": s, "tags": strs}},
         "Target": {"type": "object", "properties": {
@@ -134,8 +135,10 @@ def _schemas() -> Json:
             "replicas": {"type": "object"}}},
         "Experiment": {"type": "object", "required": ["version"],
                        "properties": {"version": {**i, "minimum": 1}, "percent": {**n, "minimum": 0, "maximum": 100},
-                                      "sticky_header": s}},
-        "HistoryEntry": {"type": "object", "properties": {"id": i, "at": n, "by": s, "action": s,
+                                      "sticky_header": s,
+                                      "force": {"type": "boolean", "description": "accept a version whose "
+                                                "signature differs from the primary's (else 409)"}}},
+        "HistoryEntry": {"type": "object", "properties": {"id": i, "number": i, "at": n, "by": s, "action": s,
                                                           "target": _ref("Target"), "policy": _ref("ScalePolicy")}},
         "ShadowSummary": {"type": "object", "properties": {
             "primary": {"type": ["integer", "null"]}, "shadow": {"type": ["integer", "null"]}, "requests": i,
@@ -194,6 +197,9 @@ def build_openapi() -> Json:
                 query=(
                     {"name": "filename", "in": "query", "schema": {"type": "string"},
                      "description": "file name of the upload (required for raw uploads)"},
+                    {"name": "source", "in": "query", "schema": {"type": "string"},
+                     "description": "what the version's source records (default: filename), e.g. the user's "
+                                    "file or folder name"},
                     {"name": "description", "in": "query", "schema": {"type": "string"}},
                     {"name": "tags", "in": "query", "schema": {"type": "string"}, "description": "comma-separated"},
                     {"name": "trusted", "in": "query", "schema": {"type": "boolean"},
@@ -243,13 +249,13 @@ def build_openapi() -> Json:
                           _ok(None, "204", "Deleted"), params=d, errors=(401, 403, 404))},
         "/api/v1/deployments/{name}/canary": {"post": _op(
             "canary", "Send a share of traffic (percent) to a candidate version", t_deploy, _ok("Deployment"),
-            params=d, body=exp, errors=(400, 401, 403, 404))},
+            params=d, body=exp, errors=(400, 401, 403, 404, 409))},
         "/api/v1/deployments/{name}/ab": {"post": _op(
             "abTest", "Split traffic between the primary and a second version, sticky by a header", t_deploy,
-            _ok("Deployment"), params=d, body=exp, errors=(400, 401, 403, 404))},
+            _ok("Deployment"), params=d, body=exp, errors=(400, 401, 403, 404, 409))},
         "/api/v1/deployments/{name}/shadow": {
             "post": _op("shadow", "Copy live traffic to a version whose answers are compared, never returned",
-                        t_deploy, _ok("Deployment"), params=d, body=exp, errors=(400, 401, 403, 404)),
+                        t_deploy, _ok("Deployment"), params=d, body=exp, errors=(400, 401, 403, 404, 409)),
             "get": _op("shadowSummary", "The shadow comparison: agreement rate, latency, recent disagreements",
                        t_deploy, _ok("ShadowSummary"), params=d, errors=(401, 403, 404))},
         "/api/v1/deployments/{name}/promote": {"post": _op(

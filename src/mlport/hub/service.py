@@ -26,6 +26,7 @@ from mlport.deploy.shadow import ShadowRecorder
 from mlport.deploy.target import Target
 from mlport.errors import Conflict, InvalidInput
 from mlport.hub.settings import HubSettings
+from mlport.hub.signatures import signature_difference
 from mlport.hub.state import DeploymentRecord, DeploymentStore
 from mlport.registry import ModelRegistry, open_store
 from mlport.registry.images import ImageRecords
@@ -132,9 +133,16 @@ class Hub:
                                        target=Target(model=model, primary=version))
 
     def experiment(self, name: str, strategy: str, version: int, percent: float, sticky_header: str | None, *,
-                   by: str) -> DeploymentRecord:
+                   by: str, force: bool = False) -> DeploymentRecord:
+        """Start a canary, A/B or shadow of ``version`` beside the primary; refused (409) when the two versions'
+        signatures differ, unless ``force``."""
         record = self.deployments.get(name)
-        self.registry.get_version(record.model, version)
+        candidate = self.registry.get_version(record.model, version)
+        primary = self.registry.get_version(record.model, record.target.primary)
+        difference = signature_difference(primary.signature, candidate.signature)
+        if difference and not force:
+            raise Conflict(f"{record.model} v{version} does not take the same requests as v{primary.version}: "
+                           f"{difference}; requests routed to it would fail (force to start the {strategy} anyway)")
         target = Target(model=record.model, primary=record.target.primary, strategy=strategy, candidate=version,
                         percent=percent, sticky_header=sticky_header)
         if strategy == "shadow":

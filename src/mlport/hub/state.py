@@ -75,9 +75,11 @@ class HistoryEntry:
     action: str
     target: Target
     policy: ScalePolicy
+    #: The entry's place in its deployment's history, from 1 (``id`` counts over all deployments).
+    number: int = 0
 
     def to_json(self) -> dict[str, Any]:
-        return {"id": self.id, "at": self.at, "by": self.by, "action": self.action,
+        return {"id": self.id, "number": self.number, "at": self.at, "by": self.by, "action": self.action,
                 "target": self.target.to_json(), "policy": self.policy.to_json()}
 
 
@@ -124,8 +126,9 @@ class DeploymentStore:
 
     def history(self, name: str, limit: int = MAX_HISTORY) -> list[HistoryEntry]:
         self.get(name)
-        rows = self.db.all("SELECT * FROM deploy_history WHERE deployment = ? ORDER BY id DESC LIMIT ?",
-                           (name, max(1, min(limit, MAX_HISTORY))))
+        # number: the entry's place in this deployment's own history (1 for its creation)
+        rows = self.db.all("SELECT *, ROW_NUMBER() OVER (ORDER BY id) AS number FROM deploy_history "
+                           "WHERE deployment = ? ORDER BY id DESC LIMIT ?", (name, max(1, min(limit, MAX_HISTORY))))
         return [self._entry(r) for r in rows]
 
     # -- changing ----------------------------------------------------------------------------------------
@@ -208,4 +211,4 @@ class DeploymentStore:
     def _entry(row: dict[str, Any]) -> HistoryEntry:
         return HistoryEntry(id=row["id"], deployment=row["deployment"], at=row["at"], by=row["by"],
                             action=row["action"], target=Target.from_json(json.loads(row["target"])),
-                            policy=_policy_from_json(row["policy"]))
+                            policy=_policy_from_json(row["policy"]), number=int(row.get("number") or 0))

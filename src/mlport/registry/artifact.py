@@ -28,6 +28,7 @@ from mlport.registry.store import check_key
 __all__ = [
     "LocalArtifact",
     "declares_trust",
+    "describe_signature",
     "detect_format",
     "folder_digest",
     "inspect_local",
@@ -182,6 +183,13 @@ def detect_format(path: Path, label: str, formats: FormatRegistry | None = None)
 
 def read_signature(path: Path, name: str, *, trusted: bool, timeout_s: float) -> dict[str, Any] | None:
     """``{"inputs": [...], "outputs": [...]}`` from ``mlport describe`` in a child process, or ``None``."""
+    return describe_signature(path, name, trusted=trusted, timeout_s=timeout_s)[0]
+
+
+def describe_signature(path: Path, name: str, *, trusted: bool,
+                       timeout_s: float) -> tuple[dict[str, Any] | None, str | None]:
+    """``({"inputs": [...], "outputs": [...]}, None)`` from ``mlport describe`` in a child process, or
+    ``(None, why it could not be read)``."""
     cmd = [sys.executable, "-m", "mlport.cli.main", "describe", str(path), "--name", name]
     if trusted:
         cmd.append("--trusted")
@@ -190,27 +198,27 @@ def read_signature(path: Path, name: str, *, trusted: bool, timeout_s: float) ->
                               check=False)
     except subprocess.TimeoutExpired:
         log.warning("describe of %s timed out after %.0f s; version recorded without a signature", name, timeout_s)
-        return None
+        return None, f"reading the signature took longer than {timeout_s:.0f} s"
     except OSError as exc:
         log.warning("describe of %s could not start: %s", name, exc)
-        return None
+        return None, f"mlport describe could not start: {exc}"
     if len(proc.stdout) > _MAX_DESCRIBE_OUTPUT:
         log.warning("describe of %s printed too much; version recorded without a signature", name)
-        return None
+        return None, "mlport describe printed too much"
     try:
         data = json.loads(proc.stdout)
     except ValueError:
-        log.warning("describe of %s failed (exit %s): %s", name, proc.returncode,
-                    proc.stderr.decode("utf-8", "replace")[-500:])
-        return None
+        err = proc.stderr.decode("utf-8", "replace")[-500:]
+        log.warning("describe of %s failed (exit %s): %s", name, proc.returncode, err)
+        return None, f"mlport describe failed (exit {proc.returncode}): {err.strip()[-300:]}"
     entry = data.get(name) if isinstance(data, dict) else None
     if entry is None and isinstance(data, dict) and len(data) == 1:
         entry = next(iter(data.values()))
     if not isinstance(entry, dict) or "error" in entry:
         reason = entry.get("error") if isinstance(entry, dict) else "no model found"
         log.info("describe of %s gave no signature: %s", name, reason)
-        return None
+        return None, str(reason)
     inputs, outputs = entry.get("inputs"), entry.get("outputs")
     if not isinstance(inputs, list) or not isinstance(outputs, list):
-        return None
-    return {"inputs": inputs, "outputs": outputs}
+        return None, "the model describes no inputs and outputs"
+    return {"inputs": inputs, "outputs": outputs}, None

@@ -27,10 +27,10 @@ from mlport.registry.archive import DEFAULT_MAX_FILES, archive_stem, extract_arc
 from mlport.registry.artifact import (
     LocalArtifact,
     declares_trust,
+    describe_signature,
     detect_format,
     folder_digest,
     inspect_local,
-    read_signature,
     sha256_file,
 )
 from mlport.registry.store import ArtifactStore, KeyNotFound, check_key
@@ -124,28 +124,32 @@ class ModelRegistry:
     # --------------------------------------------------------------------------------------------- versions
 
     def add_version(self, model: str, source: Path, *, filename: str | None = None, created_by: str,
-                    description: str = "", tags: list[str] | None = None, trusted: bool = False) -> VersionInfo:
-        """Store a local file, folder or archive as the model's next version."""
+                    description: str = "", tags: list[str] | None = None, trusted: bool = False,
+                    source_name: str | None = None) -> VersionInfo:
+        """Store a local file, folder or archive as the model's next version.  ``source_name`` is what the
+        version's ``source`` records (default: the local path), e.g. the user's file name of an upload."""
         self.get_model(model)
         source = Path(source)
         filename = check_filename(filename if filename is not None else (source.name or source.resolve().name))
         check_text(description, "description", MAX_DESCRIPTION)
         check_text(created_by, "created_by", 256)
         tags = check_tags(tags or [])
+        recorded = check_text(source_name, "source", MAX_DESCRIPTION) if source_name else str(source)
         if not source.exists():
             raise InvalidInput(f"{filename} does not exist")
         with tempfile.TemporaryDirectory(prefix="mlport-upload-", dir=self.tmp_dir) as tmp:
             staged, filename, extracted = self._stage(source, filename, Path(tmp))
             limit = self.max_extracted_bytes if extracted else self.max_upload_bytes
             artifact = inspect_local(staged, filename, max_files=self.max_files, max_bytes=limit)
-            fmt, signature = self._examine(model, artifact, filename, trusted)
+            fmt, signature, why = self._examine(model, artifact, filename, trusted)
             version = self._reserve(model)
             key = f"{self._model_prefix(model)}/{version}/{filename}"
             try:
                 self.store.delete_prefix(f"{self._model_prefix(model)}/{version}")  # leftovers of a failed delete
                 self._upload(artifact, key)
                 info = VersionInfo(model, version, fmt.name, signature, artifact.size, artifact.sha256, time.time(),
-                                   created_by, description, tags, str(source), key, artifact.kind, filename)
+                                   created_by, description, tags, recorded, key, artifact.kind, filename,
+                                   signature_error=why)
                 self._insert(info)
             except BaseException:
                 with contextlib.suppress(Exception):
@@ -172,11 +176,11 @@ class ModelRegistry:
             artifact = inspect_local(local, filename, max_files=self.max_files, max_bytes=self.max_upload_bytes)
             if artifact.kind != kind:  # pragma: no cover - the download decides the kind
                 raise MlportError(f"{key}: downloaded as a {artifact.kind}, expected a {kind}")
-            fmt, signature = self._examine(model, artifact, filename, trusted=False)
+            fmt, signature, why = self._examine(model, artifact, filename, trusted=False)
             version = self._reserve(model)
             info = VersionInfo(model, version, fmt.name, signature, artifact.size, artifact.sha256, time.time(),
                                created_by, description, tags, f"{self.store.url.rstrip('/')}/{key}", key, kind,
-                               filename)
+                               filename, signature_error=why)
             try:
                 self._insert(info)
             except BaseException:
@@ -276,7 +280,8 @@ class ModelRegistry:
         return source, filename, False
 
     def _examine(self, model: str, artifact: LocalArtifact, label: str,
-                 trusted: bool) -> tuple[ModelFormat, dict[str, Any] | None]:
+                 trusted: bool) -> tuple[ModelFormat, dict[str, Any] | None, str | None]:
+        """The format, the signature, and why the signature could not be read (None when it was)."""
         if not trusted:
             declared = declares_trust(artifact)
             if declared is not None:
@@ -284,8 +289,11 @@ class ModelRegistry:
                                    "only a trusted upload may run code")
         fmt = detect_format(artifact.path, label)
         if fmt.runs_code and not trusted:
-            return fmt, None
-        return fmt, read_signature(artifact.path, model, trusted=trusted, timeout_s=self.describe_timeout_s)
+            return fmt, None, (f"{fmt.name} models run code when they load, so the signature is read only from a "
+                               "trusted upload")
+        signature, reason = describe_signature(artifact.path, model, trusted=trusted,
+                                               timeout_s=self.describe_timeout_s)
+        return fmt, signature, reason
 
     def _reserve(self, model: str) -> int:
         """The model's next version number, taken atomically."""

@@ -93,6 +93,8 @@ class VersionInfo:
     kind: str  # "file" or "folder"
     #: File name (kind "file") or folder name (kind "folder").
     filename: str
+    #: Why the signature could not be read when the version was added (not stored: None once read back).
+    signature_error: str | None = None
 
 
 def model_info(row: dict[str, Any]) -> ModelInfo:

@@ -123,9 +123,10 @@ def test_a_new_model_under_the_same_key_starts_over(tmp_path: Path) -> None:
         try:
             await until(lambda: ctl.replicas("d", 1) is not None, ctl.reconcile)
             first = ctl.replicas("d", 1)
-            assert first is not None and first.path == paths["a"]
+            assert first is not None and (first.path / "1" / "a.onnx").read_bytes() == b"x"
             state.records = [DeploymentRecord("d", Target("b", 1), TO_ZERO)]
-            await until(lambda: (rs := ctl.replicas("d", 1)) is not None and rs.path == paths["b"], ctl.reconcile)
+            await until(lambda: (rs := ctl.replicas("d", 1)) is not None and rs is not first
+                        and (rs.path / "1" / "b.onnx").exists(), ctl.reconcile)
             await until(lambda: first.closed)
             assert ctl.status("d")["versions"][0]["model"] == "b"
         finally:
