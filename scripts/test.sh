@@ -6,6 +6,10 @@ cd "$(dirname "$0")/.."
 # PyTorch's CPU build first: a plain torch requirement would pull the CUDA build.
 python3 -m pip install --quiet --disable-pip-version-check "torch==${MLPORT_TORCH_VERSION:-2.13.0}"
 python3 -m pip install --quiet --disable-pip-version-check -e '.[test,torch]'
+# TF Serving's official client stubs, without their dependencies: they ask for the `tensorflow` distribution,
+# which pip would install beside (and over) tensorflow-cpu of the same version. What they use (grpcio,
+# protobuf, TensorFlow's own messages) comes with the test extra.
+python3 -m pip install --quiet --disable-pip-version-check --no-deps 'tensorflow-serving-api>=2.16,<3'
 
 # Debian packages the tests use: a real browser (chromium) for the web pages, a Java runtime for PMML, and for
 # images: buildah (builds and runs them), mmdebstrap (a base from Debian packages), skopeo and docker-registry.

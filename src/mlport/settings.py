@@ -48,6 +48,12 @@ class Settings(BaseSettings):
     host: str = option("127.0.0.1", "address to listen on (default 127.0.0.1)")
     http_port: int = option(8080, "HTTP port (default 8080; 0: any free port)", ge=0, le=65535)
     grpc_port: int = option(8081, "Open Inference Protocol gRPC port (default 8081; 0: no gRPC)", ge=0, le=65535)
+    tls_cert: Path | None = option(None, "serve HTTPS and gRPC over TLS with this certificate (PEM; with --tls-key)",
+                                   metavar="PEM")
+    tls_key: Path | None = option(None, "the private key of --tls-cert (PEM)", metavar="PEM")
+    tls_client_ca: Path | None = option(
+        None, "mutual TLS: accept only clients whose certificate this CA signed (PEM)", metavar="PEM"
+    )
     trusted: bool = option(False, "trust every model here to run code when loaded (pickles, Python files)")
     poll_interval_s: float = option(
         5.0, "seconds between repository scans for new versions (0: off; default 5)", flag="--poll-interval", ge=0

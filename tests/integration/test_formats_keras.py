@@ -188,8 +188,9 @@ def test_custom_objects_need_trust_and_their_module(serve, tmp_path: Path) -> No
             check_keras(c, name, root / file, {"features": batch}, ["species"], trusted=True,
                         custom_objects=objects)
 
-    # trusted, but the module is nowhere to be imported: a clear error, not a crash
-    server = serve(root / "scaled.keras", "--trusted")
+    # trusted, but the module is nowhere to be imported: a clear error, not a crash (one model file is served with
+    # strict readiness, so the server is live but never ready)
+    server = serve(root / "scaled.keras", "--trusted", wait_ready=False)
     row = index_row(server, "scaled")
     assert row["state"] == "UNAVAILABLE"
     assert row["reason"] == ("scaled.keras uses custom objects from module 'custom_layers', which could not be "

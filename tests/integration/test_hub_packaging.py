@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from tests.builders import iris_onnx
-from tests.hubutil import HubProc, start_hub
+from tests.hubutil import HubProc, cli, start_hub
 from tests.s3server import S3Server, make_bucket, s3_server  # noqa: F401 - the session fixture
 
 DIGEST = "sha256:" + "ab" * 32
@@ -89,3 +89,31 @@ def test_images_and_manifests_of_a_deployment(hub: HubProc, tmp_path: Path) -> N
     r = admin.post("/api/v1/service-accounts", json={"name": "app", "roles": ["predictor"]})
     predictor_token = r.json()["access_token"]
     assert hub.client(predictor_token).get("/api/v1/deployments/iris-prod/manifests").status_code == 403
+
+
+def test_cli_renders_a_hub_deployment_and_lists_jobs(hub: HubProc, tmp_path: Path) -> None:
+    admin = hub.client(hub.login())
+    assert admin.post("/api/v1/models", json={"name": "iris"}).status_code == 201
+    path = iris_onnx(tmp_path / "v1" / "iris.onnx")
+    r = admin.post("/api/v1/models/iris/versions", params={"filename": "iris.onnx"}, content=path.read_bytes(),
+                   headers={"content-type": "application/octet-stream"})
+    assert r.status_code == 201, r.text
+    assert admin.post("/api/v1/deployments", json={"name": "iris-b", "model": "iris", "version": 1}).status_code == 201
+    assert admin.post("/api/v1/models/iris/versions/1/images",
+                      json={"image": "registry.example/iris:1", "digest": DIGEST}).status_code == 201
+    home = tmp_path / "home"
+    auth = ("--hub", hub.url, "--token", hub.login())
+    out = tmp_path / "iris-b.yaml"
+    done = cli(home, "k8s", "render", "iris-b", *auth, "-o", str(out))
+    assert done.returncode == 0, done.stderr
+    assert out.read_text() == admin.get("/api/v1/deployments/iris-b/manifests").text
+    done = cli(home, "k8s", "render", "iris-b", *auth, "--target", "kserve", "--image", "reg.example/mlport:1")
+    assert done.returncode == 0 and "kind: InferenceService" in done.stdout and "storageUri: s3://" in done.stdout
+    done = cli(home, "k8s", "render", "nope", *auth)
+    assert done.returncode == 1 and "404" in done.stderr and "Traceback" not in done.stderr
+    done = cli(home, "jobs", "list", *auth)
+    assert done.returncode == 0 and "no jobs" in done.stdout
+    done = cli(home, "jobs", "get", "0123abcd", *auth)
+    assert done.returncode == 1 and "not found" in done.stderr
+    done = cli(home, "versions", "build", "iris", "1", *auth)
+    assert done.returncode == 2 and "--tag" in done.stderr

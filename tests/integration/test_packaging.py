@@ -217,7 +217,7 @@ def test_the_runtime_only_image_serves_models_from_s3(work: dict[str, Any], s3_s
 def test_hub_builds_a_version_as_a_job_and_renders_its_manifests(work: dict[str, Any], tmp_path: Path) -> None:
     import yaml
 
-    from tests.hubutil import start_hub, wait_for
+    from tests.hubutil import cli, start_hub, wait_for
 
     env = {"MLPORT_HUB_BUILD_BASE": work["base"], "MLPORT_HUB_BUILD_PIP_CACHE": str(work["cache"])}
     hub = start_hub(tmp_path / "hub", env=env)
@@ -231,14 +231,15 @@ def test_hub_builds_a_version_as_a_job_and_renders_its_manifests(work: dict[str,
             assert r.status_code == 201, r.text
             bad = admin.post("/api/v1/models/scale/versions/1/build", json={"tag": "x$(id)"})
             assert bad.status_code == 400 and "image reference" in bad.json()["error"]
-            r = admin.post("/api/v1/models/scale/versions/1/build",
-                           json={"tag": f"{reg.host}/scale:1", "tls_verify": False})
-            assert r.status_code == 202, r.text
-            job_id = r.json()["id"]
-            job = wait_for(lambda: (j := admin.get(f"/api/v1/jobs/{job_id}").json())["state"] in
-                           ("succeeded", "failed", "cancelled") and j, timeout=1200, what="the build job")
+            # the CLI asks the hub to build, waits for the job, and fails if it fails
+            done = cli(tmp_path / "home", "versions", "build", "scale", "1", "--tag", f"{reg.host}/scale:1",
+                       "--no-tls-verify", "--wait", "-o", "json", "--hub", hub.url, "--token", hub.login(),
+                       timeout=1500)
+            assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+            job = json.loads(done.stdout)
+            job_id = job["id"]
             log = admin.get(f"/api/v1/jobs/{job_id}/log").text
-            assert job["state"] == "succeeded", (job, log[-3000:])
+            assert job["state"] == "succeeded" and "mlport.cli.main build" in log, (job, log[-3000:])
             digest = job["result"]["digest"]
             seen = json.loads(subprocess.run(["skopeo", "inspect", "--tls-verify=false",
                                               f"docker://{reg.host}/scale:1"], check=True, capture_output=True,

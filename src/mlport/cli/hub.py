@@ -33,6 +33,10 @@ def add_hub_command(sub: Any) -> None:
     hub.add_argument("--s3-endpoint-url", help="S3-compatible endpoint, e.g. http://127.0.0.1:9000")
     hub.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     hub.add_argument("--http-port", "--port", dest="port", type=int, help="HTTP port (default 8090)")
+    hub.add_argument("--tls-cert", type=Path, metavar="PEM", help="serve HTTPS with this certificate (with --tls-key)")
+    hub.add_argument("--tls-key", type=Path, metavar="PEM", help="the private key of --tls-cert")
+    hub.add_argument("--tls-client-ca", type=Path, metavar="PEM",
+                     help="mutual TLS: accept only clients whose certificate this CA signed")
     hub.add_argument("--jwt-algorithm", choices=["HS256", "RS256"], help="token signing (default HS256)")
     hub.add_argument("--jwt-private-key", type=Path, help="PEM private key (RS256)")
     hub.add_argument("--jwt-public-key", type=Path,
@@ -55,7 +59,8 @@ def _settings(args: argparse.Namespace) -> Any:
     from mlport.hub.settings import HubSettings
 
     fields = ["data_dir", "store", "s3_endpoint_url", "host", "port", "jwt_algorithm", "jwt_private_key",
-              "jwt_public_key", "controller_interval_s", "log_level", "access_log", "access_log_format"]
+              "jwt_public_key", "controller_interval_s", "log_level", "access_log", "access_log_format",
+              "tls_cert", "tls_key", "tls_client_ca"]
     given = {f: getattr(args, f) for f in fields if getattr(args, f, None) is not None}
     return HubSettings(**given)
 
@@ -136,19 +141,22 @@ def _run(hub: Any) -> int:
 
     from mlport.hub.app import build_app
     from mlport.observability.access import AccessLog
+    from mlport.protocols.tls import server_tls
 
     settings = hub.settings
+    tls = server_tls(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
     json_log = settings.access_log_format == "json"
     config = uvicorn.Config(build_app(hub, AccessLog() if json_log else None), host=settings.host,
                             port=settings.port, log_level=settings.log_level,
                             access_log=settings.access_log and not json_log, lifespan="on",
-                            timeout_graceful_shutdown=30)
+                            timeout_graceful_shutdown=30, **(tls.uvicorn_options() if tls is not None else {}))
     server = uvicorn.Server(config)
     # uvicorn stops the hub (and its replicas) on SIGINT/SIGTERM, then re-raises the signal with the handlers
     # it found: these make that last step a clean exit.
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _exit_cleanly)
-    print(f"mlport hub on http://{settings.host}:{settings.port} (data in {settings.data_dir}, artifacts in "
+    scheme = "https" if tls is not None else "http"
+    print(f"mlport hub on {scheme}://{settings.host}:{settings.port} (data in {settings.data_dir}, artifacts in "
           f"{settings.store_url})", flush=True)
     try:
         asyncio.run(server.serve())

@@ -17,6 +17,8 @@ from typing import Any
 
 import httpx
 
+from mlport.client._tls import http_verify, tls_hint
+
 __all__ = [
     "DEFAULT_TIMEOUT_S",
     "DEFAULT_URL",
@@ -125,7 +127,8 @@ def request(args: argparse.Namespace, method: str, path: str, *, auth: bool = Tr
         headers["authorization"] = f"Bearer {token_of(args)}"
     timeout = _timeout(args, UPLOAD_TIMEOUT_S if upload else DEFAULT_TIMEOUT_S)
     try:
-        with httpx.Client(base_url=url_of(args), timeout=timeout) as client:
+        verify = http_verify(True, getattr(args, "ca", None), None)
+        with httpx.Client(base_url=url_of(args), timeout=timeout, verify=verify) as client:
             if stream_to is None:
                 resp = client.request(method, path, headers=headers, **kw)
             else:
@@ -138,7 +141,8 @@ def request(args: argparse.Namespace, method: str, path: str, *, auth: bool = Tr
         raise Fail(f"the hub at {url_of(args)} did not answer within {timeout.read:g} s (--timeout to wait "
                    "longer)", EXIT_UNREACHABLE) from None
     except httpx.HTTPError as exc:
-        raise Fail(f"cannot reach the hub at {url_of(args)}: {exc}", EXIT_UNREACHABLE) from None
+        hint = tls_hint(f"{exc} {exc.__cause__ or exc.__context__ or ''}", url_of(args))
+        raise Fail(f"cannot reach the hub at {url_of(args)}: {exc}{hint}", EXIT_UNREACHABLE) from None
     if resp.status_code >= 400:
         try:
             message = resp.json().get("error", resp.text)
@@ -192,6 +196,8 @@ def _common() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--hub", help=f"hub URL (default: the saved login, MLPORT_HUB_URL, or {DEFAULT_URL})")
     common.add_argument("--token", help="bearer token (default: MLPORT_HUB_TOKEN or the saved login)")
+    common.add_argument("--ca", metavar="PEM", help="CA certificate to verify an https:// hub with "
+                                                    "(default: MLPORT_CA, else the system's CAs)")
     common.add_argument("--output", "-o", choices=["text", "json"], default="text",
                         help="text for people (default), json for scripts (the hub's answer, raw values)")
     common.add_argument("--timeout", type=float, default=None,

@@ -30,6 +30,7 @@ from mlport.cli.hubclient import (
 )
 from mlport.cli.hubctl_auth import add_auth_commands
 from mlport.cli.hubctl_deploy import add_deploy_commands
+from mlport.cli.hubjobs import add_job_commands, build_version
 
 __all__ = ["add_client_commands"]
 
@@ -172,6 +173,8 @@ def _versions(args: argparse.Namespace) -> int:
             print(f"mlport: warning: {data['warning']}", file=sys.stderr)
     elif args.action == "download":
         return _download(args, base)
+    elif args.action == "build":
+        return build_version(args)
     else:
         return _upload(args, base)
     return 0
@@ -196,8 +199,10 @@ mlport versions upload iris ./iris-folder/ --description "with batching"
 mlport versions list iris
 mlport versions get iris 2
 mlport versions download iris 2 --dest ./restore/
-mlport versions register iris models/iris/7/iris.onnx   # an artifact already in the store""", _versions)
-    p.add_argument("action", choices=["list", "upload", "register", "get", "download"], help="what to do")
+mlport versions register iris models/iris/7/iris.onnx   # an artifact already in the store
+mlport versions build iris 2 --tag registry.example.com/iris:2 --wait   # an image, built by the hub""", _versions)
+    p.add_argument("action", choices=["list", "upload", "register", "get", "download", "build"],
+                   help="what to do")
     p.add_argument("model", help="model name")
     p.add_argument("arg", nargs="?", help="upload: a file or folder; register: a store key; get, download: a "
                                           "version number")
@@ -206,5 +211,13 @@ mlport versions register iris models/iris/7/iris.onnx   # an artifact already in
     p.add_argument("--trusted", action="store_true", help="upload: read the signature of a format that runs code "
                                                           "(pickles, Python; admin only)")
     p.add_argument("--dest", help="download: file or folder to write to (default: the artifact's name here)")
+    p.add_argument("--tag", help="build: the image reference to build and push, e.g. registry.example.com/iris:2")
+    p.add_argument("--no-push", action="store_true", help="build: keep the image on the hub's machine")
+    p.add_argument("--tls-verify", action=argparse.BooleanOptionalAction, default=True,
+                   help="build: verify the registry's TLS certificate (default: yes)")
+    p.add_argument("--wait", action="store_true", help="build: wait for the job and exit non-zero if it fails")
+    p.add_argument("--wait-timeout", type=float, default=3600.0,
+                   help="build --wait: give up waiting after this many seconds (default 3600)")
 
     add_deploy_commands(sub)
+    add_job_commands(sub)

@@ -15,6 +15,8 @@ _EXAMPLES = """examples:
   mlport k8s render --name iris --image registry.example.com/iris:v1 --max-replicas 4 | kubectl apply -f -
   mlport k8s render --name iris --image reg/iris:v1 --canary reg/iris:v2 --percent 20 | kubectl apply -f -
   mlport k8s render --name iris --target kserve --image reg/mlport:0.1.0 --storage-uri s3://models/iris/1
+  mlport k8s render iris-prod | kubectl apply -f -                # a hub deployment, with its recorded images
+  mlport k8s render iris-prod --target kserve --image reg/mlport:0.1.0
 """
 
 
@@ -28,7 +30,8 @@ def add_k8s_command(sub: Any) -> None:
     runtime.add_argument("--image", required=True, help="the runtime image (built with `mlport build --runtime-only`)")
     runtime.add_argument("--format", dest="formats", action="append", metavar="NAME",
                          help="a model format to advertise (repeatable; default: every format mlport serves)")
-    runtime.add_argument("-o", "--output", type=Path, help="write to this file instead of standard output")
+    runtime.add_argument("-o", "--output", dest="file", type=Path,
+                         help="write to this file instead of standard output")
     runtime.set_defaults(func=_cmd_runtime)
     render = actions.add_parser("render", help="print the manifests of one deployment",
                                 epilog=_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -37,10 +40,16 @@ def add_k8s_command(sub: Any) -> None:
 
 
 def _render_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--name", required=True, help="the deployment's name (a Kubernetes name: a-z, 0-9, '-')")
+    p.add_argument("deployment", nargs="?",
+                   help="a hub deployment to render (with its versions' recorded images); or give --name and --image")
+    p.add_argument("--hub", help="hub URL for a hub deployment (default: the saved login or MLPORT_HUB_URL)")
+    p.add_argument("--token", help="bearer token for the hub (default: MLPORT_HUB_TOKEN or the saved login)")
+    p.add_argument("--timeout", type=float, default=None, help="seconds to wait for the hub's answer")
+    p.add_argument("--ca", metavar="PEM", help="CA certificate to verify an https:// hub with (default: MLPORT_CA)")
+    p.add_argument("--name", help="the deployment's name (a Kubernetes name: a-z, 0-9, '-') for --image")
     p.add_argument("--target", choices=["kubernetes", "kserve"], default="kubernetes",
                    help="plain Kubernetes objects (default) or a KServe InferenceService")
-    p.add_argument("--image", required=True, help="image of the primary version (kserve: the runtime image)")
+    p.add_argument("--image", help="image of the primary version (kserve: the runtime image)")
     p.add_argument("--model", help="model name used in labels (default: the deployment's name)")
     p.add_argument("--version", type=int, default=1, help="the primary version's number (default 1)")
     p.add_argument("--format", default="onnx", help="the model's format (default onnx; kserve's modelFormat)")
@@ -63,7 +72,7 @@ def _render_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--namespace", default="default", help="namespace of the objects (default 'default')")
     p.add_argument("--gateway", default="mlport-gateway",
                    help="Gateway API gateway the canary/A-B/shadow HTTPRoute attaches to (default mlport-gateway)")
-    p.add_argument("-o", "--output", type=Path, help="write to this file instead of standard output")
+    p.add_argument("-o", "--output", dest="file", type=Path, help="write to this file instead of standard output")
 
 
 def _plan(args: argparse.Namespace) -> Any:
@@ -91,15 +100,26 @@ def _plan(args: argparse.Namespace) -> Any:
 
 def _cmd_render(args: argparse.Namespace) -> int:
     from mlport.deploy.kubernetes import render, to_yaml
+    from mlport.errors import InvalidInput
 
-    _write(to_yaml(render(_plan(args), args.target)), args.output)
+    if args.deployment is not None:
+        if args.name is not None:
+            raise InvalidInput("give a hub DEPLOYMENT, or --name and --image for an image (not both)")
+        from mlport.cli.hubclient import guard
+        from mlport.cli.hubjobs import render_from_hub
+
+        args.output = "text"
+        return guard(render_from_hub)(args)
+    if args.name is None or args.image is None:
+        raise InvalidInput("give a hub DEPLOYMENT, or --name and --image for an image")
+    _write(to_yaml(render(_plan(args), args.target)), args.file)
     return 0
 
 
 def _cmd_runtime(args: argparse.Namespace) -> int:
     from mlport.deploy.kubernetes import KSERVE_FORMATS, cluster_serving_runtime, to_yaml
 
-    _write(to_yaml([cluster_serving_runtime(args.image, args.formats or KSERVE_FORMATS)]), args.output)
+    _write(to_yaml([cluster_serving_runtime(args.image, args.formats or KSERVE_FORMATS)]), args.file)
     return 0
 
 

@@ -15,6 +15,7 @@ import grpc
 import numpy as np
 
 from mlport.client._errors import ClientError, http_of_code
+from mlport.client._tls import ClientCert, PathLike, grpc_credentials, tls_hint
 from mlport.client._wire import Array, as_input, from_raw, parse_datatype, plain, to_raw
 from mlport.core.types import DataType
 from mlport.protocols.grpc.proto import inference_pb2 as pb
@@ -157,7 +158,7 @@ def _error(exc: grpc.RpcError) -> ClientError:
     status = code_fn() if callable(code_fn) else None
     code = status.name if isinstance(status, grpc.StatusCode) else "UNKNOWN"
     message = (details_fn() if callable(details_fn) else None) or str(exc)
-    return ClientError(message, code, http_of_code(code))
+    return ClientError(message + tls_hint(message, ""), code, http_of_code(code))
 
 
 def _read(read: Callable[[Any], T], response: Any) -> T:
@@ -165,6 +166,19 @@ def _read(read: Callable[[Any], T], response: Any) -> T:
         return read(response)
     except (ValueError, KeyError, TypeError) as exc:
         raise ClientError(f"the server's answer is malformed: {exc}", "INTERNAL", 200) from None
+
+
+def _credentials(credentials: grpc.ChannelCredentials | None, tls: bool, ca: PathLike | None,
+                 cert: ClientCert | None) -> grpc.ChannelCredentials | None:
+    if credentials is not None:
+        if tls or ca is not None or cert is not None:
+            raise ValueError("give either credentials or tls/ca/cert, not both")
+        return credentials
+    if not tls:
+        if ca is not None or cert is not None:
+            raise ValueError("ca and cert are for a TLS channel: pass tls=True")
+        return None
+    return grpc_credentials(ca, cert)
 
 
 class _GrpcOptions:
@@ -197,8 +211,10 @@ class GrpcClient:
     """A synchronous client of ``inference.GRPCInferenceService`` (numpy in and out).
 
     ``target`` is ``host:port`` (mlport's gRPC port, 8081 by default). ``timeout`` bounds every call,
-    in seconds; ``max_message_bytes`` bounds messages both ways; ``credentials`` make the channel
-    secure; ``metadata`` goes with every call. Failures raise :class:`ClientError`.
+    in seconds; ``max_message_bytes`` bounds messages both ways; ``metadata`` goes with every call.
+    ``tls=True`` makes a TLS channel that verifies the server against ``ca`` (a PEM file), else
+    ``MLPORT_CA``, else the system's CAs, with ``cert`` (certificate, key) for mutual TLS; ``credentials``
+    give grpc's own instead. Failures raise :class:`ClientError`.
     """
 
     def __init__(
@@ -210,8 +226,12 @@ class GrpcClient:
         credentials: grpc.ChannelCredentials | None = None,
         metadata: Mapping[str, str] | None = None,
         options: Sequence[tuple[str, Any]] = (),
+        tls: bool = False,
+        ca: PathLike | None = None,
+        cert: ClientCert | None = None,
     ) -> None:
         self._opts = _GrpcOptions(target, timeout, max_message_bytes, metadata, options)
+        credentials = _credentials(credentials, tls, ca, cert)
         if credentials is None:
             self._channel = grpc.insecure_channel(self._opts.target, options=self._opts.channel_options)
         else:
@@ -293,9 +313,12 @@ class AsyncGrpcClient:
         credentials: grpc.ChannelCredentials | None = None,
         metadata: Mapping[str, str] | None = None,
         options: Sequence[tuple[str, Any]] = (),
+        tls: bool = False,
+        ca: PathLike | None = None,
+        cert: ClientCert | None = None,
     ) -> None:
         self._opts = _GrpcOptions(target, timeout, max_message_bytes, metadata, options)
-        self._credentials = credentials
+        self._credentials = _credentials(credentials, tls, ca, cert)
         self._channel: Any = None
         self._stub: Any = None
 

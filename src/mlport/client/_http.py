@@ -18,6 +18,7 @@ import numpy as np
 import orjson
 
 from mlport.client._errors import ClientError, code_of_http
+from mlport.client._tls import ClientCert, PathLike, http_verify, tls_hint
 from mlport.client._wire import (
     Array,
     as_input,
@@ -319,7 +320,18 @@ def _finish(call: _Call[T], answer: _Answer) -> T:
 def _transport_error(exc: httpx.HTTPError, url: str, timeout: float) -> ClientError:
     if isinstance(exc, httpx.TimeoutException):
         return ClientError(f"no answer from {url} within {timeout:g} s", "DEADLINE_EXCEEDED", None)
-    return ClientError(f"cannot reach {url}: {exc or type(exc).__name__}", "UNAVAILABLE", None)
+    detail = str(exc) or type(exc).__name__
+    return ClientError(f"cannot reach {url}: {detail}{tls_hint(_chain_text(exc), url)}", "UNAVAILABLE", None)
+
+
+def _chain_text(exc: BaseException) -> str:
+    """The messages of an exception and its causes (the TLS reason is often in a cause)."""
+    parts: list[str] = []
+    seen: BaseException | None = exc
+    while seen is not None and len(parts) < 8:
+        parts.append(f"{type(seen).__name__}: {seen}")
+        seen = seen.__cause__ or seen.__context__
+    return " | ".join(parts)
 
 
 class _HttpOptions:
@@ -343,6 +355,8 @@ class HttpClient:
     ``timeout`` bounds every call, in seconds (each call may pass its own); ``binary`` (default)
     sends and receives tensors with the binary tensor extension, ``False`` as JSON;
     ``headers`` go with every request (authorisation, say). Failures raise :class:`ClientError`.
+    An ``https://`` server's certificate is verified against ``ca`` (a PEM file), else ``MLPORT_CA``, else
+    the system's CAs; ``cert`` is a client certificate and its key, for mutual TLS.
     """
 
     def __init__(
@@ -354,10 +368,12 @@ class HttpClient:
         headers: Mapping[str, str] | None = None,
         verify: bool | ssl.SSLContext = True,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        ca: PathLike | None = None,
+        cert: ClientCert | None = None,
     ) -> None:
         self._opts = _HttpOptions(url, timeout, binary, max_response_bytes)
         self._http = httpx.Client(base_url=self._opts.url, timeout=timeout, headers=dict(headers or {}),
-                                  verify=verify)
+                                  verify=http_verify(verify, ca, cert))
 
     @property
     def url(self) -> str:
@@ -464,10 +480,12 @@ class AsyncHttpClient:
         headers: Mapping[str, str] | None = None,
         verify: bool | ssl.SSLContext = True,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        ca: PathLike | None = None,
+        cert: ClientCert | None = None,
     ) -> None:
         self._opts = _HttpOptions(url, timeout, binary, max_response_bytes)
         self._http = httpx.AsyncClient(base_url=self._opts.url, timeout=timeout, headers=dict(headers or {}),
-                                       verify=verify)
+                                       verify=http_verify(verify, ca, cert))
 
     @property
     def url(self) -> str:

@@ -25,6 +25,7 @@ from mlport.deploy.layout import versioned_layout
 from mlport.deploy.replicas import ReplicaSet
 from mlport.deploy.target import Target
 from mlport.errors import MlportError, ModelNotReady, valid_name
+from mlport.protocols.tls import ServerTls
 
 __all__ = ["Controller", "DeploymentLike", "DeploymentRecord", "DeploymentStateReader"]
 
@@ -105,7 +106,7 @@ class Controller:
 
     def __init__(self, *, state: DeploymentStateReader, fetch: Callable[[str, int], Path], run_dir: Path,
                  interval_s: float = 1.0, trusted: Callable[[str, int], bool] = lambda m, v: False,
-                 ready_timeout_s: float = 120.0, host: str = "127.0.0.1") -> None:
+                 ready_timeout_s: float = 120.0, host: str = "127.0.0.1", tls: ServerTls | None = None) -> None:
         self._state = state
         self._fetch = fetch
         self.run_dir = Path(run_dir)
@@ -113,6 +114,8 @@ class Controller:
         self._trusted = trusted
         self.ready_timeout_s = float(ready_timeout_s)
         self.host = host
+        #: TLS of the replicas (the hub's certificate), or None for plain HTTP
+        self.tls = tls
         self._versions: dict[str, _Version] = {}
         self._order: dict[str, list[int]] = {}
         self._errors: dict[str, str] = {}
@@ -264,7 +267,7 @@ class Controller:
         assert entry.path is not None
         entry.replicas = ReplicaSet(
             entry.key, entry.path, name=entry.deployment, trusted=entry.trusted, log_dir=self.run_dir / "logs",
-            host=self.host, ready_timeout_s=self.ready_timeout_s,
+            host=self.host, ready_timeout_s=self.ready_timeout_s, tls=self.tls,
         )
         entry.samples.clear()
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import ssl
 import time
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
@@ -214,6 +215,7 @@ class Gateway:
         shadow_max_pending: int = 64,
         max_response_bytes: int = 256 * 1024**2,
         max_connections: int = 512,
+        verify: bool | ssl.SSLContext = True,
     ) -> None:
         if timeout_s <= 0 or retries < 0 or max_body_bytes < 0 or shadow_max_pending < 0:
             raise ValueError("timeout_s must be positive; retries, max_body_bytes and shadow_max_pending >= 0")
@@ -227,6 +229,8 @@ class Gateway:
         self._shadow_max_pending = shadow_max_pending
         self._max_response_bytes = max_response_bytes
         self._max_connections = max_connections
+        #: how replicas' certificates are verified when they serve HTTPS (the hub's TLS)
+        self._verify = verify
         self._client: httpx.AsyncClient | None = None
         self._cooling: dict[str, float] = {}
         self._turn = 0
@@ -307,6 +311,7 @@ class Gateway:
                 headers={"accept-encoding": "identity", "user-agent": "mlport-gateway"},
                 follow_redirects=False,
                 trust_env=False,  # replicas are on this host: never through a proxy from the environment
+                verify=self._verify,
             )
         return self._client
 

@@ -25,6 +25,7 @@ import httpx
 from mlport.deploy.autoscale import MAX_REPLICAS
 from mlport.deploy.procs import free_port, log_tail, rotate_log, spawn, terminate
 from mlport.errors import InvalidInput, MlportError
+from mlport.protocols.tls import ServerTls
 
 __all__ = ["Endpoint", "ReplicaSet"]
 
@@ -115,7 +116,8 @@ class ReplicaSet:
     """
 
     def __init__(self, key: str, path: Path, *, name: str, trusted: bool = False, log_dir: Path,
-                 host: str = "127.0.0.1", extra_args: Sequence[str] = (), ready_timeout_s: float = 120.0) -> None:
+                 host: str = "127.0.0.1", extra_args: Sequence[str] = (), ready_timeout_s: float = 120.0,
+                 tls: ServerTls | None = None) -> None:
         self.key = key
         self.path = Path(path)
         self.name = name
@@ -123,6 +125,8 @@ class ReplicaSet:
         self.log_dir = Path(log_dir)
         self.host = host
         self.extra_args = tuple(extra_args)
+        #: TLS between the hub and its replicas: they serve HTTPS with the hub's certificate
+        self.tls = tls
         self.ready_timeout_s = float(ready_timeout_s)
         self.last_error: str | None = None
         self.last_error_at: float | None = None
@@ -302,7 +306,8 @@ class ReplicaSet:
             return
         r.proc = proc
         r.started_at = time.monotonic()
-        r.endpoint = Endpoint(url=f"http://{_url_host(self.host)}:{port}", pid=proc.pid, port=port)
+        scheme = "https" if self.tls is not None else "http"
+        r.endpoint = Endpoint(url=f"{scheme}://{_url_host(self.host)}:{port}", pid=proc.pid, port=port)
         log.info("replica %s r%d started: pid %d, port %d", self.key, r.index, proc.pid, port)
 
     def _command(self, port: int) -> list[str]:
@@ -312,6 +317,8 @@ class ReplicaSet:
                "--strict-readiness"]
         if self.trusted:
             cmd.append("--trusted")
+        if self.tls is not None:
+            cmd.extend(self.tls.replica_args())
         cmd.extend(self.extra_args)
         return cmd
 
@@ -462,7 +469,8 @@ class ReplicaSet:
 
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:
-            self._client = httpx.AsyncClient(timeout=HEALTH_TIMEOUT, trust_env=False)
+            verify = self.tls.replica_verify() if self.tls is not None else True
+            self._client = httpx.AsyncClient(timeout=HEALTH_TIMEOUT, trust_env=False, verify=verify)
         return self._client
 
     # ------------------------------------------------------------------ shutdown

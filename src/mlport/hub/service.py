@@ -28,6 +28,7 @@ from mlport.errors import Conflict, InvalidInput
 from mlport.hub.settings import HubSettings
 from mlport.hub.signatures import signature_difference
 from mlport.hub.state import DeploymentRecord, DeploymentStore
+from mlport.protocols.tls import server_tls
 from mlport.registry import ModelRegistry, open_store
 from mlport.registry.images import ImageRecords
 
@@ -57,10 +58,13 @@ class Hub:
         self.deployments = DeploymentStore(self.db)
         self.shadow = ShadowRecorder(self.db)
         self.cache_dir = settings.data_dir / "cache"
+        # with TLS on, the replicas serve HTTPS with the hub's certificate, which the hub trusts as it is
+        tls = server_tls(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
         self.controller = Controller(state=self.deployments, fetch=self._fetch, run_dir=settings.data_dir / "run",
-                                     interval_s=settings.controller_interval_s)
+                                     interval_s=settings.controller_interval_s, tls=tls)
         self.gateway = Gateway(controller=self.controller, state=self.deployments, shadow=self.shadow,
-                               max_body_bytes=settings.max_body_bytes, timeout_s=settings.gateway_timeout_s)
+                               max_body_bytes=settings.max_body_bytes, timeout_s=settings.gateway_timeout_s,
+                               verify=tls.replica_verify() if tls is not None else True)
         self.jobs = JobRunner(JobStore(self.db), settings.data_dir / "jobs", max_running=settings.max_jobs,
                               finishers={"image-build": self._record_image})
         self.started_at = time.time()

@@ -30,6 +30,10 @@ class HubSettings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = Field(default=8090, ge=0, le=65535)
+    #: HTTPS: the certificate and key (PEM) of the hub's port; with ``tls_client_ca``, mutual TLS.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None
 
     #: JWT signing: HS256 with ``jwt_secret`` (generated and kept in the data folder when unset) or RS256 with
     #: a PEM key pair.

@@ -24,9 +24,10 @@ from mlport.core.inference import InferenceRequest, InferenceResponse
 from mlport.core.types import Signature, TensorSpec
 from mlport.core.validate import as_array
 from mlport.errors import InvalidInput, ModelNotFound
+from mlport.formats.base import Evaluator
 from mlport.limits import Limits
 from mlport.protocols.jsontensors import jsonable
-from mlport.runtime.manager import ModelStatus, VersionState
+from mlport.runtime.manager import ColdModel, ModelManager, ModelStatus, VersionState
 
 __all__ = [
     "DEFAULT_SIGNATURE",
@@ -38,6 +39,8 @@ __all__ = [
     "model_status",
     "parse_json_body",
     "parse_model_path",
+    "resolve_version",
+    "signatures_of",
 ]
 
 DEFAULT_SIGNATURE = "serving_default"
@@ -95,6 +98,21 @@ def parse_model_path(rest: str) -> ModelPath | None:
     return None
 
 
+def resolve_version(manager: ModelManager, name: str, version: int | str | None, label: str | None) -> int | str | None:
+    """The version a request names: a number, a label (``version_labels`` in the model's config), or latest."""
+    if label is None:
+        return version
+    try:
+        labels = manager.serving_version(name).config.version_labels
+    except ColdModel:  # not loaded now (lazy, evicted): its config is known without it
+        labels = manager.model_config(name).version_labels
+    found = labels.get(label)
+    if found is None:
+        known = ", ".join(sorted(labels)) or "none"
+        raise ModelNotFound(f"model '{name}' has no label '{label}' (labels: {known})")
+    return found
+
+
 # ----------------------------------------------------------------- status, metadata
 def model_status(status: ModelStatus, version: int | None = None) -> dict[str, Any]:
     """``GetModelStatusResponse`` as JSON: every version, or only ``version`` (404 when unknown)."""
@@ -123,6 +141,12 @@ def _tensor_info(spec: TensorSpec) -> dict[str, Any]:
         "tensor_shape": {"dim": [{"size": str(d), "name": ""} for d in spec.shape], "unknown_rank": False},
         "name": spec.name,
     }
+
+
+def signatures_of(evaluator: Evaluator) -> dict[str, Signature]:
+    """Every signature of a loaded model by name, the default one first."""
+    return {evaluator.signature_name: evaluator.signature,
+            **{k: e.signature for k, e in evaluator.signatures().items()}}
 
 
 def model_metadata(name: str, version: int, signatures: Signature | dict[str, Signature]) -> dict[str, Any]:

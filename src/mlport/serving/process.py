@@ -23,6 +23,7 @@ from mlport.protocols.grpc.server import GrpcServer
 from mlport.protocols.http.app import build_app
 from mlport.protocols.http.server import build_state
 from mlport.protocols.http.state import AppState
+from mlport.protocols.tls import server_tls
 from mlport.runtime.manager import ReadinessGroup, VersionState
 from mlport.serving import EXIT_MODEL_FAILED
 from mlport.serving.sockets import bind, check_free, url_host
@@ -36,9 +37,10 @@ log = logging.getLogger("mlport.serving")
 def announce(settings: Settings, http_port: int, grpc_port: int) -> None:
     """The "serving on" line, printed once the ports are bound."""
     host = url_host(settings.host)
-    grpc = f" and grpc {host}:{grpc_port}" if grpc_port else ""
+    tls = settings.tls_cert is not None
+    grpc = f" and grpc{' (TLS)' if tls else ''} {host}:{grpc_port}" if grpc_port else ""
     workers = f" ({settings.workers} workers)" if settings.workers > 1 else ""
-    print(f"mlport {__version__} serving {settings.model_path} on http://{host}:{http_port}{grpc}{workers}",
+    print(f"mlport {__version__} serving {settings.model_path} on http{'s' if tls else ''}://{host}:{http_port}{grpc}{workers}",
           file=sys.stderr, flush=True)
 
 
@@ -130,19 +132,20 @@ def serve_process(settings: Settings, *, group: ReadinessGroup | None = None, so
 
 def _run(settings: Settings, http: socket.socket, group: ReadinessGroup | None, metrics_dir: str | None) -> int:
     worker = group is not None
+    tls = server_tls(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
     state = build_state(settings, group=group, metrics_dir=metrics_dir)
     grpc = None
     if settings.grpc_port:
         make = functools.partial(GrpcServer, state.service, host=settings.host, port=settings.grpc_port,
                                  strict_readiness=state.strict_readiness, server_version=state.server_version,
-                                 reuse_port=worker)
+                                 reuse_port=worker, tls=tls)
         grpc = _Grpc(make, state.limits.shutdown_timeout_s)
     app = build_app(state, companions=[grpc.stopped_at_shutdown] if grpc is not None else [])
     config = uvicorn.Config(
         app, log_level=settings.log_level, access_log=settings.access_log and settings.access_log_format == "text",
         timeout_graceful_shutdown=int(settings.shutdown_timeout_s), lifespan="on", server_header=False,
         # uvloop when it is installed (grpc.aio runs on it too), else asyncio; httptools likewise, else h11
-        loop="auto", http="auto",
+        loop="auto", http="auto", **(tls.uvicorn_options() if tls is not None else {}),
     )
     port = http.getsockname()[1]
     on_started = None if worker else lambda grpc_port: announce(settings, port, grpc_port)

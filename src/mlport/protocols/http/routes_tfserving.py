@@ -22,8 +22,9 @@ from mlport.protocols.tfserving import (
     model_status,
     parse_json_body,
     parse_model_path,
+    resolve_version,
+    signatures_of,
 )
-from mlport.runtime.manager import ColdModel
 
 __all__ = ["routes"]
 
@@ -33,17 +34,7 @@ _JSON_TYPES = {"", "application/json", "application/x-www-form-urlencoded", "tex
 
 def _version(st: AppState, target: ModelPath) -> int | str | None:
     """The version a path names: ``/versions/{v}``, ``/labels/{l}`` (from the model config), or latest."""
-    if target.label is None:
-        return target.version
-    try:
-        labels = st.manager.serving_version(target.name).config.version_labels
-    except ColdModel:  # not loaded now (lazy, evicted): its config is known without it
-        labels = st.manager.model_config(target.name).version_labels
-    version = labels.get(target.label)
-    if version is None:
-        known = ", ".join(sorted(labels)) or "none"
-        raise ModelNotFound(f"model '{target.name}' has no label '{target.label}' (labels: {known})")
-    return version
+    return resolve_version(st.manager, target.name, target.version, target.label)
 
 
 def _int_version(target: ModelPath, version: int | str | None) -> int | None:
@@ -65,9 +56,7 @@ def _status(request: Request, target: ModelPath) -> Response:
 def _metadata(request: Request, target: ModelPath) -> Response:
     st = state_of(request)
     lv = st.manager.serving_version(target.name, _version(st, target))
-    ev = lv.evaluator
-    signatures = {ev.signature_name: ev.signature, **{k: e.signature for k, e in ev.signatures().items()}}
-    return json_response(model_metadata(target.name, lv.version, signatures))
+    return json_response(model_metadata(target.name, lv.version, signatures_of(lv.evaluator)))
 
 
 async def _predict(request: Request, target: ModelPath) -> Response:
