@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +14,7 @@ from typing import Any
 import httpx
 
 from tests.conftest import free_port, stop_process
+from tests.waiting import until, wait_for  # noqa: F401  (the shared waits, re-exported for the hub tests)
 
 ADMIN_PASSWORD = "admin-password-for-tests"
 JWT_SECRET = "0123456789abcdef0123456789abcdef-test-secret"
@@ -75,18 +74,6 @@ def start_hub(data_dir: Path, *args: str, env: dict[str, str] | None = None, por
     raise RuntimeError(f"hub did not start:\n{hub.log()}")
 
 
-def wait_for(check: Callable[[], Any], timeout: float = 90, what: str = "condition", every: float = 0.2) -> Any:
-    """Poll ``check`` until it returns something truthy; fail with ``what`` after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(every)
-    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
-
-
 def ready_versions(client: httpx.Client, deployment: str) -> dict[int, int]:
     """Ready replicas per version of a deployment, from the management API."""
     r = client.get(f"/api/v1/deployments/{deployment}")
@@ -106,20 +93,6 @@ def version_status(client: httpx.Client, deployment: str, version: int) -> dict[
         if int(info["version"]) == version:
             return dict(info)
     return {}
-
-
-
-async def until(check: Callable[[], bool], step: Callable[[], Awaitable[None]] | None = None,
-                timeout: float = 20.0, what: str = "condition", every: float = 0.02) -> None:
-    """Async twin of :func:`wait_for`: run ``step`` (e.g. one controller pass), then ``check``, until it holds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if step is not None:
-            await step()
-        if check():
-            return
-        await asyncio.sleep(every)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def cli(config_home: Path, *args: str, stdin: str | None = "", env: dict[str, str] | None = None,

@@ -40,6 +40,8 @@ class ErrorCode(enum.Enum):
     UNAUTHENTICATED = "unauthenticated"
     PERMISSION_DENIED = "permission_denied"
     CONFLICT = "conflict"
+    #: A server this one forwarded to answered wrongly (broke off, too large): HTTP 502.
+    BAD_GATEWAY = "bad_gateway"
 
 
 class MlportError(Exception):

@@ -108,6 +108,10 @@ class Settings(BaseSettings):
     inference_timeout_s: float = Field(default=60.0, gt=0)
     load_timeout_s: float = Field(default=600.0, gt=0)
     shutdown_timeout_s: float = Field(default=30.0, gt=0)
+    max_models: int = option(
+        1000, "most models served from a repository folder, in name order; the rest are logged and listed in the "
+              "repository index as not served (default 1000)", ge=1,
+    )
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -154,6 +158,7 @@ class Settings(BaseSettings):
             inference_timeout_s=self.inference_timeout_s,
             load_timeout_s=self.load_timeout_s,
             shutdown_timeout_s=self.shutdown_timeout_s,
+            max_models=self.max_models,
         )
 
 

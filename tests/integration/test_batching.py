@@ -16,6 +16,7 @@ import tritonclient.grpc as tgrpc
 
 from tests.builders import iris_onnx, ort_run, scale_onnx
 from tests.unit.test_batching import lookup_onnx
+from tests.waiting import wait_for
 
 BATCHING = "batching: {max_batch_size: 32, max_delay_ms: 5}\n"
 
@@ -136,16 +137,14 @@ def test_version_swap_under_batched_load_loses_no_request(serve, tmp_path: Path)
     for t in threads:
         t.start()
     try:
-        deadline = time.monotonic() + 30
-        while len(seen) < 100 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_for(lambda: len(seen) >= 100, 30, "100 answers")
         stage = tmp_path / "stage"
         scale_onnx(stage / "model.onnx", 2.0)
         os.rename(stage, root / "scale" / "2")
-        while not (seen and seen[-1] == 2.0) and time.monotonic() < deadline + 30:
-            time.sleep(0.05)
+        wait_for(lambda: seen and seen[-1] == 2.0, 60, "answers of version 2")
         mark = len(seen)
-        time.sleep(1.0)
+        # enough answers after the swap to show version 1 is gone (16 may still have been in flight)
+        wait_for(lambda: len(seen) >= mark + 200, 60, "200 more answers")
     finally:
         stop.set()
         for t in threads:

@@ -80,7 +80,7 @@ def test_errors(serve, tmp_path: Path) -> None:
              "expects FP32 with shape [-1, 4], got shape [1, 3]"),
             (c.post("/eval", json={"input": [[1, 2, 3, 4], [1, 2]]}), 400, "rectangular"),
             (c.post("/eval", json={"input": [["a", "b", "c", "d"]]}), 400, "got strings"),
-            (c.post("/eval", json={"input": [[1, 2, 3, None]]}), 400, "null"),
+            (c.post("/eval", json={"input": [[1, 2, 3, None], [True, None, 1, 2]]}), 400, "null"),
             (c.post("/eval", content=b"x", headers={"content-type": "text/csv"}), 415, "text/csv"),
             (c.post("/eval", json={"input": [1, 2, 3, 4]}, headers={"accept": "application/xml"}), 406,
              "cannot answer"),
@@ -95,6 +95,8 @@ def test_errors(serve, tmp_path: Path) -> None:
             assert fragment in r.json()["error"], r.text
             assert "Traceback" not in r.text
         assert c.post("/eval", json={"input": [1, 2, 3, 4]}).status_code == 200
+        # null is a missing value: a float input gets NaN, which reaches the model
+        assert c.post("/eval", json={"input": [[1, 2, 3, None]]}).status_code == 200
     assert "Traceback" not in server.log()
 
 

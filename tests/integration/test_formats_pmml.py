@@ -20,6 +20,7 @@ import pytest
 from tests import builders_pmml as bp
 from tests.conftest import Server, start_server
 from tests.integration.test_formats_tabular import check_served, describe, index_row
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -354,6 +355,43 @@ def test_java_runtime_stops_with_the_server(serve, cases: dict[str, bp.PmmlCase]
     server.proc.send_signal(signal.SIGKILL)
     server.proc.wait(10)
     assert gone(third[0]), f"java {third[0]} outlived a killed server"
+
+
+def test_the_server_owns_its_java_runtime(cases: dict[str, bp.PmmlCase], tmp_path: Path) -> None:
+    """The runtime belongs to the server's PMML format: started by its first model, stopped by the server."""
+    from starlette.testclient import TestClient
+
+    from mlport.formats.pmml import PmmlFormat
+    from mlport.formats.registry import FormatRegistry
+    from mlport.protocols.http.app import build_app
+    from mlport.protocols.http.server import build_state
+    from mlport.settings import Settings
+
+    model = tmp_path / "one" / "iris.pmml"
+    model.parent.mkdir()
+    model.write_bytes(cases["iris_logistic"].path.read_bytes())
+    fmt = PmmlFormat()
+    state = build_state(Settings(model_path=model.parent, poll_interval_s=0), formats=FormatRegistry([fmt]))
+    with TestClient(build_app(state)) as client:
+        wait_for(lambda: client.get("/v2/models/iris/ready").status_code == 200, 60, "the model to load")
+        r = client.post("/models/iris/eval", json={k: 1.0 for k in ("sepal_length", "sepal_width",
+                                                                   "petal_length", "petal_width")})
+        assert r.status_code == 200, r.text
+        pid = fmt.runtime.pid()
+        assert pid is not None and pid in java_children(os.getpid())
+    # leaving the client stops the app: its manager closes the models, then the formats
+    assert gone(pid), f"java {pid} still runs after the server stopped"
+    assert fmt.runtime.pid() is None
+
+    # closing the formats (the server's last step) stops it even while a model still holds it
+    from mlport.formats.base import LoadOptions
+
+    evaluator = fmt.load(model, LoadOptions())
+    pid = fmt.runtime.pid()
+    assert pid is not None
+    FormatRegistry([fmt]).close()
+    assert gone(pid) and fmt.runtime.pid() is None
+    evaluator.close()
 
 
 # ------------------------------------------------------------------------- bad files

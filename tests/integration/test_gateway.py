@@ -32,15 +32,17 @@ from starlette.routing import Route
 
 from mlport.core.sqlitedb import Database
 from mlport.deploy.autoscale import ScalePolicy
-from mlport.deploy.controller import Controller, DeploymentRecord
-from mlport.deploy.gateway import Gateway, forward_path, rewrite_model_name
+from mlport.deploy.controller import Controller
+from mlport.deploy.deployments import DeploymentSpec
+from mlport.deploy.gateway import Gateway
 from mlport.deploy.replicas import Endpoint
 from mlport.deploy.shadow import ShadowRecorder
 from mlport.deploy.strategy import bucket
 from mlport.deploy.target import Target
-from mlport.errors import Forbidden, InvalidInput, ModelNotReady
+from mlport.errors import ModelNotReady
 from tests.builders import iris_onnx, ort_run, scale_onnx
 from tests.conftest import Server, free_port, start_server
+from tests.waiting import wait_for
 
 METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH"]
 
@@ -120,9 +122,9 @@ class FakeController:
 
 @dataclass
 class FakeState:
-    records: list[DeploymentRecord] = field(default_factory=list)
+    records: list[DeploymentSpec] = field(default_factory=list)
 
-    def deployments(self) -> list[DeploymentRecord]:
+    def deployments(self) -> list[DeploymentSpec]:
         return list(self.records)
 
 
@@ -172,7 +174,7 @@ def hub(tmp_path: Path, apps: Callable[[Any], AppServer]) -> Callable[..., Hub]:
 
     def make(sets: dict[tuple[str, int], FakeSet], targets: dict[str, Target], **kw: Any) -> Hub:
         controller = FakeController(sets)
-        state = FakeState([DeploymentRecord(name, t.validate()) for name, t in targets.items()])
+        state = FakeState([DeploymentSpec(name, t.validate()) for name, t in targets.items()])
         recorder = ShadowRecorder(Database(tmp_path / f"hub-{next(count)}.db"))
         gateway = Gateway(controller=controller, state=state, shadow=recorder, **kw)
         server = apps(gateway_app(gateway))
@@ -208,20 +210,10 @@ def held_app(release: threading.Event, hits: list[str]) -> Starlette:
 
     async def held(request: Request) -> Response:
         hits.append(request.url.path)
-        deadline = time.monotonic() + 30
-        while not release.is_set() and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
+        await asyncio.to_thread(release.wait, 30)
         return JSONResponse({"held": True})
 
     return Starlette(routes=[Route("/{p:path}", held, methods=METHODS)])
-
-
-def wait_for(what: str, check: Callable[[], bool], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 async def bounded(n: int, concurrency: int, call: Callable[[int], Awaitable[None]]) -> None:
@@ -264,41 +256,6 @@ def replicas(models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) 
 
 
 FLOWERS = Target("iris-model", 1)
-
-
-# -- paths -----------------------------------------------------------------------------------------------------
-
-def test_forward_path_and_model_name_rewrite() -> None:
-    assert forward_path("v2/models/x/infer") == "/v2/models/x/infer"
-    assert forward_path("") == "/"
-    assert forward_path("a..b/c.") == "/a..b/c."
-    for bad in ("..", "../x", "v2/../../etc/passwd", "a/..", "/v2/models/x/.."):
-        with pytest.raises(InvalidInput, match=r"'\.\.'"):
-            forward_path(bad)
-    with pytest.raises(InvalidInput):
-        forward_path("v2/models/a\x00b")
-    with pytest.raises(InvalidInput):
-        forward_path("x" * 5000)
-    with pytest.raises(Forbidden):
-        forward_path("v2/repository/models/flowers/unload")
-
-    def rw(path: str) -> str:
-        return rewrite_model_name(path, "iris-model", "flowers")
-
-    assert rw("/v2/models/iris-model/infer") == "/v2/models/flowers/infer"
-    assert rw("/v2/models/flowers/infer") == "/v2/models/flowers/infer"
-    assert rw("/v2/models/iris-model/versions/1/infer") == "/v2/models/flowers/versions/1/infer"
-    assert rw("/v2/models/iris-model") == "/v2/models/flowers"
-    assert rw("/v2/models/other/infer") == "/v2/models/other/infer"
-    assert rw("/v1/models/iris-model:predict") == "/v1/models/flowers:predict"
-    assert rw("/v1/models/iris-model/versions/1:predict") == "/v1/models/flowers/versions/1:predict"
-    assert rw("/v1/models/iris-model/metadata") == "/v1/models/flowers/metadata"
-    assert rw("/v1/models/other:predict") == "/v1/models/other:predict"
-    assert rw("/models/iris-model/eval") == "/models/flowers/eval"
-    assert rw("/models/iris-model/versions/1/describe") == "/models/flowers/versions/1/describe"
-    assert rw("/models/other/eval") == "/models/other/eval"
-    for same in ("/", "/v2/health/ready", "/models", "/eval", "/v3/models/iris-model/x", "/iris-model/models"):
-        assert rw(same) == same
 
 
 # -- forwarding --------------------------------------------------------------------------------------------------
@@ -571,7 +528,7 @@ def test_shadow_agreement(hub: Callable[..., Hub], replicas: dict[str, Server], 
             assert result[2]["x-mlport-version"] == "1"
             assert label_of(result) == live[i]  # the client only ever sees the live version's answers
         sent += len(results)
-        wait_for("the shadow copies", lambda n=sent: h.recorder.summary("flowers")["requests"] == n)
+        wait_for(lambda n=sent: h.recorder.summary("flowers")["requests"] == n, 60, "the shadow copies")
     s = h.recorder.summary("flowers")
     assert (s["primary"], s["shadow"], s["requests"], s["agreed"], s["errors"], s["dropped"]) == (
         1, 2, len(X), agree, 0, 0)
@@ -608,13 +565,13 @@ def test_shadow_copies_are_bounded(hub: Callable[..., Hub], apps: Callable[[Any]
             for _ in range(20):
                 r = c.post(f"{h.url}/echo/v2/models/echo/infer", content=b"{}")
                 assert (r.status_code, r.headers["x-mlport-version"]) == (201, "1")
-        wait_for("4 held copies", lambda: len(held_hits) == 4)
+        wait_for(lambda: len(held_hits) == 4, 60, "4 held copies")
         assert h.gateway.shadow_pending == 4
         s = h.recorder.summary("echo")
         assert (s["requests"], s["dropped"]) == (0, 16)
     finally:
         release.set()
-    wait_for("the held copies to be recorded", lambda: h.recorder.summary("echo")["requests"] == 4)
+    wait_for(lambda: h.recorder.summary("echo")["requests"] == 4, 60, "the held copies to be recorded")
     s = h.recorder.summary("echo")
     assert (s["requests"], s["agreed"], s["dropped"], s["errors"]) == (4, 0, 16, 0)
     assert "content type" in s["recent_disagreements"][0]["reason"]
@@ -626,7 +583,7 @@ def test_shadow_copies_are_bounded(hub: Callable[..., Hub], apps: Callable[[Any]
 @pytest.mark.slow
 def test_with_the_real_controller(tmp_path: Path, models: dict[str, Path], apps: Callable[[Any], AppServer]) -> None:
     policy = ScalePolicy(min_replicas=2, max_replicas=2)
-    state = FakeState([DeploymentRecord("flowers", FLOWERS, policy)])
+    state = FakeState([DeploymentSpec("flowers", FLOWERS, policy)])
     controller = Controller(state=state, fetch=lambda m, v: models["iris1"], run_dir=tmp_path / "run",
                             interval_s=0.2)
     gateway = Gateway(controller=controller, state=state, shadow=ShadowRecorder(Database(tmp_path / "hub.db")))
@@ -638,7 +595,7 @@ def test_with_the_real_controller(tmp_path: Path, models: dict[str, Path], apps:
         rs = controller.replicas("flowers", 1)
         return rs is not None and len(rs.endpoints()) == 2
 
-    wait_for("two ready replicas", two_ready, timeout=180)
+    wait_for(two_ready, 180, "two ready replicas")
     rs = controller.replicas("flowers", 1)
     assert rs is not None
     victim = rs.endpoints()[0].pid
@@ -651,4 +608,4 @@ def test_with_the_real_controller(tmp_path: Path, models: dict[str, Path], apps:
     assert [label_of(r) for r in results] == [want[i % len(X)] for i in range(400)]
     assert {r[2]["x-mlport-version"] for r in results} == {"1"}
     # the controller brings the killed replica back
-    wait_for("the replica restarted", lambda: two_ready() and victim not in rs.pids(), timeout=180)
+    wait_for(lambda: two_ready() and victim not in rs.pids(), 180, "the replica restarted")

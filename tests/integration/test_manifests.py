@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import pytest
 import tritonclient.grpc as triton_grpc
@@ -206,7 +207,7 @@ def test_invalid_manifest_fails_at_load_with_the_step_named(tmp_path: Path, serv
     deadline = time.monotonic() + 30
     rows: dict[str, Any] = {}
     while time.monotonic() < deadline:
-        rows = {r["name"]: r for r in server.client().post("/v2/repository/index").json()}
+        rows = {r["name"]: r for r in httpx.post(server.url + "/v2/repository/index", timeout=30).json()}
         if rows.get("broken", {}).get("state") == "UNAVAILABLE":
             break
         time.sleep(0.2)

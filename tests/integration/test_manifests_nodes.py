@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import tritonclient.grpc as triton_grpc
 
@@ -63,7 +64,7 @@ def _index(server: Server, want: set[str], timeout: float = 60) -> dict[str, dic
     deadline = time.monotonic() + timeout
     rows: dict[str, dict[str, Any]] = {}
     while time.monotonic() < deadline:
-        rows = {r["name"]: r for r in server.client().post("/v2/repository/index").json()}
+        rows = {r["name"]: r for r in httpx.post(server.url + "/v2/repository/index", timeout=30).json()}
         if want <= {n for n, r in rows.items() if r.get("state") in ("READY", "UNAVAILABLE")}:
             break
         time.sleep(0.2)

@@ -12,7 +12,8 @@ import httpx
 import pytest
 
 from mlport.deploy.autoscale import ScalePolicy
-from mlport.deploy.controller import Controller, DeploymentRecord
+from mlport.deploy.controller import Controller
+from mlport.deploy.deployments import DeploymentSpec
 from mlport.deploy.replicas import Endpoint, ReplicaSet
 from mlport.deploy.target import Target
 from mlport.errors import ModelNotReady
@@ -88,10 +89,10 @@ def test_replica_set_scales_up_and_down(tmp_path: Path, models: dict[int, Path])
             newest = next(e for e in endpoints if e is not first)
             newest.acquire()
             down = asyncio.create_task(rs.scale(1))
-            await asyncio.sleep(0.3)
+            await until(lambda: newest.draining, what="the newest replica to drain")
             assert rs.desired == 1
             assert rs.endpoints() == [first]  # no new requests for the draining replica
-            assert newest.draining and alive(newest.pid) and not down.done()
+            assert alive(newest.pid) and not down.done()
             newest.release()
             await asyncio.wait_for(down, 30)
             assert not alive(newest.pid)
@@ -139,17 +140,17 @@ def test_a_killed_replica_is_restarted(tmp_path: Path, models: dict[int, Path]) 
 
 
 class State:
-    def __init__(self, *records: DeploymentRecord) -> None:
+    def __init__(self, *records: DeploymentSpec) -> None:
         self.records = list(records)
 
-    def deployments(self) -> list[DeploymentRecord]:
+    def deployments(self) -> list[DeploymentSpec]:
         return list(self.records)
 
 
 def test_controller_canary_drop_and_autoscale(tmp_path: Path, models: dict[int, Path]) -> None:
     policy = ScalePolicy(min_replicas=1, max_replicas=2, target_inflight=1.0, scale_up_after_s=0.5,
                          scale_down_after_s=1.5)
-    state = State(DeploymentRecord("iris-prod", Target("iris", 1, "canary", candidate=2, percent=20), policy))
+    state = State(DeploymentSpec("iris-prod", Target("iris", 1, "canary", candidate=2, percent=20), policy))
     fetched: list[tuple[str, int]] = []
 
     def fetch(model: str, version: int) -> Path:
@@ -182,7 +183,7 @@ def test_controller_canary_drop_and_autoscale(tmp_path: Path, models: dict[int, 
             candidate = ctl.replicas("iris-prod", 2)
             assert candidate is not None
             candidate_pids = candidate.pids()
-            state.records = [DeploymentRecord("iris-prod", Target("iris", 1), policy)]
+            state.records = [DeploymentSpec("iris-prod", Target("iris", 1), policy)]
             await until(lambda: ctl.replicas("iris-prod", 2) is None, what="the candidate to be dropped")
             await until(lambda: not any(alive(p) for p in candidate_pids), timeout=30, what="candidate pids gone")
             assert [v["version"] for v in ctl.status("iris-prod")["versions"]] == [1]
@@ -221,8 +222,8 @@ def test_controller_scale_to_zero_and_errors(tmp_path: Path, models: dict[int, P
     policy = ScalePolicy(min_replicas=0, max_replicas=1, scale_to_zero=True, scale_up_after_s=0.5,
                          scale_down_after_s=1.5)
     state = State(
-        DeploymentRecord("lazy", Target("iris", 1), policy),
-        DeploymentRecord("broken", Target("bad", 1), ScalePolicy()),
+        DeploymentSpec("lazy", Target("iris", 1), policy),
+        DeploymentSpec("broken", Target("bad", 1), ScalePolicy()),
     )
     ctl = Controller(state=state, fetch=lambda m, v: broken if m == "bad" else models[v], run_dir=tmp_path / "run",
                      interval_s=0.2, ready_timeout_s=60)
@@ -234,7 +235,8 @@ def test_controller_scale_to_zero_and_errors(tmp_path: Path, models: dict[int, P
             await until(lambda: ctl.replicas("lazy", 1) is not None, what="the lazy set")
             rs = ctl.replicas("lazy", 1)
             assert rs is not None
-            await asyncio.sleep(0.5)  # a few passes: nothing starts without a request
+            for _ in range(3):  # a few passes: nothing starts without a request
+                await ctl.reconcile()
             assert (rs.desired, rs.pids()) == (0, [])
 
             ready = await ctl.ensure_ready("lazy", 1, READY_S)

@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 
 from tests.builders import iris_onnx, scale_onnx
+from tests.integration.test_formats_tabular import index_row
+from tests.waiting import wait_for
 
 BODY = {"x": [[1.0, 2.0, 3.0]]}
 
@@ -21,15 +23,6 @@ def _factor(c: httpx.Client, path: str = "/models/scale/eval") -> float:
     r = c.post(path, json=BODY)
     assert r.status_code == 200, r.text
     return float(r.json()["y"][0][0])
-
-
-def _wait(pred, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not reached in time")
 
 
 def _publish(tmp: Path, root: Path, version: int, factor: float | None) -> None:
@@ -65,20 +58,22 @@ def test_version_swap_under_load_loses_no_request(serve, tmp_path: Path) -> None
     for t in threads:
         t.start()
     try:
-        _wait(lambda: len(seen) > 50)
+        wait_for(lambda: len(seen) > 50, 30, "50 answers")
         _publish(tmp_path, root, 2, 2.0)
-        _wait(lambda: seen[-1] == 2.0 and len(seen) > 100)
+        wait_for(lambda: seen[-1] == 2.0 and len(seen) > 100, 30, "answers of version 2")
         mark = len(seen)
         # a broken version 3 never takes traffic; version 2 keeps serving
         _publish(tmp_path, root, 3, None)
         with server.client() as c:
-            _wait(lambda: any(r["version"] == "3" and r["state"] == "UNAVAILABLE"
-                              for r in c.post("/v2/repository/index").json()))
+            wait_for(lambda: any(r["version"] == "3" and r["state"] == "UNAVAILABLE"
+                                 for r in c.post("/v2/repository/index").json()), 30, "version 3 to fail")
             index = {r["version"]: r for r in c.post("/v2/repository/index").json()}
             assert index["2"]["state"] == "READY"
             assert "onnxruntime could not load" in index["3"]["reason"]
             assert c.get("/v2/models/scale/versions/3/ready").status_code == 503
-        time.sleep(1.0)
+        # more answers after the failed load: still version 2 only
+        answered = len(seen)
+        wait_for(lambda: len(seen) >= answered + 100, 60, "100 more answers")
     finally:
         stop.set()
         for t in threads:
@@ -101,9 +96,9 @@ def test_file_changed_in_place_reloads_and_removed_model_unloads(serve, tmp_path
         new = tmp_path / "new.onnx"
         scale_onnx(new, 5.0)
         os.replace(new, root / "scale" / "1" / "model.onnx")
-        _wait(lambda: _factor(c) == 5.0)
+        wait_for(lambda: _factor(c) == 5.0, 30, "the changed file to serve")
         shutil.rmtree(root / "iris")
-        _wait(lambda: c.get("/v2/models/iris/ready").status_code == 404)
+        wait_for(lambda: c.get("/v2/models/iris/ready").status_code == 404, 30, "iris to unload")
         assert _factor(c) == 5.0
 
 
@@ -128,7 +123,8 @@ def test_broken_model_at_start_does_not_stop_the_others(serve, tmp_path: Path) -
         assert 'mlport_model_loaded{model="broken",version="1"} 0.0' in metrics
         assert 'mlport_model_loaded{model="iris",version="1"} 1.0' in metrics
     strict = serve(root, "--strict-readiness", wait_ready=False)
-    time.sleep(2)
+    index_row(strict, "broken")  # the first load has settled
+    assert index_row(strict, "iris")["state"] == "READY"
     assert httpx.get(strict.url + "/v2/health/ready").status_code == 503
 
 

@@ -10,7 +10,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import httpx
@@ -20,6 +19,7 @@ import tritonclient.grpc as tgrpc
 
 from tests.builders import iris_onnx, slow_onnx
 from tests.conftest import Server, free_port
+from tests.waiting import wait_for
 
 X = [[5.1, 3.5, 1.4, 0.2]]
 BODY = {"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": X[0]}]}
@@ -83,13 +83,12 @@ def iris(tmp_path: Path) -> Path:
 
 
 def _wait_workers(server: Server, count: int, timeout: float = 60) -> list[int]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = _workers(server)
-        if len(found) == count:
-            return found
-        time.sleep(0.1)
-    raise AssertionError(f"expected {count} workers, found {_workers(server)}")
+    def found() -> list[int] | None:
+        workers = _workers(server)
+        return workers if len(workers) == count else None
+
+    workers: list[int] = wait_for(found, timeout, f"{count} workers")
+    return workers
 
 
 def test_workers_share_the_port_and_the_work(serve, iris: Path) -> None:
@@ -133,17 +132,9 @@ def test_a_crashed_worker_is_replaced(serve, iris: Path) -> None:
     server = serve(iris, "--workers", "2")
     first = _wait_workers(server, 2)
     os.kill(first[0], signal.SIGKILL)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        now = _workers(server)
-        if len(now) == 2 and first[0] not in now:
-            break
-        time.sleep(0.1)
-    else:
-        raise AssertionError("the killed worker was not replaced")
+    wait_for(lambda: len(now := _workers(server)) == 2 and first[0] not in now, 60, "the killed worker's replacement")
     assert server.proc.poll() is None
-    while time.monotonic() < deadline and httpx.get(server.url + "/v2/health/ready").status_code != 200:
-        time.sleep(0.1)
+    wait_for(lambda: httpx.get(server.url + "/v2/health/ready").status_code == 200, 60, "the workers to be ready")
     for _ in range(50):
         assert httpx.post(server.url + "/v2/models/iris/infer", json=BODY, timeout=30).status_code == 200
     assert "starting it again" in server.log()
@@ -167,14 +158,8 @@ def test_signal_drains_every_worker_and_exits_0(serve, tmp_path: Path, sig: int)
 
     t = threading.Thread(target=call)
     t.start()
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        metrics = httpx.get(server.url + "/metrics").text
-        if re.search(r'mlport_inflight_requests\{model="slow",pid="\d+"\} 1.0', metrics):
-            break
-        time.sleep(0.01)
-    else:
-        raise AssertionError("the request did not reach a worker")
+    wait_for(lambda: re.search(r'mlport_inflight_requests\{model="slow",pid="\d+"\} 1.0',
+                               httpx.get(server.url + "/metrics").text), 30, "the request to reach a worker")
     code = server.stop(sig)
     t.join(60)
     assert results == [200]

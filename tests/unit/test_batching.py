@@ -26,6 +26,7 @@ from mlport.runtime.batching import Runner, batchable
 from mlport.runtime.manager import ModelManager
 from mlport.runtime.repository import Repository
 from tests.builders import save_graph, scale_onnx, scaled_by_input_onnx
+from tests.waiting import until
 
 
 def _load(path: Path) -> Evaluator:
@@ -182,9 +183,7 @@ def test_the_delay_bound_holds_while_the_model_is_busy(tmp_path: Path, pool: Thr
     async def scenario() -> None:
         # about 34 GFLOP: a second or more on one core, far beyond the 50 ms bound even on a fast machine
         long = asyncio.ensure_future(_outputs(runner.run({"x": np.ones((16_000, 256), dtype=np.float32)}, _nothing)))
-        await asyncio.sleep(0)
-        await asyncio.sleep(0.01)
-        assert runner.running == 1  # the long batch holds the only slot
+        await until(lambda: runner.running == 1, timeout=10, what="the long batch to hold the only slot")
         started = time.monotonic()
         short = await _outputs(runner.run({"x": np.ones((1, 256), dtype=np.float32)}, _nothing))
         waited = time.monotonic() - started
@@ -298,7 +297,8 @@ def test_a_retired_version_stays_open_while_its_merged_batch_runs(tmp_path: Path
         # the first request takes the only slot; the others queue and merge while it runs
         calls = [asyncio.ensure_future(service.infer("h", None, InferenceRequest({"x": x * (i + 1)}), "test"))
                  for i in range(5)]
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0)  # one turn of the loop (no timed wait): every call takes hold of version 1
+        assert v1.inflight >= len(calls)
         heavy_onnx(root / "h" / "2" / "model.onnx", layers=2)
         await manager.sync()
         assert manager.acquire("h").version == 2
@@ -309,11 +309,8 @@ def test_a_retired_version_stays_open_while_its_merged_batch_runs(tmp_path: Path
         assert all(a.model_version == "1" for a in answers)
         runner = v1.runners["serving_default"]
         assert runner.batches < 5
-        for _ in range(100):
-            if v1.closed:
-                break
-            await asyncio.sleep(0.01)
-        assert v1.closed and v1.inflight == 0
+        await until(lambda: v1.closed, timeout=10, what="version 1 to close")
+        assert v1.inflight == 0
         service.close()
         await manager.close()
 
@@ -338,11 +335,7 @@ def test_service_timeout_releases_the_version_only_after_the_prediction(tmp_path
             await service.infer("h", None, InferenceRequest({"x": x}), "test")
         assert "longer than" in str(info.value)
         assert lv.inflight == 1  # the prediction still runs and holds its version
-        for _ in range(600):
-            if lv.inflight == 0:
-                break
-            await asyncio.sleep(0.05)
-        assert lv.inflight == 0
+        await until(lambda: lv.inflight == 0, timeout=30, what="the prediction to let go of its version")
         service.close()
         await manager.close()
 

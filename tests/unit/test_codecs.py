@@ -84,3 +84,87 @@ def test_oip_json_integers_out_of_range_are_refused_not_wrapped(datatype: str, d
     body = json.dumps({"inputs": [{"name": "x", "shape": [len(data)], "datatype": datatype, "data": data}]})
     with pytest.raises(InvalidInput, match="out of the range"):
         decode_infer_request(body.encode(), None, sig, Limits())
+
+
+def _oip(inputs: list[dict[str, object]], **extra: object) -> bytes:
+    return orjson.dumps({"inputs": inputs, **extra})
+
+
+TEXT_SIG = Signature((TensorSpec("s", DataType.BYTES, (-1,)),), (TensorSpec("s", DataType.BYTES, (-1,)),))
+
+
+@pytest.mark.parametrize("where", ["data", "parameters", "input parameters", "id"])
+def test_oip_deep_json_is_refused_not_a_recursion_error(where: str) -> None:
+    deep = b"[" * 50_000 + b"]" * 50_000
+    head = b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 3]'
+    body = {
+        "data": head + b', "data": ' + deep + b"}]}",
+        "parameters": head + b', "data": [1, 2, 3]}], "parameters": {"p": ' + deep + b"}}",
+        "input parameters": head + b', "data": [1, 2, 3], "parameters": {"p": ' + deep + b"}}]}",
+        "id": head + b', "data": [1, 2, 3]}], "id": ' + deep + b"}",
+    }[where]
+    with pytest.raises(InvalidInput, match="depth limit exceeded"):
+        decode_infer_request(body, None, SIG, Limits())
+
+
+def test_oip_nesting_within_the_parser_limit_still_gets_a_400() -> None:
+    # deep enough to stop msgspec and Python's repr, within orjson's limit
+    deep = "[" * 1000 + "]" * 1000
+    body = ('{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 3], "data": [1, 2, 3]}], '
+            '"parameters": {"p": ' + deep + '}}').encode()
+    with pytest.raises(InvalidInput, match="'parameters' cannot be used"):
+        decode_infer_request(body, None, SIG, Limits())
+    with pytest.raises(InvalidInput, match="'id' must be a string"):
+        decode_infer_request(body.replace(b'"parameters": {"p": ', b'"id": ')[:-1], None, SIG, Limits())
+    body = ('{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 3], "data": ' + deep + '}]}').encode()
+    with pytest.raises(InvalidInput, match="input 'x'"):
+        decode_infer_request(body, None, SIG, Limits())
+
+
+def test_oip_strings_with_nul_round_trip_in_json_and_binary() -> None:
+    values = ["a\u0000b", "\u0000", "tail\u0000\u0000"]
+    body = _oip([{"name": "s", "datatype": "BYTES", "shape": [3], "data": values}])
+    req, _ = decode_infer_request(body, None, TEXT_SIG, Limits())
+    assert req.inputs["s"].tolist() == values
+    resp = InferenceResponse("m", "1", {"s": req.inputs["s"]})
+    assert orjson.loads(encode_infer_response(resp, set()).body)["outputs"][0]["data"] == values
+    raw = [b"a\x00b", b"\x00", b"\xff\x00"]
+    blob = encode_bytes_tensor(np.array(raw, dtype=object))
+    assert blob.count(b"\x00") >= 4
+    resp = InferenceResponse("m", "1", {"s": np.array(raw, dtype=object)})
+    encoded = encode_infer_response(resp, {"s"})
+    assert encoded.header_length is not None and encoded.body[encoded.header_length:] == blob
+    # bytes that are not UTF-8 cannot travel as JSON text: refused, never replaced
+    with pytest.raises(InvalidInput, match="output 's' holds bytes that are not UTF-8"):
+        encode_infer_response(resp, set())
+
+
+def test_oip_null_is_missing_for_floats_and_strings_only() -> None:
+    sig = Signature((TensorSpec("x", DataType.FP32, (-1,)),), (TensorSpec("y", DataType.FP32, (-1,)),))
+    body = _oip([{"name": "x", "datatype": "FP32", "shape": [3], "data": [1.5, None, 2]}])
+    req, _ = decode_infer_request(body, None, sig, Limits())
+    got = req.inputs["x"]
+    assert got.dtype == np.float32 and got[0] == 1.5 and np.isnan(got[1]) and got[2] == 2
+    body = _oip([{"name": "s", "datatype": "BYTES", "shape": [2], "data": ["a", None]}])
+    assert decode_infer_request(body, None, TEXT_SIG, Limits())[0].inputs["s"].tolist() == ["a", ""]
+    body = _oip([{"name": "s", "datatype": "BYTES", "shape": [2], "data": [None, None]}])
+    assert decode_infer_request(body, None, TEXT_SIG, Limits())[0].inputs["s"].tolist() == ["", ""]
+    for datatype, data in (("INT64", [1, None]), ("INT32", [None]), ("BOOL", [None])):
+        body = _oip([{"name": "n", "datatype": datatype, "shape": [len(data)], "data": data}])
+        with pytest.raises(InvalidInput, match=f"input 'n' is {datatype}, which cannot hold a missing value"):
+            decode_infer_request(body, None, sig, Limits())
+    body = _oip([{"name": "b", "datatype": "BOOL", "shape": [2], "data": [True, None]}])
+    with pytest.raises(InvalidInput, match="input 'b' has null values beside booleans"):
+        decode_infer_request(body, None, sig, Limits())
+
+
+def test_eval_json_strings_nulls_and_non_text_outputs() -> None:
+    sig = Signature((TensorSpec("s", DataType.BYTES, (-1,)), TensorSpec("x", DataType.FP64, (-1,))),
+                    (TensorSpec("s", DataType.BYTES, (-1,)),))
+    req = decode_eval_json({"s": ["a\u0000", None], "x": [None, 1]}, sig, ModelConfig(), Limits())
+    assert req.inputs["s"].tolist() == ["a\u0000", ""]
+    assert np.isnan(req.inputs["x"][0]) and req.inputs["x"][1] == 1
+    resp = InferenceResponse("m", "1", {"s": np.array(["a\u0000", b"\x00"], dtype=object)})
+    assert encode_eval_json(resp, False)["s"] == ["a\u0000", "\u0000"]
+    with pytest.raises(InvalidInput, match="output 's' holds bytes"):
+        encode_eval_json(InferenceResponse("m", "1", {"s": np.array([b"\xff"], dtype=object)}), False)

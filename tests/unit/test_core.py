@@ -72,15 +72,42 @@ def test_as_array_limits_and_ragged() -> None:
     with pytest.raises(InvalidInput, match="dimensions"):
         as_array("x", [[[[1]]]], limits)
     with pytest.raises(InvalidInput, match="null"):
-        as_array("x", [1, None], limits)
+        as_array("x", [True, None], limits)
 
 
 def test_as_array_checks_every_leaf() -> None:
     values = [1.0] * 100 + [None]
+    assert np.isnan(as_array("x", values, Limits())[100])
     with pytest.raises(InvalidInput, match="null"):
-        as_array("x", values, Limits())
+        as_array("x", [*([1.0] * 100), True, None], Limits())
     with pytest.raises(InvalidInput, match="rectangular"):
         as_array("x", [*(["a"] * 100), ["b"]], Limits())
+
+
+def test_null_is_a_missing_value_where_one_can_be() -> None:
+    limits = Limits()
+    numbers = as_array("x", [[1, None], [None, 2.5]], limits)
+    assert numbers.dtype == np.float64 and np.isnan(numbers).tolist() == [[False, True], [True, False]]
+    assert to_dtype(TensorSpec("x", DataType.FP32, (-1, 2)), numbers).dtype == np.float32
+    text = as_array("s", ["a", None], limits)
+    assert text.dtype == object and text.tolist() == ["a", ""]
+    # all missing: a string input gets "", an integer input a 400 naming it
+    empty = as_array("s", [None, None], limits)
+    assert to_dtype(TensorSpec("s", DataType.BYTES, (-1,)), empty).tolist() == ["", ""]
+    with pytest.raises(InvalidInput, match="input 'n' is INT64, which cannot hold a missing value"):
+        to_dtype(TensorSpec("n", DataType.INT64, (-1,)), as_array("n", [1, None], limits))
+    with pytest.raises(InvalidInput, match="input 'b' is BOOL"):
+        to_dtype(TensorSpec("b", DataType.BOOL, (-1,)), as_array("b", [None], limits))
+
+
+def test_strings_keep_every_character() -> None:
+    values = ["a\u0000b", "\u0000", "x\u0000\u0000", ""]
+    arr = as_array("s", values, Limits())
+    assert arr.dtype == object and arr.tolist() == values
+    nested = as_array("s", [["\u0000", "b"], ["c", "d\u0000"]], Limits())
+    assert nested.shape == (2, 2) and nested[1, 1] == "d\u0000"
+    # numbers beside strings become their text, as before
+    assert as_array("s", ["a", 1], Limits()).tolist() == ["a", "1"]
 
 
 def test_onnx_string_inputs_decode_bytes_exactly(tmp_path) -> None:

@@ -131,3 +131,21 @@ def test_encode_writes_every_output_raw_in_order() -> None:
     assert raw[3] == b"\x01\x00"
     assert np.frombuffer(raw[4], "<f2").tolist() == [1.5]
     assert np.frombuffer(raw[5], "<f8").tolist() == [1.0]
+
+
+@pytest.mark.parametrize("raw", [False, True])
+def test_bytes_with_nul_round_trip_exactly(raw: bool) -> None:
+    values = [b"a\x00b", b"\x00", b"\xff\x00", b"", b"\x00\x00"]
+    req = pb.ModelInferRequest(model_name="m")
+    tensor = req.inputs.add(name="s", datatype="BYTES", shape=[len(values)])
+    if raw:
+        req.raw_input_contents.append(b"".join(struct.pack("<I", len(v)) + v for v in values))
+    else:
+        tensor.contents.bytes_contents.extend(values)
+    got = decode_infer_request(req, LIMITS).inputs["s"]
+    assert got.dtype == object and got.tolist() == values
+    # strings with NUL characters too, as a model answering str would give them
+    out = np.array([*values, "z\x00"], dtype=object)
+    message = encode_infer_response(InferenceResponse("m", "1", {"s": out}))
+    blob = message.raw_output_contents[0]
+    assert blob == b"".join(struct.pack("<I", len(v)) + v for v in [*values, b"z\x00"])

@@ -46,12 +46,15 @@ def rgb(h: int = 3, w: int = 4, seed: int = 0) -> np.ndarray:
     ((-1, -1, 3), ImageLayout(False, 3, False, -1, -1)),
     ((3, -1, -1), ImageLayout(False, 3, True, -1, -1)),
     ((-1, 3, 5, 3), ImageLayout(True, 3, False, 3, 5)),  # a tie: channels last
+    ((8, 8), ImageLayout(False, 1, False, 8, 8, channel_axis=False)),  # gray, without a channel axis
+    ((28, -1), ImageLayout(False, 1, False, 28, -1, channel_axis=False)),
+    ((-1, 28, 28), ImageLayout(True, 1, False, 28, 28, channel_axis=False)),
 ])
 def test_image_layouts(shape: tuple[int, ...], layout: ImageLayout) -> None:
     assert image_layout(shape) == layout
 
 
-@pytest.mark.parametrize("shape", [(-1, 4), (-1,), (-1, 28, 28), (-1, -1, -1, -1), (2, 8, 8, 3), (-1, 8, 8, 2),
+@pytest.mark.parametrize("shape", [(-1, 4), (-1,), (5, 28, 28), (-1, -1, -1, -1), (2, 8, 8, 3), (-1, 8, 8, 2),
                                    (1, 1, 8, 8, 1)])
 def test_not_image_layouts(shape: tuple[int, ...]) -> None:
     assert image_layout(shape) is None
@@ -87,6 +90,18 @@ def test_decode_gray_from_rgb() -> None:
     assert out.dtype == np.int64 and out.shape == (1, 1, 3, 4)
     want = np.asarray(Image.fromarray(pixels).convert("L"))
     np.testing.assert_array_equal(out[0, 0], want)
+
+
+@pytest.mark.parametrize(("shape", "want"), [((3, 4), (3, 4)), ((-1, 3, 4), (1, 3, 4)), ((-1, -1, -1), (1, 3, 4))])
+def test_decode_gray_without_channel_axis(shape: tuple[int, ...], want: tuple[int, ...]) -> None:
+    gray = np.asarray(Image.fromarray(rgb()).convert("L"))
+    spec = TensorSpec("digit", DataType.UINT8, shape)
+    out = decode_image(png(gray), spec, ImageOptions(), LIMITS)
+    assert out.shape == want and out.dtype == np.uint8
+    np.testing.assert_array_equal(out.reshape(3, 4), gray)
+    # a color image is refused, not made gray behind the caller's back
+    with pytest.raises(InvalidInput, match=r"input 'digit' has shape .* takes gray images, got a color image \(RGB\)"):
+        decode_image(png(rgb()), spec, ImageOptions(), LIMITS)
 
 
 def test_decode_16_bit_gray_keeps_high_byte() -> None:

@@ -13,6 +13,7 @@ from mlport.errors import MlportError
 from mlport.formats import pmml
 from mlport.formats.base import LoadOptions, MissingExtra
 from mlport.formats.pmml import PmmlFormat, check_pmml_xml, has_pmml_root
+from mlport.formats.pmml.evaluator import pmml_datatype
 from mlport.formats.registry import FormatRegistry
 
 DOC = (b'<?xml version="1.0" encoding="UTF-8"?>\n<PMML xmlns="http://www.dmg.org/PMML-4_4" version="4.4">'
@@ -131,9 +132,10 @@ def test_files_over_the_limit_are_refused_unread(tmp_path: Path, monkeypatch: py
     path = tmp_path / "m.pmml"
     path.write_bytes(DOC + b" " * 200)
     monkeypatch.setattr(pmml, "java_runtime", lambda: "/usr/bin/java")
+    fmt = PmmlFormat()
     with pytest.raises(MlportError, match=r"m.pmml is \d+ bytes; PMML files are loaded up to 100 bytes"):
-        PmmlFormat().load(path, LoadOptions())
-    assert pmml.running_java_pid() is None
+        fmt.load(path, LoadOptions())
+    assert fmt.runtime.pid() is None
 
 
 # ------------------------------------------------------------------------- missing extras and Java
@@ -157,10 +159,11 @@ def test_missing_java_names_the_runtime_to_install(tmp_path: Path, monkeypatch: 
     monkeypatch.setenv("PATH", str(tmp_path))
     monkeypatch.delenv("JAVA_HOME", raising=False)
     assert pmml.java_runtime() is None
+    fmt = PmmlFormat()
     with pytest.raises(MissingExtra) as err:
-        PmmlFormat().load(path, LoadOptions())
+        fmt.load(path, LoadOptions())
     assert "install a Java runtime, e.g. apt-get install default-jre-headless" in str(err.value)
-    assert pmml.running_java_pid() is None
+    assert fmt.runtime.pid() is None
 
 
 def test_java_home_wins_over_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -182,12 +185,13 @@ def test_a_java_that_cannot_start_gives_a_clear_error(tmp_path: Path, monkeypatc
     monkeypatch.setattr(pmml, "java_runtime", lambda: str(fake))
     path = tmp_path / "m.pmml"
     path.write_bytes(DOC)
+    fmt = PmmlFormat()
     with pytest.raises(MlportError) as err:
-        PmmlFormat().load(path, LoadOptions())
+        fmt.load(path, LoadOptions())
     message = str(err.value)
     assert message.startswith(f"the Java runtime {fake} could not start the PMML evaluator: it exited with status 1")
     assert "could not create the Java Virtual Machine" in message and "\n" not in message
-    assert pmml.running_java_pid() is None
+    assert fmt.runtime.pid() is None
 
 
 # ------------------------------------------------------------------------- datatypes
@@ -197,4 +201,4 @@ def test_a_java_that_cannot_start_gives_a_clear_error(tmp_path: Path, monkeypatc
     ("dateTime", DataType.BYTES), (None, DataType.BYTES),
 ])
 def test_pmml_datatypes(pmml_type: str | None, datatype: DataType) -> None:
-    assert pmml._datatype(pmml_type) is datatype
+    assert pmml_datatype(pmml_type) is datatype

@@ -245,7 +245,8 @@ def test_b64_anywhere_in_input() -> None:
         ([{"other": "x"}], "b64"),
         ([[b64(b"a")], [b64(b"b"), b64(b"c")]], "rectangular"),
         ([[1, 2], [3]], "rectangular"),
-        ([1, None], "null"),
+        ([True, None], "null"),
+        ([b64(b"a"), None], "null"),
     ],
 )
 def test_bad_tensor_data(inputs: Any, message: str) -> None:
@@ -303,3 +304,24 @@ def test_encode_bytes() -> None:
     assert out == {"outputs": [{"b64": "YWJj"}, {"b64": "ZA=="}]}
     out = dumps(encode_predict_response(response(t=np.array(b"\xfe", dtype=object)), columnar=True))
     assert out == {"outputs": {"b64": "/g=="}}
+
+
+@pytest.mark.parametrize("extra", [b"", b', "x": NaN'])
+def test_deep_bodies_are_refused_with_and_without_non_finite_tokens(extra: bytes) -> None:
+    deep = b"[" * 50_000 + b"]" * 50_000
+    with pytest.raises(InvalidInput, match="depth limit exceeded"):
+        parse_json_body(b'{"instances": ' + deep + extra + b"}")
+
+
+def test_strings_with_nul_and_nulls_round_trip() -> None:
+    values = ["a\u0000b", "\u0000", None]
+    req, columnar = decode_predict_request({"instances": values}, TEXT, LIMITS)
+    assert req.inputs["text"].tolist() == ["a\u0000b", "\u0000", ""]
+    resp = InferenceResponse("m", "1", {"text": req.inputs["text"]})
+    assert encode_predict_response(resp, columnar) == {"predictions": ["a\u0000b", "\u0000", ""]}
+    raw = [b"\x00", b"\xff\x00"]
+    req, columnar = decode_predict_request({"inputs": [{"b64": base64.b64encode(v).decode()} for v in raw]},
+                                           TEXT, LIMITS)
+    assert req.inputs["text"].tolist() == raw
+    out = encode_predict_response(InferenceResponse("m", "1", {"text": req.inputs["text"]}), columnar)
+    assert out == {"outputs": ["\u0000", {"b64": base64.b64encode(b"\xff\x00").decode()}]}

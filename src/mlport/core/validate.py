@@ -11,18 +11,36 @@ from mlport.core.types import DataType, Signature, TensorSpec
 from mlport.errors import InvalidInput
 from mlport.limits import Limits
 
-__all__ = ["as_array", "check_inputs", "check_shape_limits", "fmt_shape", "to_dtype"]
+__all__ = ["as_array", "check_inputs", "check_shape_limits", "fmt_shape", "missing_refused", "to_dtype"]
+
+
+# kinds of the leaves of an object array
+_TEXT, _NULL, _NESTED, _BOOL, _NUMBER, _OTHER = range(6)
 
 
 def _kind(v: Any) -> int:
+    if isinstance(v, str):
+        return _TEXT
     if v is None:
-        return 1
+        return _NULL
     if isinstance(v, list | dict | tuple):
-        return 2
-    return 0
+        return _NESTED
+    if isinstance(v, bool | np.bool_):
+        return _BOOL
+    if isinstance(v, int | float | np.integer | np.floating):
+        return _NUMBER
+    return _OTHER
+
+
+def _text(v: Any) -> Any:
+    """A leaf of a string tensor: text stays as it is, a number becomes its decimal text, null (missing) ''."""
+    if isinstance(v, str):
+        return v
+    return "" if v is None else str(v)
 
 
 _leaf_kind = np.frompyfunc(_kind, 1, 1)
+_leaf_text = np.frompyfunc(_text, 1, 1)
 
 
 def fmt_shape(shape: Any) -> str:
@@ -51,20 +69,50 @@ def as_array(name: str, value: Any, limits: Limits) -> np.ndarray[Any, Any]:
         try:
             arr = np.asarray(value)
         except (ValueError, TypeError) as exc:
-            raise InvalidInput(f"input '{name}' is not a rectangular array (ragged nesting?)") from exc
+            raise InvalidInput(
+                f"input '{name}' is not a rectangular array of at most {limits.max_tensor_rank} dimensions "
+                "(ragged or too deep nesting?)"
+            ) from exc
+        if arr.dtype.kind == "U":
+            # numpy's fixed-width str dtype drops trailing NULs ("a\0" -> "a"): keep the strings themselves
+            arr = np.array(value, dtype=object)
     if arr.dtype == object and arr.size:
-        # np.asarray gives object arrays only for nulls, nested containers or already-built byte/str
-        # arrays; every leaf is checked (a rare path: JSON strings and numbers never get here).
-        kinds = np.asarray(_leaf_kind(arr), dtype=np.int8)
-        if (kinds == 2).any():
-            raise InvalidInput(f"input '{name}' is not a rectangular array (ragged nesting?)")
-        if (kinds == 1).any():
-            raise InvalidInput(f"input '{name}' contains null values")
+        arr = _object_leaves(name, arr)
     if arr.ndim > limits.max_tensor_rank:
         raise InvalidInput(f"input '{name}' has {arr.ndim} dimensions; the limit is {limits.max_tensor_rank}")
     if arr.size > limits.max_tensor_elements:
         raise InvalidInput(f"input '{name}' has {arr.size} elements; the limit is {limits.max_tensor_elements}")
     return arr
+
+
+def _object_leaves(name: str, arr: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    """Check the leaves of an object array (strings, or values beside nulls; numbers never get here).
+
+    Null is a missing value: in numbers it becomes NaN (a float array), in strings ``""``.  Strings beside
+    numbers make every leaf text, as numpy's str dtype would.
+    """
+    kinds = np.asarray(_leaf_kind(arr), dtype=np.int8)
+    present = np.bincount(kinds.ravel(), minlength=6) > 0
+    if present[_NESTED]:
+        raise InvalidInput(f"input '{name}' is not a rectangular array (ragged nesting?)")
+    if present[_NULL]:
+        if present[_BOOL] or present[_OTHER]:
+            raise InvalidInput(
+                f"input '{name}' has null values beside booleans or binary values; null (missing) is taken "
+                "only in numbers (as NaN) and strings (as \"\")"
+            )
+        if not present[_TEXT]:
+            return arr.astype(np.float64)  # None -> NaN
+        return np.asarray(_leaf_text(arr), dtype=object)
+    if present[_TEXT] and (present[_NUMBER] or present[_BOOL]):
+        return np.asarray(_leaf_text(arr), dtype=object)
+    return arr
+
+
+def missing_refused(name: str, datatype: DataType) -> str:
+    """The message for a missing value (null or NaN) sent to an input that cannot hold one."""
+    return (f"input '{name}' is {datatype.value}, which cannot hold a missing value (null or NaN); "
+            "only floating-point and string inputs take them")
 
 
 def to_dtype(spec: TensorSpec, arr: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
@@ -77,8 +125,11 @@ def to_dtype(spec: TensorSpec, arr: np.ndarray[Any, Any]) -> np.ndarray[Any, Any
         if kind in "US":
             return arr.astype(object)
         if kind in "biuf":
-            # numbers sent for a string input (e.g. pclass 3 for "3"): their decimal text
-            return arr.astype(str).astype(object)
+            # numbers sent for a string input (e.g. pclass 3 for "3"): their decimal text; NaN (missing) is ""
+            text = arr.astype(str).astype(object)
+            if kind == "f":
+                text[np.isnan(arr)] = ""
+            return text
         raise InvalidInput(f"input '{spec.name}' expects strings, got {arr.dtype}")
     target = want.numpy
     if arr.dtype == target:
@@ -88,6 +139,8 @@ def to_dtype(spec: TensorSpec, arr: np.ndarray[Any, Any]) -> np.ndarray[Any, Any
             f"input '{spec.name}' expects {want.value} with shape {fmt_shape(spec.shape)}, got strings"
         )
     if kind == "f" and target.kind in "iub" and arr.size and not np.all(np.isfinite(arr) & (arr == np.round(arr))):
+        if np.isnan(arr).any():
+            raise InvalidInput(missing_refused(spec.name, want))
         raise InvalidInput(f"input '{spec.name}' expects {want.value} (integers), got fractional numbers")
     if kind == "b" and target.kind not in "biuf":
         raise InvalidInput(f"input '{spec.name}' expects {want.value}, got booleans")

@@ -8,20 +8,21 @@
 from __future__ import annotations
 
 from mlport.deploy.autoscale import LoadSample, ScalePolicy, desired_replicas
-from mlport.deploy.controller import Controller, DeploymentLike, DeploymentRecord, DeploymentStateReader
+from mlport.deploy.controller import Controller
+from mlport.deploy.deployments import Deployment, DeploymentSource, DeploymentSpec
 from mlport.deploy.replicas import Endpoint, ReplicaSet
-from mlport.deploy.strategy import Route, choose
+from mlport.deploy.strategy import Choice, choose
 from mlport.deploy.target import Target
 
 __all__ = [
+    "Choice",
     "Controller",
-    "DeploymentLike",
-    "DeploymentRecord",
-    "DeploymentStateReader",
+    "Deployment",
+    "DeploymentSource",
+    "DeploymentSpec",
     "Endpoint",
     "LoadSample",
     "ReplicaSet",
-    "Route",
     "ScalePolicy",
     "Target",
     "choose",

@@ -15,19 +15,20 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from mlport.deploy.autoscale import LoadSample, ScalePolicy, desired_replicas
+from mlport.deploy.backoff import Backoff
+from mlport.deploy.deployments import Deployment, DeploymentSource
 from mlport.deploy.layout import versioned_layout
 from mlport.deploy.replicas import ReplicaSet
-from mlport.deploy.target import Target
 from mlport.errors import MlportError, ModelNotReady, valid_name
 from mlport.protocols.tls import ServerTls
 
-__all__ = ["Controller", "DeploymentLike", "DeploymentRecord", "DeploymentStateReader"]
+__all__ = ["Controller"]
 
 log = logging.getLogger("mlport.deploy")
 
@@ -38,38 +39,6 @@ FETCH_RETRY_MAX_S = 60.0
 MAX_READY_WAIT_S = 600.0
 #: Most load samples kept per version (at one per interval this is far more than any policy window needs).
 MAX_SAMPLES = 4096
-
-
-@dataclass(frozen=True)
-class DeploymentRecord:
-    """One deployment as stored by the hub: its name, what it serves and how it scales."""
-
-    name: str
-    target: Target
-    policy: ScalePolicy = field(default_factory=ScalePolicy)
-    trusted: bool = False
-
-
-class DeploymentLike(Protocol):
-    """What the controller reads of a deployment (:class:`DeploymentRecord` or the hub's own record type)."""
-
-    @property
-    def name(self) -> str: ...
-
-    @property
-    def target(self) -> Target: ...
-
-    @property
-    def policy(self) -> ScalePolicy: ...
-
-    @property
-    def trusted(self) -> bool: ...
-
-
-class DeploymentStateReader(Protocol):
-    """Where the controller reads the deployments from (the hub's deployment store)."""
-
-    def deployments(self) -> Sequence[DeploymentLike]: ...
 
 
 @dataclass(eq=False)
@@ -85,7 +54,7 @@ class _Version:
     path: Path | None = None
     replicas: ReplicaSet | None = None
     fetch: asyncio.Task[Path] | None = None
-    fetch_retry_s: float = FETCH_RETRY_START_S
+    fetch_backoff: Backoff = field(default_factory=lambda: Backoff(FETCH_RETRY_START_S, FETCH_RETRY_MAX_S))
     next_fetch: float = 0.0
     last_error: str | None = None
     samples: deque[LoadSample] = field(default_factory=lambda: deque(maxlen=MAX_SAMPLES))
@@ -104,7 +73,7 @@ class Controller:
     version number (see :mod:`mlport.deploy.layout`).
     """
 
-    def __init__(self, *, state: DeploymentStateReader, fetch: Callable[[str, int], Path], run_dir: Path,
+    def __init__(self, *, state: DeploymentSource, fetch: Callable[[str, int], Path], run_dir: Path,
                  interval_s: float = 1.0, trusted: Callable[[str, int], bool] = lambda m, v: False,
                  ready_timeout_s: float = 120.0, host: str = "127.0.0.1", tls: ServerTls | None = None) -> None:
         self._state = state
@@ -191,7 +160,7 @@ class Controller:
             self._versions.update(wanted)
             await asyncio.gather(*(self._step(entry) for entry in wanted.values()))
 
-    def _plan(self, record: DeploymentLike, wanted: dict[str, _Version]) -> None:
+    def _plan(self, record: Deployment, wanted: dict[str, _Version]) -> None:
         """Mark the versions ``record`` needs as wanted (creating their entries)."""
         name = valid_name(record.name, "deployment")
         target = record.target.validate()
@@ -260,8 +229,7 @@ class Controller:
             if exc is not None:
                 entry.last_error = f"fetching {entry.model} version {entry.version} failed: {_describe(exc)}"
                 log.warning("deployment %s: %s", entry.deployment, entry.last_error)
-                entry.next_fetch = time.monotonic() + entry.fetch_retry_s
-                entry.fetch_retry_s = min(entry.fetch_retry_s * 2, FETCH_RETRY_MAX_S)
+                entry.next_fetch = entry.fetch_backoff.failed(time.monotonic())
                 return
             entry.last_error = None
         assert entry.path is not None

@@ -35,6 +35,7 @@ import orjson
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
+from mlport.deploy.deployments import DeploymentSource
 from mlport.deploy.shadow import Reply, ShadowRecorder
 from mlport.deploy.strategy import choose
 from mlport.deploy.target import Target
@@ -43,13 +44,11 @@ from mlport.protocols.http.body import read_body
 from mlport.protocols.http.errors import HTTP_STATUS
 
 __all__ = [
-    "DeploymentView",
     "EndpointView",
     "Gateway",
     "ReplicaSource",
     "ReplicaView",
     "Reply",
-    "StateView",
     "forward_path",
     "rewrite_model_name",
 ]
@@ -75,7 +74,7 @@ _RETRYABLE = (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolErro
               httpx.WriteError)
 
 
-# -- what the gateway needs from the controller and the deployment state (structural types) --------------
+# -- what the gateway needs of the controller's replicas (structural types; deployments: DeploymentSource) -
 
 class EndpointView(Protocol):
     """A ready replica (:class:`mlport.deploy.replicas.Endpoint`)."""
@@ -103,20 +102,6 @@ class ReplicaSource(Protocol):
     def replicas(self, deployment: str, version: int) -> ReplicaView | None: ...
 
     async def ensure_ready(self, deployment: str, version: int, timeout_s: float) -> ReplicaView: ...
-
-
-class DeploymentView(Protocol):
-    @property
-    def name(self) -> str: ...
-
-    @property
-    def target(self) -> Target: ...
-
-
-class StateView(Protocol):
-    """The deployments and their targets (:class:`mlport.deploy.controller.DeploymentStateReader`)."""
-
-    def deployments(self) -> Sequence[DeploymentView]: ...
 
 
 # -- paths ---------------------------------------------------------------------------------------------------
@@ -153,15 +138,6 @@ def rewrite_model_name(path: str, model: str, deployment: str) -> str:
 
 # -- the gateway ---------------------------------------------------------------------------------------------
 
-class _Failure(Exception):
-    """A failure answered with ``status`` and ``{"error": message}``."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
 class _Retry(Exception):
     """The connection to a replica failed before any answer: another attempt may succeed."""
 
@@ -186,13 +162,14 @@ class _Answer:
         return Reply(self.status, self.body, self.headers.get("content-type", ""), self.latency_s)
 
 
-def _error(status: int, message: str, deployment: str | None = None, version: int | None = None) -> Response:
+def _error(code: ErrorCode, message: str, deployment: str | None = None, version: int | None = None) -> Response:
+    """``{"error": message}`` with the HTTP status of ``code`` (the one table of :mod:`mlport.errors` codes)."""
     headers: dict[str, str] = {}
     if deployment is not None:
         headers["x-mlport-deployment"] = deployment
     if version is not None:
         headers["x-mlport-version"] = str(version)
-    return Response(orjson.dumps({"error": message}), status, headers, media_type="application/json")
+    return Response(orjson.dumps({"error": message}), HTTP_STATUS[code], headers, media_type="application/json")
 
 
 class Gateway:
@@ -206,7 +183,7 @@ class Gateway:
         self,
         *,
         controller: ReplicaSource,
-        state: StateView,
+        state: DeploymentSource,
         shadow: ShadowRecorder,
         max_body_bytes: int = 64 * 1024**2,
         timeout_s: float = 60.0,
@@ -263,15 +240,14 @@ class Gateway:
                 body=body,
             )
             answer = await self._forward(deployment, version, out)
-        except _Failure as exc:
-            return _error(exc.status, exc.message, deployment, version)
         except MlportError as exc:
-            return _error(HTTP_STATUS[exc.code], exc.message, deployment, version)
+            return _error(exc.code, exc.message, deployment, version)
         except ClientDisconnect:
-            return _error(400, "the client went away before the request body was read", deployment, version)
+            return _error(ErrorCode.INVALID_ARGUMENT, "the client went away before the request body was read",
+                          deployment, version)
         except Exception:
             log.exception("gateway request to deployment %r failed", deployment)
-            return _error(500, "internal error in the gateway", deployment, version)
+            return _error(ErrorCode.INTERNAL, "internal error in the gateway", deployment, version)
         if route.shadow is not None:
             self._copy_to_shadow(deployment, route.serve, route.shadow, out, answer.reply())
         headers = {h: v for h in RETURN_HEADERS if (v := answer.headers.get(h)) is not None}
@@ -345,7 +321,8 @@ class Gateway:
             # nothing ready (scaled to zero, starting, restarting): ask for a replica and wait for it
             remaining = deadline - loop.time()
             if remaining <= 0:
-                raise _Failure(504, f"deployment '{deployment}' version {version} did not answer in time")
+                raise MlportError(f"deployment '{deployment}' version {version} did not answer in time",
+                                  ErrorCode.DEADLINE_EXCEEDED)
             try:
                 endpoints = self._ready(await self._controller.ensure_ready(deployment, version, remaining))
             except TimeoutError:
@@ -385,15 +362,15 @@ class Gateway:
                          endpoint.url, reason, attempt + 1, self.retries + 1)
                 continue
             except TimeoutError:
-                raise _Failure(504, f"deployment '{deployment}' version {version} did not answer within "
-                                    f"{self.timeout_s:g} s") from None
+                raise MlportError(f"deployment '{deployment}' version {version} did not answer within "
+                                  f"{self.timeout_s:g} s", ErrorCode.DEADLINE_EXCEEDED) from None
             return _Answer(status, body, headers, loop.time() - started)
         raise ModelNotReady(f"no replica of deployment '{deployment}' version {version} answered "
                             f"({self.retries + 1} attempts; last: {reason})")
 
     async def _send(self, base: str, out: _Outgoing, deadline: float) -> tuple[int, dict[str, str], bytes]:
         """One attempt: :class:`_Retry` when the connection failed before an answer, :class:`TimeoutError`
-        past the deadline, :class:`_Failure` when the answer broke off or was too large."""
+        past the deadline, :class:`MlportError` (``BAD_GATEWAY``) when the answer broke off or was too large."""
         client = self._client_now()
         url = base.rstrip("/") + out.path + ("?" + out.query if out.query else "")
         request = client.build_request(out.method, url, headers=out.headers, content=out.body)
@@ -410,7 +387,8 @@ class Gateway:
         except httpx.TimeoutException:
             raise TimeoutError from None
         except httpx.HTTPError as exc:
-            raise _Failure(502, f"the replica's answer broke off: {exc or type(exc).__name__}") from None
+            raise MlportError(f"the replica's answer broke off: {exc or type(exc).__name__}",
+                              ErrorCode.BAD_GATEWAY) from None
         return response.status_code, {h: response.headers[h] for h in RETURN_HEADERS if h in response.headers}, body
 
     async def _read_answer(self, response: httpx.Response) -> bytes:
@@ -419,7 +397,8 @@ class Gateway:
         async for chunk in response.aiter_raw():
             total += len(chunk)
             if total > self._max_response_bytes:
-                raise _Failure(502, f"the replica's answer exceeds {self._max_response_bytes} bytes")
+                raise MlportError(f"the replica's answer exceeds {self._max_response_bytes} bytes",
+                                  ErrorCode.BAD_GATEWAY)
             chunks.append(chunk)
         return b"".join(chunks)
 
@@ -442,9 +421,6 @@ class Gateway:
                 started = time.monotonic()
                 try:
                     copy = (await self._forward(deployment, shadow, out)).reply()
-                except _Failure as exc:
-                    copy = Reply(exc.status, orjson.dumps({"error": exc.message}), "application/json",
-                                 time.monotonic() - started)
                 except MlportError as exc:
                     copy = Reply(HTTP_STATUS[exc.code], orjson.dumps({"error": exc.message}), "application/json",
                                  time.monotonic() - started)

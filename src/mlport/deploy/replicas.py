@@ -16,13 +16,14 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from mlport.deploy.autoscale import MAX_REPLICAS
+from mlport.deploy.backoff import Backoff
 from mlport.deploy.procs import free_port, log_tail, rotate_log, spawn, terminate
 from mlport.errors import InvalidInput, MlportError
 from mlport.protocols.tls import ServerTls
@@ -102,7 +103,7 @@ class _Replica:
     #: Since when every health check found the model failed (``time.monotonic()``), None when the last did not.
     load_failed_since: float | None = None
     restarts: int = 0
-    backoff: float = BACKOFF_START_S
+    backoff: Backoff = field(default_factory=lambda: Backoff(BACKOFF_START_S, BACKOFF_MAX_S, BACKOFF_RESET_S))
     next_start: float | None = None
     bind_retries: int = 0
 
@@ -402,10 +403,7 @@ class ReplicaSet:
         await terminate(proc, STOP_GRACE_S)
 
     def _schedule_restart(self, r: _Replica, now: float) -> None:
-        if r.started_at and now - r.started_at >= BACKOFF_RESET_S:
-            r.backoff = BACKOFF_START_S
-        r.next_start = now + r.backoff
-        r.backoff = min(r.backoff * 2, BACKOFF_MAX_S)
+        r.next_start = r.backoff.failed(now, up_since=r.started_at)
 
     async def _check(self, r: _Replica) -> tuple[bool, str | None]:
         """(ready?, load failure reason) from ``GET /v2/health/ready``; for a live server that is not ready,

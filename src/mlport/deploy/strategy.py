@@ -7,11 +7,11 @@ from dataclasses import dataclass
 from mlport.core.keyhash import key_point
 from mlport.deploy.target import Target
 
-__all__ = ["Route", "bucket", "choose"]
+__all__ = ["Choice", "bucket", "choose"]
 
 
 @dataclass(frozen=True)
-class Route:
+class Choice:
     """``serve`` answers the request; ``shadow`` (when set) gets a copy whose answer is only recorded."""
 
     serve: int
@@ -23,8 +23,8 @@ def bucket(key: str) -> float:
     return key_point(key, 100.0)
 
 
-def choose(target: Target, *, key: str | None, rand: float) -> Route:
-    """The route of one request.
+def choose(target: Target, *, key: str | None, rand: float) -> Choice:
+    """The versions that serve one request.
 
     ``rand`` is a uniform draw from [0, 1) made by the caller (so tests can seed it); ``key`` is the value of the
     routing header when the request had one.
@@ -37,14 +37,14 @@ def choose(target: Target, *, key: str | None, rand: float) -> Route:
     """
     candidate = target.candidate
     if candidate is None or target.strategy == "single":
-        return Route(target.primary)
+        return Choice(target.primary)
     if target.strategy == "shadow":
-        return Route(target.primary, shadow=candidate)
+        return Choice(target.primary, shadow=candidate)
     if target.strategy == "ab" or (target.strategy == "canary" and target.sticky_header):
         point = bucket(key) if key is not None else _point(rand)
     else:
         point = _point(rand)
-    return Route(candidate if point < target.percent else target.primary)
+    return Choice(candidate if point < target.percent else target.primary)
 
 
 def _point(rand: float) -> float:

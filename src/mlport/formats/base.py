@@ -172,6 +172,12 @@ class ModelFormat(ABC):
     def available(cls) -> bool:
         return not cls.missing()
 
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release what the format holds for the models it loaded (a runtime process...).
+
+        The server calls it when it stops, after closing its models; a later :meth:`load` may start again.
+        """
+
     def check_loadable(self, options: LoadOptions) -> None:
         """Raise the clear error for a missing extra or an untrusted code-running model."""
         missing = self.missing()

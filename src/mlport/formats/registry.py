@@ -57,6 +57,14 @@ class FormatRegistry:
                 continue
         return None
 
+    def close(self) -> None:
+        """Close every format (see :meth:`ModelFormat.close`); one that fails does not stop the others."""
+        for fmt in self._formats.values():
+            try:
+                fmt.close()
+            except Exception as exc:
+                log.warning("closing the %s format failed: %s", fmt.name, exc)
+
 
 _default: FormatRegistry | None = None
 

@@ -38,8 +38,9 @@ from mlport.errors import (
 from mlport.hub.service import Hub
 from mlport.hub.signatures import signature_warning
 from mlport.protocols.http.body import media_type, read_body
+from mlport.protocols.jsonbody import loads
 
-__all__ = ["api_routes", "json"]
+__all__ = ["api_routes", "json_response"]
 
 #: Largest JSON body of a management call, bytes.
 MAX_JSON_BYTES = 1024 * 1024
@@ -49,7 +50,7 @@ MAX_SERVICE_TTL_S = 365 * 24 * 3600
 Handler = Callable[[Request], Awaitable[Response]]
 
 
-def json(data: Any, status: int = 200) -> Response:
+def json_response(data: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(data, option=orjson.OPT_SERIALIZE_NUMPY), status, media_type="application/json")
 
 
@@ -67,10 +68,7 @@ async def read_json(request: Request) -> dict[str, Any]:
         raise UnsupportedMediaType(f"expected application/json, got {ctype!r}")
     if not body.strip():
         return {}
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidInput(f"the body is not valid JSON: {exc}") from None
+    data = loads(body, "the body is not valid JSON")
     if not isinstance(data, dict):
         raise InvalidInput("the body must be a JSON object")
     return data
@@ -131,20 +129,20 @@ async def token(request: Request) -> Response:
     if kind != "user":
         raise Unauthorized("service accounts use the token they were given")
     token_, claims = hub.tokens.issue(name, roles, kind=kind, deployments=deployments)
-    return json({"access_token": token_, "token_type": "bearer", "expires_in": claims["exp"] - claims["iat"],
+    return json_response({"access_token": token_, "token_type": "bearer", "expires_in": claims["exp"] - claims["iat"],
                  "roles": sorted(roles)})
 
 
 async def whoami(request: Request) -> Response:
     p = hub_of(request).principal(request.headers)
-    return json({"subject": p.subject, "roles": sorted(p.roles), "kind": p.kind,
+    return json_response({"subject": p.subject, "roles": sorted(p.roles), "kind": p.kind,
                  "deployments": sorted(p.deployments) if p.deployments is not None else None})
 
 
 async def users_list(request: Request) -> Response:
     hub = hub_of(request)
     hub.require(request.headers, Action.ADMIN)
-    return json({"users": hub.users.list_users()})
+    return json_response({"users": hub.users.list_users()})
 
 
 async def users_create(request: Request) -> Response:
@@ -154,7 +152,7 @@ async def users_create(request: Request) -> Response:
     name = valid_name(_str(data, "name", max_len=64), "user")
     hub.users.create_user(name, _str(data, "password", max_len=1024), _str_list(data, "roles") or [],
                           deployments=_str_list(data, "deployments"))
-    return json({"name": name}, 201)
+    return json_response({"name": name}, 201)
 
 
 async def users_delete(request: Request) -> Response:
@@ -181,7 +179,7 @@ async def service_account(request: Request) -> Response:
     ttl = _int(data, "ttl_s", default=30 * 24 * 3600, lo=60, hi=MAX_SERVICE_TTL_S)
     hub.users.create_user(name, os.urandom(32).hex(), roles, kind="service", deployments=deployments)
     token_, claims = hub.tokens.issue(name, roles, kind="service", deployments=deployments, ttl_s=ttl)
-    return json({"name": name, "access_token": token_, "token_type": "bearer", "expires_in": ttl,
+    return json_response({"name": name, "access_token": token_, "token_type": "bearer", "expires_in": ttl,
                  "jti": claims["jti"]}, 201)
 
 
@@ -195,12 +193,12 @@ async def revoke(request: Request) -> Response:
         if claims["sub"] != principal.subject and "admin" not in principal.roles:
             raise Forbidden("only admins revoke other users' tokens")
         hub.users.revoke(claims["jti"], float(claims["exp"]))
-        return json({"revoked": claims["jti"]})
+        return json_response({"revoked": claims["jti"]})
     jti = _str(data, "jti", max_len=64)
     if "admin" not in principal.roles and jti != principal.token_id:
         raise Forbidden("only admins revoke tokens by id")
     hub.users.revoke(jti, time.time() + MAX_SERVICE_TTL_S)
-    return json({"revoked": jti})
+    return json_response({"revoked": jti})
 
 
 # --------------------------------------------------------------------------- models
@@ -222,7 +220,7 @@ def _version_json(v: Any) -> dict[str, Any]:
 async def models_list(request: Request) -> Response:
     hub = hub_of(request)
     hub.require(request.headers, Action.READ)
-    return json({"models": [_model_json(m) for m in hub.registry.list_models()]})
+    return json_response({"models": [_model_json(m) for m in hub.registry.list_models()]})
 
 
 async def models_create(request: Request) -> Response:
@@ -235,7 +233,7 @@ async def models_create(request: Request) -> Response:
         raise InvalidInput("field 'labels' must be an object of at most 64 string pairs")
     info = hub.registry.create_model(_str(data, "name", max_len=64), description=_str(data, "description", default=""),
                                      labels=labels, created_by=principal.subject)
-    return json(_model_json(info), 201)
+    return json_response(_model_json(info), 201)
 
 
 async def models_get(request: Request) -> Response:
@@ -244,7 +242,7 @@ async def models_get(request: Request) -> Response:
     info = hub.registry.get_model(request.path_params["model"])
     out = _model_json(info)
     out["deployed_by"] = hub.deployments.using_model(info.name)
-    return json(out)
+    return json_response(out)
 
 
 async def models_delete(request: Request) -> Response:
@@ -257,13 +255,14 @@ async def models_delete(request: Request) -> Response:
 async def versions_list(request: Request) -> Response:
     hub = hub_of(request)
     hub.require(request.headers, Action.READ)
-    return json({"versions": [_version_json(v) for v in hub.registry.list_versions(request.path_params["model"])]})
+    versions = hub.registry.list_versions(request.path_params["model"])
+    return json_response({"versions": [_version_json(v) for v in versions]})
 
 
 async def versions_get(request: Request) -> Response:
     hub = hub_of(request)
     hub.require(request.headers, Action.READ)
-    return json(_version_json(hub.registry.get_version(request.path_params["model"], _version_of(request))))
+    return json_response(_version_json(hub.registry.get_version(request.path_params["model"], _version_of(request))))
 
 
 async def _spool(request: Request, limit: int, dest: Path) -> int:
@@ -290,7 +289,7 @@ async def versions_create(request: Request) -> Response:
         info = await _in_thread(hub.registry.register_path, model, _str(data, "store_key", max_len=1024),
                                 created_by=principal.subject, description=_str(data, "description", default=""),
                                 tags=_str_list(data, "tags"))
-        return json(_version_json(info), 201)
+        return json_response(_version_json(info), 201)
     if ctype not in ("application/octet-stream", "application/gzip", "application/x-tar", "application/zip", ""):
         raise UnsupportedMediaType("upload the file as the raw body (application/octet-stream) with ?filename=NAME, "
                                    "or send JSON {\"store_key\": ...} to register an artifact already in the store")
@@ -313,7 +312,7 @@ async def versions_create(request: Request) -> Response:
         info = await _in_thread(hub.registry.add_version, model, dest, filename=filename,
                                 created_by=principal.subject, description=q.get("description", "")[:4096],
                                 tags=_str_list(dict(q), "tags"), trusted=trusted, source_name=source[:4096])
-    return json(_version_json(info), 201)
+    return json_response(_version_json(info), 201)
 
 
 async def versions_artifact(request: Request) -> Response:
@@ -358,7 +357,7 @@ def _policy(data: dict[str, Any], base: ScalePolicy | None = None) -> ScalePolic
 async def deployments_list(request: Request) -> Response:
     hub = hub_of(request)
     hub.require(request.headers, Action.READ)
-    return json({"deployments": [hub.status(r) for r in hub.deployments.deployments()]})
+    return json_response({"deployments": [hub.status(r) for r in hub.deployments.deployments()]})
 
 
 async def deployments_create(request: Request) -> Response:
@@ -375,13 +374,13 @@ async def deployments_create(request: Request) -> Response:
     record = hub.deploy(name, _str(data, "model", max_len=64), version, policy, by=principal.subject, trusted=trusted)
     if existing is not None and policy != existing.policy:
         record = hub.deployments.change(name, by=principal.subject, action="scale", policy=policy)
-    return json(hub.status(record), 201 if existing is None else 200)
+    return json_response(hub.status(record), 201 if existing is None else 200)
 
 
 async def deployments_get(request: Request) -> Response:
     hub = hub_of(request)
     hub.require(request.headers, Action.READ)
-    return json(hub.status(hub.deployments.get(request.path_params["name"])))
+    return json_response(hub.status(hub.deployments.get(request.path_params["name"])))
 
 
 async def deployments_delete(request: Request) -> Response:
@@ -404,7 +403,7 @@ def _experiment(strategy: str) -> Handler:
         record = hub.experiment(request.path_params["name"], strategy, _int(data, "version", lo=1), percent,
                                 sticky.lower() if sticky else None, by=principal.subject,
                                 force=data.get("force") in (True, "true", "1"))
-        return json(hub.status(record))
+        return json_response(hub.status(record))
 
     handler.__name__ = f"deployments_{strategy}"
     return handler
@@ -413,13 +412,13 @@ def _experiment(strategy: str) -> Handler:
 async def deployments_promote(request: Request) -> Response:
     hub = hub_of(request)
     principal = hub.require(request.headers, Action.DEPLOY)
-    return json(hub.status(hub.promote(request.path_params["name"], by=principal.subject)))
+    return json_response(hub.status(hub.promote(request.path_params["name"], by=principal.subject)))
 
 
 async def deployments_rollback(request: Request) -> Response:
     hub = hub_of(request)
     principal = hub.require(request.headers, Action.DEPLOY)
-    return json(hub.status(hub.rollback(request.path_params["name"], by=principal.subject)))
+    return json_response(hub.status(hub.rollback(request.path_params["name"], by=principal.subject)))
 
 
 async def deployments_scale(request: Request) -> Response:
@@ -427,13 +426,13 @@ async def deployments_scale(request: Request) -> Response:
     principal = hub.require(request.headers, Action.DEPLOY)
     name = request.path_params["name"]
     policy = _policy(await read_json(request), hub.deployments.get(name).policy)
-    return json(hub.status(hub.deployments.change(name, by=principal.subject, action="scale", policy=policy)))
+    return json_response(hub.status(hub.deployments.change(name, by=principal.subject, action="scale", policy=policy)))
 
 
 async def deployments_history(request: Request) -> Response:
     hub = hub_of(request)
     hub.require(request.headers, Action.READ)
-    return json({"history": [e.to_json() for e in hub.deployments.history(request.path_params["name"])]})
+    return json_response({"history": [e.to_json() for e in hub.deployments.history(request.path_params["name"])]})
 
 
 async def deployments_shadow(request: Request) -> Response:
@@ -441,7 +440,7 @@ async def deployments_shadow(request: Request) -> Response:
     hub.require(request.headers, Action.READ)
     name = request.path_params["name"]
     hub.deployments.get(name)
-    return json(hub.shadow.summary(name))
+    return json_response(hub.shadow.summary(name))
 
 
 async def gateway(request: Request) -> Response:

@@ -17,7 +17,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mlport.errors import MlportError
-from mlport.hub.api import api_routes, json
+from mlport.hub.api import api_routes, json_response
 from mlport.hub.observe import gateway_request_id, sd_routes, write_gateway_line
 from mlport.hub.openapi import DOCS_HTML, build_openapi
 from mlport.hub.service import Hub
@@ -34,7 +34,7 @@ async def _mlport_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, MlportError)
     status = HTTP_STATUS.get(exc.code, 500)
     headers = {"www-authenticate": "Bearer"} if status == 401 else None
-    resp = json({"error": exc.message}, status)
+    resp = json_response({"error": exc.message}, status)
     if headers:
         resp.headers.update(headers)
     return resp
@@ -42,13 +42,13 @@ async def _mlport_error(request: Request, exc: Exception) -> Response:
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    return json({"error": exc.detail}, exc.status_code)
+    return json_response({"error": exc.detail}, exc.status_code)
 
 
 async def _internal(request: Request, exc: Exception) -> Response:
     ref = uuid.uuid4().hex[:12]
     log.error("internal error %s on %s %s", ref, request.method, request.url.path, exc_info=exc)
-    return json({"error": f"internal error (reference {ref} in the hub log)"}, 500)
+    return json_response({"error": f"internal error (reference {ref} in the hub log)"}, 500)
 
 
 class _Metrics:
@@ -123,14 +123,14 @@ def build_app(hub: Hub, access_log: AccessLog | None = None) -> Starlette:
     metrics = _Metrics()
 
     async def healthz(request: Request) -> Response:
-        return json({"status": "ok", "deployments": len(hub.deployments.deployments()),
+        return json_response({"status": "ok", "deployments": len(hub.deployments.deployments()),
                      "uptime_s": round(time.time() - hub.started_at, 1)})
 
     async def metrics_endpoint(request: Request) -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     async def openapi(request: Request) -> Response:
-        return json(build_openapi())
+        return json_response(build_openapi())
 
     async def docs(request: Request) -> Response:
         return HTMLResponse(DOCS_HTML)

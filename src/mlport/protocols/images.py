@@ -3,6 +3,9 @@
 An input can hold an image when its shape is one of ``(N, H, W, C)``, ``(N, C, H, W)``,
 ``(H, W, C)`` or ``(C, H, W)`` with ``C`` = 1 (gray) or 3 (RGB); ``H`` and ``W`` may be free
 (``-1``). When both the last and the channels-first axis could be the channels, the last one wins.
+Shapes without a channel axis, ``(H, W)`` (``H`` fixed: ``(-1, F)`` is a batch of vectors) and
+``(-1, H, W)``, take gray images only: a color image for them is refused (400) rather than silently
+made gray.
 
 Pixels are 0..255. Integer inputs receive them unchanged; float inputs receive
 ``pixel * scale`` (``image.scale`` of the model config).
@@ -45,6 +48,8 @@ __all__ = [
 IMAGE_FORMATS: dict[str, str] = {"image/png": "PNG", "image/jpeg": "JPEG"}
 
 _CHANNELS = (1, 3)
+#: Pillow modes of gray images (with or without alpha, 1 to 32 bits).
+_GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
 _OUT_CHANNELS = (1, 3, 4)
 _NUMERIC_INPUTS = frozenset({
     DataType.UINT8, DataType.UINT16, DataType.UINT32, DataType.UINT64,
@@ -66,6 +71,8 @@ class ImageLayout:
     channels_first: bool
     height: int
     width: int
+    #: False for (H, W) and (N, H, W): one gray channel without an axis of its own.
+    channel_axis: bool = True
 
     @property
     def size_text(self) -> str:
@@ -77,6 +84,10 @@ class ImageLayout:
 def image_layout(shape: Sequence[int]) -> ImageLayout | None:
     """The image layout of an input shape, or ``None`` when the shape cannot hold an image."""
     dims = tuple(int(d) for d in shape)
+    if len(dims) == 2:
+        if dims[0] == -1:
+            return None  # (-1, F): a batch of feature vectors, not one image
+        return ImageLayout(False, 1, False, dims[0], dims[1], channel_axis=False)
     if len(dims) == 4:
         if dims[0] not in (-1, 1):
             return None  # a fixed batch of several images cannot come from one image
@@ -89,6 +100,8 @@ def image_layout(shape: Sequence[int]) -> ImageLayout | None:
         return ImageLayout(batch, inner[2], False, inner[0], inner[1])
     if inner[0] in _CHANNELS:
         return ImageLayout(batch, inner[0], True, inner[1], inner[2])
+    if len(dims) == 3 and dims[0] == -1:
+        return ImageLayout(True, 1, False, dims[1], dims[2], channel_axis=False)  # (N, H, W): gray
     return None
 
 
@@ -99,7 +112,7 @@ def image_spec_problem(spec: TensorSpec) -> str | None:
     if image_layout(spec.shape) is None:
         return (
             f"input '{spec.name}' has shape {list(spec.shape)}; images need (N,H,W,C), (N,C,H,W), "
-            "(H,W,C) or (C,H,W) with C = 1 or 3"
+            "(H,W,C) or (C,H,W) with C = 1 or 3, or (H,W) or (N,H,W) for gray images"
         )
     return None
 
@@ -157,7 +170,13 @@ def decode_image(
         raise InvalidInput(problem)
     layout = image_layout(spec.shape)
     assert layout is not None
-    img = _gray_or_rgb(_open(data, limits), layout.channels)
+    img = _open(data, limits)
+    if not layout.channel_axis and img.mode not in _GRAY_MODES:
+        raise InvalidInput(
+            f"input '{spec.name}' has shape {list(spec.shape)}, without a channel axis: it takes gray images, "
+            f"got a color image ({img.mode}); convert it to grayscale first"
+        )
+    img = _gray_or_rgb(img, layout.channels)
     width, height = img.size
     want_w = layout.width if layout.width > 0 else width
     want_h = layout.height if layout.height > 0 else height
@@ -169,7 +188,7 @@ def decode_image(
             )
         img = img.resize((want_w, want_h), Image.Resampling.BILINEAR)
     pixels = np.asarray(img, dtype=np.uint8)
-    if pixels.ndim == 2:
+    if pixels.ndim == 2 and layout.channel_axis:
         pixels = pixels[:, :, np.newaxis]
     if layout.channels_first:
         pixels = pixels.transpose(2, 0, 1)

@@ -95,4 +95,4 @@ def unbatch(response: InferenceResponse) -> dict[str, np.ndarray[Any, Any]]:
 
 def encode_eval_json(response: InferenceResponse, single: bool) -> dict[str, Any]:
     outputs = unbatch(response) if single else response.outputs
-    return {n: jsonable(a) for n, a in outputs.items()}
+    return {n: jsonable(a, n) for n, a in outputs.items()}

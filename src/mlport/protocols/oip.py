@@ -21,9 +21,10 @@ import orjson
 
 from mlport.core.inference import InferenceRequest, InferenceResponse
 from mlport.core.types import DataType, Signature
-from mlport.core.validate import as_array, check_shape_limits, fmt_shape
+from mlport.core.validate import as_array, check_shape_limits, fmt_shape, missing_refused
 from mlport.errors import InvalidInput
 from mlport.limits import Limits
+from mlport.protocols.jsonbody import check_parameters, loads
 from mlport.protocols.jsontensors import jsonable
 
 __all__ = [
@@ -129,6 +130,12 @@ def _from_json(
     if count == 0:
         # an empty list reads as float64 whatever the datatype
         return np.empty(shape, dtype=dt.numpy)
+    if arr.dtype.kind == "f" and dt.numpy.kind != "f" and np.isnan(arr).any():
+        # null (missing) values, read as NaN: strings take them as "", integers and booleans cannot
+        if dt is not DataType.BYTES:
+            raise InvalidInput(missing_refused(name, dt))
+        if np.isnan(arr).all():
+            return np.full(shape, "", dtype=object)
     if dt is DataType.BYTES:
         if arr.dtype.kind not in "OU":
             raise InvalidInput(f"input '{name}' is BYTES; its data must be strings")
@@ -210,7 +217,8 @@ def decode_infer_request(
     try:
         doc = _read_request(json_part)
         return _decode_typed(doc, body, header_length, signature, limits)
-    except (msgspec.ValidationError, msgspec.DecodeError, _Irregular):
+    except (msgspec.ValidationError, msgspec.DecodeError, _Irregular, RecursionError):
+        # msgspec recurses on the C stack: a deeply nested body is read (and refused) by the general reader
         return _decode_general(bytes(json_part), body, header_length, signature, limits)
 
 
@@ -264,7 +272,10 @@ def _decode_typed(
         binary_out = set(signature.output_names)
     if "binary_data_output" in req_params:
         req_params = {k: v for k, v in req_params.items() if k != "binary_data_output"}
+    check_parameters(req_params)
     rid = doc.id
+    if rid is not None and (isinstance(rid, bool) or not isinstance(rid, str | int | float)):
+        raise _Irregular
     request = InferenceRequest(inputs=inputs, outputs=outputs, id=str(rid) if rid is not None else None,
                                parameters=req_params)
     return request, binary_out
@@ -274,10 +285,7 @@ def _decode_general(
     json_part: bytes, body: bytes, header_length: int | None, signature: Signature, limits: Limits
 ) -> tuple[InferenceRequest, set[str]]:
     """Any request, read as plain JSON values, with a message that names what is wrong."""
-    try:
-        doc = orjson.loads(json_part)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidInput(f"malformed JSON: {exc}") from None
+    doc = loads(json_part)
     if not isinstance(doc, dict):
         raise InvalidInput("the request must be a JSON object with an 'inputs' list")
     raw_inputs = doc.get("inputs")
@@ -339,12 +347,16 @@ def _decode_general(
     elif all_binary:
         binary_out = set(signature.output_names)
     rid = doc.get("id")
+    if rid is not None and (isinstance(rid, bool) or not isinstance(rid, str | int | float)):
+        raise InvalidInput("'id' must be a string")
+    req_params = {k: v for k, v in req_params.items() if k != "binary_data_output"}
+    check_parameters(req_params)
     return (
         InferenceRequest(
             inputs=inputs,
             outputs=outputs,
             id=str(rid) if rid is not None else None,
-            parameters={k: v for k, v in req_params.items() if k != "binary_data_output"},
+            parameters=req_params,
         ),
         binary_out,
     )
@@ -402,7 +414,7 @@ def encode_infer_response(response: InferenceResponse, binary_out: set[str]) -> 
             # numeric arrays go to orjson as they are (C order, native byte order): it writes them itself
             flat = arr.reshape(-1)
             if arr.dtype not in _NATIVE_JSON or not flat.flags.c_contiguous:
-                flat = jsonable(flat)
+                flat = jsonable(flat, name)
             outputs.append({"name": name, "datatype": dt.value, "shape": arr.shape, "data": flat})
     doc: dict[str, Any] = {"model_name": response.model_name, "model_version": response.model_version}
     if response.id is not None:

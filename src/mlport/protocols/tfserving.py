@@ -4,7 +4,8 @@ Predict bodies come in two shapes.  Row format (``instances``) is a list with on
 example: the value itself when the model has one input, an object keyed by input name when it
 has several (every input then shares the batch size).  Columnar format (``inputs``) is one tensor
 or an object of named tensors.  Binary strings travel as ``{"b64": "..."}`` and the non-finite
-tokens ``NaN``/``Infinity``/``-Infinity`` are accepted in input.
+tokens ``NaN``/``Infinity``/``-Infinity`` are accepted in input; ``null`` is a missing value (NaN for
+numbers, ``""`` for strings).  Strings keep every character, NUL included.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from mlport.core.validate import as_array
 from mlport.errors import InvalidInput, ModelNotFound
 from mlport.formats.base import Evaluator
 from mlport.limits import Limits
+from mlport.protocols.jsonbody import DEPTH_MESSAGE, loads
 from mlport.protocols.jsontensors import jsonable
 from mlport.runtime.manager import ColdModel, ModelManager, ModelStatus, VersionState
 
@@ -176,15 +178,19 @@ def parse_json_body(body: bytes) -> Any:
     """
     if not body.strip():
         raise InvalidInput("the request body is empty; expected a JSON object")
+    if not _NON_FINITE.search(body):
+        return loads(body)
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        if _NON_FINITE.search(body):
-            try:
-                return json.loads(body, parse_constant=float)
-            except (ValueError, RecursionError):
-                pass
-        raise InvalidInput(f"malformed JSON: {exc}") from None
+        if "depth" in str(exc):
+            raise InvalidInput(f"malformed JSON: {exc}") from None
+        try:
+            return json.loads(body, parse_constant=float)
+        except RecursionError:
+            raise InvalidInput(f"malformed JSON: {DEPTH_MESSAGE}") from None
+        except ValueError:
+            raise InvalidInput(f"malformed JSON: {exc}") from None
 
 
 def _is_b64(value: Any) -> bool:
@@ -246,6 +252,8 @@ def _tensor(name: str, value: Any, limits: Limits) -> np.ndarray[Any, Any]:
     except (ValueError, TypeError):
         # ragged nesting (objects as leaves do not make numpy fail): as_array names the problem
         return as_array(name, value, limits)
+    if arr.dtype.kind == "U":
+        return as_array(name, value, limits)  # from the strings themselves: numpy's str dtype drops trailing NULs
     if arr.dtype != object:
         return as_array(name, arr, limits)
     unwrapped, found = _unwrap_b64(name, value)

@@ -125,6 +125,14 @@ class ModelManager:
         self.scanned = asyncio.Event()
 
     # ----------------------------------------------------------------- requests
+    def _unknown(self, name: str, what: str) -> ModelNotFound:
+        """404 for a model not served; one past the repository's model limit says so."""
+        repo = self.repository
+        if name in repo.over_limit:
+            return ModelNotFound(f"model '{name}' is not served: the repository holds more than max_models "
+                                 f"({repo.max_models}) models (raise it with --max-models)")
+        return ModelNotFound(f"model '{name}' {what}")
+
     def acquire(self, name: str, version: str | int | None = None) -> LoadedVersion:
         """The loaded version that serves a request; call :meth:`release` when done."""
         model, lv = self._find(name, version)
@@ -138,7 +146,7 @@ class ModelManager:
     def _find(self, name: str, version: str | int | None) -> tuple[_Model, LoadedVersion]:
         model = self._models.get(name)
         if model is None:
-            raise ModelNotFound(f"model '{name}' is not served here")
+            raise self._unknown(name, "is not served here")
         if version in (None, "", "latest"):
             if not model.serving:
                 if model.cold:
@@ -219,7 +227,7 @@ class ModelManager:
     def status(self, name: str) -> ModelStatus:
         model = self._models.get(name)
         if model is None:
-            raise ModelNotFound(f"model '{name}' is not served here")
+            raise self._unknown(name, "is not served here")
         rows: dict[int, VersionStatus] = {}
         for v, err in model.source.errors.items():
             rows[v] = VersionStatus(v, VersionState.UNAVAILABLE, err)
@@ -310,7 +318,7 @@ class ModelManager:
         loop = asyncio.get_running_loop()
         src = await loop.run_in_executor(self._executor, self.repository.scan_model, name)
         if src is None:
-            raise ModelNotFound(f"model '{name}' is not in the repository")
+            raise self._unknown(name, "is not in the repository")
         async with self._sync_lock:
             model = self._models.get(name)
             if model is None:
@@ -541,6 +549,7 @@ class ModelManager:
                 self._retire_model(model)
             self._models.clear()
         self._executor.shutdown(wait=True)
+        self.formats.close()  # what the formats hold for the closed models (a Java runtime...)
 
 
 def _file_bytes(src: VersionSource) -> int:

@@ -24,13 +24,15 @@ from mlport.formats.config import ModelConfig, load_model_config
 from mlport.formats.registry import FormatRegistry
 from mlport.runtime.triton import TRITON_CONFIG_NAME, TritonModel, read_triton_config
 
-__all__ = ["ModelSource", "Repository", "VersionSource", "fingerprint"]
+__all__ = ["MAX_LISTED_OVER_LIMIT", "ModelSource", "Repository", "VersionSource", "fingerprint"]
 
 log = logging.getLogger(__name__)
 
 CONFIG_NAME = "model.yaml"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 _MAX_FINGERPRINT_FILES = 10_000
+#: Most names of models past the limit kept for the repository index.
+MAX_LISTED_OVER_LIMIT = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +100,10 @@ class Repository:
         self._triton: dict[Path, tuple[tuple[int, int], TritonModel | MlportError]] = {}
         self._triton_lock = threading.Lock()
         self._told_yaml_wins: set[Path] = set()
+        #: Entries of the repository folder past ``max_models`` at the last scan (at most
+        #: :data:`MAX_LISTED_OVER_LIMIT` names), and how many there were.
+        self.over_limit: tuple[str, ...] = ()
+        self.over_limit_count = 0
 
     @property
     def single(self) -> bool:
@@ -124,8 +130,14 @@ class Repository:
                     own.name = self.name
                 return {own.name: own}
         found: dict[str, ModelSource] = {}
+        over: list[str] = []
         for child in sorted(self.root.iterdir()):
             if child.name.startswith(".") or not _inside(self.root, child):
+                continue
+            if len(found) >= self.max_models:
+                # past the limit, entries are only named (reading them is the cost the limit bounds)
+                if child.is_dir() or self.formats.detect(child) is not None:
+                    over.append(child.name if child.is_dir() else child.stem)
                 continue
             src: ModelSource | None
             if child.is_dir():
@@ -135,10 +147,20 @@ class Repository:
             else:
                 src = None
             if src is not None:
-                if len(found) >= self.max_models:
-                    break
                 found[src.name] = src
+        self._note_over_limit(over)
         return found
+
+    def _note_over_limit(self, over: list[str]) -> None:
+        """Remember the entries past ``max_models`` (for the index) and log when that set changes."""
+        if len(over) == self.over_limit_count and tuple(over[:MAX_LISTED_OVER_LIMIT]) == self.over_limit:
+            return
+        self.over_limit_count = len(over)
+        self.over_limit = tuple(over[:MAX_LISTED_OVER_LIMIT])
+        if over:
+            shown = ", ".join(over[:5]) + (f" and {len(over) - 5} more" if len(over) > 5 else "")
+            log.warning("the repository holds more than %d models (max_models): %d are not served: %s; raise the "
+                        "limit with --max-models or MLPORT_MAX_MODELS", self.max_models, len(over), shown)
 
     def scan_model(self, name: str) -> ModelSource | None:
         return self.scan().get(name)

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from mlport.deploy.autoscale import ScalePolicy
-from mlport.deploy.controller import Controller, DeploymentRecord
+from mlport.deploy.controller import Controller
+from mlport.deploy.deployments import DeploymentSpec
 from mlport.deploy.target import Target
 from mlport.errors import MlportError, ModelNotReady
 from tests.hubutil import until
@@ -19,12 +20,12 @@ TO_ZERO = ScalePolicy(min_replicas=0, max_replicas=2, scale_to_zero=True)
 class State:
     """A deployment store in memory."""
 
-    def __init__(self, *records: DeploymentRecord) -> None:
+    def __init__(self, *records: DeploymentSpec) -> None:
         self.records = list(records)
         self.fail: Exception | None = None
         self.reads = 0
 
-    def deployments(self) -> list[DeploymentRecord]:
+    def deployments(self) -> list[DeploymentSpec]:
         self.reads += 1
         if self.fail is not None:
             raise self.fail
@@ -47,11 +48,11 @@ def test_errors_stay_with_their_deployment(tmp_path: Path) -> None:
         return artifact
 
     state = State(
-        DeploymentRecord("broken", Target("missing", 3), ScalePolicy()),
-        DeploymentRecord("vanished", Target("gone", 1), ScalePolicy()),
-        DeploymentRecord("bad", Target("iris", 1, "canary", percent=5), ScalePolicy()),
-        DeploymentRecord("idle", Target("iris", 1), TO_ZERO),
-        DeploymentRecord("badpolicy", Target("iris", 1), ScalePolicy(min_replicas=0)),
+        DeploymentSpec("broken", Target("missing", 3), ScalePolicy()),
+        DeploymentSpec("vanished", Target("gone", 1), ScalePolicy()),
+        DeploymentSpec("bad", Target("iris", 1, "canary", percent=5), ScalePolicy()),
+        DeploymentSpec("idle", Target("iris", 1), TO_ZERO),
+        DeploymentSpec("badpolicy", Target("iris", 1), ScalePolicy(min_replicas=0)),
     )
     ctl = Controller(state=state, fetch=fetch, run_dir=tmp_path / "run", interval_s=0.05)
 
@@ -90,7 +91,7 @@ def test_errors_stay_with_their_deployment(tmp_path: Path) -> None:
 def test_the_loop_survives_a_failing_state_read(tmp_path: Path) -> None:
     artifact = tmp_path / "m.onnx"
     artifact.write_bytes(b"x")
-    state = State(DeploymentRecord("idle", Target("iris", 2), TO_ZERO))
+    state = State(DeploymentSpec("idle", Target("iris", 2), TO_ZERO))
     state.fail = RuntimeError("database is locked")
     ctl = Controller(state=state, fetch=lambda m, v: artifact, run_dir=tmp_path / "run", interval_s=0.05)
 
@@ -116,7 +117,7 @@ def test_a_new_model_under_the_same_key_starts_over(tmp_path: Path) -> None:
     paths = {"a": tmp_path / "a.onnx", "b": tmp_path / "b.onnx"}
     for p in paths.values():
         p.write_bytes(b"x")
-    state = State(DeploymentRecord("d", Target("a", 1), TO_ZERO))
+    state = State(DeploymentSpec("d", Target("a", 1), TO_ZERO))
     ctl = Controller(state=state, fetch=lambda m, v: paths[m], run_dir=tmp_path / "run", interval_s=0.05)
 
     async def scenario() -> None:
@@ -124,7 +125,7 @@ def test_a_new_model_under_the_same_key_starts_over(tmp_path: Path) -> None:
             await until(lambda: ctl.replicas("d", 1) is not None, ctl.reconcile)
             first = ctl.replicas("d", 1)
             assert first is not None and (first.path / "1" / "a.onnx").read_bytes() == b"x"
-            state.records = [DeploymentRecord("d", Target("b", 1), TO_ZERO)]
+            state.records = [DeploymentSpec("d", Target("b", 1), TO_ZERO)]
             await until(lambda: (rs := ctl.replicas("d", 1)) is not None and rs is not first
                         and (rs.path / "1" / "b.onnx").exists(), ctl.reconcile)
             await until(lambda: first.closed)

@@ -8,13 +8,13 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from mlport.deploy.procs import free_port, log_tail, rotate_log, spawn, terminate
 from mlport.deploy.replicas import Endpoint
+from tests.waiting import wait_for
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs /proc and PR_SET_PDEATHSIG")
 
@@ -28,15 +28,6 @@ def alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
-def wait_for(condition, timeout: float = 20.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def test_free_port_is_bindable() -> None:
     port = free_port("127.0.0.1")
     with socket.socket() as s:
@@ -48,7 +39,7 @@ def test_spawn_logs_and_terminate_is_graceful(tmp_path: Path) -> None:
     log = tmp_path / "logs" / "child.log"
     proc = spawn([sys.executable, "-c", "import time; print('hello', flush=True); time.sleep(60)"], log)
     try:
-        wait_for(lambda: "hello" in log.read_text().splitlines(), what="the child's output")
+        wait_for(lambda: "hello" in log.read_text().splitlines(), 20, what="the child's output")
         assert os.getpgid(proc.pid) == proc.pid  # its own process group
         assert asyncio.run(terminate(proc, grace_s=10)) == -signal.SIGTERM
     finally:
@@ -63,7 +54,7 @@ def test_terminate_escalates_to_sigkill(tmp_path: Path) -> None:
             "time.sleep(60)")
     proc = spawn([sys.executable, "-c", code], log)
     try:
-        wait_for(lambda: "armed" in log.read_text().splitlines(), what="the child to ignore SIGTERM")
+        wait_for(lambda: "armed" in log.read_text().splitlines(), 20, what="the child to ignore SIGTERM")
         assert asyncio.run(terminate(proc, grace_s=0.5)) == -signal.SIGKILL
     finally:
         proc.kill()
@@ -89,7 +80,7 @@ def test_children_die_with_their_parent(tmp_path: Path) -> None:
         assert alive(child)
         parent.kill()
         parent.wait(10)
-        wait_for(lambda: not alive(child), what="the orphaned child to end")
+        wait_for(lambda: not alive(child), 20, what="the orphaned child to end")
     finally:
         if parent.poll() is None:
             parent.kill()

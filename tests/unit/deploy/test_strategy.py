@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from mlport.deploy.strategy import Route, bucket, choose
+from mlport.deploy.strategy import Choice, bucket, choose
 from mlport.deploy.target import Target
 
 DRAWS = 10_000
@@ -15,8 +15,8 @@ DRAWS = 10_000
 def test_single_always_primary() -> None:
     target = Target("m", 3)
     rng = random.Random(1)
-    assert {choose(target, key=None, rand=rng.random()) for _ in range(200)} == {Route(3, None)}
-    assert choose(target, key="someone", rand=0.0) == Route(3, None)
+    assert {choose(target, key=None, rand=rng.random()) for _ in range(200)} == {Choice(3, None)}
+    assert choose(target, key="someone", rand=0.0) == Choice(3, None)
 
 
 @pytest.mark.parametrize("percent", [20.0, 5.0, 73.5])
@@ -76,5 +76,5 @@ def test_ab_without_key_uses_the_draw() -> None:
 def test_shadow_serves_primary_and_copies_to_candidate() -> None:
     target = Target("m", 4, "shadow", candidate=5)
     rng = random.Random(0)
-    assert {choose(target, key=None, rand=rng.random()) for _ in range(100)} == {Route(4, 5)}
-    assert choose(target, key="k", rand=0.0) == Route(4, 5)
+    assert {choose(target, key=None, rand=rng.random()) for _ in range(100)} == {Choice(4, 5)}
+    assert choose(target, key="k", rand=0.0) == Choice(4, 5)

@@ -14,11 +14,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from mlport.errors import ErrorCode, MlportError
+from mlport.errors import MlportError
 from mlport.observability.metrics import CONTENT_TYPE_LATEST
 from mlport.protocols.http import routes_native, routes_oip
 from mlport.protocols.http.body import json_response
-from mlport.protocols.http.errors import HTTP_STATUS
 from mlport.protocols.http.fast import (
     INFER_PATH,
     Receive,
@@ -137,6 +136,3 @@ def build_app(
     app.state.mlport = app.mlport = state
     return app
 
-
-# the status table must cover every code
-assert set(HTTP_STATUS) == set(ErrorCode)

@@ -9,6 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from mlport.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
+from mlport.protocols.jsonbody import loads
 
 __all__ = ["json_response", "media_type", "parse_json", "read_body"]
 
@@ -41,10 +42,7 @@ def media_type(request: Request) -> str:
 def parse_json(body: bytes) -> Any:
     if not body:
         raise InvalidInput("the request body is empty; expected JSON")
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidInput(f"malformed JSON: {exc}") from None
+    return loads(body)
 
 
 def require_json(request: Request) -> None:

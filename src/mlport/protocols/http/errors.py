@@ -19,4 +19,5 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.UNAUTHENTICATED: 401,
     ErrorCode.PERMISSION_DENIED: 403,
     ErrorCode.CONFLICT: 409,
+    ErrorCode.BAD_GATEWAY: 502,
 }

@@ -44,6 +44,7 @@ from mlport.protocols.images import (
     image_spec_problem,
     output_image_problem,
 )
+from mlport.protocols.jsonbody import loads
 from mlport.protocols.jsontensors import jsonable
 from mlport.protocols.multipart import Part, build_multipart, parse_multipart
 from mlport.protocols.native import decode_eval_json, unbatch
@@ -114,10 +115,7 @@ def _part_media(part: Part) -> str:
 
 
 def _json_part(part: Part) -> Any:
-    try:
-        return orjson.loads(part.data)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidInput(f"part '{part.name}' is not valid JSON: {exc}") from None
+    return loads(part.data, f"part '{part.name}' is not valid JSON")
 
 
 def _text_part(part: Part, spec: TensorSpec | None) -> Any:
@@ -128,14 +126,11 @@ def _text_part(part: Part, spec: TensorSpec | None) -> Any:
     if spec is not None and spec.datatype is DataType.BYTES:
         if text.lstrip().startswith(("[", '"')):
             try:
-                return orjson.loads(text)
-            except orjson.JSONDecodeError:
-                pass
+                return loads(text)
+            except InvalidInput:
+                pass  # not JSON: the text itself is the string
         return text
-    try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError:
-        raise InvalidInput(f"part '{part.name}' is not a number or a JSON value: {text[:40]!r}") from None
+    return loads(text, f"part '{part.name}' is not a number or a JSON value ({text[:40]!r})")
 
 
 def _multipart_request(body: bytes, content_type: str, lv: LoadedVersion, limits: Limits) -> InferenceRequest:
@@ -268,7 +263,7 @@ def _encode_multipart(
             ext = "png" if media == "image/png" else "jpg"
             parts.append(Part(name, media, _image_of(name, arr, media, lv), filename=f"{name}.{ext}"))
         else:
-            data = orjson.dumps(jsonable(arr), option=orjson.OPT_SERIALIZE_NUMPY)
+            data = orjson.dumps(jsonable(arr, name), option=orjson.OPT_SERIALIZE_NUMPY)
             parts.append(Part(name, "application/json", data))
     body, content_type = build_multipart(parts)
     return Response(body, media_type=content_type)

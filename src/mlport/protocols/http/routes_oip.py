@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -118,15 +120,20 @@ async def infer(request: Request) -> Response:
     )
 
 
+async def _repository_body(request: Request, what: str) -> dict[str, Any]:
+    """The JSON object of a repository call (an empty body is ``{}``)."""
+    body = await read_body(request, 1 << 20)
+    if not body.strip():
+        return {}
+    doc = parse_json(body)
+    if not isinstance(doc, dict):
+        raise InvalidInput(f"the {what} request must be a JSON object")
+    return doc
+
+
 async def repository_index(request: Request) -> Response:
     st = state_of(request)
-    body = await read_body(request, 1 << 20)
-    only_ready = False
-    if body.strip():
-        doc = parse_json(body)
-        if not isinstance(doc, dict):
-            raise InvalidInput("the index request must be a JSON object")
-        only_ready = bool(doc.get("ready", False))
+    only_ready = bool((await _repository_body(request, "index")).get("ready", False))
     rows = []
     for status in st.manager.all_status():
         for v in status.versions:
@@ -138,19 +145,26 @@ async def repository_index(request: Request) -> Response:
             if v.state is VersionState.READY:
                 row["memory_bytes"] = v.memory_bytes
             rows.append(row)
+    repo = st.manager.repository
+    if repo.over_limit_count and not only_ready:
+        # the first MAX_LISTED_OVER_LIMIT of them; the log line gives the count
+        reason = (f"not served: the repository holds {repo.max_models + repo.over_limit_count} models, more than "
+                  f"max_models ({repo.max_models}); raise the limit with --max-models")
+        rows.extend({"name": name, "state": VersionState.UNAVAILABLE.value, "reason": reason}
+                    for name in repo.over_limit)
     return json_response(rows)
 
 
 async def repository_load(request: Request) -> Response:
     st = state_of(request)
-    await read_body(request, 1 << 20)
+    await _repository_body(request, "load")
     await st.manager.load_model(request.path_params["name"])
     return json_response({})
 
 
 async def repository_unload(request: Request) -> Response:
     st = state_of(request)
-    await read_body(request, 1 << 20)
+    await _repository_body(request, "unload")
     await st.manager.unload_model(request.path_params["name"])
     return json_response({})
 
