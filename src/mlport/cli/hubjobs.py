@@ -20,6 +20,8 @@ _ENDED = ("succeeded", "failed", "cancelled")
 def _job_line(job: dict[str, Any]) -> str:
     spec = job.get("spec") or {}
     what = f"{spec.get('model', '')} v{spec.get('version', '')} -> {spec.get('tag', '')}" if spec.get("tag") else ""
+    if spec.get("input"):  # batch scoring
+        what = f"{spec.get('model', '')} v{spec.get('version', '')} {spec['input']} -> {spec.get('output', '')}"
     return (f"{job['id']}  {job['kind']:12} {job['state']:10} {iso_time(job['created_at'])}  {job['created_by']:10} "
             f"{what}  {job.get('message') or ''}").rstrip()
 
@@ -58,7 +60,26 @@ def build_version(args: argparse.Namespace) -> int:
     return 0 if done["state"] == "succeeded" else EXIT_REFUSED
 
 
+def _submit(args: argparse.Namespace) -> int:
+    """``mlport jobs submit``: the hub scores a file with a model version (``mlport score`` as a job)."""
+    if not args.input or not args.to or not (args.model or args.deployment):
+        raise Fail("`mlport jobs submit` needs --model (or --deployment), --input and --to", EXIT_USAGE)
+    body: dict[str, Any] = {"input": args.input, "output": args.to}
+    body.update({"deployment": args.deployment} if args.deployment else {"model": args.model})
+    if args.version is not None and not args.deployment:
+        body["version"] = args.version
+    options = {k: v for k, v in (("batch_size", args.batch_size), ("workers", args.workers), ("keep", args.keep))
+               if v is not None}
+    if options:
+        body["options"] = options
+    job = call(args, "POST", "/api/v1/jobs", json=body)
+    print_out(args, job, f"job {job['id']} queued: follow it with `mlport jobs get {job['id']}`")
+    return 0
+
+
 def _jobs(args: argparse.Namespace) -> int:
+    if args.action == "submit":
+        return _submit(args)
     if args.action == "list":
         data = call(args, "GET", "/api/v1/jobs", params={"state": args.state} if args.state else None)
         print_out(args, data, "\n".join(_job_line(j) for j in data["jobs"]) or "no jobs")
@@ -92,13 +113,23 @@ def render_from_hub(args: argparse.Namespace) -> int:
 
 
 def add_job_commands(sub: Any) -> None:
-    p = add_parser(sub, "jobs", "list, get, read the log of, or cancel the hub's jobs (image builds)", """
+    p = add_parser(sub, "jobs", "submit batch scoring to the hub; list, get, read the log of, or cancel the hub's "
+                   "jobs (image builds, batch scoring)", """
+mlport jobs submit --model iris --input s3://bucket/rows.csv --to s3://bucket/scored.parquet --keep id
 mlport jobs list
 mlport jobs list --state running
 mlport jobs get 3f2a9c0d1e4b5a6c
 mlport jobs logs 3f2a9c0d1e4b5a6c
 mlport jobs cancel 3f2a9c0d1e4b5a6c""", _jobs)
-    p.add_argument("action", choices=["list", "get", "logs", "cancel"], help="what to do")
+    p.add_argument("action", choices=["submit", "list", "get", "logs", "cancel"], help="what to do")
     p.add_argument("id", nargs="?", help="the job's id (all actions but list)")
     p.add_argument("--state", choices=["queued", "running", "succeeded", "failed", "cancelled"],
                    help="list: only jobs in this state")
+    p.add_argument("--model", "-m", help="submit: the model to score with")
+    p.add_argument("--version", "-v", type=int, help="submit: its version (default: the latest)")
+    p.add_argument("--deployment", help="submit: score with the version this deployment serves")
+    p.add_argument("--input", help="submit: a path on the hub's machine or an s3:// URI")
+    p.add_argument("--to", help="submit: where the scored rows go (.parquet, .csv, .jsonl)")
+    p.add_argument("--batch-size", type=int, help="submit: rows per predict call")
+    p.add_argument("--workers", type=int, help="submit: scoring processes")
+    p.add_argument("--keep", nargs="+", help="submit: input columns copied to the output")

@@ -380,6 +380,10 @@ class Gateway:
                     response = await client.send(request, stream=True)
                 except _RETRYABLE as exc:
                     raise _Retry(str(exc) or type(exc).__name__) from exc
+                except AttributeError as exc:
+                    # httpcore on anyio reads the peer of a socket that a dying replica closed while the
+                    # connection was being set up (its raw socket is already None): no answer came, so retry
+                    raise _Retry(f"connection lost while connecting: {exc}") from exc
                 try:
                     body = await self._read_answer(response)
                 finally:

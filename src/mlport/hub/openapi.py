@@ -222,7 +222,18 @@ def build_openapi() -> Json:
             t_models, _ok(_JOB, "202", "Queued"), params=v, body=_body(_BUILD_IN), errors=(400, 401, 403, 404))},
         "/api/v1/jobs": {"get": _op("listJobs", "Jobs, newest first (state= to filter)", t_jobs, _ok(
             {"type": "object", "properties": {"jobs": {"type": "array", "items": _JOB}}}), errors=(400, 401, 403),
-            query=({"name": "state", "in": "query", "schema": {"type": "string"}},))},
+            query=({"name": "state", "in": "query", "schema": {"type": "string"}},)),
+            "post": _op("submitScoreJob", "Score a file with a model version (mlport score run by the hub: kind "
+                        "batch-score; the progress message counts the rows scored)", t_jobs,
+                        _ok(_JOB, "202", "Queued"), errors=(400, 401, 403, 404), body=_body({
+                            "type": "object", "required": ["input", "output"], "properties": {
+                                "model": {"type": "string"}, "version": {"type": "integer", "minimum": 1},
+                                "deployment": {"type": "string",
+                                               "description": "score with the version this deployment serves"},
+                                "input": {"type": "string", "description": "a path on the hub's machine or s3://"},
+                                "output": {"type": "string", "description": ".parquet, .csv or .jsonl; path or s3://"},
+                                "options": {"type": "object",
+                                            "description": "batch_size, workers, keep, maps, fail_fast"}}}))},
         "/api/v1/jobs/{job}": {"get": _op("getJob", "A job's state, progress message and result", t_jobs,
                                           _ok(_JOB), params=("job",), errors=(401, 403, 404))},
         "/api/v1/jobs/{job}/log": {"get": _op(
