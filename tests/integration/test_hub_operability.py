@@ -4,6 +4,7 @@ for experiments, and the CLI's commands, against a real hub process and real CLI
 from __future__ import annotations
 
 import json
+import os
 import re
 import socket
 import subprocess
@@ -276,3 +277,16 @@ def test_help_names_every_argument_and_gives_examples(tmp_path: Path) -> None:
     hub_help = cli(tmp_path, "hub", "--help").stdout
     for flag in ("--http-port", "--port", "--serve-http-port", "--serve-grpc-port"):
         assert flag in hub_help
+
+
+def test_a_taken_hub_port_is_one_line_and_no_banner(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run([sys.executable, "-m", "mlport.cli.main", "hub", "--data-dir", str(tmp_path / "hub"),
+                               "--http-port", str(port)], capture_output=True, text=True, timeout=120,
+                              env={**os.environ, "MLPORT_HUB_ADMIN_PASSWORD": ADMIN_PASSWORD})
+    assert done.returncode == 2, done.stderr
+    assert f"cannot listen for the hub's HTTP on 127.0.0.1:{port}: Address already in use" in done.stderr
+    assert "Traceback" not in done.stderr and "mlport hub on" not in done.stdout

@@ -142,6 +142,7 @@ def _run(hub: Any) -> int:
     from mlport.hub.app import build_app
     from mlport.observability.access import AccessLog
     from mlport.protocols.tls import server_tls
+    from mlport.serving.sockets import bind, url_host
 
     settings = hub.settings
     tls = server_tls(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
@@ -155,11 +156,13 @@ def _run(hub: Any) -> int:
     # it found: these make that last step a clean exit.
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _exit_cleanly)
+    # bound before the banner: a taken port is one clear line (exit 2), and the banner names a port that listens
+    sock = bind(settings.host, settings.port, "the hub's HTTP")
     scheme = "https" if tls is not None else "http"
-    print(f"mlport hub on {scheme}://{settings.host}:{settings.port} (data in {settings.data_dir}, artifacts in "
-          f"{settings.store_url})", flush=True)
+    print(f"mlport hub on {scheme}://{url_host(settings.host)}:{sock.getsockname()[1]} (data in {settings.data_dir}, "
+          f"artifacts in {settings.store_url})", flush=True)
     try:
-        asyncio.run(server.serve())
+        asyncio.run(server.serve(sockets=[sock]))
     except KeyboardInterrupt:
         return 130
     return 0 if server.started else 1
