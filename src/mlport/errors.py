@@ -17,6 +17,7 @@ __all__ = [
     "Forbidden",
     "InvalidInput",
     "MlportError",
+    "ModelLoading",
     "ModelNotFound",
     "ModelNotReady",
     "PayloadTooLarge",
@@ -68,6 +69,14 @@ class ModelNotFound(MlportError):
 
 class ModelNotReady(MlportError):
     code = ErrorCode.UNAVAILABLE
+
+
+class ModelLoading(ModelNotReady):
+    """The model is not loaded (yet): try again after ``retry_after_s`` seconds (HTTP 503 with Retry-After)."""
+
+    def __init__(self, message: str, retry_after_s: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class PayloadTooLarge(MlportError):

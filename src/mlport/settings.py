@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import ByteSize, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from mlport.core.yamlfile import problems, read_mapping
@@ -67,8 +67,19 @@ class Settings(BaseSettings):
         0, "threads per prediction inside the model's library (default: the worker's cores divided by its "
            "inference threads, at least 1)", ge=0, le=256,
     )
-    #: Models loaded at the same time.
+    #: Threads that scan the repository, load and close models.
     load_workers: int = Field(default=2, ge=1, le=64)
+    lazy: bool = option(False, "load each model on its first request instead of at start (model.yaml "
+                               "'lazy:' decides per model)")
+    memory_budget: ByteSize | None = option(
+        None, "memory the loaded models may use (e.g. 2GiB); least recently used models are unloaded to make "
+              "room (default: no budget; with --workers each worker gets its share)", metavar="SIZE",
+    )
+    max_concurrent_loads: int = option(2, "models loading at the same time (default 2)", ge=1, le=64)
+    load_wait_s: float = option(
+        30.0, "seconds a request waits for its model to load before it gets 503 with Retry-After; the load "
+              "goes on (default 30)", flag="--load-timeout", gt=0,
+    )
     strict_readiness: bool | None = option(
         None, "report ready only when every model serves (default: on when one model file or folder is "
               "served, off for a repository, where one broken model should not take the others out of service)"

@@ -60,3 +60,13 @@ def test_manager_swaps_and_keeps_serving(tmp_path: Path) -> None:
         await manager.close()
 
     asyncio.run(scenario())
+
+
+def test_memory_budget_reads_sizes_and_refuses_nonsense() -> None:
+    assert load_settings({"memory_budget": "2GiB"}).memory_budget == 2 * 1024**3
+    assert load_settings({"memory_budget": "512MiB", "lazy": True}).memory_budget == 512 * 1024**2
+    assert load_settings({}).memory_budget is None
+    with pytest.raises(InvalidInput, match="memory_budget"):
+        load_settings({"memory_budget": "lots"})
+    with pytest.raises(InvalidInput, match="max_concurrent_loads"):
+        load_settings({"max_concurrent_loads": 0})

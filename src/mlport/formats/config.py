@@ -173,6 +173,10 @@ class ModelConfig(BaseModel):
     #: file, a value may also name a text file beside the config, one label per line.
     labels: dict[str, tuple[str, ...]] = Field(default_factory=dict)
     batching: BatchingConfig = BatchingConfig()
+    #: Load on the first request instead of at start (default: the server's ``--lazy``).
+    lazy: bool | None = None
+    #: Never unload this model to make room under the server's ``--memory-budget``.
+    pinned: bool = False
 
     @model_validator(mode="after")
     def _check_fields(self) -> ModelConfig:

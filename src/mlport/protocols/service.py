@@ -28,7 +28,7 @@ from mlport.limits import Limits
 from mlport.observability.access import AccessLog
 from mlport.observability.metrics import Metrics
 from mlport.runtime.batching import Runner
-from mlport.runtime.manager import LoadedVersion, ModelManager
+from mlport.runtime.manager import ColdModel, LoadedVersion, ModelManager
 from mlport.runtime.stats import ModelStats, Timing
 
 __all__ = ["Call", "InferenceService"]
@@ -138,7 +138,10 @@ class Call:
         service = self._service
         self._started = time.perf_counter()
         try:
-            lv = service.manager.acquire(self._name, self._version)
+            try:
+                lv = service.manager.acquire(self._name, self._version)
+            except ColdModel:  # loaded on demand: this request waits for the load
+                lv = await service.manager.acquire_cold(self._name, self._version)
         except MlportError as exc:
             model = self._name if exc.code is not ErrorCode.NOT_FOUND else ""
             service.metrics.requests.labels(model, "", self.protocol, exc.code.value).inc()

@@ -29,7 +29,7 @@ from mlport.formats.base import Evaluator
 from mlport.limits import Limits
 from mlport.protocols.jsonbody import DEPTH_MESSAGE, loads
 from mlport.protocols.jsontensors import jsonable
-from mlport.runtime.manager import ModelManager, ModelStatus, VersionState
+from mlport.runtime.manager import ColdModel, ModelManager, ModelStatus, VersionState
 
 __all__ = [
     "DEFAULT_SIGNATURE",
@@ -55,6 +55,8 @@ _STATE = {
     VersionState.READY: "AVAILABLE",
     VersionState.UNLOADING: "UNLOADING",
     VersionState.UNAVAILABLE: "END",
+    VersionState.NOT_LOADED: "START",  # lazy: loads on its first request
+    VersionState.EVICTED: "END",
 }
 _NON_FINITE = re.compile(rb"NaN|Infinity")
 _B64_FORM = '{"b64": "<base64>"}'
@@ -102,7 +104,10 @@ def resolve_version(manager: ModelManager, name: str, version: int | str | None,
     """The version a request names: a number, a label (``version_labels`` in the model's config), or latest."""
     if label is None:
         return version
-    labels = manager.serving_version(name).config.version_labels
+    try:
+        labels = manager.serving_version(name).config.version_labels
+    except ColdModel:  # not loaded now (lazy, evicted): its config is known without it
+        labels = manager.model_config(name).version_labels
     found = labels.get(label)
     if found is None:
         known = ", ".join(sorted(labels)) or "none"

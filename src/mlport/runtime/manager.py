@@ -5,83 +5,54 @@ takes traffic only once it is ready.  Versions leaving service stop taking new r
 and are closed after their in-flight requests finish, so no request fails during a swap.  A
 version that fails to load leaves the serving versions untouched; its error stays visible in
 :meth:`ModelManager.status` until its files change or a load is asked for explicitly.
+
+A lazy model (``--lazy`` or ``lazy: true``) is found by the scan but loaded by its first request; the
+requests that come while it loads wait for that one load.  Under a memory budget, a load first unloads
+the least recently used models it needs room from (see :mod:`mlport.runtime.cache` for the rules); an
+unloaded ("evicted") model loads again on its next request.
 """
 
 from __future__ import annotations
 
 import asyncio
-import enum
 import functools
 import logging
 import threading
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Protocol
 
-from mlport.core.types import Signature
-from mlport.errors import MlportError, ModelNotFound, ModelNotReady
+from mlport.errors import MlportError, ModelLoading, ModelNotFound, ModelNotReady
 from mlport.formats.adapt import load_adapted
-from mlport.formats.base import Evaluator
 from mlport.formats.config import ModelConfig
 from mlport.formats.registry import FormatRegistry
 from mlport.limits import Limits
-from mlport.runtime.batching import Runner
+from mlport.runtime.cache import (
+    Resident,
+    format_bytes,
+    holders,
+    plan_evictions,
+    release_free_memory,
+    resident_bytes,
+)
 from mlport.runtime.repository import ModelSource, Repository, VersionSource
+from mlport.runtime.states import (
+    CacheObserver,
+    ColdModel,
+    LoadedVersion,
+    LoadHook,
+    ModelStatus,
+    ReadinessGroup,
+    VersionState,
+    VersionStatus,
+)
 
-__all__ = ["LoadedVersion", "ModelManager", "ModelStatus", "ReadinessGroup", "VersionState", "VersionStatus"]
+__all__ = [
+    "CacheObserver", "ColdModel", "LoadedVersion", "ModelManager", "ModelStatus", "ReadinessGroup", "VersionState",
+    "VersionStatus",
+]
 
 log = logging.getLogger(__name__)
-
-
-class VersionState(enum.Enum):
-    LOADING = "LOADING"
-    READY = "READY"
-    UNAVAILABLE = "UNAVAILABLE"
-    UNLOADING = "UNLOADING"
-
-
-@dataclass(eq=False)
-class LoadedVersion:
-    """One loaded instance of a model version; requests hold it while they run."""
-
-    model: str
-    version: int
-    source: VersionSource
-    evaluator: Evaluator
-    config: ModelConfig
-    load_seconds: float
-    inflight: int = 0
-    retired: bool = False
-    closed: bool = False
-    #: How predictions of each signature run (made by the inference service on first use).
-    runners: dict[str, Runner] = field(default_factory=dict)
-
-    @property
-    def signature(self) -> Signature:
-        return self.evaluator.signature
-
-    @property
-    def platform(self) -> str:
-        return self.evaluator.platform or self.source.format
-
-
-@dataclass(frozen=True, slots=True)
-class VersionStatus:
-    version: int
-    state: VersionState
-    reason: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class ModelStatus:
-    name: str
-    versions: tuple[VersionStatus, ...]
-
-    @property
-    def ready(self) -> bool:
-        return any(v.state is VersionState.READY for v in self.versions)
 
 
 @dataclass
@@ -92,23 +63,20 @@ class _Model:
     loading: set[int] = field(default_factory=set)
     failed: dict[int, tuple[tuple[tuple[str, int, int], ...], str]] = field(default_factory=dict)
     unloaded: bool = False
+    #: Not loaded now, and loads on its next request (lazy, evicted, or refused for lack of memory).
+    cold: bool = False
+    evicted: bool = False
+    #: Why the last load found no room under the memory budget.
+    refused: str = ""
+    #: When it last served a request (the manager's request counter).
+    used: int = 0
+    #: The load that requests for this cold model wait for.
+    warming: asyncio.Task[None] | None = None
+    #: Memory measured at the last load of each version, bytes (what its next load expects to need).
+    sizes: dict[int, int] = field(default_factory=dict)
 
     def wanted(self) -> list[int]:
         return self.source.config.version_policy.select(list(self.source.versions))
-
-
-LoadHook = Callable[[str, int, float, bool], None]
-
-
-class ReadinessGroup(Protocol):
-    """The server processes that share one address (``--workers``): the server is ready only once every
-    one of them has finished its first load."""
-
-    def mark_loaded(self) -> None:
-        """This process has finished its first scan and load."""
-
-    def all_loaded(self) -> bool:
-        """Every process of the group has."""
 
 
 class ModelManager:
@@ -123,13 +91,33 @@ class ModelManager:
         intra_op_threads: int = 0,
         on_load: LoadHook | None = None,
         group: ReadinessGroup | None = None,
+        *,
+        lazy: bool = False,
+        memory_budget: int | None = None,
+        max_concurrent_loads: int = 2,
+        load_wait_s: float = 30.0,
+        observer: CacheObserver | None = None,
     ) -> None:
         self.repository = repository
         self.formats = formats
         self.limits = limits or Limits()
         self.intra_op_threads = intra_op_threads
         self._models: dict[str, _Model] = {}
-        self._executor = ThreadPoolExecutor(max_workers=max(1, load_workers), thread_name_prefix="mlport-load")
+        # loads, scans and closes share these threads: one more than the loads that may run at once
+        workers = max(load_workers, max_concurrent_loads + 1)
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mlport-load")
+        self._load_slots = asyncio.Semaphore(max(1, max_concurrent_loads))
+        self.lazy = lazy
+        self.memory_budget = memory_budget
+        self.load_wait_s = load_wait_s
+        self._observer = observer
+        self._count_hits = observer is not None and (lazy or memory_budget is not None)
+        #: Requests served so far: the clock of "least recently used".
+        self._tick = 0
+        #: Memory promised to the loads running now, bytes.
+        self._reserved = 0
+        #: Formats loaded once in this process (their libraries are in memory).
+        self._formats_used: set[str] = set()
         self._sync_lock = asyncio.Lock()
         self._close_lock = threading.Lock()
         self._on_load = on_load
@@ -147,11 +135,22 @@ class ModelManager:
 
     def acquire(self, name: str, version: str | int | None = None) -> LoadedVersion:
         """The loaded version that serves a request; call :meth:`release` when done."""
+        model, lv = self._find(name, version)
+        lv.inflight += 1
+        self._tick += 1
+        model.used = self._tick
+        if self._count_hits:
+            self._observer.hit()  # type: ignore[union-attr]
+        return lv
+
+    def _find(self, name: str, version: str | int | None) -> tuple[_Model, LoadedVersion]:
         model = self._models.get(name)
         if model is None:
             raise self._unknown(name, "is not served here")
         if version in (None, "", "latest"):
             if not model.serving:
+                if model.cold:
+                    raise ColdModel(f"model '{name}' is not loaded now: it loads on its next inference request")
                 raise ModelNotReady(f"model '{name}' is not ready: {self._reason(model)}")
             lv = model.serving[max(model.serving)]
         else:
@@ -161,12 +160,43 @@ class ModelManager:
                 raise ModelNotFound(f"model '{name}' has no version '{version}'") from None
             lv_or_none = model.serving.get(v)
             if lv_or_none is None:
+                if model.cold and v in model.wanted():
+                    raise ColdModel(f"version {v} of model '{name}' is not loaded now: it loads on its next "
+                                    "inference request")
                 if v in model.loading or v in model.failed or v in model.source.versions:
                     raise ModelNotReady(f"version {v} of model '{name}' is not ready: {self._reason(model, v)}")
                 raise ModelNotFound(f"model '{name}' has no version {v}")
             lv = lv_or_none
-        lv.inflight += 1
-        return lv
+        return model, lv
+
+    async def acquire_cold(self, name: str, version: str | int | None = None) -> LoadedVersion:
+        """Like :meth:`acquire` for a model that is not loaded now: load it (one load, however many requests
+        wait for it), waiting up to the load wait; then :class:`ModelLoading` (503 with Retry-After)."""
+        for _ in range(3):  # a model evicted again between its load and this request's turn loads again
+            model = self._models.get(name)
+            if model is None:
+                raise ModelNotFound(f"model '{name}' is not served here")
+            task = model.warming
+            if task is None:
+                task = model.warming = asyncio.create_task(self._warm(model), name=f"mlport-load-{name}")
+                task.add_done_callback(_retrieve)
+            if self._observer is not None:
+                self._observer.miss(name)
+            try:
+                await asyncio.wait_for(asyncio.shield(task), self.load_wait_s)
+            except TimeoutError:
+                raise ModelLoading(f"model '{name}' is still loading after {self.load_wait_s:g} s; try again "
+                                   "shortly", retry_after_s=max(1.0, self.load_wait_s / 2)) from None
+            try:
+                model, lv = self._find(name, version)
+            except ColdModel:
+                continue
+            lv.inflight += 1
+            self._tick += 1
+            model.used = self._tick
+            return lv
+        raise ModelLoading(f"model '{name}' was unloaded again before it could serve (the memory budget is too "
+                           "tight for the models in use); try again shortly")
 
     def release(self, lv: LoadedVersion) -> None:
         lv.inflight -= 1
@@ -176,6 +206,8 @@ class ModelManager:
     def _reason(self, model: _Model, version: int | None = None) -> str:
         if model.unloaded:
             return "unloaded"
+        if model.cold and not model.serving:
+            return self._cold_reason(model)
         if model.source.error:
             return model.source.error
         versions = [version] if version is not None else model.wanted() or list(model.source.errors)
@@ -206,8 +238,14 @@ class ModelManager:
         for v, (_, err) in model.failed.items():
             if v not in model.serving:
                 rows[v] = VersionStatus(v, VersionState.UNAVAILABLE, err)
-        for v in model.serving:
-            rows[v] = VersionStatus(v, VersionState.READY, "")
+        for v, lv in model.serving.items():
+            rows[v] = VersionStatus(v, VersionState.READY, "", lv.memory_bytes)
+        if model.cold and not model.serving:
+            state = VersionState.EVICTED if model.evicted else VersionState.NOT_LOADED
+            reason = self._cold_reason(model)
+            for v in model.wanted():
+                if v not in model.loading:
+                    rows[v] = VersionStatus(v, state, reason)
         if model.unloaded:
             rows = {v: VersionStatus(v, VersionState.UNAVAILABLE, "unloaded") for v in rows or [0]}
         if model.source.error and not rows:
@@ -226,7 +264,7 @@ class ModelManager:
         if not self.scanned.is_set():
             return False
         if strict:
-            ok = all(m.serving or m.unloaded for m in self._models.values())
+            ok = all(m.serving or m.unloaded or m.cold for m in self._models.values())
         else:
             ok = not any(m.loading and not m.serving for m in self._models.values())
         return ok and (self._group is None or self._group.all_loaded())
@@ -238,11 +276,16 @@ class ModelManager:
             if self._group is not None:
                 self._group.mark_loaded()
 
+    def model_config(self, name: str) -> ModelConfig:
+        """The model's config as scanned (known whether or not the model is loaded)."""
+        model = self._models.get(name)
+        if model is None:
+            raise ModelNotFound(f"model '{name}' is not served here")
+        return model.source.config
+
     def serving_version(self, name: str, version: str | int | None = None) -> LoadedVersion:
-        """Like :meth:`acquire` without holding the version (for metadata)."""
-        lv = self.acquire(name, version)
-        self.release(lv)
-        return lv
+        """Like :meth:`acquire` without holding the version (for metadata): not a use of the model."""
+        return self._find(name, version)[1]
 
     # ------------------------------------------------------------------ loading
     async def sync(self, sources: dict[str, ModelSource] | None = None, force: bool = False) -> None:
@@ -258,14 +301,14 @@ class ModelManager:
             for name, src in sources.items():
                 model = self._models.get(name)
                 if model is None:
-                    model = self._models[name] = _Model(name, src)
+                    model = self._models[name] = _Model(name, src, cold=self._is_lazy(src))
                 else:
                     if src.config != model.source.config:
                         # a changed config (options, trust, fields) reloads every version
                         for v in model.serving.values():
                             v.source = VersionSource(v.version, v.source.path, v.source.format, ())
                     model.source = src
-                if not model.unloaded:
+                if not model.unloaded and not model.cold:
                     tasks.append(self._sync_model(model, force))
             await asyncio.gather(*tasks)
             self.mark_scanned()
@@ -281,7 +324,8 @@ class ModelManager:
             if model is None:
                 model = self._models[name] = _Model(name, src)
             model.source = src
-            model.unloaded = False
+            model.unloaded = model.cold = model.evicted = False
+            model.refused = ""
             model.failed.clear()
             await self._sync_model(model, force=True)
         status = self.status(name)
@@ -296,6 +340,7 @@ class ModelManager:
                 raise ModelNotFound(f"model '{name}' is not served here")
             model.unloaded = True
             self._retire_model(model)
+            self._report_usage()
 
     async def _sync_model(self, model: _Model, force: bool) -> None:
         wanted = model.wanted()
@@ -317,15 +362,53 @@ class ModelManager:
             for v in [v for v in model.serving if v not in wanted]:
                 self._retire(model.serving.pop(v))
 
+    def _is_lazy(self, src: ModelSource) -> bool:
+        return self.lazy if src.config.lazy is None else src.config.lazy
+
+    async def _warm(self, model: _Model) -> None:
+        """Load a cold model for the requests waiting on it."""
+        started = time.perf_counter()
+        model.refused = ""
+        try:
+            await self._sync_model(model, force=True)
+        finally:
+            model.warming = None
+        if model.serving:
+            model.cold = model.evicted = False
+            if self._observer is not None:
+                self._observer.cold_loaded(model.name, time.perf_counter() - started)
+            return
+        if model.refused:
+            raise ModelLoading(model.refused, retry_after_s=5.0)
+        model.cold = False  # a broken model is not tried again by every request: its files must change first
+        raise ModelNotReady(f"model '{model.name}' failed to load: {self._reason(model)}")
+
     async def _load_version(self, model: _Model, src: VersionSource) -> None:
-        loop = asyncio.get_running_loop()
         model.loading.add(src.version)
+        try:
+            async with self._load_slots:
+                await self._load_in_slot(model, src)
+        finally:
+            model.loading.discard(src.version)
+
+    async def _load_in_slot(self, model: _Model, src: VersionSource) -> None:
+        loop = asyncio.get_running_loop()
         started = time.perf_counter()
         cfg = model.source.config
+        need = self._make_room(model, src)
+        if need < 0:
+            return
         try:
             fmt = self.formats.get(src.format)
             load = functools.partial(load_adapted, fmt, src.path, cfg, intra_op_threads=self.intra_op_threads)
+            # the first loads of a format (those begun before one ended) also load its library: not measured
+            measured = src.format in self._formats_used
+            before = resident_bytes()
             evaluator = await asyncio.wait_for(loop.run_in_executor(self._executor, load), self.limits.load_timeout_s)
+            memory = _file_bytes(src)
+            if measured:
+                memory = max(resident_bytes() - before, memory)
+            self._formats_used.add(src.format)
         except Exception as exc:
             seconds = time.perf_counter() - started
             reason = str(exc) if isinstance(exc, MlportError) else f"{type(exc).__name__}: {exc}"
@@ -337,20 +420,100 @@ class ModelManager:
                 self._on_load(model.name, src.version, seconds, False)
             return
         finally:
-            model.loading.discard(src.version)
+            self._reserved -= need
         seconds = time.perf_counter() - started
         model.failed.pop(src.version, None)
-        lv = LoadedVersion(model.name, src.version, src, evaluator, cfg, seconds)
-        if model.unloaded or self._models.get(model.name) is not model:
+        model.sizes[src.version] = memory
+        lv = LoadedVersion(model.name, src.version, src, evaluator, cfg, seconds, memory)
+        if model.unloaded or self._models.get(model.name) is not model or not self._fits_after_load(model, lv):
             self._retire(lv)
             return
         old = model.serving.get(src.version)
         model.serving[src.version] = lv
         if old is not None:
             self._retire(old)
-        log.info("model %s version %d ready (%s, %.2f s)", model.name, src.version, src.format, seconds)
+        log.info("model %s version %d ready (%s, %.2f s, %s)", model.name, src.version, src.format, seconds,
+                 format_bytes(memory))
         if self._on_load:
             self._on_load(model.name, src.version, seconds, True)
+        if self._observer is not None:
+            self._observer.loaded(model.name)
+        self._report_usage()
+
+    # ------------------------------------------------------------ memory budget
+    def _residents(self) -> list[Resident]:
+        return [
+            Resident(m.name, sum(lv.memory_bytes for lv in m.serving.values()), m.used,
+                     sum(lv.inflight for lv in m.serving.values()), m.source.config.pinned, bool(m.loading))
+            for m in self._models.values() if m.serving
+        ]
+
+    def _make_room(self, model: _Model, src: VersionSource) -> int:
+        """Unload what the policy says to make room for loading ``src``; the bytes reserved for the load,
+        or -1 when there is no room (the refusal is recorded on the model)."""
+        if self.memory_budget is None:
+            return 0
+        need = model.sizes.get(src.version) or _file_bytes(src)
+        residents = self._residents()
+        plan = plan_evictions(residents, need, self.memory_budget, self._reserved, keep=frozenset({model.name}))
+        if not plan.fits:
+            self._refuse(model, src, need, residents)
+            return -1
+        for name in plan.evict:
+            self._evict(self._models[name])
+        self._reserved += need
+        return need
+
+    def _fits_after_load(self, model: _Model, lv: LoadedVersion) -> bool:
+        """With what the load measured: unload more models if need be; false (refused) when that is not enough."""
+        if self.memory_budget is None:
+            return True
+        residents = [r for r in self._residents() if r.name != model.name]
+        own = sum(v.memory_bytes for n, v in model.serving.items() if n != lv.version)
+        need = own + lv.memory_bytes
+        plan = plan_evictions(residents, need, self.memory_budget, self._reserved, keep=frozenset({model.name}))
+        if not plan.fits:
+            self._refuse(model, lv.source, need, residents, measured=True)
+            return False
+        for name in plan.evict:
+            self._evict(self._models[name])
+        return True
+
+    def _refuse(self, model: _Model, src: VersionSource, need: int, residents: list[Resident],
+                measured: bool = False) -> None:
+        budget = self.memory_budget or 0
+        how = "measured at its load" if measured else "expected"
+        if need > budget:
+            why = f"more than the whole memory budget of {format_bytes(budget)}"
+        else:
+            used = sum(r.bytes for r in residents if r.name != model.name) + self._reserved
+            why = (f"and {format_bytes(used)} of the memory budget of {format_bytes(budget)} is "
+                   f"{holders(residents, frozenset({model.name}))}, which cannot be unloaded now")
+        model.refused = f"no memory to load model '{model.name}': it needs {format_bytes(need)} ({how}), {why}"
+        model.failed[src.version] = (src.fingerprint, model.refused)
+        model.cold = True
+        log.warning("%s", model.refused)
+
+    def _evict(self, model: _Model) -> None:
+        log.info("model %s unloaded to make room under the memory budget", model.name)
+        versions = tuple(model.serving)
+        self._retire_model(model)
+        model.cold = model.evicted = True
+        if self._observer is not None:
+            self._observer.evicted(model.name, versions)
+        self._report_usage()
+
+    def _report_usage(self) -> None:
+        if self._observer is not None:
+            residents = self._residents()
+            self._observer.usage(len(residents), sum(r.bytes for r in residents))
+
+    def _cold_reason(self, model: _Model) -> str:
+        if model.refused:
+            return model.refused
+        if model.evicted:
+            return "unloaded (evicted) to make room under the memory budget; it loads again on its next request"
+        return "not loaded yet (lazy): it loads on its first request"
 
     # ---------------------------------------------------------------- unloading
     def _retire_model(self, model: _Model) -> None:
@@ -370,17 +533,31 @@ class ModelManager:
         log.info("model %s version %d unloaded", lv.model, lv.version)
         self._executor.submit(self._close, lv)
 
-    @staticmethod
-    def _close(lv: LoadedVersion) -> None:
+    def _close(self, lv: LoadedVersion) -> None:
         try:
             lv.evaluator.close()
         except Exception as exc:
             log.warning("closing model %s version %d failed: %s", lv.model, lv.version, exc)
+        if self.memory_budget is not None:
+            release_free_memory()
 
     async def close(self) -> None:
         async with self._sync_lock:
             for model in self._models.values():
+                if model.warming is not None:
+                    model.warming.cancel()
                 self._retire_model(model)
             self._models.clear()
         self._executor.shutdown(wait=True)
         self.formats.close()  # what the formats hold for the closed models (a Java runtime...)
+
+
+def _file_bytes(src: VersionSource) -> int:
+    """The size of a version's files (what the scan recorded)."""
+    return sum(size for _, size, _ in src.fingerprint)
+
+
+def _retrieve(task: asyncio.Task[None]) -> None:
+    """Take a load's failure even when every request waiting on it has given up (no "never retrieved")."""
+    if not task.cancelled():
+        task.exception()

@@ -18,7 +18,16 @@ from mlport.errors import MlportError
 from mlport.observability.metrics import CONTENT_TYPE_LATEST
 from mlport.protocols.http import routes_native, routes_oip
 from mlport.protocols.http.body import json_response
-from mlport.protocols.http.fast import INFER_PATH, Receive, Scope, Send, error_answer, log_failure, serve_infer
+from mlport.protocols.http.fast import (
+    INFER_PATH,
+    Receive,
+    Scope,
+    Send,
+    error_answer,
+    log_failure,
+    retry_after,
+    serve_infer,
+)
 from mlport.protocols.http.state import AppState, request_id, state_of
 
 __all__ = ["Companion", "build_app"]
@@ -30,7 +39,11 @@ async def _mlport_error(request: Request, exc: Exception) -> Response:
     rid = request_id(request)
     status, body = error_answer(exc, rid)
     log_failure(rid, request.method, request.url.path, status, exc)
-    return Response(body, status, {"x-request-id": rid}, media_type="application/json")
+    headers = {"x-request-id": rid}
+    retry = retry_after(exc)
+    if retry is not None:
+        headers["retry-after"] = retry
+    return Response(body, status, headers, media_type="application/json")
 
 
 _unexpected = _mlport_error

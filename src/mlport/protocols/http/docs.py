@@ -25,6 +25,7 @@ from mlport.protocols.http.body import json_response
 from mlport.protocols.http.negotiation import decoders, encoders
 from mlport.protocols.http.state import AppState, state_of
 from mlport.protocols.native import describe
+from mlport.runtime.manager import VersionState
 
 __all__ = ["UNDOCUMENTED", "build_openapi", "route_table", "routes", "sample_path", "serves", "undocumented"]
 
@@ -183,8 +184,10 @@ def _schemas() -> Json:
             "type": "object", "required": ["version", "state"],
             "properties": {"version": {"type": "string"},
                            "state": {"type": "string",
-                                     "enum": ["LOADING", "READY", "UNAVAILABLE", "UNLOADING"]},
-                           "reason": {"type": "string"}},
+                                     "enum": [s.value for s in VersionState]},
+                           "reason": {"type": "string"},
+                           "memory_bytes": {"type": "integer",
+                                            "description": "memory the loaded version holds (measured at its load)"}},
         },
         "Live": {"type": "object", "properties": {"live": {"type": "boolean"}}},
         "Ready": {"type": "object", "properties": {"ready": {"type": "boolean"}}},

@@ -9,6 +9,7 @@ one the fast path does not take (an app mounted under a root path), goes through
 from __future__ import annotations
 
 import logging
+import math
 import re
 import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -16,12 +17,12 @@ from typing import Any
 
 import orjson
 
-from mlport.errors import InvalidInput, MlportError, PayloadTooLarge
+from mlport.errors import InvalidInput, MlportError, ModelLoading, PayloadTooLarge
 from mlport.protocols.http.errors import HTTP_STATUS
 from mlport.protocols.http.routes_oip import parse_header_length, run_infer
 from mlport.protocols.http.state import AppState
 
-__all__ = ["INFER_PATH", "Receive", "Scope", "Send", "error_answer", "log_failure", "serve_infer"]
+__all__ = ["INFER_PATH", "Receive", "Scope", "Send", "error_answer", "log_failure", "retry_after", "serve_infer"]
 
 log = logging.getLogger("mlport.protocols.http.app")
 
@@ -54,6 +55,13 @@ def error_answer(exc: BaseException, rid: str) -> tuple[int, bytes]:
     if isinstance(exc, MlportError):
         return HTTP_STATUS[exc.code], orjson.dumps({"error": exc.message})
     return 500, orjson.dumps({"error": f"internal error (request id {rid})"})
+
+
+def retry_after(exc: BaseException) -> str | None:
+    """The ``Retry-After`` header of a failure worth retrying soon (a model loading), in whole seconds."""
+    if isinstance(exc, ModelLoading):
+        return str(max(1, math.ceil(exc.retry_after_s)))
+    return None
 
 
 async def _read_body(receive: Receive, declared: bytes | None, limit: int) -> bytes | None:
@@ -118,9 +126,12 @@ async def serve_infer(
         rid = request_id if request_id and len(request_id) <= _MAX_REQUEST_ID else uuid.uuid4().hex
         status, payload = error_answer(exc, rid)
         log_failure(rid, "POST", scope["path"], status, exc)
-        await send({"type": "http.response.start", "status": status, "headers": [
-            (b"content-type", _JSON), (b"content-length", str(len(payload)).encode()),
-            (b"x-request-id", rid.encode("latin-1", "replace"))]})
+        headers = [(b"content-type", _JSON), (b"content-length", str(len(payload)).encode()),
+                   (b"x-request-id", rid.encode("latin-1", "replace"))]
+        retry = retry_after(exc)
+        if retry is not None:
+            headers.append((b"retry-after", retry.encode()))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": payload})
         return
     headers = [(b"content-length", str(len(encoded.body)).encode())]

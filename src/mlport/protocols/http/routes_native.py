@@ -124,7 +124,8 @@ async def list_models(request: Request) -> Response:
     return json_response({
         "models": [
             {"name": s.name, "ready": s.ready,
-             "versions": [{"version": str(v.version), "state": v.state.value, "reason": v.reason} for v in s.versions]}
+             "versions": [{"version": str(v.version), "state": v.state.value, "reason": v.reason,
+                           "memory_bytes": v.memory_bytes} for v in s.versions]}
             for s in st.manager.all_status()
         ]
     })

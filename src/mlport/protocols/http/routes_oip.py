@@ -139,9 +139,11 @@ async def repository_index(request: Request) -> Response:
         for v in status.versions:
             if only_ready and v.state is not VersionState.READY:
                 continue
-            row = {"name": status.name, "version": str(v.version), "state": v.state.value}
+            row: dict[str, str | int] = {"name": status.name, "version": str(v.version), "state": v.state.value}
             if v.reason:
                 row["reason"] = v.reason
+            if v.state is VersionState.READY:
+                row["memory_bytes"] = v.memory_bytes
             rows.append(row)
     repo = st.manager.repository
     if repo.over_limit_count and not only_ready:

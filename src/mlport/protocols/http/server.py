@@ -5,6 +5,7 @@ from __future__ import annotations
 from mlport.errors import InvalidInput
 from mlport.formats.registry import FormatRegistry, default_registry
 from mlport.observability.access import AccessLog
+from mlport.observability.cache import CacheMetrics
 from mlport.observability.metrics import Metrics
 from mlport.protocols.http.state import AppState
 from mlport.protocols.service import InferenceService
@@ -35,9 +36,14 @@ def build_state(
         # broken model fails its own readiness call
         strict = repository.single or repository.model_folder
     threads, intra_op_threads = settings.threads()
+    budget = settings.memory_budget
     manager = ModelManager(
         repository, formats, limits, load_workers=settings.load_workers,
         intra_op_threads=intra_op_threads, on_load=metrics.on_load, group=group,
+        lazy=settings.lazy, max_concurrent_loads=settings.max_concurrent_loads, load_wait_s=settings.load_wait_s,
+        # each worker process holds its own models: it gets its share of the budget
+        memory_budget=None if budget is None else int(budget) // settings.workers,
+        observer=CacheMetrics(metrics.registry, on_unload=metrics.on_unload),
     )
     access_log = AccessLog() if settings.access_log_format == "json" else None
     service = InferenceService(manager, metrics, limits, inference_threads=threads, access_log=access_log)

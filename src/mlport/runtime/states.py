@@ -1,0 +1,116 @@
+"""What the model manager serves and reports: loaded versions, their states, and the hooks it calls."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from mlport.core.types import Signature
+from mlport.errors import ModelLoading
+from mlport.formats.base import Evaluator
+from mlport.formats.config import ModelConfig
+from mlport.runtime.batching import Runner
+from mlport.runtime.repository import VersionSource
+
+__all__ = [
+    "CacheObserver", "ColdModel", "LoadHook", "LoadedVersion", "ModelStatus", "ReadinessGroup", "VersionState",
+    "VersionStatus",
+]
+
+class VersionState(enum.Enum):
+    LOADING = "LOADING"
+    READY = "READY"
+    UNAVAILABLE = "UNAVAILABLE"
+    UNLOADING = "UNLOADING"
+    #: Lazy: loads on its first request.
+    NOT_LOADED = "NOT_LOADED"
+    #: Unloaded to make room under the memory budget: loads again on its next request.
+    EVICTED = "EVICTED"
+
+
+class ColdModel(ModelLoading):
+    """The model is not loaded now and loads on a request: :meth:`ModelManager.acquire_cold` loads it."""
+
+
+@dataclass(eq=False)
+class LoadedVersion:
+    """One loaded instance of a model version; requests hold it while they run."""
+
+    model: str
+    version: int
+    source: VersionSource
+    evaluator: Evaluator
+    config: ModelConfig
+    load_seconds: float
+    #: Memory the load took (see :mod:`mlport.runtime.cache`), bytes.
+    memory_bytes: int = 0
+    inflight: int = 0
+    retired: bool = False
+    closed: bool = False
+    #: How predictions of each signature run (made by the inference service on first use).
+    runners: dict[str, Runner] = field(default_factory=dict)
+
+    @property
+    def signature(self) -> Signature:
+        return self.evaluator.signature
+
+    @property
+    def platform(self) -> str:
+        return self.evaluator.platform or self.source.format
+
+
+@dataclass(frozen=True, slots=True)
+class VersionStatus:
+    version: int
+    state: VersionState
+    reason: str = ""
+    #: Memory of the loaded version, bytes (0 when not loaded).
+    memory_bytes: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ModelStatus:
+    name: str
+    versions: tuple[VersionStatus, ...]
+
+    @property
+    def ready(self) -> bool:
+        return any(v.state is VersionState.READY for v in self.versions)
+
+
+LoadHook = Callable[[str, int, float, bool], None]
+
+
+class CacheObserver(Protocol):
+    """What the manager tells the metrics about loads on demand and the memory budget."""
+
+    def hit(self) -> None:
+        """A request found its model loaded."""
+
+    def miss(self, model: str) -> None:
+        """A request found its model not loaded and waits for a load."""
+
+    def loaded(self, model: str) -> None:
+        """A version of a model loaded."""
+
+    def cold_loaded(self, model: str, seconds: float) -> None:
+        """A model that requests waited for loaded (``seconds``: from the first request to serving)."""
+
+    def evicted(self, model: str, versions: tuple[int, ...]) -> None:
+        """A model (these versions of it) was unloaded to make room."""
+
+    def usage(self, models: int, memory_bytes: int) -> None:
+        """Models loaded now and the memory they hold."""
+
+
+class ReadinessGroup(Protocol):
+    """The server processes that share one address (``--workers``): the server is ready only once every
+    one of them has finished its first load."""
+
+    def mark_loaded(self) -> None:
+        """This process has finished its first scan and load."""
+
+    def all_loaded(self) -> bool:
+        """Every process of the group has."""
