@@ -274,3 +274,33 @@ def test_hub_builds_a_version_as_a_job_and_renders_its_manifests(work: dict[str,
             assert states == {job_id: "succeeded", second: "cancelled"}
     finally:
         hub.stop()
+
+
+def test_push_to_a_registry_that_needs_a_login(work: dict[str, Any], tmp_path: Path) -> None:
+    """Credentials come from the container tools' auth file (--authfile); without them the push is refused."""
+    import base64
+
+    import bcrypt
+
+    htpasswd = tmp_path / "htpasswd"
+    htpasswd.write_text(f"ci:{bcrypt.hashpw(b'secret-pass', bcrypt.gensalt(rounds=5)).decode()}\n")
+    with registry(work["root"], htpasswd=htpasswd) as reg:
+        ref = f"{reg.host}/private/scale:1"
+        common = ("build", str(work["models"][1]), "--tag", ref, "--base", work["base"], "--pip-cache",
+                  str(work["cache"]), "--push", "--no-tls-verify", "--output", "json")
+        (tmp_path / "none.json").write_text(json.dumps({"auths": {}}))
+        refused = mlport(*common, "--authfile", str(tmp_path / "none.json"))
+        assert refused.returncode != 0 and "pushing" in refused.stderr and "Traceback" not in refused.stderr
+        assert "unauthorized" in refused.stderr.lower() or "authentication required" in refused.stderr.lower()
+        auth = tmp_path / "auth.json"
+        token = base64.b64encode(b"ci:secret-pass").decode()
+        auth.write_text(json.dumps({"auths": {reg.host: {"auth": token}}}))
+        done = mlport(*common, "--authfile", str(auth))
+        assert done.returncode == 0, done.stderr[-3000:]
+        digest = json.loads(done.stdout.strip().splitlines()[-1])["digest"]
+        seen = subprocess.run(["skopeo", "inspect", "--tls-verify=false", "--authfile", str(auth), f"docker://{ref}"],
+                              capture_output=True, text=True)
+        assert seen.returncode == 0 and json.loads(seen.stdout)["Digest"] == digest
+        anonymous = subprocess.run(["skopeo", "inspect", "--tls-verify=false", "--authfile",
+                                    str(tmp_path / "none.json"), f"docker://{ref}"], capture_output=True, text=True)
+        assert anonymous.returncode != 0
