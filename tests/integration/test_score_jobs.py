@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import tarfile
@@ -44,8 +45,12 @@ def _submit(admin: httpx.Client, inp: Path, out: Path, **extra: Any) -> str:
 
 @pytest.mark.slow
 def test_score_jobs_submit_progress_cancel_logs_and_restart(tmp_path: Path) -> None:
-    n = 200_000
+    # enough rows that progress shows before the end even on a quiet machine (about 4 s of scoring)
+    n = 1_000_000
     inp = write_input(iris_table(n), tmp_path / "rows.csv")
+    # an input that never delivers a row (a named pipe no one writes to): a job reading it runs until stopped
+    never = tmp_path / "never.csv"
+    os.mkfifo(never)
     hub = start_hub(tmp_path / "hub")
     try:
         token = hub.login()
@@ -57,7 +62,7 @@ def test_score_jobs_submit_progress_cancel_logs_and_restart(tmp_path: Path) -> N
             assert admin.post("/api/v1/jobs", json={"model": "iris", "version": 7, "input": "a.csv",
                                                     "output": "b.csv"}).status_code == 404
             done_id = _submit(admin, inp, tmp_path / "scored.parquet")
-            dropped = _submit(admin, inp, tmp_path / "cancelled.parquet")
+            dropped = _submit(admin, never, tmp_path / "cancelled.parquet")
             wait_for(lambda: "scored" in _job(admin, done_id)["message"], timeout=240, what="progress")
             wait_for(lambda: _job(admin, dropped)["state"] == "running", timeout=120, what="the second job running")
             assert admin.post(f"/api/v1/jobs/{dropped}/cancel").status_code == 200
@@ -74,8 +79,8 @@ def test_score_jobs_submit_progress_cancel_logs_and_restart(tmp_path: Path) -> N
             cli = subprocess.run([sys.executable, "-m", "mlport.cli.main", "jobs", "logs", done_id, "--hub", hub.url,
                                   "--token", token], capture_output=True, text=True, timeout=120)
             assert cli.returncode == 0 and f'"rows_scored": {n}' in cli.stdout, cli.stderr
-            cut = _submit(admin, inp, tmp_path / "cut.parquet")
-            wait_for(lambda: "scored" in _job(admin, cut)["message"], timeout=240, what="progress")
+            cut = _submit(admin, never, tmp_path / "cut.parquet")
+            wait_for(lambda: _job(admin, cut)["state"] == "running", timeout=120, what="the third job running")
         assert hub.stop() == 0  # mid-job: the job is marked failed, never left "running"
     finally:
         hub.stop()

@@ -23,8 +23,12 @@ def test_every_option_field_is_a_serve_flag() -> None:
                 if isinstance(f.json_schema_extra, dict) and FLAG in f.json_schema_extra]
     assert len(declared) >= 14
     for name in declared:
-        flag = "--poll-interval" if name == "poll_interval_s" else "--" + name.replace("_", "-")
+        extra = Settings.model_fields[name].json_schema_extra
+        assert isinstance(extra, dict)
+        given = extra[FLAG]  # a field names its flag, or "auto" for --field-name
+        flag = "--" + name.replace("_", "-") if given == "auto" else str(given)
         assert flag in flags, name
+    assert "--poll-interval" in flags and "--load-timeout" in flags
     assert "--no-trusted" in flags and "--no-strict-readiness" in flags
 
 
