@@ -9,14 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from tests.builders import ort_run
 from tests.conftest import Server, start_server
 from tests.hubutil import HubProc
-
-mlflow = pytest.importorskip("mlflow")
-pd = pytest.importorskip("pandas")
 
 pytestmark = [
     pytest.mark.slow,

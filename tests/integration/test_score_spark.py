@@ -14,8 +14,6 @@ from mlport.batch import ScoreJob, score
 from mlport.errors import MlportError
 from tests.scoreutil import IRIS_FIELDS, iris_model, iris_table, probabilities, read_output, write_input
 
-pyspark = pytest.importorskip("pyspark")
-
 # pyspark warns about pandas 3 and its own deprecations on import and on each job
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::FutureWarning"),
               pytest.mark.filterwarnings("ignore::DeprecationWarning"),

@@ -12,15 +12,11 @@ from typing import Any
 import grpc
 import numpy as np
 import pytest
-
-from tests.builders import iris_onnx, ort_run, save_graph, scale_onnx
-from tests.conftest import Server, start_server
-
-tf = pytest.importorskip("tensorflow")
-from google.protobuf import json_format  # noqa: E402
-from tensorflow.core.example import example_pb2, feature_pb2  # noqa: E402
-from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2  # noqa: E402
-from tensorflow_serving.apis import (  # noqa: E402
+import tensorflow as tf
+from google.protobuf import json_format
+from tensorflow.core.example import example_pb2, feature_pb2
+from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
+from tensorflow_serving.apis import (
     classification_pb2,
     get_model_metadata_pb2,
     get_model_status_pb2,
@@ -31,7 +27,9 @@ from tensorflow_serving.apis import (  # noqa: E402
     regression_pb2,
 )
 
-from tests.builders_tf import text_module, two_signature_module  # noqa: E402
+from tests.builders import iris_onnx, ort_run, save_graph, scale_onnx
+from tests.builders_tf import text_module, two_signature_module
+from tests.conftest import Server, start_server
 
 pytestmark = pytest.mark.slow
 

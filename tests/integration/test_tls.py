@@ -16,12 +16,11 @@ import numpy as np
 import pytest
 import tritonclient.grpc as tgrpc
 import tritonclient.http as thttp
+import trustme
 
 from mlport.client import ClientError, GrpcClient, HttpClient
 from tests.builders import iris_onnx, ort_run
 from tests.conftest import free_port, stop_process
-
-trustme = pytest.importorskip("trustme")
 
 X = np.array([[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]], dtype=np.float32)
 
