@@ -21,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from mlport.core.imageref import check_image_ref
 from mlport.deploy.autoscale import ScalePolicy
 from mlport.deploy.target import Target
 from mlport.errors import InvalidInput
@@ -57,10 +58,6 @@ KSERVE_FORMATS = ("onnx", "pmml", "tensorflow", "keras", "sklearn", "xgboost", "
 
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 _QUANTITY = re.compile(r"[0-9]+(\.[0-9]+)?(m|k|Ki|Mi|Gi|Ti|M|G|T)?")
-_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-#: An OCI image reference: [host[:port]/]path[:tag][@sha256:digest], the path in lower case.
-_IMAGE = re.compile(rf"(?:[A-Za-z0-9.-]+(?::[0-9]+)?/)?{_COMPONENT}(?:/{_COMPONENT})*"
-                    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[0-9a-f]{64})?")
 _LABEL_PREFIX = "mlport.dev"
 
 
@@ -361,9 +358,7 @@ def _dns_label(value: str, what: str) -> str:
 
 
 def _image(value: str) -> str:
-    if not isinstance(value, str) or len(value) > 255 or not _IMAGE.fullmatch(value):
-        raise InvalidInput(f"image reference {value!r} is not valid (registry/name:tag or name@sha256:digest)")
-    return value
+    return check_image_ref(value)
 
 
 def _milli(value: float) -> str:

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mlport.core.imageref import check_image_ref
 from mlport.errors import InvalidInput, MlportError
 
 __all__ = [
@@ -91,9 +92,6 @@ FROM ${BASE}
 COPY model /models
 """
 
-_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-_IMAGE = re.compile(rf"(?:[A-Za-z0-9.-]+(?::[0-9]+)?/)?{_COMPONENT}(?:/{_COMPONENT})*"
-                    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[0-9a-f]{64})?")
 _LABEL_KEY = re.compile(r"[a-z0-9]+([.-][a-z0-9]+)*")
 #: Longest label value accepted (a signature as JSON can be long, but not unbounded).
 MAX_LABEL_BYTES = 64 * 1024
@@ -101,14 +99,6 @@ MAX_LABEL_BYTES = 64 * 1024
 BUILD_TIMEOUT_S = 3600.0
 #: Most bytes of builder output kept for an error message.
 _TAIL = 4000
-
-
-def check_image_ref(value: str) -> str:
-    """``value`` when it is an OCI image reference (``[host[:port]/]path[:tag][@sha256:digest]``), else raise."""
-    if not isinstance(value, str) or len(value) > 255 or not _IMAGE.fullmatch(value):
-        raise InvalidInput(f"image reference {value!r} is not valid (registry/name:tag or name@sha256:digest, "
-                           "the name in lower case)")
-    return value
 
 
 def check_label(key: str, value: str) -> tuple[str, str]:

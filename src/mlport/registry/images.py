@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from mlport.core.imageref import check_image_ref
 from mlport.core.sqlitedb import Database
 from mlport.errors import InvalidInput
 
@@ -26,9 +27,6 @@ CREATE TABLE IF NOT EXISTS registry_images (
 #: Most images listed per version.
 MAX_IMAGES = 100
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
-_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-_REFERENCE = re.compile(rf"(?:[A-Za-z0-9.-]+(?::[0-9]+)?/)?{_COMPONENT}(?:/{_COMPONENT})*"
-                        r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?")
 
 
 @dataclass(frozen=True)
@@ -60,8 +58,7 @@ class ImageRecords:
         db.migrate(_SCHEMA)
 
     def record(self, model: str, version: int, image: str, digest: str, *, by: str) -> ImageRecord:
-        if not isinstance(image, str) or len(image) > 255 or not _REFERENCE.fullmatch(image):
-            raise InvalidInput(f"image {image!r} is not an image reference (registry/name:tag, lower case)")
+        check_image_ref(image, digest=False)
         if not isinstance(digest, str) or not _DIGEST.fullmatch(digest):
             raise InvalidInput(f"digest {digest!r} is not a sha256 digest (sha256: and 64 hex digits)")
         now = time.time()
