@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from mlport.core.logconfig import RequestLogConfig
 from mlport.core.types import DataType, Signature, TensorSpec
 from mlport.core.yamlfile import problems, read_mapping
 from mlport.errors import InvalidInput
@@ -177,6 +178,8 @@ class ModelConfig(BaseModel):
     lazy: bool | None = None
     #: Never unload this model to make room under the server's ``--memory-budget``.
     pinned: bool = False
+    #: Request logging of this model (default: the server's ``--request-log*`` flags).
+    logging: RequestLogConfig | None = None
 
     @model_validator(mode="after")
     def _check_fields(self) -> ModelConfig:
