@@ -163,7 +163,7 @@ class Settings(BaseSettings):
         """The server's default request log (``None``: requests are logged only where model.yaml says so)."""
         sink = None
         if self.request_log:
-            sink = SinkConfig(url=self.request_log, format=self.request_log_format)
+            sink = SinkConfig(url=self.request_log, format=self.request_log_format, endpoint_url=self.s3_endpoint_url)
         return RequestLogConfig(sample=self.request_log_sample, payload=self.request_log_payload, sink=sink)
 
     def limits(self) -> Limits:
