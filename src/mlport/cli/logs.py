@@ -12,12 +12,12 @@ from typing import Any
 
 import numpy as np
 
-from mlport.cli.hubclient import Fail, add_parser, call
+from mlport.cli.hubclient import Fail, add_parser, call, print_out
 from mlport.core.logconfig import SinkConfig
 from mlport.errors import MlportError
 from mlport.observability.requestlog import LogReader, as_arrays, parse_since
 
-__all__ = ["add_logs_command", "describe_record"]
+__all__ = ["add_logging_command", "add_logs_command", "describe_record"]
 
 #: Seconds between two looks for new records with --follow.
 FOLLOW_POLL_S = 0.5
@@ -100,3 +100,35 @@ mlport logs iris-prod --since 2h            (a hub deployment)""", _logs)
     p.add_argument("--since", help="only records from this long ago (30s, 15m, 2h, 7d) or this ISO 8601 time")
     p.add_argument("--follow", "-f", action="store_true", help="keep printing new records as they are written")
     p.add_argument("--limit", type=int, default=1000, help="the newest N records at most (default 1000)")
+
+
+def _logging(args: argparse.Namespace) -> int:
+    path = f"/api/v1/deployments/{args.name}/logging"
+    if args.off:
+        call(args, "DELETE", path)
+        print_out(args, {}, f"deployment {args.name}: requests are not logged")
+        return 0
+    if args.sample is None and args.payload is None and args.sink is None:
+        data = call(args, "GET", path)
+    else:
+        body = {k: v for k, v in (("sample", args.sample), ("payload", args.payload), ("sink", args.sink))
+                if v is not None}
+        data = call(args, "PUT", path, json=body)
+    config = data.get("logging")
+    text = (f"deployment {args.name}: not logged" if not config else
+            f"deployment {args.name}: sample {config['sample']}, payload {config['payload']}, sink {data['sink']}")
+    print_out(args, data, text)
+    return 0
+
+
+def add_logging_command(sub: Any) -> None:
+    p = add_parser(sub, "logging", "show or set the request logging of a hub deployment", """
+mlport logging iris-prod
+mlport logging iris-prod --sample 0.1 --payload inputs
+mlport logging iris-prod --off""", _logging)
+    p.add_argument("name", help="the deployment")
+    p.add_argument("--sample", type=float, help="share of requests logged, 0 to 1")
+    p.add_argument("--payload", choices=["none", "inputs", "outputs", "all"], help="tensors each record carries")
+    p.add_argument("--sink", help="a folder, s3://bucket/prefix or http(s):// receiver (admin; default: the hub's "
+                                  "folder, which `mlport logs` reads)")
+    p.add_argument("--off", action="store_true", help="stop logging")

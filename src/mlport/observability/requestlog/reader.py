@@ -48,6 +48,15 @@ class LogReader:
         #: bytes of each file already read (JSON Lines files grow; Parquet files are read once)
         self._read: dict[str, int] = {}
 
+    @property
+    def position(self) -> dict[str, int]:
+        """How far each file has been read: give it back to a new reader to go on from there."""
+        return dict(self._read)
+
+    @position.setter
+    def position(self, value: dict[str, int]) -> None:
+        self._read = dict(value)
+
     def records(self, limit: int = MAX_RECORDS) -> list[dict[str, Any]]:
         """The newest ``limit`` records (at most :data:`MAX_RECORDS`) held now, oldest first."""
         kept: deque[dict[str, Any]] = deque(maxlen=max(1, min(limit, MAX_RECORDS)))
