@@ -190,3 +190,22 @@ def test_parse_since() -> None:
     assert parse_since("2026-01-01T00:00:00", now) == dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
     with pytest.raises(InvalidInput, match="since 'soon'"):
         parse_since("soon", now)
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
+def test_files_keep_missing_payloads_empty_tensors_and_lineage(tmp_path: Path, fmt: str) -> None:
+    sink = SinkConfig(url=str(tmp_path), format=fmt)
+    files = RotatingFiles(sink)
+    files.write([
+        Captured(time.time(), None, "m", "1", "v2", "ok", 0.1, None, {"e": np.zeros((0, 3))},
+                 {"routed_to": ["a"], "answered_by": ["a", "b"]}),
+        Captured(time.time(), "z", "m", "1", "v2", "invalid_argument", 0.1, {"x": np.ones((2, 0), np.int16)}, None,
+                 None),
+    ])
+    files.close()
+    first, second = LogReader(sink).records()
+    assert first["inputs"] is None and len(first["id"]) == 32
+    assert as_arrays(first["outputs"])["e"].shape == (0, 3)
+    assert (first["routed_to"], first["answered_by"]) == (["a"], ["a", "b"])
+    assert second["outputs"] is None and second["status"] == "invalid_argument"
+    assert as_arrays(second["inputs"])["x"].dtype == np.int16 and second["routed_to"] is None

@@ -14,7 +14,15 @@ from typing import IO, Any
 import orjson
 
 from mlport.core.logconfig import SinkConfig
-from mlport.observability.requestlog.records import Captured, to_json
+from mlport.observability.requestlog.records import (
+    Captured,
+    datatype_of,
+    element_bytes,
+    lineage,
+    raw_bytes,
+    record_id,
+    to_json,
+)
 from mlport.observability.requestlog.stores import FolderStore, LogStore, open_store
 
 __all__ = ["RotatingFiles", "parquet_rows", "parquet_schema"]
@@ -23,11 +31,17 @@ __all__ = ["RotatingFiles", "parquet_rows", "parquet_schema"]
 ROW_GROUP = 1024
 
 
+def _tensor_type() -> Any:
+    import pyarrow as pa
+
+    return pa.struct([("name", pa.string()), ("datatype", pa.string()), ("shape", pa.list_(pa.int64())),
+                      ("data", pa.binary()), ("elements", pa.list_(pa.binary()))])
+
+
 def parquet_schema() -> Any:
     import pyarrow as pa
 
-    tensor = pa.struct([("name", pa.string()), ("datatype", pa.string()), ("shape", pa.list_(pa.int64())),
-                        ("data", pa.binary()), ("elements", pa.list_(pa.binary()))])
+    tensor = _tensor_type()
     return pa.schema([
         ("id", pa.string()), ("time", pa.timestamp("us", tz="UTC")), ("model", pa.string()),
         ("version", pa.string()), ("protocol", pa.string()), ("status", pa.string()), ("latency_ms", pa.float64()),
@@ -79,14 +93,14 @@ class RotatingFiles:
         self._opened = 0.0
         self._file: IO[bytes] | None = None
         self._parquet: Any = None
-        self._rows: list[dict[str, Any]] = []
+        self._rows: list[Captured] = []
 
     # ------------------------------------------------------------------ writing
     def write(self, batch: list[Captured]) -> None:
         if self._path is None:
             self._open()
         if self.sink.format == "parquet":
-            self._rows.extend(_parquet_row(c) for c in batch)
+            self._rows.extend(batch)
             if len(self._rows) >= ROW_GROUP:
                 self._write_rows()
         else:
@@ -148,9 +162,7 @@ class RotatingFiles:
             self._file = open(self._path, "ab")  # noqa: SIM115 - held open until rotation
 
     def _write_rows(self) -> None:
-        import pyarrow as pa
-
-        table = pa.Table.from_pylist(self._rows, schema=parquet_schema())
+        table = parquet_table(self._rows)
         self._rows = []
         self._parquet.write_table(table)
 
@@ -166,7 +178,59 @@ class RotatingFiles:
             self.store.delete(name)
 
 
-def _parquet_row(c: Captured) -> dict[str, Any]:
-    row = to_json(c, binary=True)
-    row["time"] = dt.datetime.fromtimestamp(c.time, dt.UTC)
-    return row
+def _tensors_column(batch: list[Captured], outputs: bool) -> Any:
+    """The ``inputs`` (or ``outputs``) column of a batch, built as flat Arrow arrays (no per-row dicts)."""
+    import pyarrow as pa
+
+    offsets, missing = [0], []
+    names: list[str] = []
+    datatypes: list[str] = []
+    shape_offsets, dims = [0], []
+    data: list[bytes | None] = []
+    element_offsets, elements, no_elements = [0], [], []
+    for c in batch:
+        arrays = c.outputs if outputs else c.inputs
+        missing.append(arrays is None)
+        for name, arr in (arrays or {}).items():
+            datatype = datatype_of(arr)
+            names.append(name)
+            datatypes.append(datatype)
+            dims.extend(arr.shape)
+            shape_offsets.append(len(dims))
+            bytes_tensor = datatype == "BYTES"
+            data.append(None if bytes_tensor else raw_bytes(arr))
+            if bytes_tensor:
+                elements.extend(element_bytes(arr))
+            no_elements.append(not bytes_tensor)
+            element_offsets.append(len(elements))
+        offsets.append(len(names))
+    tensor = _tensor_type()
+    struct = pa.StructArray.from_arrays([
+        pa.array(names, pa.string()), pa.array(datatypes, pa.string()),
+        pa.ListArray.from_arrays(pa.array(shape_offsets, pa.int32()), pa.array(dims, pa.int64())),
+        pa.array(data, pa.binary()),
+        pa.ListArray.from_arrays(pa.array(element_offsets, pa.int32()), pa.array(elements, pa.binary()),
+                                 mask=pa.array(no_elements, pa.bool_())),
+    ], fields=list(tensor))
+    return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), struct, mask=pa.array(missing, pa.bool_()))
+
+
+def parquet_table(batch: list[Captured]) -> Any:
+    """A batch of captured requests as one Arrow table of :func:`parquet_schema`."""
+    import pyarrow as pa
+
+    schema = parquet_schema()
+    columns = [
+        pa.array([record_id(c) for c in batch], pa.string()),
+        pa.array([round(c.time * 1e6) for c in batch], pa.int64()).cast(schema.field("time").type),
+        pa.array([c.model for c in batch], pa.string()),
+        pa.array([c.version for c in batch], pa.string()),
+        pa.array([c.protocol for c in batch], pa.string()),
+        pa.array([c.status for c in batch], pa.string()),
+        pa.array([round(c.seconds * 1000.0, 3) for c in batch], pa.float64()),
+        pa.array([lineage(c, "routed_to") for c in batch], pa.list_(pa.string())),
+        pa.array([lineage(c, "answered_by") for c in batch], pa.list_(pa.string())),
+        _tensors_column(batch, outputs=False),
+        _tensors_column(batch, outputs=True),
+    ]
+    return pa.Table.from_arrays(columns, schema=schema)

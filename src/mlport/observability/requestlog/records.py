@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import uuid
+from binascii import b2a_base64
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -24,7 +25,8 @@ import numpy as np
 
 from mlport.core.types import DataType
 
-__all__ = ["Captured", "Tensor", "as_arrays", "decode_tensor", "encode_tensor", "to_json"]
+__all__ = ["Captured", "Tensor", "as_arrays", "datatype_of", "decode_tensor", "element_bytes", "encode_tensor",
+           "lineage", "raw_bytes", "record_id", "to_json"]
 
 Tensor = dict[str, Any]
 #: Longest request id kept.
@@ -47,21 +49,39 @@ class Captured:
     parameters: Mapping[str, Any] | None
 
 
-def _elements(arr: np.ndarray[Any, Any]) -> list[bytes]:
+def element_bytes(arr: np.ndarray[Any, Any]) -> list[bytes]:
     return [e.encode() if isinstance(e, str) else bytes(e) for e in arr.ravel(order="C").tolist()]
+
+
+_DATATYPES: dict[np.dtype[Any], str] = {}
+
+
+def datatype_of(arr: np.ndarray[Any, Any]) -> str:
+    """The tensor datatype name of an array (looked up once per numpy dtype)."""
+    dtype = arr.dtype
+    found = _DATATYPES.get(dtype)
+    if found is None:
+        found = _DATATYPES[dtype] = DataType.from_numpy(dtype).value
+    return found
+
+
+def raw_bytes(arr: np.ndarray[Any, Any]) -> bytes:
+    """A numeric array's elements as little-endian bytes in row-major order."""
+    if arr.dtype.byteorder == ">":
+        arr = arr.astype(arr.dtype.newbyteorder("<"))
+    return arr.tobytes()
 
 
 def encode_tensor(name: str, arr: np.ndarray[Any, Any], binary: bool = False) -> Tensor:
     """``binary``: bytes as they are (Parquet); else base64 text (JSON)."""
-    datatype = DataType.from_numpy(arr.dtype)
-    out: Tensor = {"name": name, "datatype": datatype.value, "shape": list(arr.shape)}
-    if datatype is DataType.BYTES:
-        elements = _elements(arr)
-        out["elements"] = elements if binary else [base64.b64encode(e).decode("ascii") for e in elements]
+    datatype = datatype_of(arr)
+    out: Tensor = {"name": name, "datatype": datatype, "shape": list(arr.shape)}
+    if datatype == "BYTES":
+        elements = element_bytes(arr)
+        out["elements"] = elements if binary else [b2a_base64(e, newline=False).decode("ascii") for e in elements]
     else:
-        little = arr.astype(arr.dtype.newbyteorder("<"), copy=False)
-        raw = np.ascontiguousarray(little).tobytes()
-        out["data"] = raw if binary else base64.b64encode(raw).decode("ascii")
+        raw = raw_bytes(arr)
+        out["data"] = raw if binary else b2a_base64(raw, newline=False).decode("ascii")
     return out
 
 
@@ -92,19 +112,28 @@ def _names(value: Any) -> list[str] | None:
     return [str(value)]
 
 
+def record_id(c: Captured) -> str:
+    """The request's id (a new one for a request without)."""
+    return c.request_id[:MAX_ID] if c.request_id else uuid.uuid4().hex
+
+
+def lineage(c: Captured, key: str) -> list[str] | None:
+    """``routed_to`` or ``answered_by``, as a manifest's answer gave them."""
+    return _names((c.parameters or {}).get(key)) if c.parameters else None
+
+
 def to_json(c: Captured, binary: bool = False) -> dict[str, Any]:
-    """The record of one captured request (``binary``: tensor bytes unencoded, for Parquet)."""
-    params = c.parameters or {}
+    """The record of one captured request (``binary``: tensor bytes unencoded)."""
     return {
-        "id": c.request_id[:MAX_ID] if c.request_id else uuid.uuid4().hex,
+        "id": record_id(c),
         "time": dt.datetime.fromtimestamp(c.time, dt.UTC).isoformat(timespec="microseconds"),
         "model": c.model,
         "version": c.version,
         "protocol": c.protocol,
         "status": c.status,
         "latency_ms": round(c.seconds * 1000.0, 3),
-        "routed_to": _names(params.get("routed_to")),
-        "answered_by": _names(params.get("answered_by")),
+        "routed_to": lineage(c, "routed_to"),
+        "answered_by": lineage(c, "answered_by"),
         "inputs": None if c.inputs is None else [encode_tensor(n, a, binary) for n, a in c.inputs.items()],
         "outputs": None if c.outputs is None else [encode_tensor(n, a, binary) for n, a in c.outputs.items()],
     }
