@@ -1,19 +1,22 @@
 """What request logging costs: iris throughput at c=64 with the request log off, and on at 100% sampling with
 every tensor to a file sink (JSON Lines, and Parquet).
 
-    python bench/requestlog.py                 # 15 s per point, 3 rounds
-    python bench/requestlog.py --seconds 5 --rounds 1
+    python bench/requestlog.py                 # 5 s per point, 8 rounds
+    python bench/requestlog.py --seconds 3 --rounds 2
 
-Each round runs every setting once, one after another (off, jsonl, parquet), so that a change of the machine's
-load hits every setting alike; the table gives each setting's median over the rounds, and the drops the server
-counted (``mlport_log_dropped_total``; at 100% sampling a drop is a request that was not logged).
-Results go to ``bench/results/requestlog-<date>.md``.
+The servers (off; JSON Lines and Parquet at 100%; JSON Lines at 10%) run side by side; each round drives
+every one in turn (the order reversed every other round), so that a change of the machine's load hits every setting alike. The table gives
+each setting's median over the rounds, the drops each server counted (``mlport_log_dropped_total``; at 100%
+sampling a drop is a request that was not logged) and the bytes its log files hold.
+Beside throughput, it gives the server's CPU time per request (user + system, every thread, from /proc), which
+other load on a shared machine moves far less than throughput. Results go to ``bench/results/requestlog-<date>.md``.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
 import statistics
 import subprocess
 import sys
@@ -33,7 +36,10 @@ SETTINGS: dict[str, list[str]] = {
     "off": [],
     "jsonl": ["--request-log", "{logs}", "--request-log-format", "jsonl"],
     "parquet": ["--request-log", "{logs}", "--request-log-format", "parquet"],
+    "jsonl-10%": ["--request-log", "{logs}", "--request-log-format", "jsonl", "--request-log-sample", "0.1"],
 }
+LABELS = {"off": "off", "jsonl": "jsonl, 100% sampled, payload all", "parquet": "parquet, 100% sampled, payload all",
+          "jsonl-10%": "jsonl, 10% sampled, payload all"}
 
 
 def _serve(model: Path, args: list[str], scratch: Path) -> tuple[subprocess.Popen[bytes], str]:
@@ -63,27 +69,25 @@ def _dropped(url: str) -> float:
                if line.startswith("mlport_log_dropped_total{"))
 
 
-def _point(model: Path, setting: str, scratch: Path, wrk: str, lua: Path, body: tuple[Path, int | None],
-           seconds: float) -> dict[str, float]:
-    logs = scratch / f"logs-{setting}-{time.monotonic_ns()}"
-    args = [a.replace("{logs}", str(logs)) for a in SETTINGS[setting]]
-    proc, url = _serve(model, args, scratch)
-    try:
-        bench_run.run_wrk(wrk, lua, url + "/v2/models/iris/infer", body, 64, 2, bench_run.pinned_core())  # warm-up
-        result = bench_run.run_wrk(wrk, lua, url + "/v2/models/iris/infer", body, 64, seconds,
-                                   bench_run.pinned_core())
-        result["dropped"] = _dropped(url)
-    finally:
-        proc.terminate()
-        proc.wait(60)
-    result["bytes"] = float(sum(p.stat().st_size for p in logs.glob("*"))) if logs.exists() else 0.0
+def _cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) a process has used, every thread counted."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _measure(server: tuple[subprocess.Popen[bytes], str], wrk: str, lua: Path, body: tuple[Path, int | None],
+             seconds: float) -> dict[str, float]:
+    proc, url = server
+    before = _cpu_s(proc.pid)
+    result = bench_run.run_wrk(wrk, lua, url + "/v2/models/iris/infer", body, 64, seconds, bench_run.pinned_core())
+    result["cpu_us"] = (_cpu_s(proc.pid) - before) / max(1.0, result["requests"]) * 1e6
     return result
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--seconds", type=float, default=15.0)
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--seconds", type=float, default=5.0)
+    ap.add_argument("--rounds", type=int, default=8)
     args = ap.parse_args(argv)
     wrk = bench_run.ensure_wrk()
     with tempfile.TemporaryDirectory(prefix="mlport-bench-log-") as tmp:
@@ -93,13 +97,27 @@ def main(argv: list[str] | None = None) -> int:
         lua = scratch / "post.lua"
         lua.write_text(bench_run.WRK_LUA)
         points: dict[str, list[dict[str, float]]] = {s: [] for s in SETTINGS}
-        for round_ in range(args.rounds):
-            for setting in SETTINGS:
-                r = _point(model, setting, scratch, wrk, lua, bodies["iris-json"], args.seconds)
-                bench_run.log(f"round {round_ + 1} {setting}: {r['rps']:.0f} req/s p99 {r['p99']:.1f} ms "
-                              f"dropped {r['dropped']:.0f}")
-                points[setting].append(r)
+        servers = {s: _serve(model, [a.replace("{logs}", str(scratch / f"logs-{s}")) for a in args_], scratch)
+                   for s, args_ in SETTINGS.items()}
+        try:
+            body = bodies["iris-json"]
+            for server in servers.values():
+                _measure(server, wrk, lua, body, 2)  # warm-up
+            for round_ in range(args.rounds):
+                order = list(SETTINGS) if round_ % 2 == 0 else list(reversed(SETTINGS))
+                for setting in order:
+                    r = _measure(servers[setting], wrk, lua, body, args.seconds)
+                    points[setting].append(r)
+                    bench_run.log(f"round {round_ + 1} {setting}: {r['rps']:.0f} req/s p99 {r['p99']:.1f} ms, "
+                                  f"{r['cpu_us']:.0f} us CPU per request")
+            dropped = {s: _dropped(url) for s, (_proc, url) in servers.items()}
+        finally:
+            for proc, _url in servers.values():
+                proc.terminate()
+                proc.wait(60)
+        written = {s: sum(p.stat().st_size for p in (scratch / f"logs-{s}").glob("*")) for s in SETTINGS}
     base = statistics.median(p["rps"] for p in points["off"])
+    base_cpu = statistics.median(p["cpu_us"] for p in points["off"])
     lines = [
         f"# Request logging overhead, {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC",
         "",
@@ -107,16 +125,19 @@ def main(argv: list[str] | None = None) -> int:
         f"(median); 1 mlport worker. Machine: {bench_run.cores()} cores, shared and loaded (load average "
         f"{bench_run.load_average()}): figures move between runs; compare the settings of one run.",
         "",
-        "| request log | req/s (median) | vs off | p50 ms | p99 ms | errors | dropped | written |",
-        "|---|---|---|---|---|---|---|---|",
+        "| request log | req/s (median) | vs off | CPU per request (median) | vs off | p50 ms | p99 ms | errors "
+        "| dropped | written |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for setting, runs in points.items():
         rps = statistics.median(p["rps"] for p in runs)
+        cpu = statistics.median(p["cpu_us"] for p in runs)
         lines.append(
-            f"| {setting if setting == 'off' else setting + ', 100% sampled, payload all'} | {rps:.0f} | "
-            f"{(rps / base - 1) * 100:+.1f}% | {statistics.median(p['p50'] for p in runs):.2f} | "
+            f"| {LABELS[setting]} | {rps:.0f} | "
+            f"{(rps / base - 1) * 100:+.1f}% | {cpu:.0f} us | {(cpu / base_cpu - 1) * 100:+.1f}% | "
+            f"{statistics.median(p['p50'] for p in runs):.2f} | "
             f"{statistics.median(p['p99'] for p in runs):.2f} | {sum(p['errors'] for p in runs):.0f} | "
-            f"{sum(p['dropped'] for p in runs):.0f} | {statistics.median(p['bytes'] for p in runs) / 1e6:.1f} MB |")
+            f"{dropped[setting]:.0f} | {written[setting] / 1e6:.1f} MB |")
     lines.append("")
     rounds = {s: ", ".join(f"{p['rps']:.0f}" for p in runs) for s, runs in points.items()}
     lines.append("Rounds (req/s): " + "; ".join(f"{s}: {text}" for s, text in rounds.items()))

@@ -241,3 +241,20 @@ def test_mlport_logs_reads_and_follows(serve: Callable[..., Server], repo: Path,
     finally:
         follow.terminate()
         follow.wait(15)
+
+
+def test_a_cascade_logs_which_stage_answered_each_row(serve: Callable[..., Server], tmp_path: Path) -> None:
+    from tests.integration.test_manifests import cascade_repo
+
+    root = tmp_path / "repo"
+    x, low, _weak, _strong = cascade_repo(root, 10)
+    logs = tmp_path / "request-logs"
+    server = serve(root, "--grpc-port", "0", "--request-log", str(logs))
+    with server.client() as c:
+        r = c.post("/v2/models/cascade/infer", json={"id": "c-1", "inputs": [
+            {"name": "input", "shape": list(x.shape), "datatype": "FP32", "data": x.ravel().tolist()}]})
+    assert r.status_code == 200, r.text
+    (record,) = wait_for(lambda: LogReader(SinkConfig(url=str(logs)), model="cascade").records() or None, timeout=30)
+    assert record["answered_by"] == ["strong" if v else "weak" for v in low]
+    assert record["answered_by"] == r.json()["parameters"]["answered_by"]
+    assert as_arrays(record["inputs"])["input"].tobytes() == x.tobytes()

@@ -44,6 +44,10 @@ def _captured(model: str = "m", inputs: Any = None, at: float | None = None) -> 
                     parameters={"routed_to": ["a", "b"]})
 
 
+def _put(files: RotatingFiles, batch: list[Captured]) -> None:
+    files.write(files.encode(batch))
+
+
 def _same(got: dict[str, np.ndarray[Any, Any]], sent: dict[str, np.ndarray[Any, Any]]) -> None:
     assert list(got) == list(sent)
     for name, arr in sent.items():
@@ -70,8 +74,8 @@ def test_files_round_trip_and_reader_filters(tmp_path: Path, fmt: str) -> None:
     sink = SinkConfig(url=str(tmp_path), format=fmt)
     files = RotatingFiles(sink)
     old = time.time() - 3600
-    files.write([_captured("m", _arrays(), at=old), _captured("other", _arrays())])
-    files.write([_captured("m", _arrays())])
+    _put(files, [_captured("m", _arrays(), at=old), _captured("other", _arrays())])
+    _put(files, [_captured("m", _arrays())])
     files.close()
     names = [p.name for p in tmp_path.iterdir()]
     assert len(names) == 1 and names[0].endswith("." + fmt)
@@ -88,13 +92,13 @@ def test_files_rotate_by_size_and_age_and_keep_the_newest(tmp_path: Path) -> Non
     files = RotatingFiles(sink)
     payload = {"x": np.zeros(1000, dtype=np.float32)}  # ~5.4 kB a record: one record a file
     for _ in range(6):
-        files.write([_captured(inputs=payload)])
+        _put(files, [_captured(inputs=payload)])
     assert len(list(tmp_path.iterdir())) == 3  # the oldest deleted beyond keep
-    files.write([Captured(time.time(), "small", "m", "1", "v2", "ok", 0.0, None, None, None)])
+    _put(files, [Captured(time.time(), "small", "m", "1", "v2", "ok", 0.0, None, None, None)])
     before = sorted(p.name for p in tmp_path.iterdir())
     time.sleep(0.25)  # the file's age passes rotate_s (a limit, not a wait for a condition)
     files.tick()
-    files.write([Captured(time.time(), "next", "m", "1", "v2", "ok", 0.0, None, None, None)])
+    _put(files, [Captured(time.time(), "next", "m", "1", "v2", "ok", 0.0, None, None, None)])
     after = sorted(p.name for p in tmp_path.iterdir())
     assert after != before and len(before) == len(after) == 4  # 3 closed files kept, and the one being written
     assert after[:3] == before[1:]
@@ -106,10 +110,10 @@ def test_reader_follows_a_growing_file(tmp_path: Path) -> None:
     sink = SinkConfig(url=str(tmp_path))
     files = RotatingFiles(sink)
     reader = LogReader(sink)
-    files.write([_captured()])
+    _put(files, [_captured()])
     assert len(list(reader.poll())) == 1
     assert list(reader.poll()) == []
-    files.write([_captured(), _captured()])
+    _put(files, [_captured(), _captured()])
     assert len(list(reader.poll())) == 2
     files.close()
 
@@ -117,6 +121,9 @@ def test_reader_follows_a_growing_file(tmp_path: Path) -> None:
 class _Failing:
     def __init__(self) -> None:
         self.calls = 0
+
+    def encode(self, batch: list[Captured]) -> list[Captured]:
+        return batch
 
     def write(self, batch: list[Captured]) -> None:
         self.calls += 1
@@ -196,7 +203,7 @@ def test_parse_since() -> None:
 def test_files_keep_missing_payloads_empty_tensors_and_lineage(tmp_path: Path, fmt: str) -> None:
     sink = SinkConfig(url=str(tmp_path), format=fmt)
     files = RotatingFiles(sink)
-    files.write([
+    _put(files, [
         Captured(time.time(), None, "m", "1", "v2", "ok", 0.1, None, {"e": np.zeros((0, 3))},
                  {"routed_to": ["a"], "answered_by": ["a", "b"]}),
         Captured(time.time(), "z", "m", "1", "v2", "invalid_argument", 0.1, {"x": np.ones((2, 0), np.int16)}, None,
@@ -209,3 +216,18 @@ def test_files_keep_missing_payloads_empty_tensors_and_lineage(tmp_path: Path, f
     assert (first["routed_to"], first["answered_by"]) == (["a"], ["a", "b"])
     assert second["outputs"] is None and second["status"] == "invalid_argument"
     assert as_arrays(second["inputs"])["x"].dtype == np.int16 and second["routed_to"] is None
+
+
+def test_json_lines_from_templates_equal_the_records() -> None:
+    from mlport.observability.requestlog.records import json_line
+
+    cases = [
+        _captured(inputs=_arrays()),  # BYTES: no template
+        Captured(time.time(), 'a"b', "m", "1", "v2", "ok", 0.00123456,
+                 {"x": np.array([[5.1, np.nan]], dtype=">f4")}, {"y": np.array([[0.5]], dtype=np.float32)}, {}),
+        Captured(time.time(), "r", "m", "1", "v2", "ok", 0.002, {"x": np.array([[1.0, 2.0]], dtype="<f4")}, None, {}),
+        Captured(time.time(), "s", "m\x01", "1", "grpc", "invalid_argument", 1e-7, None, {"\x04": np.zeros((0, 2))},
+                 None),
+    ]
+    for c in [*cases, *cases]:  # the second time from the templates the first made
+        assert orjson.loads(json_line(c)) == orjson.loads(orjson.dumps(to_json(c)))

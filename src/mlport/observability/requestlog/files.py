@@ -11,17 +11,15 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
-import orjson
-
 from mlport.core.logconfig import SinkConfig
 from mlport.observability.requestlog.records import (
     Captured,
     datatype_of,
     element_bytes,
+    json_line,
     lineage,
     raw_bytes,
     record_id,
-    to_json,
 )
 from mlport.observability.requestlog.stores import FolderStore, LogStore, open_store
 
@@ -93,21 +91,30 @@ class RotatingFiles:
         self._opened = 0.0
         self._file: IO[bytes] | None = None
         self._parquet: Any = None
-        self._rows: list[Captured] = []
+        self._tables: list[Any] = []
+        self._rows = 0
 
     # ------------------------------------------------------------------ writing
-    def write(self, batch: list[Captured]) -> None:
+    def encode(self, batch: list[Captured]) -> Any:
+        """The batch as JSON Lines bytes or an Arrow table (on the event loop: see :mod:`.writer`)."""
+        if self.sink.format == "parquet":
+            return parquet_table(batch)
+        return b"".join([json_line(c) for c in batch])
+
+    def write(self, encoded: Any) -> None:
+        """Write what :meth:`encode` made (on the writer thread)."""
         if self._path is None:
             self._open()
         if self.sink.format == "parquet":
-            self._rows.extend(batch)
-            if len(self._rows) >= ROW_GROUP:
+            self._tables.append(encoded)
+            self._rows += encoded.num_rows
+            if self._rows >= ROW_GROUP:
                 self._write_rows()
         else:
             assert self._file is not None
-            self._file.write(b"".join(orjson.dumps(to_json(c)) + b"\n" for c in batch))
+            self._file.write(encoded)
             self._file.flush()
-        if self._size() >= self.sink.rotate_bytes:
+        if self._size() >= self.sink.rotate_bytes or time.monotonic() - self._opened >= self.sink.rotate_s:
             self.rotate()
 
     def tick(self) -> None:
@@ -132,7 +139,7 @@ class RotatingFiles:
             if self._file is not None:
                 self._file.close()
         finally:
-            self._parquet, self._file, self._rows = None, None, []
+            self._parquet, self._file, self._tables, self._rows = None, None, [], 0
         final = path.with_name(self._final)
         if path != final:
             os.replace(path, final)
@@ -162,8 +169,10 @@ class RotatingFiles:
             self._file = open(self._path, "ab")  # noqa: SIM115 - held open until rotation
 
     def _write_rows(self) -> None:
-        table = parquet_table(self._rows)
-        self._rows = []
+        import pyarrow as pa
+
+        table = pa.concat_tables(self._tables)
+        self._tables, self._rows = [], 0
         self._parquet.write_table(table)
 
     def _size(self) -> int:

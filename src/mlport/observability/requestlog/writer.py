@@ -1,22 +1,27 @@
 """The request log on the inference path: sampling and a hand-over that never waits, then a writer thread.
 
-A request that is sampled hands its tensors (references, no copies) to the bounded queue of its sink; one
-background thread per sink encodes and writes them. When the queue is full, or the sink fails, records are
+A request that is sampled hands its tensors (references, no copies) to its sink's channel. The records are
+encoded in batches on the event loop, once the requests that finished in one turn of the loop have had their
+answers (a writer thread encoding them would fight the event loop for the GIL, and every system call of the loop
+would then wait for it); one background thread per sink writes the encoded batches (its file and network I/O
+release the GIL). When the queue is full, or the sink fails, records are
 dropped and counted in ``mlport_log_dropped_total{model,reason}``; the failure is logged at most once per
 :data:`WARN_INTERVAL_S`. A request never waits for, nor fails because of, its log.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import queue
 import random
 import threading
 import time
+from collections import Counter, deque
 from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
 
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry
+from prometheus_client import Counter as Metric
 
 from mlport.core.inference import InferenceRequest, InferenceResponse
 from mlport.core.logconfig import RequestLogConfig, SinkConfig
@@ -28,16 +33,20 @@ log = logging.getLogger("mlport.requestlog")
 
 #: Seconds between two log lines about a failing sink (or a full queue).
 WARN_INTERVAL_S = 60.0
-#: Records a writer takes from its queue at once.
-BATCH = 512
-#: Seconds the writer waits for records before it lets the sink rotate old files.
+#: Seconds between two looks of the writer at its queue.
+FLUSH_S = 0.05
+#: Seconds without records after which the writer lets the sink rotate an old file.
 IDLE_S = 0.25
 #: Longest a closing server waits for its writers to drain.
 CLOSE_WAIT_S = 10.0
 
 
 class Sink(Protocol):
-    def write(self, batch: list[Captured]) -> None: ...
+    def encode(self, batch: list[Captured]) -> Any:
+        """Make the batch ready to write (on the event loop: cheap, no I/O)."""
+
+    def write(self, encoded: Any) -> None:
+        """Write an encoded batch (on the writer thread)."""
 
     def tick(self) -> None: ...
 
@@ -57,9 +66,9 @@ def open_sink(sink: SinkConfig) -> Sink:
 
 class LogMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.dropped = Counter("mlport_log_dropped", "Request log records dropped (queue full or sink failing)",
+        self.dropped = Metric("mlport_log_dropped", "Request log records dropped (queue full or sink failing)",
                                ["model", "reason"], registry=registry)
-        self.written = Counter("mlport_log_records", "Request log records written", ["model"], registry=registry)
+        self.written = Metric("mlport_log_records", "Request log records written", ["model"], registry=registry)
 
 
 class _Warner:
@@ -81,60 +90,84 @@ class _Warner:
 
 
 class _Channel:
-    """One sink's queue and writer thread."""
+    """One sink's queue and writer thread.
+
+    The queue is a deque the request path appends to without a lock or a wake-up; the writer looks every
+    :data:`FLUSH_S` and takes everything there, so the two threads hand over the GIL rarely.
+    """
 
     def __init__(self, sink: SinkConfig, metrics: LogMetrics, opener: Callable[[SinkConfig], Sink]) -> None:
         self.config = sink
         self._metrics = metrics
-        self._queue: queue.Queue[Captured | None] = queue.Queue(maxsize=sink.queue)
+        self._pending: list[Captured] = []
+        self._scheduled = False
+        self._items: deque[tuple[list[Captured], Any]] = deque()
+        #: records encoded (counted by the event loop) and taken by the writer (counted by the writer thread)
+        self._encoded = 0
+        self._taken = 0
+        self._limit = sink.queue
         self._warner = _Warner()
+        self._stop = threading.Event()
         self._sink = opener(sink)  # a sink that cannot even be opened fails the server's start
         self._thread = threading.Thread(target=self._loop, name=f"mlport-requestlog {sink.url}", daemon=True)
         self._thread.start()
 
     def put(self, item: Captured) -> None:
-        try:
-            self._queue.put_nowait(item)
-        except queue.Full:
+        if self._encoded - self._taken + len(self._pending) >= self._limit:
             self._metrics.dropped.labels(item.model, "queue_full").inc()
             self._warner.warn(f"the queue of {self.config.url} is full ({self.config.queue} records)")
+            return
+        self._pending.append(item)
+        if not self._scheduled:
+            try:
+                asyncio.get_running_loop().call_soon(self._encode)
+            except RuntimeError:  # no event loop here: encode at once
+                self._encode()
+                return
+            self._scheduled = True
+
+    def _encode(self) -> None:
+        self._scheduled = False
+        batch, self._pending = self._pending, []
+        try:
+            encoded = self._sink.encode(batch)
+        except Exception as exc:
+            self._failed(batch, exc)
+            return
+        self._encoded += len(batch)
+        self._items.append((batch, encoded))
 
     def _loop(self) -> None:
+        idle_since = time.monotonic()
         while True:
-            try:
-                first = self._queue.get(timeout=IDLE_S)
-            except queue.Empty:
+            stopping = self._stop.wait(FLUSH_S)
+            items = self._items
+            if items:
+                while items:
+                    batch, encoded = items.popleft()
+                    self._write(batch, encoded)
+                    self._taken += len(batch)
+                idle_since = time.monotonic()
+            elif time.monotonic() - idle_since >= IDLE_S:
                 self._guard(self._sink.tick)
-                continue
-            batch: list[Captured] = []
-            stop = first is None
-            if first is not None:
-                batch.append(first)
-            while not stop and len(batch) < BATCH:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    stop = True
-                else:
-                    batch.append(item)
-            if batch:
-                self._write(batch)
-            if stop:
+                idle_since = time.monotonic()
+            if stopping and not items:
                 self._guard(self._sink.close)
                 return
 
-    def _write(self, batch: list[Captured]) -> None:
+    def _write(self, batch: list[Captured], encoded: Any) -> None:
         try:
-            self._sink.write(batch)
+            self._sink.write(encoded)
         except Exception as exc:  # the sink's own failure: drop and count, never stop the writer
-            for c in batch:
-                self._metrics.dropped.labels(c.model, "sink_error").inc()
-            self._warner.warn(f"writing to {self.config.url} failed: {exc}", 0)
+            self._failed(batch, exc)
             return
-        for c in batch:
-            self._metrics.written.labels(c.model).inc()
+        for model, count in Counter(c.model for c in batch).items():
+            self._metrics.written.labels(model).inc(count)
+
+    def _failed(self, batch: list[Captured], exc: Exception) -> None:
+        for model, count in Counter(c.model for c in batch).items():
+            self._metrics.dropped.labels(model, "sink_error").inc(count)
+        self._warner.warn(f"writing to {self.config.url} failed: {exc}", 0)
 
     def _guard(self, action: Callable[[], None]) -> None:
         try:
@@ -143,21 +176,22 @@ class _Channel:
             self._warner.warn(f"{self.config.url}: {exc}", 0)
 
     def close(self, wait_s: float) -> None:
-        try:
-            self._queue.put(None, timeout=wait_s)
-        except queue.Full:
-            return
+        if self._pending:
+            self._encode()
+        self._stop.set()
         self._thread.join(wait_s)
 
 
 class Pending:
     """A sampled request: what it carried and what it answered, handed to the writer when it ends."""
 
-    __slots__ = ("_channel", "_config", "model", "protocol", "request", "response", "version")
+    __slots__ = ("_channel", "_inputs", "_outputs", "model", "protocol", "request", "response", "version")
 
-    def __init__(self, channel: _Channel, config: RequestLogConfig, model: str, version: str, protocol: str) -> None:
+    def __init__(self, channel: _Channel, inputs: bool, outputs: bool, model: str, version: str,
+                 protocol: str) -> None:
         self._channel = channel
-        self._config = config
+        self._inputs = inputs
+        self._outputs = outputs
         self.model = model
         self.version = version
         self.protocol = protocol
@@ -171,13 +205,12 @@ class Pending:
         return self.response
 
     def finish(self, request_id: str | None, status: str, seconds: float) -> None:
-        request, response, config = self.request, self.response, self._config
+        request, response = self.request, self.response
         self._channel.put(Captured(
-            time=time.time() - seconds, request_id=request_id, model=self.model, version=self.version,
-            protocol=self.protocol, status=status, seconds=seconds,
-            inputs=request.inputs if request is not None and config.inputs else None,
-            outputs=response.outputs if response is not None and config.outputs else None,
-            parameters=response.parameters if response is not None else None,
+            time.time() - seconds, request_id, self.model, self.version, self.protocol, status, seconds,
+            request.inputs if request is not None and self._inputs else None,
+            response.outputs if response is not None and self._outputs else None,
+            response.parameters if response is not None else None,
         ))
 
 
@@ -218,7 +251,7 @@ class RequestLog:
         resolved, channel = target
         if resolved.sample < 1.0 and random.random() >= resolved.sample:
             return None
-        return Pending(channel, resolved, model, str(version), protocol)
+        return Pending(channel, resolved.inputs, resolved.outputs, model, str(version), protocol)
 
     def _target(self, config: RequestLogConfig | None) -> tuple[RequestLogConfig, _Channel] | None:
         resolved = self.resolve(config)
