@@ -5,11 +5,12 @@ every tensor to a file sink (JSON Lines, and Parquet).
     python bench/requestlog.py --seconds 3 --rounds 2
 
 The servers (off; JSON Lines and Parquet at 100%; JSON Lines at 10%) run side by side; each round drives
-every one in turn (the order reversed every other round), so that a change of the machine's load hits every setting alike. The table gives
-each setting's median over the rounds, the drops each server counted (``mlport_log_dropped_total``; at 100%
-sampling a drop is a request that was not logged) and the bytes its log files hold.
-Beside throughput, it gives the server's CPU time per request (user + system, every thread, from /proc), which
-other load on a shared machine moves far less than throughput. Results go to ``bench/results/requestlog-<date>.md``.
+every one in turn (the order reversed every other round), so that a change of the machine's load hits every
+setting alike. The table gives each setting's median over the rounds, the drops each server counted
+(``mlport_log_dropped_total``; at 100% sampling a drop is a request that was not logged) and the bytes its log
+files hold. Beside throughput, it gives the server's CPU time per request (user + system, every thread, from
+/proc), which other load on a shared machine moves far less than throughput.
+Results go to ``bench/results/requestlog-<date>.md``.
 """
 
 from __future__ import annotations
