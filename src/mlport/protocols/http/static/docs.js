@@ -215,7 +215,9 @@ function imageField(spec, id, text) {
   drop.addEventListener("drop", (event) => {
     event.preventDefault();
     drop.classList.remove("over");
-    take(event.dataTransfer.files[0]);
+    const files = event.dataTransfer.files;
+    if (files.length) picker.files = files;  // the picker shows the dropped file's name too
+    take(files[0]);
   });
   return el("div", {}, el("label", { htmlFor: id }, text + ": an image"), drop);
 }
