@@ -20,7 +20,7 @@ import httpx
 import numpy as np
 import pytest
 from PIL import Image
-from playwright.sync_api import ConsoleMessage, Page, expect
+from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
 
 from tests.builders import iris_onnx, save_graph
 from tests.builders_strings import string_concat_onnx
@@ -69,26 +69,37 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     s.stop()
 
 
-# ------------------------------------------------------------------ the browser (pytest-playwright's fixtures)
-@pytest.fixture(scope="session")
-def browser_type_launch_args(browser_type_launch_args: dict[str, Any]) -> dict[str, Any]:
+# ------------------------------------------------------------------ the browser
+# Playwright's sync API keeps its event loop running in this thread while it is started, so it lives for this
+# module only (not the whole session, as pytest-playwright's own fixtures would): later tests that call
+# asyncio.run() in the same process would fail otherwise.
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[Browser]:
     """Debian's chromium: Playwright never downloads a browser here."""
     if not CHROMIUM.exists():
         if os.environ.get("CI"):
             pytest.fail(f"{CHROMIUM} is missing in CI: scripts/test.sh installs it")
         pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium)")
-    return {**browser_type_launch_args, "executable_path": str(CHROMIUM),
-            "args": ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                     "--disable-component-update", "--disable-sync", "--no-first-run"]}
-
-
-@pytest.fixture(scope="session")
-def browser_context_args(browser_context_args: dict[str, Any]) -> dict[str, Any]:
-    return {**browser_context_args, "viewport": {"width": 1280, "height": 900}}
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=str(CHROMIUM),
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                  "--disable-sync", "--no-first-run"])
+        yield browser
+        browser.close()
 
 
 @pytest.fixture
-def console(page: Page) -> list[str]:
+def tab(chromium: Browser) -> Iterator[Page]:
+    """A new tab in a fresh context (no cookies or cache from another test)."""
+    context = chromium.new_context(viewport={"width": 1280, "height": 900})
+    context.set_default_timeout(30_000)
+    yield context.new_page()
+    context.close()
+
+
+@pytest.fixture
+def console(tab: Page) -> list[str]:
     """Errors the page logs (a script or style refused by the Content-Security-Policy lands here)."""
     seen: list[str] = []
 
@@ -96,16 +107,16 @@ def console(page: Page) -> list[str]:
         if message.type == "error":
             seen.append(message.text)
 
-    page.on("console", keep)
-    page.on("pageerror", lambda exc: seen.append(str(exc)))
+    tab.on("console", keep)
+    tab.on("pageerror", lambda exc: seen.append(str(exc)))
     return seen
 
 
-def shot(page: Page, name: str) -> Path:
+def shot(tab: Page, name: str) -> Path:
     folder = Path(os.environ.get("MLPORT_TEST_ARTIFACTS", ROOT / "build" / "test-artifacts")) / "runtime-pages"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.png"
-    page.screenshot(path=str(path), full_page=True)
+    tab.screenshot(path=str(path), full_page=True)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     return path
 
@@ -120,31 +131,31 @@ def sample_image(seed: int, w: int = 6, h: int = 4) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, size=(h, w, 3), dtype=np.uint8)
 
 
-def answer_json(page: Page) -> Any:
-    expect(page.locator("#answer-status")).to_have_text(re.compile(r"^200 "), timeout=30_000)
-    return json.loads(page.locator("#answer").text_content() or "null")
+def answer_json(tab: Page) -> Any:
+    expect(tab.locator("#answer-status")).to_have_text(re.compile(r"^200 "), timeout=30_000)
+    return json.loads(tab.locator("#answer").text_content() or "null")
 
 
-def open_try_it(page: Page, server: Server, model: str) -> None:
-    page.goto(f"{server.url}/docs?model={model}")
-    expect(page.locator("body")).to_have_attribute("data-state", "ready", timeout=30_000)
-    expect(page.locator("#model")).to_have_value(model)
+def open_try_it(tab: Page, server: Server, model: str) -> None:
+    tab.goto(f"{server.url}/docs?model={model}")
+    expect(tab.locator("body")).to_have_attribute("data-state", "ready", timeout=30_000)
+    expect(tab.locator("#model")).to_have_value(model)
 
 
 # ------------------------------------------------------------------ landing page
-def test_landing_page_lists_models_states_and_load_errors(server: Server, page: Page, console: list[str]) -> None:
-    page.goto(server.url + "/")
-    rows = page.locator("#models > tbody > tr")
+def test_landing_page_lists_models_states_and_load_errors(server: Server, tab: Page, console: list[str]) -> None:
+    tab.goto(server.url + "/")
+    rows = tab.locator("#models > tbody > tr")
     expect(rows).to_have_count(5)
     assert [r.get_attribute("data-model") for r in rows.all()] == ["broken", "invert", "iris", "pixel_sum", "strings"]
 
-    iris = page.locator('tr[data-model="iris"]')
+    iris = tab.locator('tr[data-model="iris"]')
     expect(iris).to_have_attribute("data-ready", "true")
     expect(iris.locator('tr[data-version="1"] .state')).to_have_text("READY")
     expect(iris.locator(".signature")).to_contain_text("in: input float32 [-1, 4]")
     expect(iris.locator("a.try")).to_have_attribute("href", "/docs?model=iris")
 
-    broken = page.locator('tr[data-model="broken"]')
+    broken = tab.locator('tr[data-model="broken"]')
     expect(broken).to_have_attribute("data-ready", "false")
     expect(broken.locator('tr[data-version="1"] .state')).to_have_text("UNAVAILABLE")
     # the load error, as GET /models reports it
@@ -152,16 +163,16 @@ def test_landing_page_lists_models_states_and_load_errors(server: Server, page: 
     assert "model.onnx" in reason
     expect(broken.locator(".error")).to_have_text(reason)
     expect(broken.locator("a.try")).to_have_count(0)
-    expect(page.locator("#status")).to_contain_text("5 model(s)")
-    shot(page, "landing")
+    expect(tab.locator("#status")).to_contain_text("5 model(s)")
+    shot(tab, "landing")
 
-    page.click("#link-metrics")
-    assert page.url == server.url + "/metrics"
-    assert "mlport_model_loaded" in (page.text_content("body") or "")
-    page.goto(server.url + "/")
-    page.click('tr[data-model="iris"] a.try')
-    expect(page.locator("body")).to_have_attribute("data-state", "ready", timeout=30_000)
-    expect(page.locator("#model")).to_have_value("iris")
+    tab.click("#link-metrics")
+    assert tab.url == server.url + "/metrics"
+    assert "mlport_model_loaded" in (tab.text_content("body") or "")
+    tab.goto(server.url + "/")
+    tab.click('tr[data-model="iris"] a.try')
+    expect(tab.locator("body")).to_have_attribute("data-state", "ready", timeout=30_000)
+    expect(tab.locator("#model")).to_have_value("iris")
     assert not console, console
 
 
@@ -187,40 +198,40 @@ def test_pages_send_a_strict_content_security_policy(server: Server) -> None:
 
 
 # ------------------------------------------------------------------ Try it
-def test_try_an_image_model_with_an_uploaded_png(server: Server, page: Page, console: list[str]) -> None:
+def test_try_an_image_model_with_an_uploaded_png(server: Server, tab: Page, console: list[str]) -> None:
     pixels = sample_image(seed=1)
-    open_try_it(page, server, "pixel_sum")
-    expect(page.locator("#mode")).to_have_value("form")
-    expect(page.locator("#body-box")).to_be_hidden()
-    page.set_input_files("#input-pixels", files=[{"name": "sample.png", "mimeType": "image/png",
+    open_try_it(tab, server, "pixel_sum")
+    expect(tab.locator("#mode")).to_have_value("form")
+    expect(tab.locator("#body-box")).to_be_hidden()
+    tab.set_input_files("#input-pixels", files=[{"name": "sample.png", "mimeType": "image/png",
                                                   "buffer": png(pixels)}])
-    preview = page.locator("#drop-pixels img.preview")
+    preview = tab.locator("#drop-pixels img.preview")
     expect(preview).to_be_visible()
     assert preview.evaluate("img => img.complete && img.naturalWidth") == pixels.shape[1]
-    page.click("#send")
-    answer = answer_json(page)
+    tab.click("#send")
+    answer = answer_json(tab)
     assert answer == {"total": pytest.approx(float(pixels.astype(np.float64).sum()))}
-    shot(page, "try-image-upload")
+    shot(tab, "try-image-upload")
     assert not console, console
 
 
-def test_drop_an_image_and_get_an_image_back(server: Server, page: Page, console: list[str]) -> None:
+def test_drop_an_image_and_get_an_image_back(server: Server, tab: Page, console: list[str]) -> None:
     pixels = sample_image(seed=2, w=5, h=3)
-    open_try_it(page, server, "invert")
+    open_try_it(tab, server, "invert")
     data = base64.b64encode(png(pixels)).decode("ascii")
-    dropped = page.evaluate_handle("""(data) => {
+    dropped = tab.evaluate_handle("""(data) => {
         const bytes = Uint8Array.from(atob(data), (c) => c.charCodeAt(0));
         const transfer = new DataTransfer();
         transfer.items.add(new File([bytes], "dropped.png", { type: "image/png" }));
         return transfer;
     }""", data)
-    page.dispatch_event("#drop-pixels", "drop", {"dataTransfer": dropped})
-    expect(page.locator("#drop-pixels .summary")).to_contain_text("dropped.png")
-    expect(page.locator("#drop-pixels img.preview")).to_be_visible()
-    page.fill("#accept", "image/png")
-    page.click("#send")
-    expect(page.locator("#answer-status")).to_contain_text("image/png", timeout=30_000)
-    answer = page.locator("#answer-image")
+    tab.dispatch_event("#drop-pixels", "drop", {"dataTransfer": dropped})
+    expect(tab.locator("#drop-pixels .summary")).to_contain_text("dropped.png")
+    expect(tab.locator("#drop-pixels img.preview")).to_be_visible()
+    tab.fill("#accept", "image/png")
+    tab.click("#send")
+    expect(tab.locator("#answer-status")).to_contain_text("image/png", timeout=30_000)
+    answer = tab.locator("#answer-image")
     expect(answer).to_be_visible()
     expect(answer).to_have_js_property("complete", True)
     # the pixels the page shows, read back through a canvas
@@ -237,56 +248,56 @@ def test_drop_an_image_and_get_an_image_back(server: Server, page: Page, console
     assert (w, h) == (pixels.shape[1], pixels.shape[0])
     back = np.array(rgba, dtype=np.uint8).reshape(h, w, 4)
     np.testing.assert_array_equal(back[..., :3], 255 - pixels)
-    shot(page, "try-image-drop")
+    shot(tab, "try-image-drop")
     assert not console, console
 
 
-def test_a_file_that_is_not_an_image_is_refused_before_sending(server: Server, page: Page) -> None:
-    open_try_it(page, server, "pixel_sum")
-    page.set_input_files("#input-pixels", files=[{"name": "notes.txt", "mimeType": "text/plain",
+def test_a_file_that_is_not_an_image_is_refused_before_sending(server: Server, tab: Page) -> None:
+    open_try_it(tab, server, "pixel_sum")
+    tab.set_input_files("#input-pixels", files=[{"name": "notes.txt", "mimeType": "text/plain",
                                                   "buffer": b"hello"}])
-    expect(page.locator("#drop-pixels .summary")).to_contain_text("not a PNG or JPEG")
-    page.click("#send")
-    expect(page.locator("#answer-status")).to_have_text("not sent: choose an image for input 'pixels'")
+    expect(tab.locator("#drop-pixels .summary")).to_contain_text("not a PNG or JPEG")
+    tab.click("#send")
+    expect(tab.locator("#answer-status")).to_have_text("not sent: choose an image for input 'pixels'")
 
 
-def test_try_a_string_model(server: Server, page: Page, console: list[str]) -> None:
-    open_try_it(page, server, "strings")
-    expect(page.locator("#mode")).to_have_value("form")
-    text = page.locator("#input-text")
+def test_try_a_string_model(server: Server, tab: Page, console: list[str]) -> None:
+    open_try_it(tab, server, "strings")
+    expect(tab.locator("#mode")).to_have_value("form")
+    text = tab.locator("#input-text")
     expect(text).to_have_value("")
-    expect(page.locator("#input-n")).to_have_value("0")  # one instance of the example, as the text is one
+    expect(tab.locator("#input-n")).to_have_value("0")  # one instance of the example, as the text is one
     text.fill("héllo <world> & co")
-    page.fill("#input-n", "21")
-    page.click("#send")
-    assert answer_json(page) == {"echo": "héllo <world> & co!", "twice": 42}
-    shot(page, "try-string")
+    tab.fill("#input-n", "21")
+    tab.click("#send")
+    assert answer_json(tab) == {"echo": "héllo <world> & co!", "twice": 42}
+    shot(tab, "try-string")
     # a JSON array of strings is a batch
     text.fill('["a", "b"]')
-    page.fill("#input-n", "[1, 2]")
-    page.click("#send")
-    assert answer_json(page) == {"echo": ["a!", "b!"], "twice": [2, 4]}
+    tab.fill("#input-n", "[1, 2]")
+    tab.click("#send")
+    assert answer_json(tab) == {"echo": ["a!", "b!"], "twice": [2, 4]}
     # the JSON body stays one choice away, filled with the model's example
-    page.select_option("#mode", "json")
-    expect(page.locator("#form-box")).to_be_hidden()
-    body = json.loads(page.locator("#body").input_value())
+    tab.select_option("#mode", "json")
+    expect(tab.locator("#form-box")).to_be_hidden()
+    body = json.loads(tab.locator("#body").input_value())
     assert body == {"text": [""], "n": [0]}
-    page.click("#send")
-    assert answer_json(page) == {"echo": ["!"], "twice": [0]}
+    tab.click("#send")
+    assert answer_json(tab) == {"echo": ["!"], "twice": [0]}
     assert not console, console
 
 
-def test_a_tabular_model_keeps_the_json_body(server: Server, page: Page, console: list[str]) -> None:
-    open_try_it(page, server, "iris")
-    expect(page.locator("#mode")).to_have_value("json")
-    expect(page.locator("#form-box")).to_be_hidden()
-    page.fill("#body", json.dumps({"input": [5.1, 3.5, 1.4, 0.2]}))
-    page.click("#send")
-    answer = answer_json(page)
+def test_a_tabular_model_keeps_the_json_body(server: Server, tab: Page, console: list[str]) -> None:
+    open_try_it(tab, server, "iris")
+    expect(tab.locator("#mode")).to_have_value("json")
+    expect(tab.locator("#form-box")).to_be_hidden()
+    tab.fill("#body", json.dumps({"input": [5.1, 3.5, 1.4, 0.2]}))
+    tab.click("#send")
+    answer = answer_json(tab)
     assert answer["label"] == 0 and len(answer["probabilities"]) == 3
     # an endpoint other than eval has no form
-    page.locator("button.op", has_text="/v2/models/{name}/infer").first.click()
-    expect(page.locator("#mode-box")).to_be_hidden()
-    expect(page.locator("#body-box")).to_be_visible()
-    shot(page, "docs")
+    tab.locator("button.op", has_text="/v2/models/{name}/infer").first.click()
+    expect(tab.locator("#mode-box")).to_be_hidden()
+    expect(tab.locator("#body-box")).to_be_visible()
+    shot(tab, "docs")
     assert not console, console
