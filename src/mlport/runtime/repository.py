@@ -21,6 +21,7 @@ from pathlib import Path
 
 from mlport.errors import InvalidInput, MlportError
 from mlport.formats.config import ModelConfig, load_model_config
+from mlport.formats.manifest.files import manifest_files
 from mlport.formats.registry import FormatRegistry
 from mlport.runtime.triton import TRITON_CONFIG_NAME, TritonModel, read_triton_config
 
@@ -286,7 +287,8 @@ class Repository:
             if len(preferred) != 1:
                 # a manifest beside the files it chains is the model
                 found = [self.formats.detect(p) for p in files]
-                preferred = [p for p, f in zip(files, found, strict=True) if f is not None and f.name == "manifest"]
+                preferred = _outermost([p for p, f in zip(files, found, strict=True)
+                                        if f is not None and f.name == "manifest"])
             if len(preferred) != 1:
                 raise InvalidInput(
                     f"version folder {path.name}: several model files ({', '.join(p.name for p in files)}); "
@@ -294,3 +296,16 @@ class Repository:
                 )
             return preferred[0]
         return files[0]
+
+
+def _outermost(manifests: list[Path]) -> list[Path]:
+    """Of several manifests in one folder, those that no other one includes (when they can be read)."""
+    if len(manifests) < 2:
+        return manifests
+    included: set[Path] = set()
+    for path in manifests:
+        try:
+            included.update(p for p in manifest_files(path).files if p != path.resolve())
+        except (MlportError, OSError):
+            return manifests
+    return [p for p in manifests if p.resolve() not in included]
