@@ -71,6 +71,21 @@ def fingerprint(path: Path) -> tuple[tuple[str, int, int], ...]:
     return tuple(rows)
 
 
+def _manifest_fingerprint(path: Path) -> tuple[tuple[str, int, int], ...]:
+    """Size and mtime of a manifest and of every file it uses: a changed step reloads it, and the files' size is
+    what the manifest is expected to need before its first load."""
+    try:
+        files = manifest_files(path).files
+    except (MlportError, OSError):
+        return fingerprint(path)  # the load will say what is wrong with it
+    base = path.resolve().parent
+    rows = []
+    for p in files[:_MAX_FINGERPRINT_FILES]:
+        st = p.stat()
+        rows.append((p.relative_to(base).as_posix(), st.st_size, st.st_mtime_ns))
+    return tuple(rows)
+
+
 def _inside(root: Path, path: Path) -> bool:
     try:
         path.resolve().relative_to(root)
@@ -266,7 +281,8 @@ class Repository:
             fmt_name = fmt if isinstance(fmt, str) else fmt.name if fmt else None
             if fmt_name is None:
                 raise InvalidInput(f"{target.name}: no installed format recognises this file")
-            src.versions[version] = VersionSource(version, target, fmt_name, fingerprint(target))
+            stamp = _manifest_fingerprint(target) if fmt_name == "manifest" else fingerprint(target)
+            src.versions[version] = VersionSource(version, target, fmt_name, stamp)
         except (MlportError, OSError) as exc:
             src.errors[version] = str(exc)
 
