@@ -61,6 +61,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     string_concat_onnx(root / "strings" / "1" / "model.onnx")
     _image_model(root / "pixel_sum" / "1" / "model.onnx", "sum")
     _image_model(root / "invert" / "1" / "model.onnx", "invert")
+    iris_onnx(root / "lazy" / "1" / "model.onnx")
+    (root / "lazy" / "model.yaml").write_text("lazy: true\n")
     broken = root / "broken" / "1" / "model.onnx"
     broken.parent.mkdir(parents=True)
     broken.write_bytes(b"this is not an ONNX model")
@@ -146,8 +148,9 @@ def open_try_it(tab: Page, server: Server, model: str) -> None:
 def test_landing_page_lists_models_states_and_load_errors(server: Server, tab: Page, console: list[str]) -> None:
     tab.goto(server.url + "/")
     rows = tab.locator("#models > tbody > tr")
-    expect(rows).to_have_count(5)
-    assert [r.get_attribute("data-model") for r in rows.all()] == ["broken", "invert", "iris", "pixel_sum", "strings"]
+    expect(rows).to_have_count(6)
+    assert [r.get_attribute("data-model") for r in rows.all()] == [
+        "broken", "invert", "iris", "lazy", "pixel_sum", "strings"]
 
     iris = tab.locator('tr[data-model="iris"]')
     expect(iris).to_have_attribute("data-ready", "true")
@@ -163,7 +166,11 @@ def test_landing_page_lists_models_states_and_load_errors(server: Server, tab: P
     assert "model.onnx" in reason
     expect(broken.locator(".error")).to_have_text(reason)
     expect(broken.locator("a.try")).to_have_count(0)
-    expect(tab.locator("#status")).to_contain_text("5 model(s)")
+    # a lazy model is not loaded yet, and can be tried: the first request loads it
+    lazy = tab.locator('tr[data-model="lazy"]')
+    expect(lazy.locator('tr[data-version="1"] .state')).to_have_text("NOT_LOADED")
+    expect(lazy.locator("a.try")).to_have_attribute("href", "/docs?model=lazy")
+    expect(tab.locator("#status")).to_contain_text("6 model(s)")
     shot(tab, "landing")
 
     tab.click("#link-metrics")
@@ -301,3 +308,17 @@ def test_a_tabular_model_keeps_the_json_body(server: Server, tab: Page, console:
     expect(tab.locator("#body-box")).to_be_visible()
     shot(tab, "docs")
     assert not console, console
+
+
+def test_try_a_lazy_model_loads_it(server: Server, tab: Page, console: list[str]) -> None:
+    # (after the landing page test, which sees it not loaded yet)
+    open_try_it(tab, server, "lazy")
+    expect(tab.locator("#mode-box")).to_be_hidden()  # its inputs are known once it is loaded: the JSON body
+    tab.fill("#body", json.dumps({"input": [[5.1, 3.5, 1.4, 0.2]]}))
+    tab.click("#send")
+    assert answer_json(tab)["label"] == [0]
+    tab.goto(server.url + "/")
+    expect(tab.locator('tr[data-model="lazy"] tr[data-version="1"] .state')).to_have_text("READY")
+    expect(tab.locator('tr[data-model="lazy"] .signature')).to_contain_text("in: input float32 [-1, 4]")
+    # only the signature asked before the load: describe answers 503 until the model is loaded
+    assert console == ["Failed to load resource: the server responded with a status of 503 (Service Unavailable)"]

@@ -32,15 +32,16 @@ def _tags(page: str) -> list[tuple[str, dict[str, str | None]]]:
 
 
 def test_landing_escapes_names_and_load_errors() -> None:
-    model = _Model("m&m", False, [_Version("1", "UNAVAILABLE", EVIL, "")], [], [])
+    model = _Model("m&m", False, [_Version("1", "UNAVAILABLE", EVIL, "")], False, [], [])
     page = render("landing.html", root="", version="1.0", models=[model], ready=False)
     assert "<script>" not in page and "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; &#34;quoted&#34;" in page
     assert [a["data-model"] for t, a in _tags(page) if t == "tr" and "data-model" in a] == ["m&m"]
-    assert 'class="try"' not in page  # only a ready model is offered
+    assert 'class="try"' not in page  # a model that failed to load is not offered
 
 
 def test_landing_links_carry_the_root_and_quote_the_model() -> None:
-    model = _Model("a b", True, [_Version("2", "READY", "", "1.0 KiB")], ["x float32 [-1, 2]"], ["y int64 [-1]"])
+    model = _Model("a b", True, [_Version("2", "READY", "", "1.0 KiB")], True, ["x float32 [-1, 2]"],
+                   ["y int64 [-1]"])
     page = render("landing.html", root="/prefix", version="1.0", models=[model], ready=True)
     links = [a.get("href") for t, a in _tags(page) if t == "a"]
     assert "/prefix/docs" in links and "/prefix/metrics" in links and "/prefix/docs?model=a%20b" in links

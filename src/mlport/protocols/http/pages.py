@@ -23,7 +23,7 @@ from mlport.protocols.http.state import AppState, state_of
 from mlport.protocols.native import describe
 from mlport.protocols.templating import render
 from mlport.runtime.cache import format_bytes
-from mlport.runtime.manager import ModelStatus
+from mlport.runtime.manager import ModelStatus, VersionState
 
 __all__ = ["PAGE_CSP", "page_response", "root_of", "routes"]
 
@@ -90,9 +90,14 @@ class _Model:
     name: str
     ready: bool
     versions: list[_Version]
+    #: Ready, or loads on a request (lazy, evicted, loading): worth a "Try it".
+    tryable: bool
     #: ``name type [shape]`` of each input and output of the serving version (empty when none serves).
     inputs: list[str]
     outputs: list[str]
+
+
+_TRYABLE = frozenset({VersionState.READY, VersionState.LOADING, VersionState.NOT_LOADED, VersionState.EVICTED})
 
 
 def _tensor_text(spec: dict[str, Any]) -> str:
@@ -113,7 +118,8 @@ def _model(state: AppState, status: ModelStatus) -> _Model:
             described = describe(lv.signature, lv.config)
             inputs = [_tensor_text(s) for s in described["inputs"]]
             outputs = [_tensor_text(s) for s in described["outputs"]]
-    return _Model(status.name, status.ready, versions, inputs, outputs)
+    tryable = any(v.state in _TRYABLE for v in status.versions)
+    return _Model(status.name, status.ready, versions, tryable, inputs, outputs)
 
 
 async def landing(request: Request) -> Response:
