@@ -196,6 +196,11 @@ def test_pages_send_a_strict_content_security_policy(server: Server) -> None:
             assert "<style" not in r.text and " style=" not in r.text, path
             for link in re.findall(r"""(?:src|href)="([^"]*)\"""", r.text):
                 assert link.startswith("/") or not re.match(r"^([a-z][a-z0-9+.-]*:|//)", link, re.I), link
+        # the HTML answer of eval runs nothing either
+        answer = c.post("/models/strings/eval", json={"text": "<b>", "n": 1}, headers={"accept": "text/html"})
+        assert answer.status_code == 200 and "&lt;b&gt;!" in answer.text
+        csp = answer.headers["content-security-policy"]
+        assert "default-src 'none'" in csp and "script-src" not in csp and "http" not in csp
         js = c.get("/static/docs.js")
         assert js.status_code == 200 and js.headers["content-type"].startswith("text/javascript")
         assert c.get("/static/mlport.css").headers["content-type"].startswith("text/css")

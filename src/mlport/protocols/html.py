@@ -17,10 +17,12 @@ import numpy as np
 
 from mlport.protocols.templating import render
 
-__all__ = ["MAX_CELLS", "ImageOutput", "render_outputs"]
+__all__ = ["MAX_CELLS", "OUTPUTS_CSP", "ImageOutput", "render_outputs"]
 
 #: Most values shown per output.
 MAX_CELLS = 2000
+#: The page runs nothing and loads nothing: its own style, and images inlined as ``data:`` URIs.
+OUTPUTS_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; form-action 'none'"
 
 
 @dataclass(frozen=True, slots=True)
