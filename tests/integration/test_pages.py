@@ -170,6 +170,8 @@ def test_landing_page_lists_models_states_and_load_errors(server: Server, tab: P
     lazy = tab.locator('tr[data-model="lazy"]')
     expect(lazy.locator('tr[data-version="1"] .state')).to_have_text("NOT_LOADED")
     expect(lazy.locator("a.try")).to_have_attribute("href", "/docs?model=lazy")
+    expect(lazy.locator(".reason")).to_contain_text("first request")
+    expect(lazy.locator(".error")).to_have_count(0)  # not an error: shown as a note
     expect(tab.locator("#status")).to_contain_text("6 model(s)")
     shot(tab, "landing")
 
