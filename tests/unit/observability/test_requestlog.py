@@ -45,7 +45,7 @@ def _captured(model: str = "m", inputs: Any = None, at: float | None = None) -> 
 
 
 def _put(files: RotatingFiles, batch: list[Captured]) -> None:
-    files.write(files.encode(batch))
+    files.write([files.encode(batch)])
 
 
 def _same(got: dict[str, np.ndarray[Any, Any]], sent: dict[str, np.ndarray[Any, Any]]) -> None:
@@ -125,7 +125,7 @@ class _Failing:
     def encode(self, batch: list[Captured]) -> list[Captured]:
         return batch
 
-    def write(self, batch: list[Captured]) -> None:
+    def write(self, batches: list[list[Captured]]) -> None:
         self.calls += 1
         raise ConnectionError("receiver down")
 

@@ -73,8 +73,8 @@ class CloudEventsSink:
     def encode(self, batch: list[Captured]) -> list[Captured]:
         return batch  # turned into JSON on the writer thread, which mostly waits for the receiver
 
-    def write(self, batch: list[Captured]) -> None:
-        for c in batch:
+    def write(self, batches: list[list[Captured]]) -> None:
+        for c in (c for batch in batches for c in batch):
             rid = (c.request_id or "")[:MAX_ID] or f"{c.model}-{c.time:.6f}"
             self._post(c, rid, REQUEST_TYPE, {"id": rid, "inputs": _tensors(c.inputs)})
             body: dict[str, Any] = {"id": rid, "model_name": c.model, "model_version": c.version,

@@ -101,18 +101,18 @@ class RotatingFiles:
             return parquet_table(batch)
         return b"".join([json_line(c) for c in batch])
 
-    def write(self, encoded: Any) -> None:
-        """Write what :meth:`encode` made (on the writer thread)."""
+    def write(self, encoded: list[Any]) -> None:
+        """Write what :meth:`encode` made, oldest first (on the writer thread)."""
         if self._path is None:
             self._open()
         if self.sink.format == "parquet":
-            self._tables.append(encoded)
-            self._rows += encoded.num_rows
+            self._tables.extend(encoded)
+            self._rows += sum(t.num_rows for t in encoded)
             if self._rows >= ROW_GROUP:
                 self._write_rows()
         else:
             assert self._file is not None
-            self._file.write(encoded)
+            self._file.write(b"".join(encoded))
             self._file.flush()
         if self._size() >= self.sink.rotate_bytes or time.monotonic() - self._opened >= self.sink.rotate_s:
             self.rotate()

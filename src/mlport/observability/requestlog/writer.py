@@ -33,6 +33,8 @@ log = logging.getLogger("mlport.requestlog")
 
 #: Seconds between two log lines about a failing sink (or a full queue).
 WARN_INTERVAL_S = 60.0
+#: Most records one write to the sink carries.
+MAX_RECORDS_PER_WRITE = 4096
 #: Seconds between two looks of the writer at its queue.
 FLUSH_S = 0.05
 #: Seconds without records after which the writer lets the sink rotate an old file.
@@ -45,8 +47,8 @@ class Sink(Protocol):
     def encode(self, batch: list[Captured]) -> Any:
         """Make the batch ready to write (on the event loop: cheap, no I/O)."""
 
-    def write(self, encoded: Any) -> None:
-        """Write an encoded batch (on the writer thread)."""
+    def write(self, encoded: list[Any]) -> None:
+        """Write encoded batches, oldest first (on the writer thread)."""
 
     def tick(self) -> None: ...
 
@@ -143,10 +145,15 @@ class _Channel:
             stopping = self._stop.wait(FLUSH_S)
             items = self._items
             if items:
-                while items:
-                    batch, encoded = items.popleft()
-                    self._write(batch, encoded)
-                    self._taken += len(batch)
+                while items:  # everything queued, in one write of at most MAX_RECORDS_PER_WRITE records
+                    taken: list[Captured] = []
+                    encoded: list[Any] = []
+                    while items and len(taken) < MAX_RECORDS_PER_WRITE:
+                        batch, done = items.popleft()
+                        taken.extend(batch)
+                        encoded.append(done)
+                    self._write(taken, encoded)
+                    self._taken += len(taken)
                 idle_since = time.monotonic()
             elif time.monotonic() - idle_since >= IDLE_S:
                 self._guard(self._sink.tick)
@@ -155,7 +162,7 @@ class _Channel:
                 self._guard(self._sink.close)
                 return
 
-    def _write(self, batch: list[Captured], encoded: Any) -> None:
+    def _write(self, batch: list[Captured], encoded: list[Any]) -> None:
         try:
             self._sink.write(encoded)
         except Exception as exc:  # the sink's own failure: drop and count, never stop the writer
