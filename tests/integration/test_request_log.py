@@ -243,18 +243,35 @@ def test_mlport_logs_reads_and_follows(serve: Callable[..., Server], repo: Path,
         follow.wait(15)
 
 
-def test_a_cascade_logs_which_stage_answered_each_row(serve: Callable[..., Server], tmp_path: Path) -> None:
+def test_a_cascade_logs_which_stage_answered_each_row_over_http_and_grpc(serve: Callable[..., Server],
+                                                                          tmp_path: Path) -> None:
+    import tritonclient.grpc as triton_grpc
+
     from tests.integration.test_manifests import cascade_repo
 
     root = tmp_path / "repo"
     x, low, _weak, _strong = cascade_repo(root, 10)
     logs = tmp_path / "request-logs"
-    server = serve(root, "--grpc-port", "0", "--request-log", str(logs))
+    server = serve(root, "--request-log", str(logs))
     with server.client() as c:
         r = c.post("/v2/models/cascade/infer", json={"id": "c-1", "inputs": [
             {"name": "input", "shape": list(x.shape), "datatype": "FP32", "data": x.ravel().tolist()}]})
     assert r.status_code == 200, r.text
-    (record,) = wait_for(lambda: LogReader(SinkConfig(url=str(logs)), model="cascade").records() or None, timeout=30)
-    assert record["answered_by"] == ["strong" if v else "weak" for v in low]
-    assert record["answered_by"] == r.json()["parameters"]["answered_by"]
-    assert as_arrays(record["inputs"])["input"].tobytes() == x.tobytes()
+    client = triton_grpc.InferenceServerClient(f"127.0.0.1:{server.grpc_port}")
+    try:
+        inp = triton_grpc.InferInput("input", list(x.shape), "FP32")
+        inp.set_data_from_numpy(x)
+        client.infer("cascade", [inp], request_id="g-1")
+    finally:
+        client.close()
+    def both() -> list[dict[str, Any]] | None:
+        found = LogReader(SinkConfig(url=str(logs)), model="cascade").records()
+        return found if len(found) == 2 else None
+
+    records = wait_for(both, timeout=30)
+    by_id = {rec["id"]: rec for rec in records}
+    assert by_id["c-1"]["protocol"] == "v2" and by_id["g-1"]["protocol"] == "grpc"
+    for record in records:
+        assert record["answered_by"] == ["strong" if v else "weak" for v in low]
+        assert as_arrays(record["inputs"])["input"].tobytes() == x.tobytes()
+    assert by_id["c-1"]["answered_by"] == r.json()["parameters"]["answered_by"]
