@@ -231,3 +231,17 @@ def test_json_lines_from_templates_equal_the_records() -> None:
     ]
     for c in [*cases, *cases]:  # the second time from the templates the first made
         assert orjson.loads(json_line(c)) == orjson.loads(orjson.dumps(to_json(c)))
+
+
+def test_the_newest_records_are_read_from_the_newest_files_only(tmp_path: Path) -> None:
+    sink = SinkConfig(url=str(tmp_path), rotate_bytes=4096)
+    files = RotatingFiles(sink)
+    payload = {"x": np.zeros(1000, dtype=np.float32)}  # one record a file
+    for i in range(5):
+        _put(files, [Captured(time.time(), f"r{i}", "m", "1", "v2", "ok", 0.0, payload, None, None)])
+    reader = LogReader(sink)
+    assert [r["id"] for r in reader.records(limit=2)] == ["r3", "r4"]
+    assert list(reader.poll()) == []  # the older files count as read
+    _put(files, [Captured(time.time(), "r5", "m", "1", "v2", "ok", 0.0, None, None, None)])
+    assert [r["id"] for r in reader.poll()] == ["r5"]
+    files.close()

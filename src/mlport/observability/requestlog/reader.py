@@ -58,9 +58,25 @@ class LogReader:
         self._read = dict(value)
 
     def records(self, limit: int = MAX_RECORDS) -> list[dict[str, Any]]:
-        """The newest ``limit`` records (at most :data:`MAX_RECORDS`) held now, oldest first."""
-        kept: deque[dict[str, Any]] = deque(maxlen=max(1, min(limit, MAX_RECORDS)))
-        kept.extend(self.poll())
+        """The newest ``limit`` records (at most :data:`MAX_RECORDS`) held now, oldest first.
+
+        Files are read newest first until ``limit`` records are found; older files are then taken as read (a
+        following :meth:`poll` does not return them)."""
+        limit = max(1, min(limit, MAX_RECORDS))
+        names = self.store.names()
+        found: list[list[dict[str, Any]]] = []
+        count = 0
+        for index in range(len(names) - 1, -1, -1):
+            name = names[index]
+            if count >= limit:
+                self._read.setdefault(name, self.store.size(name))
+                continue
+            rows = list(self._new_in(name))
+            found.append(rows)
+            count += len(rows)
+        kept: deque[dict[str, Any]] = deque(maxlen=limit)
+        for rows in reversed(found):
+            kept.extend(rows)
         return list(kept)
 
     def poll(self) -> Iterator[dict[str, Any]]:

@@ -40,6 +40,9 @@ class LogStore(Protocol):
     def read(self, name: str, offset: int = 0) -> bytes:
         """The file's bytes from ``offset`` on (empty when it is gone)."""
 
+    def size(self, name: str) -> int:
+        """The file's size in bytes (0 when it is gone)."""
+
     def delete(self, name: str) -> None: ...
 
 
@@ -58,6 +61,12 @@ class FolderStore:
             return sorted(e.name for e in os.scandir(self.folder) if is_log_file(e.name))
         except FileNotFoundError:
             return []
+
+    def size(self, name: str) -> int:
+        try:
+            return (self.folder / name).stat().st_size
+        except FileNotFoundError:
+            return 0
 
     def read(self, name: str, offset: int = 0) -> bytes:
         try:
@@ -85,6 +94,7 @@ class S3LogStore:
         self.prefix = parsed.path.strip("/")
         endpoint = endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or None
         self._client: Any = boto3.client("s3", endpoint_url=endpoint)
+        self._sizes: dict[str, int] = {}
 
     def _key(self, name: str) -> str:
         return f"{self.prefix}/{name}" if self.prefix else name
@@ -102,7 +112,11 @@ class S3LogStore:
                 name = str(obj["Key"]).rsplit("/", 1)[-1]
                 if is_log_file(name):
                     found.append(name)
+                    self._sizes[name] = int(obj.get("Size", 0))
         return sorted(found)
+
+    def size(self, name: str) -> int:
+        return self._sizes.get(name, 0)
 
     def read(self, name: str, offset: int = 0) -> bytes:
         extra = {"Range": f"bytes={offset}-"} if offset else {}
