@@ -160,8 +160,8 @@ class DriftThresholds(BaseModel):
 
     psi_warning: float = Field(default=0.1, gt=0.0, le=100.0)
     psi_drift: float = Field(default=0.25, gt=0.0, le=100.0)
-    pvalue_warning: float = Field(default=0.01, gt=0.0, lt=1.0)
-    pvalue_drift: float = Field(default=0.001, gt=0.0, lt=1.0)
+    pvalue_warning: float = Field(default=0.001, gt=0.0, lt=1.0)
+    pvalue_drift: float = Field(default=0.0001, gt=0.0, lt=1.0)
 
     @model_validator(mode="after")
     def _ordered(self) -> DriftThresholds:

@@ -21,7 +21,7 @@ class Window:
         self.max_seconds = max_seconds
         self._chunks: deque[tuple[float, list[Array]]] = deque()
         self.rows = 0
-        #: Rows added since the window was created (a change counter).
+        #: Rows seen since the window was created (also a change counter).
         self.added = 0
 
     def add(self, at: float, columns: list[Array]) -> None:
@@ -29,12 +29,12 @@ class Window:
         n = len(columns[0]) if columns else 0
         if n == 0:
             return
+        self.added += n
         if n > self.max_rows:
             columns = [c[-self.max_rows:] for c in columns]
             n = self.max_rows
         self._chunks.append((at, [np.array(c, copy=True) for c in columns]))
         self.rows += n
-        self.added += n
         self._trim_rows()
 
     def expire(self, now: float) -> bool:

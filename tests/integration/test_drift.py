@@ -1,0 +1,140 @@
+"""Drift and outliers against a real ``mlport serve``: a shifted stream drifts on exactly the shifted features,
+an unshifted one stays ok, the figures equal scipy's on the same window, the webhook (a real receiver) gets one
+alert per change, outlier scores come back in the answer, and ``mlport drift`` shows it all."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from scipy import stats as sps
+
+from mlport.observability.drift import read_profile
+from mlport.observability.drift.stats import EPSILON
+from tests.conftest import Server
+from tests.integration.drift_util import Receiver, profiled_model, receiver, send
+from tests.waiting import wait_for
+
+pytestmark = pytest.mark.slow
+
+INFER = "/v2/models/m/infer"
+
+
+@pytest.fixture
+def hook() -> Iterator[Receiver]:
+    yield from receiver(fail_first=1)
+
+
+def _drift(server: Server) -> dict[str, Any]:
+    r = httpx.get(server.url + "/models/m/drift", timeout=30)
+    assert r.status_code == 200, r.text
+    versions = r.json()["versions"]
+    return dict(versions[0]) if versions else {}
+
+
+def _seen(server: Server, rows: int) -> dict[str, Any]:
+    """The figures once computed over a window that holds the first ``rows`` rows sent."""
+    return wait_for(lambda: (d := _drift(server)).get("rows_seen") == rows and d, what=f"figures over {rows} rows")
+
+
+def _alerts(server: Server) -> float:
+    for line in httpx.get(server.url + "/metrics").text.splitlines():
+        if line.startswith('mlport_drift_alerts_total{model="m",outcome="delivered"}'):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_a_shifted_stream_drifts_on_exactly_the_shifted_features(
+        serve: Callable[..., Server], tmp_path: Path, hook: Receiver) -> None:
+    model = profiled_model(tmp_path / "m", "drift: {window_rows: 500, min_rows: 100, interval_s: 0.1, "
+                                            f"webhook: '{hook.url}'}}\n")
+    server = serve(model)
+    client = httpx.Client(base_url=server.url, timeout=30)
+    assert _drift(server) == {}  # watched from the first request
+    rng = np.random.default_rng(11)
+
+    send(client, INFER, rng.normal(size=(500, 3)))
+    calm = _seen(server, 500)
+    assert calm["status"] == "ok", calm
+    names = ["a", "b", "c", "y[0]", "y[1]", "y[2]"]
+    assert {f["name"]: f["status"] for f in calm["features"]} == dict.fromkeys(names, "ok")
+
+    shifted = rng.normal(size=(500, 3))
+    shifted[:, 1] += 1.0
+    send(client, INFER, shifted)
+    result = _seen(server, 1000)
+    assert result["status"] == "drift" and result["rows"] == 500
+    status = {f["name"]: f["status"] for f in result["features"]}
+    assert status == {"a": "ok", "b": "drift", "c": "ok", "y[0]": "ok", "y[1]": "drift", "y[2]": "ok"}
+
+    # the figures equal scipy's on the same window (the model's inputs are FP32, as the server saw them)
+    profile = {f.name: f for f in read_profile(model / "profile.json").features}
+    for name, column in (("a", 0), ("b", 1), ("c", 2)):
+        window = shifted[:, column].astype(np.float32).astype(np.float64)
+        ref = profile[name]
+        assert ref.sample is not None and ref.histogram is not None
+        got = next(f for f in result["features"] if f["name"] == name)["methods"]
+        want = sps.ks_2samp(np.asarray(ref.sample), window)
+        assert got["ks"]["value"] == pytest.approx(want.statistic, abs=1e-15)
+        assert got["ks"]["pvalue"] == pytest.approx(want.pvalue, rel=1e-9, abs=1e-300)
+        counts = np.histogram(window, np.concatenate([[-np.inf], ref.histogram.edges, [np.inf]]))[0]
+        actual = np.maximum(counts / len(window), EPSILON)
+        expected = np.maximum(np.asarray(ref.histogram.fractions), EPSILON)
+        actual, expected = actual / actual.sum(), expected / expected.sum()
+        psi = float(sps.entropy(actual, expected) + sps.entropy(expected, actual))
+        assert got["psi"]["value"] == pytest.approx(psi, rel=1e-9)
+
+    # one alert for the change to drift (its first delivery answered 500: retried), none while it stays
+    wait_for(lambda: _alerts(server) == 1.0, what="the alert delivered")
+    assert len(hook.bodies) == 2 and hook.bodies[0] == hook.bodies[1]
+    alert = hook.bodies[0]
+    assert (alert["model"], alert["version"], alert["status"], alert["previous"]) == ("m", 1, "drift", "ok")
+    assert alert["drifting"] == ["b", "y[1]"]
+    more = rng.normal(size=(200, 3))
+    more[:, 1] += 1.0
+    send(client, INFER, more)
+    assert _seen(server, 1200)["status"] == "drift"
+    assert len(hook.bodies) == 2
+
+    # back to the reference: ok again, one more alert
+    send(client, INFER, rng.normal(size=(500, 3)))
+    assert _seen(server, 1700)["status"] == "ok"
+    wait_for(lambda: _alerts(server) == 2.0, what="the second alert delivered")
+    assert [(b["status"], b["previous"]) for b in hook.bodies[2:]] == [("ok", "drift")]
+
+    metrics = httpx.get(server.url + "/metrics").text
+    assert 'mlport_drift{feature="b",method="psi",model="m",version="1"}' in metrics
+    assert 'mlport_drift_status{model="m",version="1"} 0.0' in metrics
+
+    # the CLI against the runtime
+    done = subprocess.run([sys.executable, "-m", "mlport.cli.main", "drift", "m", "--url", server.url],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("m: ok") and "input  b " in done.stdout
+    done = subprocess.run([sys.executable, "-m", "mlport.cli.main", "drift", "m", "--url", server.url, "-o", "json"],
+                          capture_output=True, text=True, timeout=60)
+    assert json.loads(done.stdout)["versions"][0]["rows_seen"] == 1700
+
+
+def test_outlier_scores_come_back_and_are_counted(serve: Callable[..., Server], tmp_path: Path) -> None:
+    model = profiled_model(tmp_path / "m", "outliers: true\ndrift: {enabled: false}\n")
+    server = serve(model)
+    client = httpx.Client(base_url=server.url, timeout=30)
+    params = send(client, INFER, np.array([[0.0, 0.0, 0.0], [0.5, -0.5, 1.0], [6.0, -6.0, 6.0]]), per_request=3)[0]
+    scores = params["outlier_scores"]
+    assert len(scores) == 3 and scores[0] < scores[1] < params["outlier_threshold"] < scores[2]
+    profile = read_profile(model / "profile.json")
+    assert profile.outliers is not None and params["outlier_threshold"] == profile.outliers.threshold
+    metrics = httpx.get(server.url + "/metrics").text
+    assert 'mlport_outlier_rows_total{model="m",version="1"} 3.0' in metrics
+    assert 'mlport_outliers_total{model="m",version="1"} 1.0' in metrics
+    # drift off: not watched
+    assert httpx.get(server.url + "/models/m/drift").json()["status"] == "unwatched"
+    assert httpx.get(server.url + "/models/nope/drift").status_code == 404
