@@ -452,6 +452,10 @@ def _native_paths(served: _Served) -> Json:
                 "properties": {"id": {"type": "string"}, "reward": {"type": "number"}}}}}},
             description="A bandit router (epsilon_greedy, thompson) learns from the reward for the answer to "
                         "the request with this id (the OIP 'id' or the X-Request-Id header).")},
+        "/models/{name}/drift": {"get": _op(
+            "Drift of a model", TAG_NATIVE, _json_body({"type": "object"}), errors=(404,), params=["ModelName"],
+            description="Per watched version: the drift figures (PSI, Kolmogorov-Smirnov, chi-square) and status of "
+                        "each feature over the sliding window, against the version's reference profile.")},
     }
 
 
