@@ -158,6 +158,33 @@ def test_budget_evicts_the_least_recently_used_and_evicted_models_reload(serve, 
         assert _metric(metrics, "mlport_model_loaded", '{model="b",version="1"}') == 1
 
 
+def _manifest(root: Path, name: str, loads: Path) -> None:
+    """A manifest whose one step is a counted model (with its 40 MiB file) in a folder beside it."""
+    folder = root / name / "1"
+    _model(folder, "child", loads)
+    (folder / "child" / "1" / "model.py").rename(folder / "child" / "model.py")
+    (folder / "child" / "1" / "data.bin").rename(folder / "child" / "data.bin")
+    (folder / "child" / "1").rmdir()
+    (folder / "child" / "model.yaml").unlink()
+    (folder / "flow.yaml").write_text("flow:\n  - model: child\n")
+    (root / name / "model.yaml").write_text("trusted: true\n")
+
+
+def test_a_manifest_counts_the_memory_of_the_models_it_uses(serve, tmp_path: Path) -> None:
+    root, loads = tmp_path / "repo", tmp_path / "loads.txt"
+    for name in ("a", "b", "c"):
+        _manifest(root, name, loads)
+    server = serve(root, "--lazy", "--memory-budget", "100MiB", "--grpc-port", "0")
+    with server.client() as c:
+        for name in ("a", "b", "a", "c"):  # each needs its step's 40 MiB: b is evicted to make room for c
+            assert _infer(c, name).status_code == 200
+        states = _states(c)
+        assert states["b"]["state"] == "EVICTED", states
+        assert states["a"]["state"] == states["c"]["state"] == "READY"
+        assert int(states["c"]["memory_bytes"]) >= DATA_BYTES  # type: ignore[call-overload]
+        assert _loads(loads) == ["child", "child", "child"]
+
+
 def test_pinned_and_busy_models_are_never_evicted(serve, tmp_path: Path) -> None:
     root, loads = tmp_path / "repo", tmp_path / "loads.txt"
     _model(root, "pinned", loads, yaml="pinned: true\n")
