@@ -64,7 +64,9 @@ class VersionMonitor:
         self.profile = profile
         self.settings = settings
         self.features = list(profile.features)
-        self.window = Window(len(self.features), settings.window_rows, settings.window_seconds)
+        #: The tensors the features come from, ``(role, name)``: the window keeps their rows (one copy each).
+        self.tensors = list(dict.fromkeys((f.role, f.tensor) for f in self.features))
+        self.window = Window(len(self.tensors), settings.window_rows, settings.window_seconds)
         #: The status last announced (alerts go out when a computed status differs from it).
         self.announced = "ok"
         self.computed_added = -1
@@ -74,11 +76,13 @@ class VersionMonitor:
     def add(self, at: float, inputs: Mapping[str, Array], outputs: Mapping[str, Array]) -> None:
         arrays = {"input": inputs, "output": outputs}
         columns = []
-        for feature in self.features:
-            vals = values(arrays[feature.role], feature.key)
-            if vals is None:
+        for role, name in self.tensors:
+            found = arrays[role].get(name)
+            if found is None:
                 return  # a request of another signature: not comparable with the profile
-            columns.append(vals)
+            columns.append(np.asarray(found))
+        if len({len(c) if c.ndim else -1 for c in columns}) != 1:
+            return  # a scalar, or tensors of different row counts: not rows
         self.window.add(at, columns)
 
     def due(self, now: float) -> bool:
@@ -97,8 +101,11 @@ class VersionMonitor:
             return self.result
         t = self.settings.thresholds
         features = []
-        for i, feature in enumerate(self.features):
-            window = self.window.column(i)
+        tensors = {key: self.window.column(i) for i, key in enumerate(self.tensors)}
+        for feature in self.features:
+            window = values({feature.tensor: tensors[(feature.role, feature.tensor)]}, feature.key)
+            if window is None:
+                continue
             figures = stats.figures(window, feature)
             methods: dict[str, Any] = {}
             for fig in figures:

@@ -1,6 +1,6 @@
 """A sliding window of rows: the last ``max_rows`` rows, and (when ``max_seconds`` is set) only those that
-arrived in the last ``max_seconds``. Rows come in batches (one request's); memory stays bounded by
-``max_rows`` rows of the watched features."""
+arrived in the last ``max_seconds``. Rows come in batches (one request's) of several arrays (the watched
+tensors, rows on axis 0); memory stays bounded by ``max_rows`` rows of them."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ Array = np.ndarray[Any, Any]
 
 
 class Window:
-    def __init__(self, features: int, max_rows: int, max_seconds: float | None = None) -> None:
-        self.features = features
+    def __init__(self, arrays: int, max_rows: int, max_seconds: float | None = None) -> None:
+        self.arrays = arrays
         self.max_rows = max_rows
         self.max_seconds = max_seconds
         self._chunks: deque[tuple[float, list[Array]]] = deque()
@@ -25,7 +25,7 @@ class Window:
         self.added = 0
 
     def add(self, at: float, columns: list[Array]) -> None:
-        """One batch of rows, seen at ``at`` (seconds, monotonic): one array of values per feature (copied)."""
+        """One batch of rows, seen at ``at`` (seconds, monotonic): one array per watched tensor (copied)."""
         n = len(columns[0]) if columns else 0
         if n == 0:
             return
@@ -60,7 +60,7 @@ class Window:
                 self.rows -= extra
 
     def column(self, index: int) -> Array:
-        """Every value of feature ``index`` in the window, oldest first."""
+        """The rows of array ``index`` in the window, oldest first."""
         parts = [cols[index] for _, cols in self._chunks]
         if not parts:
             return np.zeros(0)
