@@ -7,6 +7,7 @@ delivery. Nothing here blocks the computation of drift, let alone a request.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -52,7 +53,8 @@ class Webhook:
     def close(self) -> None:
         self._stop.set()
         if self._thread is not None:
-            self._queue.put(("", "", {}))  # wakes the thread
+            with contextlib.suppress(queue.Full):
+                self._queue.put_nowait(("", "", {}))  # wakes the thread
             self._thread.join(timeout=self.timeout_s + 1.0)
 
     def _run(self) -> None:
