@@ -1,19 +1,18 @@
-"""A deployment's drift through a real ``mlport hub``: the profile uploaded with the version (a folder holding
-model.onnx, model.yaml and profile.json), the figures of each replica through the hub, and ``mlport drift``."""
+"""A deployment's drift through a real ``mlport hub``: the profile uploaded with the version (``mlport versions
+upload --profile``), the figures of each replica through the hub, and ``mlport drift``."""
 
 from __future__ import annotations
 
 import shutil
 import subprocess
 import sys
-import tarfile
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 
-from tests.hubutil import ready_versions, start_hub, wait_for
+from tests.hubutil import cli, ready_versions, start_hub, wait_for
 from tests.integration.drift_util import profiled_model, send
 
 pytestmark = pytest.mark.slow
@@ -21,20 +20,23 @@ pytestmark = pytest.mark.slow
 
 def test_deployment_drift_through_the_hub(tmp_path: Path) -> None:
     built = profiled_model(tmp_path / "built" / "m", "drift: {window_rows: 300, interval_s: 0.1}\n")
-    flat = tmp_path / "upload" / "m"
-    flat.mkdir(parents=True)
-    for src in (built / "1" / "model.onnx", built / "model.yaml", built / "profile.json"):
-        shutil.copy(src, flat / src.name)
-    archive = tmp_path / "m.tar.gz"
-    with tarfile.open(archive, "w:gz") as tar:
-        tar.add(flat, arcname="m")
+    flat = tmp_path / "upload"
+    flat.mkdir()
+    shutil.copy(built / "1" / "model.onnx", flat / "m.onnx")
+    shutil.copy(built / "model.yaml", flat / "m.model.yaml")
     hub = start_hub(tmp_path / "hub")
     try:
         token = hub.login()
         admin = hub.client(token)
         assert admin.post("/api/v1/models", json={"name": "m"}).status_code == 201
-        r = admin.post("/api/v1/models/m/versions", params={"filename": "m.tar.gz"}, content=archive.read_bytes())
-        assert r.status_code == 201, r.text
+        # the profile goes with the version: the CLI sends a folder of m.onnx, model.yaml and profile.json
+        bad = cli(tmp_path / "cfg", "versions", "upload", "m", str(flat / "m.onnx"), "--profile",
+                  str(flat / "m.model.yaml"), "--hub", hub.url, "--token", token)
+        assert bad.returncode == 2 and "cannot read the profile m.model.yaml" in bad.stderr
+        done = cli(tmp_path / "cfg", "versions", "upload", "m", str(flat / "m.onnx"), "--profile",
+                   str(built / "profile.json"), "--hub", hub.url, "--token", token)
+        assert done.returncode == 0, done.stderr
+        assert admin.get("/api/v1/models/m/versions").json()["versions"][0]["version"] == 1
         r = admin.post("/api/v1/deployments", json={"name": "m-d", "model": "m", "version": 1})
         assert r.status_code == 201, r.text
         wait_for(lambda: ready_versions(admin, "m-d").get(1), what="version 1 ready")

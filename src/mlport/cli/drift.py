@@ -9,7 +9,7 @@ from typing import Any
 
 from mlport.cli.hubclient import EXIT_UNREACHABLE, Fail, add_parser, call, print_out
 
-__all__ = ["add_drift_commands"]
+__all__ = ["add_drift_commands", "with_profile"]
 
 #: Longest wait for a runtime's answer, seconds.
 RUNTIME_TIMEOUT_S = 30.0
@@ -109,3 +109,24 @@ def _text(name: str, status: str, versions: list[dict[str, Any]], reason: Any) -
     return "\n".join(lines)
 
 
+
+
+def with_profile(model: Path, profile: Path, dest: Path) -> Path:
+    """A folder under ``dest`` holding the model (a file, with its ``<stem>.model.yaml`` as ``model.yaml``, or
+    the files of a folder) and ``profile`` as ``profile.json``: what ``mlport versions upload --profile`` sends."""
+    import shutil
+
+    from mlport.observability.drift import read_profile
+
+    read_profile(profile)  # refuse a file that is not a profile before uploading anything
+    folder = dest / (model.name.split(".")[0] if model.is_file() else model.name)
+    if model.is_dir():
+        shutil.copytree(model, folder, symlinks=True)
+    else:
+        folder.mkdir(parents=True)
+        shutil.copy2(model, folder / model.name)
+        config = model.with_name(f"{model.name.split('.')[0]}.model.yaml")
+        if config.is_file():
+            shutil.copy2(config, folder / "model.yaml")
+    shutil.copy2(profile, folder / "profile.json")
+    return folder
