@@ -138,3 +138,45 @@ def test_outlier_scores_come_back_and_are_counted(serve: Callable[..., Server], 
     # drift off: not watched
     assert httpx.get(server.url + "/models/m/drift").json()["status"] == "unwatched"
     assert httpx.get(server.url + "/models/nope/drift").status_code == 404
+
+
+def test_a_categorical_output_drifts_by_chi_square_as_scipy_computes_it(
+        serve: Callable[..., Server], tmp_path: Path) -> None:
+    from sklearn.datasets import load_iris
+
+    from tests.builders import ort_run
+    from tests.scoreutil import IRIS_FIELDS, IRIS_LABELS, iris_model
+
+    model = iris_model(tmp_path)
+    with (model / "model.yaml").open("a") as f:
+        f.write("drift: {window_rows: 300, interval_s: 0.1}\n")
+    x = load_iris().data
+    data = tmp_path / "iris.csv"
+    data.write_text(",".join(IRIS_FIELDS) + "\n" + "\n".join(",".join(map(str, r)) for r in x.tolist()) + "\n")
+    done = subprocess.run([sys.executable, "-m", "mlport.cli.main", "profile", str(data), "--model", str(model),
+                           "-o", str(model / "profile.json")], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    server = serve(model)
+    client = httpx.Client(base_url=server.url, timeout=30)
+    rows = x[np.random.default_rng(2).integers(0, 150, 300)]
+    rows[:, 2] += 1.5  # longer petals: more virginica
+    for start in range(0, 300, 30):
+        chunk = rows[start:start + 30].astype(np.float32)
+        body = {"inputs": [{"name": "input", "datatype": "FP32", "shape": list(chunk.shape),
+                            "data": chunk.ravel().tolist()}]}
+        assert client.post("/v2/models/iris/infer", json=body).status_code == 200
+    result = wait_for(lambda: (d := httpx.get(server.url + "/models/iris/drift").json()["versions"])
+                      and d[0]["rows_seen"] == 300 and d[0], what="figures over 300 rows")
+    label = next(f for f in result["features"] if f["name"] == "label")
+    assert label["kind"] == "categorical" and label["status"] == "drift"
+    # the window's labels, as onnxruntime gives them, against the profile's frequencies
+    indices = ort_run(model / "1" / "model.onnx", {"input": rows.astype(np.float32)})["label"]
+    predicted = np.asarray(IRIS_LABELS)[indices]
+    freq = read_profile(model / "profile.json").features[4].frequencies
+    assert freq is not None
+    names = [k for k in freq if k != "__other__"]
+    observed = np.array([np.sum(predicted == k) for k in names] + [np.sum(~np.isin(predicted, names))], dtype=float)
+    expected = np.maximum(np.array([freq[k] for k in names] + [0.0]), EPSILON)
+    want = sps.chisquare(observed, expected / expected.sum() * observed.sum())
+    assert label["methods"]["chi2"]["value"] == pytest.approx(want.statistic, rel=1e-12)
+    assert label["methods"]["chi2"]["pvalue"] == pytest.approx(want.pvalue, rel=1e-9, abs=1e-300)
