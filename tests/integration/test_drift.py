@@ -132,12 +132,23 @@ def test_outlier_scores_come_back_and_are_counted(serve: Callable[..., Server], 
     assert len(scores) == 3 and scores[0] < scores[1] < params["outlier_threshold"] < scores[2]
     profile = read_profile(model / "profile.json")
     assert profile.outliers is not None and params["outlier_threshold"] == profile.outliers.threshold
-    metrics = httpx.get(server.url + "/metrics").text
-    assert 'mlport_outlier_rows_total{model="m",version="1"} 3.0' in metrics
-    assert 'mlport_outliers_total{model="m",version="1"} 1.0' in metrics
+    # over gRPC the scores travel as a string parameter holding the JSON list
+    import grpc
+
+    from mlport.protocols.grpc.proto import inference_pb2 as pb
+    from mlport.protocols.grpc.proto import inference_pb2_grpc
+
+    req = pb.ModelInferRequest(model_name="m")
+    req.inputs.add(name="x", datatype="FP32", shape=[1, 3]).contents.fp32_contents.extend([6.0, -6.0, 6.0])
+    with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
+        answer = inference_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer(req, timeout=30)
+    assert json.loads(answer.parameters["outlier_scores"].string_param) == [pytest.approx(scores[2])]
     # drift off: not watched
     assert httpx.get(server.url + "/models/m/drift").json()["status"] == "unwatched"
     assert httpx.get(server.url + "/models/nope/drift").status_code == 404
+    metrics = httpx.get(server.url + "/metrics").text
+    assert 'mlport_outlier_rows_total{model="m",version="1"} 4.0' in metrics
+    assert 'mlport_outliers_total{model="m",version="1"} 2.0' in metrics
 
 
 def test_a_categorical_output_drifts_by_chi_square_as_scipy_computes_it(
