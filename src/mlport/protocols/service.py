@@ -26,6 +26,7 @@ from mlport.errors import ErrorCode, InvalidInput, MlportError
 from mlport.formats.base import Arrays, ContextEvaluator, Evaluator, RequestContext
 from mlport.limits import Limits
 from mlport.observability.access import AccessLog
+from mlport.observability.drift import DriftWatch
 from mlport.observability.metrics import Metrics
 from mlport.observability.requestlog import Pending, RequestLog
 from mlport.runtime.batching import Runner
@@ -207,6 +208,8 @@ class InferenceService:
         self._series: dict[tuple[str, int, str], _Series] = {}
         self._stats: dict[tuple[str, int], ModelStats] = {}
         self._inflight = _Inflight(metrics)
+        #: Drift and outlier watch of the models with a reference profile (a hook on every answered prediction).
+        self.drift = DriftWatch(metrics)
 
     def call(self, model: str, version: str | int | None, protocol: str, request_id: str | None = None) -> Call:
         """Hold a ready version of ``model`` for one request and record its outcome in the metrics."""
@@ -299,6 +302,7 @@ class InferenceService:
             finally:
                 timer.cancel()
         series.inference.observe(timing.ended - timing.started)
+        parameters = self.drift.observe(lv, feed, outputs)
         if wanted is not None:
             outputs = {n: outputs[n] for n in wanted}
         response = InferenceResponse(
@@ -306,7 +310,7 @@ class InferenceService:
             model_version=str(lv.version),
             outputs=_as_arrays(outputs),
             id=request.id,
-            parameters={},
+            parameters=parameters,
         )
         rows = _rows(feed) if runner.batched else 1
         series.stats.ran(rows, submitted - started, timing.started - submitted, timing.ended - timing.started,
@@ -352,7 +356,7 @@ class InferenceService:
             model_version=str(lv.version),
             outputs=_as_arrays(outputs),
             id=request.id,
-            parameters=dict(ctx.parameters),
+            parameters=self.drift.observe(lv, feed, outputs, dict(ctx.parameters)),
         )
 
     def _expire(self, future: asyncio.Future[Arrays]) -> None:
@@ -362,6 +366,7 @@ class InferenceService:
 
     def close(self) -> None:
         self._inflight.close()
+        self.drift.close()
         self._executor.shutdown(wait=False, cancel_futures=True)
         if self.request_log is not None:
             self.request_log.close()
