@@ -245,3 +245,14 @@ def test_the_newest_records_are_read_from_the_newest_files_only(tmp_path: Path) 
     _put(files, [Captured(time.time(), "r5", "m", "1", "v2", "ok", 0.0, None, None, None)])
     assert [r["id"] for r in reader.poll()] == ["r5"]
     files.close()
+
+
+def test_a_server_sink_that_cannot_be_opened_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("")
+    bad = RequestLogConfig(sink=SinkConfig(url=str(tmp_path / "a-file" / "logs")))
+    with pytest.raises(InvalidInput, match=r"request log .*a-file"):
+        RequestLog(bad, CollectorRegistry())
+    # a model's own sink that cannot be opened leaves that model unlogged, and serving
+    rlog = RequestLog(RequestLogConfig(), CollectorRegistry())
+    assert rlog.start("m", 1, bad, "v2") is None
+    rlog.close()

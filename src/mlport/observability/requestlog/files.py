@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from mlport.core.logconfig import SinkConfig
+from mlport.errors import InvalidInput
 from mlport.observability.requestlog.records import (
     Captured,
     datatype_of,
@@ -79,6 +80,11 @@ class RotatingFiles:
 
     def __init__(self, sink: SinkConfig, store: LogStore | None = None) -> None:
         self.sink = sink
+        if sink.format == "parquet":
+            try:
+                import pyarrow.parquet  # noqa: F401
+            except ImportError:
+                raise InvalidInput("Parquet request logs need pyarrow: pip install 'mlport[batch]'") from None
         self.store: LogStore = store or open_store(sink)
         if isinstance(self.store, FolderStore):
             self.store.folder.mkdir(parents=True, exist_ok=True)

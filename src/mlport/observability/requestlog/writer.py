@@ -25,6 +25,7 @@ from prometheus_client import Counter as Metric
 
 from mlport.core.inference import InferenceRequest, InferenceResponse
 from mlport.core.logconfig import RequestLogConfig, SinkConfig
+from mlport.errors import InvalidInput
 from mlport.observability.requestlog.records import Captured
 
 __all__ = ["WARN_INTERVAL_S", "LogMetrics", "Pending", "RequestLog", "Sink", "open_sink"]
@@ -235,7 +236,12 @@ class RequestLog:
         #: (model, version) -> (the model's config object, what it resolved to)
         self._targets: dict[tuple[str, int], tuple[object, tuple[RequestLogConfig, _Channel] | None]] = {}
         if default is not None and default.sink is not None:
-            self._channel(default.sink)
+            try:  # the server's own sink: one it cannot open stops it at start
+                self._channel(default.sink)
+            except InvalidInput:
+                raise
+            except Exception as exc:
+                raise InvalidInput(f"request log {default.sink.url}: {exc}") from exc
 
     def resolve(self, config: RequestLogConfig | None) -> RequestLogConfig | None:
         """A model's own logging settings over the server's; ``None`` when it is not logged."""
