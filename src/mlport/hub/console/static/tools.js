@@ -161,7 +161,7 @@ const MlportTools = (() => {
       const bh = (h - 2 * pad) * value / max;
       chart.appendChild(svg("rect", { x: pad + i * bw + 1, y: h - pad - bh, width: Math.max(bw - 2, 1), height: bh,
         fill: COLORS[0] }));
-      if (bars.length <= 20) {
+      if (i % Math.ceil(bars.length / 8) === 0) { // at most 8 labels, so they never overlap
         const t = svg("text", { x: pad + i * bw + 2, y: h - 8, class: "axis" });
         t.textContent = String(name);
         chart.appendChild(t);
