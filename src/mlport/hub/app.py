@@ -65,7 +65,7 @@ class _Metrics:
         self.gateway = Counter("mlport_hub_gateway_requests", "Gateway requests by deployment and version",
                                ["deployment", "version", "status"], registry=self.registry)
         self.gateway_seconds = Histogram("mlport_hub_gateway_request_seconds", "Gateway request latency",
-                                         ["deployment"], registry=self.registry)
+                                         ["deployment", "version"], registry=self.registry)
 
 
 class _Observe:
@@ -110,7 +110,7 @@ class _Observe:
                 if not any(d.name == name for d in self.hub.deployments.deployments()):
                     name = "-"
                 self.metrics.gateway.labels(name, version, str(status)).inc()
-                self.metrics.gateway_seconds.labels(name).observe(time.perf_counter() - started)
+                self.metrics.gateway_seconds.labels(name, version).observe(time.perf_counter() - started)
                 kind = "gateway"
                 if self.access_log is not None:
                     write_gateway_line(self.access_log, self.hub, path, rid, version, status, started)

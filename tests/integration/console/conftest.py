@@ -10,19 +10,36 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from playwright.sync_api import Page
+from playwright.sync_api import Browser, Page, sync_playwright
 
 from tests.hubutil import HubProc, start_hub
 
 CHROMIUM = os.environ.get("MLPORT_CHROMIUM", "/usr/bin/chromium")
 
 
-@pytest.fixture(scope="session")
-def browser_type_launch_args(browser_type_launch_args: dict[str, Any]) -> dict[str, Any]:
-    return {**browser_type_launch_args, "executable_path": CHROMIUM, "args": ["--no-sandbox"]}
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[Browser]:
+    """Playwright and its browser for one test module.  Not pytest-playwright's session-wide fixtures: Playwright's
+    sync API keeps an event loop running in the main thread until it stops, which would break every later test
+    that calls ``asyncio.run``."""
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@pytest.fixture
+def page(chromium: Browser) -> Iterator[Page]:
+    """A fresh browser context (no cookies) and page for each test."""
+    context = chromium.new_context(accept_downloads=True)
+    try:
+        yield context.new_page()
+    finally:
+        context.close()
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from PIL import Image
 from playwright.sync_api import Page, expect
 
 from tests.builders import iris_onnx, ort_run, scale_onnx
-from tests.hubutil import ADMIN_PASSWORD, HubProc
+from tests.hubutil import ADMIN_PASSWORD, HubProc, wait_for
 from tests.integration.console.conftest import shot, sign_in
 
 pytestmark = pytest.mark.slow
@@ -45,6 +45,7 @@ def test_upload_deploy_canary_promote_rollback(hub: HubProc, page: Page, shots: 
     page.fill("#create-model input[name=description]", "iris classifier")
     page.click("#create-model button")
     page.click("#models a:text-is('iris')")
+    page.wait_for_url(hub.url + "/ui/models/iris")  # loaded: the page's script is running
     expect(page.locator("#model-info")).to_contain_text("iris classifier")
 
     # a folder, zipped by the page, then a single file; each with its progress bar
@@ -64,6 +65,7 @@ def test_upload_deploy_canary_promote_rollback(hub: HubProc, page: Page, shots: 
     expect(detail).to_contain_text(v1_info["sha256"])
 
     page.click("header a:text-is('Deployments')")
+    page.wait_for_url(hub.url + "/ui/deployments")  # loaded: the page's script is running
     page.fill("#create-deployment input[name=name]", "iris-prod")
     page.fill("#create-deployment input[name=model]", "iris")
     page.fill("#create-deployment input[name=version]", "1")
@@ -73,6 +75,7 @@ def test_upload_deploy_canary_promote_rollback(hub: HubProc, page: Page, shots: 
     shot(page, shots, "03-deployments")
 
     page.click("#deployments a:text-is('iris-prod')")
+    page.wait_for_url(hub.url + "/ui/deployments/iris-prod")  # loaded: the page's script is running
     page.select_option("#experiment select[name=strategy]", "canary")
     page.fill("#experiment input[name=version]", "2")
     page.fill("#experiment input[name=percent]", "20")
@@ -96,6 +99,9 @@ def test_upload_deploy_canary_promote_rollback(hub: HubProc, page: Page, shots: 
     rps = page.locator("svg[aria-label='requests per second by version']")
     expect(rps).to_contain_text("v2:", timeout=10_000)
     expect(rps).to_contain_text("v1:")
+    latency = page.locator("svg[aria-label='latency by version (p50, p99)']")
+    expect(latency).to_contain_text("v2 p99:")
+    expect(latency).to_contain_text("v1 p50:")
     shot(page, shots, "04-deployment-canary")
 
     page.click("#promote")
@@ -135,6 +141,33 @@ def test_upload_deploy_canary_promote_rollback(hub: HubProc, page: Page, shots: 
     assert [int(line.rsplit(",", 1)[1]) for line in written[1:]] == predicted.tolist()
     shot(page, shots, "05-deployment-dataset")
 
+    # a shadow of v2: the charts show how often it agrees with v1, and both versions' latency
+    page.select_option("#experiment select[name=strategy]", "shadow")
+    page.fill("#experiment input[name=version]", "2")
+    page.click("#experiment button")
+    expect(page.locator("#deployment-info")).to_contain_text("shadow v2")
+    expect(page.locator(_replica_row(page, 2))).to_contain_text("1 / 1", timeout=START_S)
+    page.fill("#loadtest input[name=total]", "40")
+    page.click("#loadtest button[type=submit]")
+    expect(status).to_have_attribute("data-done", "yes", timeout=120_000)
+    assert "v1 40" in status.inner_text()  # a shadow never answers
+    agreement = page.locator("svg[aria-label='shadow: agreement with the live version']")
+    expect(agreement).to_contain_text("agreement:", timeout=15_000)
+    expect(page.locator("svg[aria-label='shadow: latency of both versions']")).to_contain_text("shadow v2 p50")
+    wait_for(lambda: admin.get("/api/v1/deployments/iris-prod/shadow").json()["requests"] > 0, 30, "comparisons")
+    shot(page, shots, "05b-deployment-shadow")
+
+    # the replica policy, then undeploy
+    page.fill("#scale input[name=max_replicas]", "2")
+    page.check("#scale input[name=scale_to_zero]")
+    page.click("#scale button")
+    expect(page.locator("#notice")).to_have_text("replica policy saved")
+    policy = admin.get("/api/v1/deployments/iris-prod").json()["policy"]
+    assert policy["max_replicas"] == 2 and policy["scale_to_zero"] and policy["min_replicas"] == 1
+    page.click("#undeploy")
+    page.wait_for_url(hub.url + "/ui/deployments")
+    assert admin.get("/api/v1/deployments/iris-prod").status_code == 404
+
 
 @pytest.fixture(scope="module")
 def double(hub: HubProc, tmp_path_factory: pytest.TempPathFactory) -> str:
@@ -167,11 +200,23 @@ def test_try_an_image_model(hub: HubProc, double: str, page: Page, shots: Path, 
     assert np.allclose(got.reshape(-1), pixels.reshape(-1).astype(np.float32) * 2.0), got
     shot(page, shots, "06-try-image")
 
+    # the form made from the signature: a field per input, written as the JSON body of eval
+    before = answer.inner_text()
+    page.fill("#try-fields input[data-input=x]", json.dumps(np.ones((1, 4, 4, 3)).tolist()))
+    page.click("#try-fill")
+    expect(page.locator("#try input[name=path]")).to_have_value("eval")
+    page.set_input_files("#try input[name=image]", [])
+    page.click("#try button[type=submit]")
+    expect(answer).not_to_have_text(before, timeout=60_000)
+    assert answer.inner_text().startswith("HTTP 200 - version 1")
+    assert np.allclose(json.loads(answer.inner_text().split("\n", 1)[1])["y"], 2.0)
+
 
 def test_a_predictor_token_from_the_admin_page(hub: HubProc, double: str, page: Page, shots: Path) -> None:
     _accept_dialogs(page)
     sign_in(page, hub.url, "admin", ADMIN_PASSWORD)
     page.click("header a:text-is('Administration')")
+    page.wait_for_url(hub.url + "/ui/admin")  # loaded: the page's script is running
     page.fill("#create-service input[name=name]", "ci-bot")
     page.fill("#create-service input[name=roles]", "predictor")
     page.fill("#create-service input[name=deployments]", "double")

@@ -3,14 +3,18 @@ and a viewer who sees no control that changes anything (and is refused by the AP
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import httpx
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.hubutil import ADMIN_PASSWORD, HubProc
+from tests.conftest import free_port, stop_process
+from tests.hubutil import ADMIN_PASSWORD, HubProc, wait_for
 from tests.integration.console.conftest import shot, sign_in
 
 VIEWER_PASSWORD = "viewer-password-for-tests"
@@ -88,6 +92,8 @@ def test_signing_out_ends_the_session_and_its_token(hub: HubProc) -> None:
     assert stale.get("/ui/").status_code == 303
     bad = httpx.post(hub.url + "/ui/login", data={"username": "admin", "password": "wrong-password"})
     assert bad.status_code == 401 and "set-cookie" not in bad.headers
+    huge = httpx.post(hub.url + "/ui/login", data={"username": "admin", "password": "x" * 20_000})
+    assert huge.status_code == 413 and "set-cookie" not in huge.headers
 
 
 @pytest.mark.slow
@@ -117,3 +123,23 @@ def test_a_viewer_sees_no_control_that_changes_anything(hub: HubProc, page: Page
     page.goto(hub.url + "/ui/admin")
     expect(page.locator("#notice")).to_contain_text("admin")
     assert admin.get("/api/v1/models/not-allowed").status_code == 404
+
+
+def test_the_hub_prints_the_console_url_and_the_first_admins_password(tmp_path: Path) -> None:
+    """With no admin password given, `mlport hub` prints where the console is and the generated password, which
+    signs in there."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "MLPORT_HUB_ADMIN_PASSWORD"}
+    log = tmp_path / "hub.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "mlport.cli.main", "hub", "--data-dir", str(tmp_path / "hub"),
+                                 "--http-port", str(port)], stdout=out, stderr=subprocess.STDOUT, env=env)
+    try:
+        pattern = re.compile(rf"console: open (http://127\.0\.0\.1:{port}/) in a browser and sign in as admin with "
+                             r"password (\S+)")
+        match = wait_for(lambda: pattern.search(log.read_text(errors="replace")), timeout=90, what="the banner")
+        url, password = match.group(1), match.group(2)
+        r = httpx.post(url + "ui/login", data={"username": "admin", "password": password})
+        assert r.status_code == 303 and "mlport_session=" in r.headers["set-cookie"], r.text
+    finally:
+        stop_process(proc)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import socket
 import time
 from typing import Any
+from urllib.parse import parse_qsl
 
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
@@ -22,6 +23,7 @@ from mlport.hub.console.render import STATIC_DIR, render
 from mlport.hub.console.security import COOKIE
 from mlport.hub.console.sessions import Session, SessionStore
 from mlport.hub.settings import HubSettings
+from mlport.protocols.http.body import read_body
 
 __all__ = ["console_routes", "public_names"]
 
@@ -76,11 +78,8 @@ async def login_form(request: Request) -> Response:
 
 
 async def login(request: Request) -> Response:
-    body = await request.body()
-    if len(body) > _MAX_FORM_BYTES:
-        return render("login.html", 413, error="the form is too large")
-    form = await request.form()
-    name, password = str(form.get("username", ""))[:64], str(form.get("password", ""))[:1024]
+    form = dict(parse_qsl((await read_body(request, _MAX_FORM_BYTES)).decode("utf-8", "replace")))
+    name, password = form.get("username", "")[:64], form.get("password", "")[:1024]
     try:
         session_id, session = _sessions(request).sign_in(name, password)
     except MlportError as exc:

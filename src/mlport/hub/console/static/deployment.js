@@ -103,28 +103,31 @@ window.MlportDeployment = (() => {
   }
 
   // -------------------------------------------------------------------------------------------- live charts
-  const history = { at: [], rps: {}, errors: {}, p50: [], p99: [], replicas: {} };
+  const history = { rps: {}, errors: {}, latency: {}, replicas: {}, agreement: {}, shadowMs: {} };
   let previous = null;
 
+  function labelsOf(text) {
+    return Object.fromEntries(Array.from(text.matchAll(/(\w+)="([^"]*)"/g), (x) => [x[1], x[2]]));
+  }
+
   function parseMetrics(text) {
-    // the gateway's counters of this deployment: requests by version and status, latency buckets
+    // the gateway's counters of this deployment: requests by version and status, latency buckets by version
     const out = { requests: {}, buckets: {} };
-    const esc = name.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
-    const req = new RegExp('^mlport_hub_gateway_requests_total\\{([^}]*)\\} ([0-9.e+]+)$');
-    const bucket = new RegExp('^mlport_hub_gateway_request_seconds_bucket\\{deployment="' + esc + '",le="([^"]+)"\\} ([0-9.e+]+)$');
-    for (const line of text.split("\n")) {
-      let m = req.exec(line);
-      if (m) {
-        const labels = Object.fromEntries(Array.from(m[1].matchAll(/(\w+)="([^"]*)"/g), (x) => [x[1], x[2]]));
-        if (labels.deployment !== name) continue;
-        const v = labels.version || "-";
+    const line = /^(mlport_hub_gateway_requests_total|mlport_hub_gateway_request_seconds_bucket)\{([^}]*)\} ([0-9.e+]+)$/;
+    for (const row of text.split("\n")) {
+      const m = line.exec(row);
+      if (!m) continue;
+      const labels = labelsOf(m[2]);
+      if (labels.deployment !== name) continue;
+      const v = labels.version || "-";
+      const n = Number(m[3]);
+      if (m[1] === "mlport_hub_gateway_requests_total") {
         const slot = out.requests[v] || (out.requests[v] = { total: 0, errors: 0 });
-        slot.total += Number(m[2]);
-        if (!labels.status.startsWith("2")) slot.errors += Number(m[2]);
-        continue;
+        slot.total += n;
+        if (!labels.status.startsWith("2")) slot.errors += n;
+      } else {
+        (out.buckets[v] || (out.buckets[v] = {}))[labels.le] = n;
       }
-      m = bucket.exec(line);
-      if (m) out.buckets[m[1]] = Number(m[2]);
     }
     return out;
   }
@@ -157,15 +160,25 @@ window.MlportDeployment = (() => {
         push(history.rps, "v" + v, [now, n / dt]);
         push(history.errors, "v" + v, [now, n > 0 ? 100 * (c.errors - before.errors) / n : 0]);
       }
-      const deltas = {};
-      for (const [le, count] of Object.entries(m.buckets)) deltas[le] = count - (previous.m.buckets[le] || 0);
-      history.p50.push([now, quantile(deltas, 0.5)]);
-      history.p99.push([now, quantile(deltas, 0.99)]);
-      if (history.p50.length > MAX_POINTS) { history.p50.shift(); history.p99.shift(); }
+      for (const [v, buckets] of Object.entries(m.buckets)) {
+        const before = previous.m.buckets[v] || {};
+        const deltas = {};
+        for (const [le, count] of Object.entries(buckets)) deltas[le] = count - (before[le] || 0);
+        if (!deltas["+Inf"]) continue; // no request of this version in the interval
+        push(history.latency, "v" + v + " p50", [now, quantile(deltas, 0.5)]);
+        push(history.latency, "v" + v + " p99", [now, quantile(deltas, 0.99)]);
+      }
     }
     previous = { at: now, m };
     for (const v of (current && current.replicas && current.replicas.versions) || []) {
       push(history.replicas, "v" + v.version, [now, v.ready || 0]);
+    }
+    if (current && current.target.strategy === "shadow") {
+      // the hub's comparison of the live answers with the shadow's
+      const s = await C.api("GET", base + "/shadow");
+      push(history.agreement, "agreement", [now, s.agreement_rate === null ? 0 : 100 * s.agreement_rate]);
+      push(history.shadowMs, "live v" + s.primary + " p50", [now, s.live_latency_ms.p50 || 0]);
+      push(history.shadowMs, "shadow v" + s.shadow + " p50", [now, s.shadow_latency_ms.p50 || 0]);
     }
     draw();
   }
@@ -175,13 +188,40 @@ window.MlportDeployment = (() => {
     box.textContent = "";
     T.lineChart(box, "requests per second by version", history.rps, "rps");
     T.lineChart(box, "error rate by version", history.errors, "%");
-    T.lineChart(box, "latency (all versions)", { p50: history.p50, p99: history.p99 }, "ms");
+    T.lineChart(box, "latency by version (p50, p99)", history.latency, "ms");
     T.lineChart(box, "ready replicas by version", history.replicas, "");
+    if (Object.keys(history.agreement).length) {
+      T.lineChart(box, "shadow: agreement with the live version", history.agreement, "%");
+      T.lineChart(box, "shadow: latency of both versions", history.shadowMs, "ms");
+    }
   }
 
   // -------------------------------------------------------------------------------------------- try it
+  async function tryFields(form) {
+    // a field per input of the signature (read through the gateway); "fill" writes them as the eval JSON body
+    const r = await gatewayFetch("describe", { method: "GET" });
+    if (!r.ok) return;
+    const sig = await r.json();
+    const box = document.getElementById("try-fields");
+    for (const input of sig.inputs || []) {
+      const hint = (input.type || input.datatype) + " [" + (input.shape || []).join(", ") + "]";
+      box.appendChild(C.el("label", {}, input.name + " (" + hint + ") ",
+        C.el("input", { name: "field:" + input.name, "data-input": input.name, "aria-label": input.name })));
+    }
+    document.getElementById("try-fill").addEventListener("click", () => {
+      const body = {};
+      for (const field of box.querySelectorAll("input[data-input]")) {
+        if (field.value.trim() === "") continue;
+        try { body[field.dataset.input] = JSON.parse(field.value); } catch (e) { body[field.dataset.input] = field.value; }
+      }
+      form.elements.body.value = JSON.stringify(body);
+      form.elements.path.value = "eval";
+    });
+  }
+
   function setupTry() {
     const form = document.getElementById("try");
+    tryFields(form).catch(() => null);
     const out = document.getElementById("try-answer");
     const preview = document.getElementById("try-preview");
     form.elements.image.addEventListener("change", () => {
