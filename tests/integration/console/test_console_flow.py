@@ -35,6 +35,8 @@ def test_upload_deploy_canary_promote_rollback(hub: HubProc, page: Page, shots: 
     iris_onnx(folder / "iris.onnx")
     v2 = iris_onnx(tmp_path / "v2" / "iris.onnx", c=0.02)
     _accept_dialogs(page)
+    blocked: list[str] = []  # what the Content-Security-Policy refused: the console must need nothing it forbids
+    page.on("console", lambda m: blocked.append(m.text) if "Content Security Policy" in m.text else None)
 
     page.goto(hub.url + "/")
     expect(page).to_have_url(re.compile(r"/ui/login$"))
@@ -167,6 +169,7 @@ def test_upload_deploy_canary_promote_rollback(hub: HubProc, page: Page, shots: 
     page.click("#undeploy")
     page.wait_for_url(hub.url + "/ui/deployments")
     assert admin.get("/api/v1/deployments/iris-prod").status_code == 404
+    assert not blocked, blocked
 
 
 @pytest.fixture(scope="module")
