@@ -78,6 +78,10 @@ def test_console_pages_send_a_strict_content_security_policy(hub: HubProc) -> No
         assert r.headers["x-frame-options"] == "DENY"
         if path != "/ui/static/console.js":
             assert "<script>" not in r.text and " on" + "click=" not in r.text  # no inline script at all
+            # a form sent before the script runs is a POST the guard refuses (no CSRF token): never a GET that
+            # would put its fields (a new user's password) in the URL
+            forms = re.findall(r"<form [^>]*>", r.text)
+            assert all('method="post"' in form for form in forms), forms
 
 
 def test_signing_out_ends_the_session_and_its_token(hub: HubProc) -> None:
