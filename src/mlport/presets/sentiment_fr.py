@@ -279,23 +279,23 @@ def build(folder: Path) -> None:
         pred = head.predict(embed([t for t, _ in items]))
         return float((pred == np.asarray([y for _, y in items])).mean())
 
-    figures = {
+    by_frame = {f: round(accuracy(framed(test, ((f, flip),))), 4) for f, flip in HELD_OUT_FRAMES}
+    figures: dict[str, Any] = {
         "lexicon_entries": len(train) + len(test), "train_words": len(train), "held_out_words": len(test),
         "train_texts": len(texts), "held_out_frames": len(HELD_OUT_FRAMES),
         "accuracy_held_out_words": round(accuracy(test), 4),
         "accuracy_held_out_words_in_frames": round(accuracy(framed(test, HELD_OUT_FRAMES)), 4),
         "accuracy_hand_written_sentences": round(accuracy(list(CHECK_SENTENCES)), 4),
         "hand_written_sentences": len(CHECK_SENTENCES),
-        "accuracy_by_held_out_frame": {f: round(accuracy(framed(test, ((f, flip),))), 4)
-                                       for f, flip in HELD_OUT_FRAMES},
+        "accuracy_by_held_out_frame": by_frame,
         "built_from": package_versions(SOURCES), "seconds": round(time.perf_counter() - started, 1),
     }
     logistic_head_onnx(head.coef_.reshape(-1), float(head.intercept_[0]), parts / "head.onnx")
     _write_flow(folder)
-    by_frame = ", ".join(f"`{f}` {v:.3f}" for f, v in figures["accuracy_by_held_out_frame"].items())
+    limits = "By unseen frame: " + ", ".join(f"`{f}` {v:.3f}" for f, v in by_frame.items()) + ". " + _LIMITS
     write_about(folder, "sentiment-fr", figures, _ABOUT.format(
         train=len(train), frames=len(FRAMES) - 1, texts=len(texts), window=NEGATION_WINDOW,
-        strength=MIN_STRENGTH), f"By unseen frame: {by_frame}. " + _LIMITS)
+        strength=MIN_STRENGTH), limits)
     print(f"sentiment-fr: held-out accuracy {figures['accuracy_held_out_words']:.3f} (words), "
           f"{figures['accuracy_held_out_words_in_frames']:.3f} (framed words), "
           f"{figures['accuracy_hand_written_sentences']:.3f} ({len(CHECK_SENTENCES)} hand-written sentences)",
