@@ -64,6 +64,16 @@ def test_the_catalogue_lists_both_languages(hub: HubProc, admin: httpx.Client) -
     assert "sentiment-fr   sentiment analysis (fr)" in text and "sentiment-en   sentiment analysis (en)" in text
 
 
+def test_the_routes_are_in_the_openapi_document(hub: HubProc) -> None:
+    from openapi_spec_validator import validate
+
+    doc = httpx.get(hub.url + "/openapi.json").json()
+    validate(doc)
+    assert "get" in doc["paths"]["/api/v1/presets"] and "get" in doc["paths"]["/presets"]
+    body = doc["paths"]["/api/v1/presets/{name}/deploy"]["post"]["requestBody"]
+    assert "deployment" in body["content"]["application/json"]["schema"]["properties"]
+
+
 def test_bad_requests(admin: httpx.Client) -> None:
     r = admin.post("/api/v1/presets/nope/deploy", json={"deployment": "x"})
     assert r.status_code == 404 and "unknown preset 'nope'" in r.json()["error"]

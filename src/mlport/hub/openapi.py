@@ -5,6 +5,8 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
+from mlport.hub.presets import openapi_paths
+
 __all__ = ["DOCS_HTML", "build_openapi"]
 
 Json = dict[str, Any]
@@ -309,7 +311,7 @@ def build_openapi() -> Json:
         "openapi": "3.1.0",
         "info": {"title": "mlport hub", "version": "1",
                  "description": "Model registry, users and tokens, deployments and their gateway."},
-        "paths": paths,
+        "paths": {**paths, **openapi_paths()},
         "components": {"schemas": _schemas(), "responses": responses,
                        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}}},
         "security": [{"bearer": []}],

@@ -37,7 +37,7 @@ from mlport.formats.base import MissingExtra
 from mlport.hub.service import Hub
 from mlport.registry.types import VersionInfo
 
-__all__ = ["KIND", "preset_routes"]
+__all__ = ["KIND", "openapi_paths", "preset_routes"]
 
 KIND = "preset-build"
 
@@ -194,3 +194,31 @@ def preset_routes(hub: Hub) -> list[Route]:
         Route("/presets", catalogue, methods=["GET"]),
         Route("/api/v1/presets/{name}/deploy", deploy, methods=["POST"]),
     ]
+
+
+def _errors(*codes: int) -> dict[str, Any]:
+    return {str(c): {"$ref": f"#/components/responses/E{c}"} for c in codes}
+
+
+def openapi_paths() -> dict[str, Any]:
+    """The OpenAPI description of the catalogue's routes (merged into the hub's document)."""
+    json_object = {"application/json": {"schema": {"type": "object"}}}
+    listing = {"operationId": "listPresets", "tags": ["Presets"],
+               "summary": "The preset catalogue: name, task, languages, inputs, outputs, size, measured figures, "
+                          "whether built, the registered version and a build in progress",
+               "responses": {"200": {"description": "OK", "content": json_object}, **_errors(401, 403)}}
+    deploy_op = {
+        "operationId": "deployPreset", "tags": ["Presets"],
+        "summary": "Deploy a preset: its registered build at once (201/200 with the deployment), or build it first "
+                   "as a job of kind preset-build (202 with the job), then register and deploy it",
+        "parameters": [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}],
+        "requestBody": {"required": True, "content": {
+            "application/json": {"schema": DeployBody.model_json_schema()}}},
+        "responses": {"200": {"description": "Moved an existing deployment to the built version",
+                              "content": json_object},
+                      "201": {"description": "Deployed the built version", "content": json_object},
+                      "202": {"description": "Building the preset as a job", "content": json_object},
+                      **_errors(400, 401, 403, 404, 409, 503)},
+    }
+    return {"/api/v1/presets": {"get": listing}, "/presets": {"get": {**listing, "operationId": "listPresetsShort"}},
+            "/api/v1/presets/{name}/deploy": {"post": deploy_op}}

@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["SEED", "TEST_SIZE", "Trained", "framed", "logistic_head_onnx", "package_versions", "save", "score",
-           "split", "to_onnx", "write", "write_about"]
+__all__ = ["SEED", "TEST_SIZE", "Embedder", "Trained", "framed", "logistic_head_onnx", "package_versions", "save",
+           "score", "split", "to_onnx", "write", "write_about"]
 
 SEED = 0
 #: The share of rows held out to measure accuracy.
@@ -155,3 +155,24 @@ def write_about(folder: Path, name: str, figures: dict[str, Any], training: str,
 def framed(words: list[tuple[str, int]], frames: tuple[tuple[str, bool], ...]) -> list[tuple[str, int]]:
     """Each ``(word, label)`` in each ``(frame, negated)``, its label reversed in a negated frame."""
     return [(f.format(w=w), 1 - y if flip else y) for w, y in words for f, flip in frames]
+
+
+class Embedder:
+    """A tokenizer (``tokenizers``) and an ONNX model from ``input_ids``/``attention_mask`` to ``embedding``, run
+    as the served flow runs them: what a text preset's head is trained on."""
+
+    def __init__(self, tok: Any, model: Path, batch: int = 256) -> None:
+        import onnxruntime as ort
+
+        self.tok = tok
+        self.batch = batch
+        self.sess = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+
+    def __call__(self, texts: list[str]) -> np.ndarray[Any, Any]:
+        parts = []
+        for i in range(0, len(texts), self.batch):
+            enc = self.tok.encode_batch(texts[i:i + self.batch])
+            ids = np.asarray([e.ids for e in enc], dtype=np.int64)
+            mask = np.asarray([e.attention_mask for e in enc], dtype=np.int64)
+            parts.append(self.sess.run(["embedding"], {"input_ids": ids, "attention_mask": mask})[0])
+        return np.concatenate(parts)

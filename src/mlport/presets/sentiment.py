@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from mlport.formats.base import MissingExtra
-from mlport.presets.common import framed, logistic_head_onnx, package_versions, write_about
+from mlport.presets.common import Embedder, framed, logistic_head_onnx, package_versions, write_about
 
 __all__ = ["CHECK_SENTENCES", "NEGATION_SENTENCES", "build"]
 
@@ -114,26 +114,13 @@ def _export_encoder(source: Path, out: Path) -> None:
     os.replace(tmp, out)
 
 
-class _Embedder:
-    """The tokenizer and the exported encoder, as the served flow runs them."""
+def _embedder(tokenizer: Path, encoder: Path) -> Embedder:
+    from tokenizers import Tokenizer
 
-    def __init__(self, tokenizer: Path, encoder: Path) -> None:
-        import onnxruntime as ort
-        from tokenizers import Tokenizer
-
-        self.tok = Tokenizer.from_file(str(tokenizer))
-        self.tok.enable_truncation(MAX_TOKENS)
-        self.tok.enable_padding(pad_id=0, pad_token="[PAD]")
-        self.sess = ort.InferenceSession(str(encoder), providers=["CPUExecutionProvider"])
-
-    def __call__(self, texts: list[str], batch: int = 256) -> np.ndarray[Any, Any]:
-        parts = []
-        for i in range(0, len(texts), batch):
-            enc = self.tok.encode_batch(texts[i:i + batch])
-            ids = np.asarray([e.ids for e in enc], dtype=np.int64)
-            mask = np.asarray([e.attention_mask for e in enc], dtype=np.int64)
-            parts.append(self.sess.run(["embedding"], {"input_ids": ids, "attention_mask": mask})[0])
-        return np.concatenate(parts)
+    tok = Tokenizer.from_file(str(tokenizer))
+    tok.enable_truncation(MAX_TOKENS)
+    tok.enable_padding(pad_id=0, pad_token="[PAD]")
+    return Embedder(tok, encoder)
 
 
 def build(folder: Path) -> None:
@@ -150,7 +137,7 @@ def build(folder: Path) -> None:
     (parts / "tokenizer.model.yaml").write_text(f"options: {{max_length: {MAX_TOKENS}, token_type_ids: false}}\n")
     print("sentiment-en: exporting all-MiniLM-L6-v2 to ONNX", file=sys.stderr, flush=True)
     _export_encoder(source, parts / "encoder.onnx")
-    embed = _Embedder(parts / "tokenizer.json", parts / "encoder.onnx")
+    embed = _embedder(parts / "tokenizer.json", parts / "encoder.onnx")
 
     rng = np.random.default_rng(SEED)
     words = [(w, 1 if v > 0 else 0) for w, v in _lexicon() if abs(v) >= MIN_STRENGTH]

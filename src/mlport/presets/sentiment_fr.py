@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from mlport.formats.base import MissingExtra
-from mlport.presets.common import SEED, framed, logistic_head_onnx, package_versions, write_about
+from mlport.presets.common import SEED, Embedder, framed, logistic_head_onnx, package_versions, write_about
 
 __all__ = ["CHECK_SENTENCES", "build"]
 
@@ -231,26 +231,6 @@ def _skipped(vocab: dict[str, int], lexicon: set[str]) -> set[str]:
     return (set(STOP_WORDS) - lexicon) | {w for w in vocab if not any(c.isalpha() for c in w)}
 
 
-class _Embedder:
-    """The tokenizer and the embedding bag, as the served flow runs them."""
-
-    def __init__(self, tok: Any, bag: Path) -> None:
-        import onnxruntime as ort
-
-        self.tok = tok
-        self.sess = ort.InferenceSession(str(bag), providers=["CPUExecutionProvider"])
-
-    def __call__(self, texts: list[str], batch: int = 1024) -> np.ndarray[Any, Any]:
-        parts = []
-        for i in range(0, len(texts), batch):
-            enc = self.tok.encode_batch(texts[i:i + batch])
-            ids = np.asarray([e.ids for e in enc], dtype=np.int64)
-            mask = np.asarray([e.attention_mask for e in enc], dtype=np.int64)
-            parts.append(self.sess.run(["embedding"], {"input_ids": ids, "attention_mask": mask})[0])
-        return np.concatenate(parts)
-
-
-
 def build(folder: Path) -> None:
     from sklearn.linear_model import LogisticRegression
 
@@ -264,7 +244,7 @@ def build(folder: Path) -> None:
     vocab: dict[str, int] = tok.get_vocab()
     (parts / "tokenizer.model.yaml").write_text(f"options: {{max_length: {MAX_TOKENS}, token_type_ids: false}}\n")
     _bag_onnx(vocab, rows, table, _skipped(vocab, {w for g in groups for w, _ in g}), parts / "bag.onnx")
-    embed = _Embedder(tok, parts / "bag.onnx")
+    embed = Embedder(tok, parts / "bag.onnx", batch=1024)
 
     order = np.random.default_rng(SEED).permutation(len(groups))
     cut = int(len(groups) * 0.8)
