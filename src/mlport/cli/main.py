@@ -112,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     fmts = sub.add_parser("formats", help="list the model formats and whether each is available")
     fmts.set_defaults(func=_cmd_formats)
     from mlport.cli.build import add_build_command
+    from mlport.cli.drift import add_drift_commands
     from mlport.cli.hub import add_hub_command
     from mlport.cli.hubctl import add_client_commands
     from mlport.cli.k8s import add_k8s_command
@@ -124,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_k8s_command(sub)
     add_score_command(sub)
     add_presets_command(sub)
+    add_drift_commands(sub)
     return parser
 
 
