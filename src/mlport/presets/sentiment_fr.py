@@ -170,9 +170,9 @@ def _bag_onnx(vocab: dict[str, int], rows: dict[str, int], table: np.ndarray[Any
     for word in skip:
         if word in vocab:
             weight[vocab[word]] = 0.0
-    for word in NEGATIONS:
+    for word in (w for w in NEGATIONS if w in vocab):
         negation[vocab[word]], weight[vocab[word]] = 1.0, 0.0
-    for word in INTENSIFIERS:
+    for word in (w for w in INTENSIFIERS if w in vocab):
         boost[vocab[word]], weight[vocab[word]] = 1.0, 0.0
     k = NEGATION_WINDOW
     init = [numpy_helper.from_array(np.vstack([table, np.zeros((1, table.shape[1]), np.float32)]), "table"),
