@@ -23,6 +23,7 @@ from mlport.hub.console.security import BrowserGuard
 from mlport.hub.console.sessions import SessionStore
 from mlport.hub.observe import gateway_request_id, sd_routes, write_gateway_line
 from mlport.hub.openapi import build_openapi
+from mlport.hub.presets import preset_routes
 from mlport.hub.service import Hub
 from mlport.observability.access import AccessLog
 from mlport.observability.metrics import disable_created_series
@@ -150,6 +151,7 @@ def build_app(hub: Hub, access_log: AccessLog | None = None) -> Starlette:
         *console_routes(),
         *sd_routes(),
         *api_routes(),
+        *preset_routes(hub),
     ]
     app = Starlette(routes=routes, lifespan=lifespan,
                     exception_handlers={MlportError: _mlport_error, HTTPException: _http_error, Exception: _internal})

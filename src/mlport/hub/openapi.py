@@ -6,6 +6,7 @@ from functools import cache
 from typing import Any
 
 from mlport.hub.bodies import BODIES
+from mlport.hub.presets import openapi_paths
 
 __all__ = ["build_openapi"]
 
@@ -326,7 +327,7 @@ def build_openapi() -> Json:
         "openapi": "3.1.0",
         "info": {"title": "mlport hub", "version": "1",
                  "description": "Model registry, users and tokens, deployments and their gateway."},
-        "paths": paths,
+        "paths": {**paths, **openapi_paths()},
         "components": {"schemas": _schemas(), "responses": responses,
                        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}}},
         "security": [{"bearer": []}],
