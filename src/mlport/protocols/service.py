@@ -55,6 +55,7 @@ class ClientGone(MlportError):
     """The client went away before its answer (nobody reads this error; it ends the request)."""
 
     code = ErrorCode.CANCELLED
+    quiet = True
 
 
 class Call:

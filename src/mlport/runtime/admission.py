@@ -30,14 +30,21 @@ __all__ = ["HIGH", "NORMAL", "AdmissionPolicy", "Expired", "Gate", "Overloaded",
 HIGH = 1
 NORMAL = 2
 
-#: Seconds a refused client is told to wait before it tries again (``Retry-After``).
+#: Seconds a refused client is told to wait before it tries again (``Retry-After``), at least and at most: the
+#: time the queue takes to drain at the pace requests have been leaving it.
 RETRY_AFTER_S = 1.0
+MAX_RETRY_AFTER_S = 60.0
+#: Weight of the newest gap between two requests ending in its moving average.
+_PACE_ALPHA = 0.05
 
 DepthHook = Callable[[str, str, int], None]
 
 
 class Overloaded(RetryLater):
     """Refused without running: the queue is full, or the request waited too long in it."""
+
+    #: Not logged one line each (a storm of them would cost what the refusal saves); the metrics count them.
+    quiet = True
 
     def __init__(self, message: str, reason: str, code: ErrorCode = ErrorCode.UNAVAILABLE,
                  retry_after_s: float = RETRY_AFTER_S) -> None:
@@ -51,6 +58,7 @@ class Expired(MlportError):
     """The request's deadline passed before its model could run it (504 / DEADLINE_EXCEEDED)."""
 
     code = ErrorCode.DEADLINE_EXCEEDED
+    quiet = True
 
 
 def parse_priority(value: object) -> int:
@@ -129,6 +137,13 @@ class Gate:
         self.running = 0
         self._queues: dict[int, deque[_Waiter]] = {HIGH: deque(), NORMAL: deque()}
         self.depth = 0
+        #: Seconds between two requests leaving a slot (moving average), and when the last one left.
+        self._pace = 0.0
+        self._left = 0.0
+
+    def retry_after_s(self) -> float:
+        """How long the queue takes to drain at the recent pace (what a refused client is told to wait)."""
+        return min(MAX_RETRY_AFTER_S, max(RETRY_AFTER_S, self.depth * self._pace))
 
     def try_enter(self) -> bool:
         """Take a slot at once when one is free and nobody waits (the common case: no await)."""
@@ -142,7 +157,7 @@ class Gate:
         :class:`Overloaded` or :class:`Expired`.  Cancel it (:meth:`abandon`) if the client goes away."""
         if self.max_queue is not None and self.depth >= self.max_queue and not self._bump(level):
             raise Overloaded(f"model '{self.model}' is overloaded: its queue is full ({self.max_queue} requests "
-                             "waiting); try again shortly", "queue_full", self.refuse_code)
+                             "waiting); try again shortly", "queue_full", self.refuse_code, self.retry_after_s())
         loop = asyncio.get_running_loop()
         now = loop.time()
         waiter = _Waiter(loop.create_future(), level, now)
@@ -157,6 +172,13 @@ class Gate:
 
     def leave(self) -> None:
         """A request holding a slot is done: the next one still waiting takes it."""
+        if self.depth:  # the pace of a queue that drains (an idle gap is not the model's pace)
+            now = asyncio.get_running_loop().time()
+            if self._left:
+                self._pace += _PACE_ALPHA * (min(now - self._left, MAX_RETRY_AFTER_S) - self._pace)
+            self._left = now
+        else:
+            self._left = 0.0
         for level in (HIGH, NORMAL):
             queue = self._queues[level]
             while queue:
@@ -193,7 +215,8 @@ class Gate:
         else:
             waiter.future.set_exception(Overloaded(
                 f"model '{self.model}' is overloaded: the request waited {self.queue_timeout_s:g} s in its queue "
-                "(queue_timeout) and was not run; try again shortly", "queue_timeout", self.refuse_code))
+                "(queue_timeout) and was not run; try again shortly", "queue_timeout", self.refuse_code,
+                self.retry_after_s()))
 
     def _bump(self, level: int) -> bool:
         """A high-priority request at a full queue: refuse the newest normal one in its place."""
@@ -208,7 +231,7 @@ class Gate:
             waiter.future.set_exception(Overloaded(
                 f"model '{self.model}' is overloaded: its queue is full ({self.max_queue} requests waiting) and a "
                 "request of higher priority took this one's place; try again shortly", "queue_full",
-                self.refuse_code))
+                self.refuse_code, self.retry_after_s()))
         return True
 
     def _remove(self, future: asyncio.Future[None]) -> None:

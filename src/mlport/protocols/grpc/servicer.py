@@ -47,6 +47,8 @@ def _rpc(method: Handler[Req, Resp]) -> Handler[Req, Resp]:
         except MlportError as exc:
             status = GRPC_STATUS[exc.code]
             level = logging.WARNING if exc.code in _SERVER_FAULTS else logging.INFO
+            if getattr(exc, "quiet", False):  # overload refusals: counted by the metrics, not a line each
+                level = logging.DEBUG
             log.log(level, "gRPC %s failed (%s): %s", method.__name__, status.name, exc.message)
             if isinstance(exc, RetryLater):
                 await context.abort(status, exc.message, retry_trailer(exc.retry_after_s))

@@ -42,7 +42,9 @@ _MAX_REQUEST_ID = 128
 def log_failure(rid: str, method: str, path: str, status: int, exc: BaseException) -> None:
     """One log line per failed request, with its request id (never a traceback for the client's errors)."""
     if isinstance(exc, MlportError):
-        if status >= 500:
+        if getattr(exc, "quiet", False):  # overload refusals: counted by the metrics, not a line each
+            log.debug("request %s %s %s refused (%d): %s", rid, method, path, status, exc.message)
+        elif status >= 500:
             log.warning("request %s %s %s failed (%d): %s", rid, method, path, status, exc.message)
         else:
             log.info("request %s %s %s refused (%d): %s", rid, method, path, status, exc.message)
