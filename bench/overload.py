@@ -135,6 +135,38 @@ def one_run(label: str, root: Path, logs: Path, args: argparse.Namespace, *flags
     return run
 
 
+def refusals_alone(root: Path, logs: Path, count: int = 1000) -> list[float]:
+    """Latency of refusals by themselves: one client, one keep-alive connection, the model's one slot held by
+    a blocker and no queue (``--max-concurrency 1 --max-queue 0``): what a refusal costs without the storm."""
+    server = Server(root, "--inference-threads", "2", "--max-concurrency", "1", "--max-queue", "0",
+                    log=logs / "alone.log")
+    took: list[float] = []
+    done = threading.Event()
+
+    def hold() -> None:  # requests back to back: the slot is taken nearly all the time
+        with httpx.Client(base_url=server.url, timeout=CLIENT_TIMEOUT_S) as http:
+            for _ in range(10_000):
+                if done.is_set():
+                    return
+                http.post("/v2/models/slow/infer", json=BODY)
+
+    blocker = threading.Thread(target=hold)
+    blocker.start()
+    try:
+        with httpx.Client(base_url=server.url, timeout=CLIENT_TIMEOUT_S) as own:
+            for _ in range(count * 10):
+                started = time.perf_counter()
+                if own.post("/v2/models/slow/infer", json=BODY).status_code == 503:
+                    took.append(time.perf_counter() - started)
+                    if len(took) >= count:
+                        break
+    finally:
+        done.set()
+        blocker.join()
+        server.stop()
+    return took
+
+
 def report(runs: list[Run], args: argparse.Namespace) -> str:
     capacity = 2 / (args.service_ms / 1000)
     lines = [
@@ -157,6 +189,10 @@ def report(runs: list[Run], args: argparse.Namespace) -> str:
             f"{pct(run.ok, 99) * 1000:.0f} | {f'{bound:.0f}' if bound else '-'} | {len(run.refused)} | "
             f"{pct(run.refused, 99) * 1000:.1f} | {run.other or '-'} | {mb[0]:.0f}/{max(mb):.0f}/{mb[-1]:.0f} | "
             f"{pct(run.live, 99) * 1000:.1f} |")
+    if args.alone:
+        lines += ["", "Refusals by themselves (one client, keep-alive, queue full): "
+                  f"p50 {pct(args.alone, 50) * 1000:.2f} ms, p99 {pct(args.alone, 99) * 1000:.2f} ms over "
+                  f"{len(args.alone)} refusals."]
     return "\n".join(lines) + "\n"
 
 
@@ -174,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         runs = [one_run(f"max_queue {args.max_queue}", root, logs, args, "--max-queue", str(args.max_queue))]
         if not args.only_limited:
             runs.append(one_run("no limits", root, logs, args))
+        args.alone = refusals_alone(root, logs)
     text = report(runs, args)
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"overload-{dt.datetime.now():%Y-%m-%d-%H%M}.md"

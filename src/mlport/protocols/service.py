@@ -199,7 +199,9 @@ class InferenceService:
             )
         return found
 
-    async def _run(self, call: Call, request: InferenceRequest) -> InferenceResponse:
+    def _run(self, call: Call, request: InferenceRequest) -> Coroutine[Any, Any, InferenceResponse]:
+        """Check the request, then the prediction (a coroutine): at once without limits or deadline, else
+        once admitted (see :meth:`_admitted`)."""
         lv = call.model
         evaluator: Evaluator = lv.evaluator
         deadline, level = call.deadline, NORMAL
@@ -218,14 +220,27 @@ class InferenceService:
             feed = request.inputs
             if not runner.exact(feed):
                 feed = check_inputs(evaluator.signature, feed)
-        gate = lv.gate
+        if lv.gate is None and deadline is None:
+            # the version is held by the prediction itself, which may outlive the request
+            lv.inflight += 1
+            done = functools.partial(self.manager.release, lv)
+            if runner is None:
+                assert isinstance(evaluator, ContextEvaluator)
+                return self._run_in_context(call, evaluator, request, feed, done, None, None)
+            return self._predict(call, runner, request, feed, done, None, None)
+        return self._admitted(call, evaluator, runner, request, feed, deadline, level)
+
+    async def _admitted(self, call: Call, evaluator: Evaluator, runner: Runner | None, request: InferenceRequest,
+                        feed: Arrays, deadline: float | None, level: int) -> InferenceResponse:
+        """The prediction of a request with a gate or a deadline: once the gate lets it in, if still in time."""
+        lv, gate = call.model, call.model.gate
         watcher = None if gate is None else await self._admit(call, gate, deadline, level)
         try:
             if deadline is not None and asyncio.get_running_loop().time() >= deadline:
                 if gate is not None:
                     gate.leave()
                 raise Expired(f"the request's deadline passed before model '{lv.model}' could run it; it was not run")
-            # the version (and the gate's slot) is held by the prediction itself, which may outlive the request
+            # the version and the gate's slot are held by the prediction itself, which may outlive the request
             done = functools.partial(self.manager.release, lv) if gate is None else functools.partial(
                 _release, self.manager, lv, gate)
             lv.inflight += 1
