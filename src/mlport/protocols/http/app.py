@@ -116,13 +116,14 @@ def build_app(
             await state.manager.close()
             state.service.close()
 
-    from mlport.protocols.http import docs, media, routes_tfserving  # noqa: F401  (media registers codecs)
+    from mlport.protocols.http import docs, media, pages, routes_tfserving  # noqa: F401  (media registers codecs)
 
     routes: list[Route] = [
         *routes_native.routes,
         *routes_oip.routes,
         *routes_tfserving.routes,
         *docs.routes,
+        *pages.routes,
         Route("/metrics", _metrics, methods=["GET"]),
         Route("/health/live", routes_oip.live, methods=["GET"]),
         Route("/health/ready", routes_oip.ready, methods=["GET"]),
