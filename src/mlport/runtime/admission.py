@@ -98,15 +98,16 @@ class AdmissionPolicy:
     def gate(self, model: str, version: int, max_concurrency: int | None, max_queue: int | None,
              queue_timeout_s: float | None, batch: int = 0) -> Gate | None:
         """The gate of one loaded version, from its config's values (``None``: the default); ``None`` when
-        no limit applies.  Without ``max_concurrency``, a version runs as many requests as its threads (times
-        its batch size, when it batches) take at once."""
+        no limit applies.  Without ``max_concurrency``, a version admits twice what its threads (times its batch
+        size, when it batches) run at once: the next request already waits at each thread, so a thread that
+        finishes never waits for the event loop to hand it work."""
         concurrency = max_concurrency if max_concurrency is not None else self.max_concurrency
         queue = max_queue if max_queue is not None else self.max_queue
         timeout = queue_timeout_s if queue_timeout_s is not None else self.queue_timeout_s
         if concurrency is None and queue is None and timeout is None:
             return None
         if concurrency is None:
-            concurrency = self.threads * max(1, batch)
+            concurrency = 2 * self.threads * max(1, batch)
         return Gate(model, version, concurrency, queue, timeout, self.refuse_code, self.on_depth)
 
 

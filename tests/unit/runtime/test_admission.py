@@ -13,7 +13,7 @@ from mlport.runtime.admission import HIGH, NORMAL, AdmissionPolicy, Expired, Gat
 def test_no_limit_means_no_gate() -> None:
     assert AdmissionPolicy().gate("m", 1, None, None, None) is None
     gate = AdmissionPolicy(max_queue=8, threads=3).gate("m", 1, None, None, None, batch=4)
-    assert gate is not None and gate.max_concurrency == 12 and gate.max_queue == 8
+    assert gate is not None and gate.max_concurrency == 24 and gate.max_queue == 8
     own = AdmissionPolicy(max_queue=8).gate("m", 1, 2, 0, 1.5)
     assert own is not None and (own.max_concurrency, own.max_queue, own.queue_timeout_s) == (2, 0, 1.5)
 
