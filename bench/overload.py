@@ -211,12 +211,15 @@ def main(argv: list[str] | None = None) -> int:
         if not args.only_limited:
             runs.append(one_run("no limits", root, logs, args))
         args.alone = refusals_alone(root, logs)
-    text = report(runs, args)
-    RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"overload-{dt.datetime.now():%Y-%m-%d-%H%M}.md"
-    out.write_text(text)
-    print(text)
+    write_result("overload", report(runs, args))
     return 0
+
+
+def write_result(kind: str, text: str) -> None:
+    """Print a report and keep it as ``bench/results/<kind>-<date>.md``."""
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{kind}-{dt.datetime.now():%Y-%m-%d-%H%M}.md").write_text(text)
+    print(text)
 
 
 if __name__ == "__main__":

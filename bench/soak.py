@@ -31,12 +31,12 @@ from pathlib import Path
 import httpx
 
 HERE = Path(__file__).resolve().parent
-RESULTS = HERE / "results"
 sys.path.insert(0, str(HERE))
 
 import models as bench_models  # noqa: E402
 import run as bench_run  # noqa: E402
 from cache import Server, rss  # noqa: E402
+from overload import write_result  # noqa: E402
 
 MB = 2**20
 
@@ -138,10 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix=f"mlport-{args.what}-") as tmp:
         text = soak(args, Path(tmp)) if args.what == "soak" else churn(args, Path(tmp))
-    RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"{args.what}-{dt.datetime.now():%Y-%m-%d-%H%M}.md"
-    out.write_text(text)
-    print(text)
+    write_result(args.what, text)
     return 0
 
 
