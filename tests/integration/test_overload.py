@@ -246,3 +246,36 @@ def test_high_priority_jumps_the_queue(server: Server) -> None:
     assert 502 not in seen
     bad = httpx.post(server.url + "/v2/models/slow/infer", json=body(505, priority=7), timeout=10)
     assert bad.status_code == 400 and "priority" in bad.json()["error"]
+
+
+def test_server_wide_flags_429_and_queue_timeout(tmp_path: Path) -> None:
+    repo = tmp_path / "models"
+    (repo / "slow" / "1").mkdir(parents=True)
+    (repo / "slow" / "1" / "model.py").write_text(MODEL)
+    (repo / "slow" / "model.yaml").write_text("trusted: true\n")
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    server = start_server(repo, "--poll-interval", "0", "--max-concurrency", "1", "--max-queue", "1",
+                          "--queue-timeout", "3", "--overload-status", "429", log_dir=logs,
+                          env={"OVERLOAD_CALLS": str(tmp_path / "calls.log")})
+    bg = Background()
+    try:
+        release = block(server, bg, "slow", 6)
+        try:
+            bg.post(server, "slow", 601)  # waits 3 s in the queue, then is refused unrun
+            queued(server, "slow", 1)
+            r = httpx.post(server.url + "/v2/models/slow/infer", json=body(602), timeout=10)
+            assert r.status_code == 429 and r.headers["retry-after"] and "queue is full" in r.json()["error"]
+            with pytest.raises(grpc.RpcError) as info:
+                grpc_infer(server, "slow", 603)
+            assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            wait_for(lambda: 601 in bg.answers, 30, "the queued request to time out")
+            assert bg.answers[601].status_code == 429 and "queue_timeout" in bg.answers[601].json()["error"]
+        finally:
+            release()
+        bg.join()
+        assert not {601, 602, 603} & set(calls(server))
+        assert metric(server, "mlport_refused_requests_total", model="slow", reason="queue_full") == 2
+        assert metric(server, "mlport_refused_requests_total", model="slow", reason="queue_timeout") == 1
+    finally:
+        server.stop()
