@@ -136,9 +136,11 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("--force", action="store_true", help="rebuild presets that are built already")
     pre.set_defaults(func=_cmd_presets)
     from mlport.cli.build import add_build_command
+    from mlport.cli.drift import add_drift_commands
     from mlport.cli.hub import add_hub_command
     from mlport.cli.hubctl import add_client_commands
     from mlport.cli.k8s import add_k8s_command
+    from mlport.cli.logs import add_logging_command, add_logs_command
     from mlport.cli.score import add_score_command
 
     add_hub_command(sub)
@@ -146,6 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_build_command(sub)
     add_k8s_command(sub)
     add_score_command(sub)
+    add_logs_command(sub)
+    add_logging_command(sub)
+    add_drift_commands(sub)
     return parser
 
 

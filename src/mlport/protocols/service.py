@@ -32,7 +32,9 @@ from mlport.errors import ErrorCode, InvalidInput, MlportError
 from mlport.formats.base import Arrays, ContextEvaluator, Evaluator, RequestContext
 from mlport.limits import Limits
 from mlport.observability.access import AccessLog
+from mlport.observability.drift import DriftWatch
 from mlport.observability.metrics import Metrics
+from mlport.observability.requestlog import Pending, RequestLog
 from mlport.protocols.accounting import Inflight, Series
 from mlport.runtime.admission import NORMAL, Expired, Gate, Overloaded, parse_priority
 from mlport.runtime.batching import Runner
@@ -63,8 +65,8 @@ class Call:
     :attr:`model`, then :meth:`infer`.  Leaving the block records the outcome in the metrics, the statistics
     and the access log."""
 
-    __slots__ = ("_name", "_service", "_version", "deadline", "model", "protocol", "request_id", "series",
-                 "started", "status", "timeout_s", "watch")
+    __slots__ = ("_logged", "_name", "_service", "_version", "deadline", "model", "protocol", "request_id",
+                 "series", "started", "status", "timeout_s", "watch")
 
     model: LoadedVersion
     series: Series
@@ -104,6 +106,9 @@ class Call:
         self.model = lv
         self.series = series = service.series(lv, self.protocol)
         series.inflight.inc()
+        rlog = service.request_log
+        self._logged: Pending | None = None if rlog is None else rlog.start(
+            lv.model, lv.version, lv.config.logging, self.protocol)
         return self
 
     async def __aexit__(
@@ -122,12 +127,16 @@ class Call:
         if service.access_log is not None:
             service.access_log.write(self.request_id, self.model.model, str(self.model.version), self.protocol,
                                      self.status, seconds)
+        if self._logged is not None:
+            self._logged.finish(self.request_id, self.status, seconds)
 
     def infer(self, request: InferenceRequest) -> Coroutine[Any, Any, InferenceResponse]:
         """Run the prediction (await the result)."""
         if self.request_id is None:
             self.request_id = request.id
-        return self._service._run(self, request)
+        if self._logged is None:
+            return self._service._run(self, request)
+        return self._logged.watch(request, self._service._run_later(self, request))
 
 
 class InferenceService:
@@ -138,17 +147,22 @@ class InferenceService:
         limits: Limits | None = None,
         inference_threads: int = 4,
         access_log: AccessLog | None = None,
+        request_log: RequestLog | None = None,
     ) -> None:
         self.manager = manager
         self.metrics = metrics
         #: Where one line per inference request goes (``None``: nowhere).
         self.access_log = access_log
+        #: Where sampled requests are logged with their tensors (``None``: nowhere).
+        self.request_log = request_log
         self.limits = limits or Limits()
         self.inference_threads = max(1, inference_threads)
         self._executor = ThreadPoolExecutor(max_workers=self.inference_threads, thread_name_prefix="mlport-infer")
         self._series: dict[tuple[str, int, str], Series] = {}
         self._stats: dict[tuple[str, int], ModelStats] = {}
         self._inflight = Inflight(metrics)
+        #: Drift and outlier watch of the models with a reference profile (a hook on every answered prediction).
+        self.drift = DriftWatch(metrics)
 
     def call(self, model: str, version: str | int | None, protocol: str, request_id: str | None = None,
              timeout_s: float | None = None, watch: Watch | None = None) -> Call:
@@ -252,6 +266,10 @@ class InferenceService:
             if watcher is not None:
                 watcher.cancel()
 
+    async def _run_later(self, call: Call, request: InferenceRequest) -> InferenceResponse:
+        """:meth:`_run` inside a coroutine: a request it refuses fails where the request log watches it."""
+        return await self._run(call, request)
+
     def _check(self, evaluator: Evaluator, request: InferenceRequest) -> None:
         """Refuse what no model takes: too many inputs, outputs the model does not give."""
         if len(request.inputs) > self.limits.max_tensors_per_request:
@@ -306,6 +324,7 @@ class InferenceService:
             assert isinstance(result, asyncio.Future)
             outputs = await self._outcome(lv, result, deadline, watcher)
         series.inference.observe(timing.ended - timing.started)
+        parameters = self.drift.observe(lv, feed, outputs)
         if request.outputs is not None:
             outputs = {n: outputs[n] for n in request.outputs}
         response = InferenceResponse(
@@ -313,7 +332,7 @@ class InferenceService:
             model_version=str(lv.version),
             outputs=_as_arrays(outputs),
             id=request.id,
-            parameters={},
+            parameters=parameters,
         )
         rows = _rows(feed) if runner.batched else 1
         series.stats.ran(rows, submitted - call.started, timing.started - submitted, timing.ended - timing.started,
@@ -375,12 +394,15 @@ class InferenceService:
             model_version=str(lv.version),
             outputs=_as_arrays(outputs),
             id=request.id,
-            parameters=dict(ctx.parameters),
+            parameters=self.drift.observe(lv, feed, outputs, dict(ctx.parameters)),
         )
 
     def close(self) -> None:
         self._inflight.close()
+        self.drift.close()
         self._executor.shutdown(wait=False, cancel_futures=True)
+        if self.request_log is not None:
+            self.request_log.close()
 
 
 def _schedule(params: dict[str, Any], deadline: float | None) -> tuple[float | None, int]:

@@ -73,6 +73,10 @@ def native_paths(served: Served) -> Json:
                 "properties": {"id": {"type": "string"}, "reward": {"type": "number"}}}}}},
             description="A bandit router (epsilon_greedy, thompson) learns from the reward for the answer to "
                         "the request with this id (the OIP 'id' or the X-Request-Id header).")},
+        "/models/{name}/drift": {"get": op(
+            "Drift of a model", TAG_NATIVE, json_body({"type": "object"}), errors=(404,), params=["ModelName"],
+            description="Per watched version: the drift figures (PSI, Kolmogorov-Smirnov, chi-square) and status of "
+                        "each feature over the sliding window, against the version's reference profile.")},
     }
 
 
