@@ -12,12 +12,12 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 import grpc
-import numpy as np
 
 from mlport.client._errors import ClientError, http_of_code
 from mlport.client._tls import ClientCert, PathLike, grpc_credentials, tls_hint
-from mlport.client._wire import Array, as_input, from_raw, parse_datatype, plain, to_raw
+from mlport.client._wire import Array, as_input, parse_datatype, plain, raw_input
 from mlport.core.types import DataType
+from mlport.core.wire import from_contents, from_raw, set_parameter
 from mlport.protocols.grpc.proto import inference_pb2 as pb
 from mlport.protocols.grpc.proto.inference_pb2_grpc import GRPCInferenceServiceStub
 
@@ -30,41 +30,12 @@ Version = str | int | None
 #: Largest message sent or received (bytes), unless the client is given another limit.
 DEFAULT_MAX_MESSAGE_BYTES = 256 * 1024 * 1024
 
-#: The typed ``InferTensorContents`` field of each datatype (FP16 has none: raw only).
-_CONTENTS_FIELD: dict[DataType, str] = {
-    DataType.BOOL: "bool_contents",
-    DataType.INT8: "int_contents",
-    DataType.INT16: "int_contents",
-    DataType.INT32: "int_contents",
-    DataType.INT64: "int64_contents",
-    DataType.UINT8: "uint_contents",
-    DataType.UINT16: "uint_contents",
-    DataType.UINT32: "uint_contents",
-    DataType.UINT64: "uint64_contents",
-    DataType.FP32: "fp32_contents",
-    DataType.FP64: "fp64_contents",
-    DataType.BYTES: "bytes_contents",
-}
-
-
 # ---------------------------------------------------------------------------------- messages
 
 
 def _set_parameters(target: Any, params: Mapping[str, Any]) -> None:
     for key, value in plain(params).items():
-        param = target[key]
-        if isinstance(value, bool):
-            param.bool_param = value
-        elif isinstance(value, int):
-            if value >= 2**63:
-                param.uint64_param = value
-            else:
-                param.int64_param = value
-        elif isinstance(value, float):
-            param.double_param = value
-        elif isinstance(value, str):
-            param.string_param = value
-        else:
+        if not set_parameter(target[key], value):
             raise ValueError(f"parameter '{key}': {type(value).__name__} is not a bool, int, float or str")
 
 
@@ -82,26 +53,12 @@ def _infer_request(
     for key, value in inputs.items():
         dt, arr = as_input(key, value)
         message.inputs.add(name=key, datatype=dt.value, shape=list(arr.shape))
-        raw = to_raw(key, dt, arr)
+        raw = raw_input(key, dt, arr)
         message.raw_input_contents.append(raw if isinstance(raw, bytes) else raw.tobytes())
     for out in outputs or ():
         message.outputs.add(name=out)
     _set_parameters(message.parameters, parameters or {})
     return message
-
-
-def _from_contents(name: str, dt: DataType, shape: tuple[int, ...], contents: Any) -> Array:
-    field = _CONTENTS_FIELD.get(dt)
-    if field is None:
-        raise ValueError(f"output '{name}' is {dt.value} and came without raw_output_contents")
-    values = getattr(contents, field)
-    arr = np.empty(len(values), dtype=object) if dt is DataType.BYTES else np.array(values, dtype=dt.numpy)
-    if dt is DataType.BYTES:
-        arr[:] = list(values)
-    count = int(np.prod(shape, dtype=np.int64)) if shape else 1
-    if arr.size != count:
-        raise ValueError(f"output '{name}': shape {list(shape)} needs {count} values, got {arr.size}")
-    return arr.reshape(shape)
 
 
 def _infer_outputs(response: pb.ModelInferResponse) -> dict[str, Array]:
@@ -114,9 +71,9 @@ def _infer_outputs(response: pb.ModelInferResponse) -> dict[str, Array]:
         if raw:
             # a copy the caller may write to (protobuf bytes are immutable)
             data = raw[i] if dt is DataType.BYTES else bytearray(raw[i])
-            found[out.name] = from_raw(out.name, dt, shape, data)
+            found[out.name] = from_raw("output", out.name, dt, shape, data)
         else:
-            found[out.name] = _from_contents(out.name, dt, shape, out.contents)
+            found[out.name] = from_contents("output", out.name, dt, shape, out.contents)
     return found
 
 

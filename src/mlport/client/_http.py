@@ -23,15 +23,15 @@ from mlport.client._wire import (
     Array,
     as_input,
     from_json_data,
-    from_raw,
     json_default,
     json_value,
     parse_datatype,
     parse_shape,
     plain,
+    raw_input,
     to_json_data,
-    to_raw,
 )
+from mlport.core.wire import from_raw
 
 __all__ = ["DEFAULT_MAX_RESPONSE_BYTES", "AsyncHttpClient", "HttpClient"]
 
@@ -149,7 +149,7 @@ def _infer_outputs(answer: _Answer) -> dict[str, Array]:
             continue
         if not isinstance(size, int) or size < 0 or offset + size > len(binary):
             raise ValueError(f"output '{name}': binary_data_size {size!r} does not fit the answer")
-        found[name] = from_raw(name, dt, shape, binary[offset : offset + size])
+        found[name] = from_raw("output", name, dt, shape, binary[offset : offset + size])
         offset += size
     if offset != len(binary):
         raise ValueError(f"{len(binary) - offset} bytes follow the binary outputs")
@@ -201,7 +201,7 @@ def _infer_call(
         dt, arr = as_input(key, value)
         entry: dict[str, Any] = {"name": key, "datatype": dt.value, "shape": list(arr.shape)}
         if binary:
-            raw = to_raw(key, dt, arr)
+            raw = raw_input(key, dt, arr)
             entry["parameters"] = {"binary_data_size": len(raw)}
             blobs.append(raw)
         else:
