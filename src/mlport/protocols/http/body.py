@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
@@ -11,12 +12,17 @@ from starlette.responses import Response
 from mlport.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
 from mlport.protocols.jsonbody import loads
 
-__all__ = ["json_response", "media_type", "parse_json", "read_body"]
+__all__ = ["collect_body", "json_response", "media_type", "parse_json", "read_body"]
 
 
 async def read_body(request: Request, limit: int) -> bytes:
     """The whole body, refused with 413 as soon as it is known to exceed ``limit``."""
-    declared = request.headers.get("content-length")
+    return await collect_body(request.stream(), request.headers.get("content-length"), limit)
+
+
+async def collect_body(chunks: AsyncIterator[bytes], declared: str | bytes | None, limit: int) -> bytes:
+    """The one body reader: ``chunks`` joined, refused with 413 as soon as they (or ``declared``, the
+    Content-Length) are known to exceed ``limit``."""
     if declared is not None:
         try:
             size = int(declared)
@@ -24,14 +30,14 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise InvalidInput("Content-Length is not a number") from None
         if size > limit:
             raise PayloadTooLarge(f"the body is {size} bytes; the limit is {limit}")
-    chunks: list[bytes] = []
+    parts: list[bytes] = []
     total = 0
-    async for chunk in request.stream():
+    async for chunk in chunks:
         total += len(chunk)
         if total > limit:
             raise PayloadTooLarge(f"the body exceeds the limit of {limit} bytes")
-        chunks.append(chunk)
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        parts.append(chunk)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 def media_type(request: Request) -> str:
