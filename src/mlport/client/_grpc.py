@@ -138,41 +138,8 @@ def _credentials(credentials: grpc.ChannelCredentials | None, tls: bool, ca: Pat
     return grpc_credentials(ca, cert)
 
 
-class _GrpcOptions:
-    def __init__(
-        self,
-        target: str,
-        timeout: float,
-        max_message_bytes: int,
-        metadata: Mapping[str, str] | None,
-        options: Sequence[tuple[str, Any]],
-    ) -> None:
-        if timeout <= 0:
-            raise ValueError("timeout must be a positive number of seconds")
-        if max_message_bytes <= 0:
-            raise ValueError("max_message_bytes must be positive")
-        for prefix in ("grpc://", "http://"):
-            if target.startswith(prefix):
-                target = target[len(prefix) :]
-        self.target = target.rstrip("/")
-        self.timeout = timeout
-        self.metadata = tuple((k.lower(), v) for k, v in (metadata or {}).items())
-        self.channel_options = [
-            ("grpc.max_send_message_length", max_message_bytes),
-            ("grpc.max_receive_message_length", max_message_bytes),
-            *options,
-        ]
-
-
-class GrpcClient:
-    """A synchronous client of ``inference.GRPCInferenceService`` (numpy in and out).
-
-    ``target`` is ``host:port`` (mlport's gRPC port, 8081 by default). ``timeout`` bounds every call,
-    in seconds; ``max_message_bytes`` bounds messages both ways; ``metadata`` goes with every call.
-    ``tls=True`` makes a TLS channel that verifies the server against ``ca`` (a PEM file), else
-    ``MLPORT_CA``, else the system's CAs, with ``cert`` (certificate, key) for mutual TLS; ``credentials``
-    give grpc's own instead. Failures raise :class:`ClientError`.
-    """
+class _GrpcBase:
+    """What the sync and async clients share: their arguments, the channel's options and credentials."""
 
     def __init__(
         self,
@@ -187,17 +154,48 @@ class GrpcClient:
         ca: PathLike | None = None,
         cert: ClientCert | None = None,
     ) -> None:
-        self._opts = _GrpcOptions(target, timeout, max_message_bytes, metadata, options)
-        credentials = _credentials(credentials, tls, ca, cert)
-        if credentials is None:
-            self._channel = grpc.insecure_channel(self._opts.target, options=self._opts.channel_options)
-        else:
-            self._channel = grpc.secure_channel(self._opts.target, credentials, options=self._opts.channel_options)
-        self._stub = GRPCInferenceServiceStub(self._channel)
+        if timeout <= 0:
+            raise ValueError("timeout must be a positive number of seconds")
+        if max_message_bytes <= 0:
+            raise ValueError("max_message_bytes must be positive")
+        for prefix in ("grpc://", "http://"):
+            if target.startswith(prefix):
+                target = target[len(prefix) :]
+        self._target = target.rstrip("/")
+        self._timeout = timeout
+        self._metadata = tuple((k.lower(), v) for k, v in (metadata or {}).items())
+        self._channel_options = [
+            ("grpc.max_send_message_length", max_message_bytes),
+            ("grpc.max_receive_message_length", max_message_bytes),
+            *options,
+        ]
+        self._credentials = _credentials(credentials, tls, ca, cert)
+        self._open()
+
+    def _open(self) -> None:
+        """Make the channel now (the sync client) or leave it for the first call (the async one)."""
 
     @property
     def target(self) -> str:
-        return self._opts.target
+        return self._target
+
+
+class GrpcClient(_GrpcBase):
+    """A synchronous client of ``inference.GRPCInferenceService`` (numpy in and out).
+
+    ``target`` is ``host:port`` (mlport's gRPC port, 8081 by default). ``timeout`` bounds every call,
+    in seconds; ``max_message_bytes`` bounds messages both ways; ``metadata`` goes with every call.
+    ``tls=True`` makes a TLS channel that verifies the server against ``ca`` (a PEM file), else
+    ``MLPORT_CA``, else the system's CAs, with ``cert`` (certificate, key) for mutual TLS; ``credentials``
+    give grpc's own instead. Failures raise :class:`ClientError`.
+    """
+
+    def _open(self) -> None:
+        if self._credentials is None:
+            self._channel = grpc.insecure_channel(self._target, options=self._channel_options)
+        else:
+            self._channel = grpc.secure_channel(self._target, self._credentials, options=self._channel_options)
+        self._stub = GRPCInferenceServiceStub(self._channel)
 
     def __enter__(self) -> GrpcClient:
         return self
@@ -210,8 +208,7 @@ class GrpcClient:
 
     def _call(self, method: str, request: Any, timeout: float | None = None) -> Any:
         try:
-            return getattr(self._stub, method)(request, timeout=timeout or self._opts.timeout,
-                                               metadata=self._opts.metadata)
+            return getattr(self._stub, method)(request, timeout=timeout or self._timeout, metadata=self._metadata)
         except grpc.RpcError as exc:
             raise _error(exc) from None
 
@@ -258,30 +255,11 @@ class GrpcClient:
         return _read(_infer_outputs, self._call("ModelInfer", request, timeout))
 
 
-class AsyncGrpcClient:
+class AsyncGrpcClient(_GrpcBase):
     """The asynchronous twin of :class:`GrpcClient` (grpc.aio; use it inside one event loop)."""
 
-    def __init__(
-        self,
-        target: str,
-        *,
-        timeout: float = 60.0,
-        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
-        credentials: grpc.ChannelCredentials | None = None,
-        metadata: Mapping[str, str] | None = None,
-        options: Sequence[tuple[str, Any]] = (),
-        tls: bool = False,
-        ca: PathLike | None = None,
-        cert: ClientCert | None = None,
-    ) -> None:
-        self._opts = _GrpcOptions(target, timeout, max_message_bytes, metadata, options)
-        self._credentials = _credentials(credentials, tls, ca, cert)
-        self._channel: Any = None
-        self._stub: Any = None
-
-    @property
-    def target(self) -> str:
-        return self._opts.target
+    _channel: Any = None
+    _stub: Any = None
 
     async def __aenter__(self) -> AsyncGrpcClient:
         return self
@@ -299,19 +277,18 @@ class AsyncGrpcClient:
     def _connect(self) -> Any:
         # grpc.aio channels belong to the event loop they are made in: made at the first call.
         if self._stub is None:
-            opts = self._opts
             if self._credentials is None:
-                self._channel = grpc.aio.insecure_channel(opts.target, options=opts.channel_options)
+                self._channel = grpc.aio.insecure_channel(self._target, options=self._channel_options)
             else:
-                self._channel = grpc.aio.secure_channel(opts.target, self._credentials, options=opts.channel_options)
+                self._channel = grpc.aio.secure_channel(self._target, self._credentials,
+                                                        options=self._channel_options)
             self._stub = GRPCInferenceServiceStub(self._channel)
         return self._stub
 
     async def _call(self, method: str, request: Any, timeout: float | None = None) -> Any:
         stub = self._connect()
         try:
-            return await getattr(stub, method)(request, timeout=timeout or self._opts.timeout,
-                                               metadata=self._opts.metadata)
+            return await getattr(stub, method)(request, timeout=timeout or self._timeout, metadata=self._metadata)
         except grpc.RpcError as exc:
             raise _error(exc) from None
 
