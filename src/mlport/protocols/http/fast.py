@@ -12,13 +12,13 @@ import logging
 import math
 import re
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 import orjson
 
 from mlport.errors import MlportError, ModelLoading
-from mlport.protocols.http.body import collect_body
+from mlport.protocols.http.body import BodyReader
 from mlport.protocols.http.errors import HTTP_STATUS
 from mlport.protocols.http.routes_oip import parse_header_length, run_infer
 from mlport.protocols.http.state import AppState
@@ -65,19 +65,17 @@ def retry_after(exc: BaseException) -> str | None:
     return None
 
 
-class _Disconnected(Exception):
-    """The client went away before its whole body arrived."""
-
-
-async def _chunks(receive: Receive) -> AsyncIterator[bytes]:
-    """The body's chunks as the ASGI server receives them."""
+async def _read_body(receive: Receive, declared: bytes | None, limit: int) -> bytes | None:
+    """The whole body, read by :class:`BodyReader` as the ASGI server receives it; ``None`` when the client
+    went away."""
+    reader = BodyReader(declared, limit)
     while True:
         message = await receive()
         if message["type"] != "http.request":
-            raise _Disconnected
-        yield message.get("body", b"")
+            return None
+        reader.add(message.get("body", b""))
         if not message.get("more_body", False):
-            return
+            return reader.body()
 
 
 async def serve_infer(
@@ -101,11 +99,11 @@ async def serve_infer(
         request_id = uuid.uuid4().hex  # the access log's line, the answer's id and an error's x-request-id agree
     try:
         length = parse_header_length(header_length)
-        body = await collect_body(_chunks(receive), declared, st.limits.max_body_bytes)
+        body = await _read_body(receive, declared, st.limits.max_body_bytes)
+        if body is None:
+            return
         encoded = await run_infer(st, name, version, body, length, request_id,
                                   routing_key.decode("latin-1") if routing_key is not None else None)
-    except _Disconnected:
-        return
     except Exception as exc:
         rid = request_id if request_id and len(request_id) <= _MAX_REQUEST_ID else uuid.uuid4().hex
         status, payload = error_answer(exc, rid)
