@@ -12,14 +12,17 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mlport.errors import MlportError
 from mlport.hub.api import api_routes, json_response
+from mlport.hub.console.pages import console_routes, public_names
+from mlport.hub.console.security import BrowserGuard
+from mlport.hub.console.sessions import SessionStore
 from mlport.hub.observe import gateway_request_id, sd_routes, write_gateway_line
-from mlport.hub.openapi import DOCS_HTML, build_openapi
+from mlport.hub.openapi import build_openapi
 from mlport.hub.service import Hub
 from mlport.observability.access import AccessLog
 from mlport.observability.metrics import disable_created_series
@@ -62,7 +65,7 @@ class _Metrics:
         self.gateway = Counter("mlport_hub_gateway_requests", "Gateway requests by deployment and version",
                                ["deployment", "version", "status"], registry=self.registry)
         self.gateway_seconds = Histogram("mlport_hub_gateway_request_seconds", "Gateway request latency",
-                                         ["deployment"], registry=self.registry)
+                                         ["deployment", "version"], registry=self.registry)
 
 
 class _Observe:
@@ -107,7 +110,7 @@ class _Observe:
                 if not any(d.name == name for d in self.hub.deployments.deployments()):
                     name = "-"
                 self.metrics.gateway.labels(name, version, str(status)).inc()
-                self.metrics.gateway_seconds.labels(name).observe(time.perf_counter() - started)
+                self.metrics.gateway_seconds.labels(name, version).observe(time.perf_counter() - started)
                 kind = "gateway"
                 if self.access_log is not None:
                     write_gateway_line(self.access_log, self.hub, path, rid, version, status, started)
@@ -132,9 +135,6 @@ def build_app(hub: Hub, access_log: AccessLog | None = None) -> Starlette:
     async def openapi(request: Request) -> Response:
         return json_response(build_openapi())
 
-    async def docs(request: Request) -> Response:
-        return HTMLResponse(DOCS_HTML)
-
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await hub.start()
@@ -147,12 +147,15 @@ def build_app(hub: Hub, access_log: AccessLog | None = None) -> Starlette:
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
-        Route("/docs", docs, methods=["GET"]),
+        *console_routes(),
         *sd_routes(),
         *api_routes(),
     ]
     app = Starlette(routes=routes, lifespan=lifespan,
                     exception_handlers={MlportError: _mlport_error, HTTPException: _http_error, Exception: _internal})
     app.state.hub = hub
+    sessions = SessionStore(hub.users, hub.tokens, ttl_s=hub.settings.session_ttl_s)
+    app.state.sessions = sessions
+    app.add_middleware(BrowserGuard, sessions=sessions, public_names=public_names(hub.settings))
     app.add_middleware(_Observe, metrics=metrics, hub=hub, access_log=access_log)
     return app
