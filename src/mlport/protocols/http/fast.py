@@ -17,7 +17,8 @@ from typing import Any
 
 import orjson
 
-from mlport.errors import InvalidInput, MlportError, PayloadTooLarge, RetryLater
+from mlport.errors import MlportError, RetryLater
+from mlport.protocols.http.body import BodyReader
 from mlport.protocols.http.errors import HTTP_STATUS
 from mlport.protocols.http.routes_oip import parse_header_length, parse_timeout, run_infer
 from mlport.protocols.http.state import AppState
@@ -68,35 +69,16 @@ def retry_after(exc: BaseException) -> str | None:
 
 
 async def _read_body(receive: Receive, declared: bytes | None, limit: int) -> bytes | None:
-    """The whole body within ``limit`` (413 beyond); ``None`` when the client went away."""
-    if declared is not None:
-        try:
-            size = int(declared)
-        except ValueError:
-            raise InvalidInput("Content-Length is not a number") from None
-        if size > limit:
-            raise PayloadTooLarge(f"the body is {size} bytes; the limit is {limit}")
-    message = await receive()
-    if message["type"] != "http.request":
-        return None
-    body: bytes = message.get("body", b"")
-    if not message.get("more_body", False):
-        if len(body) > limit:
-            raise PayloadTooLarge(f"the body exceeds the limit of {limit} bytes")
-        return body
-    chunks = [body]
-    total = len(body)
+    """The whole body, read by :class:`BodyReader` as the ASGI server receives it; ``None`` when the client
+    went away."""
+    reader = BodyReader(declared, limit)
     while True:
         message = await receive()
         if message["type"] != "http.request":
             return None
-        chunk = message.get("body", b"")
-        total += len(chunk)
-        if total > limit:
-            raise PayloadTooLarge(f"the body exceeds the limit of {limit} bytes")
-        chunks.append(chunk)
+        reader.add(message.get("body", b""))
         if not message.get("more_body", False):
-            return b"".join(chunks)
+            return reader.body()
 
 
 async def serve_infer(
