@@ -148,45 +148,50 @@ def _list_of(key: str, schema: str) -> Json:
     return {"type": "object", "properties": {key: {"type": "array", "items": _ref(schema)}}}
 
 
-@cache
-def build_openapi() -> Json:
-    m, v, d, u = ("model",), ("model", "version"), ("name",), ("name",)
-    t_auth, t_models, t_deploy, t_gw = "Auth and users", "Models", "Deployments", "Gateway"
-    t_jobs = "Jobs"
-    exp = _body("Experiment")
-    paths: Json = {
-        "/auth/token": {"post": _op("issueToken", "Log in: a user's name and password for a bearer token", t_auth,
+# path parameters and tags of the operations below
+_M, _V, _D, _U = ("model",), ("model", "version"), ("name",), ("name",)
+_T_AUTH, _T_MODELS, _T_DEPLOY, _T_GW, _T_JOBS = "Auth and users", "Models", "Deployments", "Gateway", "Jobs"
+
+
+def _auth_paths() -> Json:
+    return {
+        "/auth/token": {"post": _op("issueToken", "Log in: a user's name and password for a bearer token", _T_AUTH,
                                     _ok("Token"), body=_body("Login"), errors=(400, 401, 415), secured=False)},
-        "/api/v1/whoami": {"get": _op("whoami", "The caller's token: subject, roles, deployments", t_auth,
+        "/api/v1/whoami": {"get": _op("whoami", "The caller's token: subject, roles, deployments", _T_AUTH,
                                       _ok("Principal"), errors=(401,))},
         "/api/v1/users": {
-            "get": _op("listUsers", "List users and service accounts (admin)", t_auth,
+            "get": _op("listUsers", "List users and service accounts (admin)", _T_AUTH,
                        _ok({"type": "object", "properties": {"users": {"type": "array"}}})),
-            "post": _op("createUser", "Create a user with roles (admin)", t_auth, _ok(None, "201", "Created"),
+            "post": _op("createUser", "Create a user with roles (admin)", _T_AUTH, _ok(None, "201", "Created"),
                         body=_body("NewUser"), errors=(400, 401, 403, 409))},
-        "/api/v1/users/{name}": {"delete": _op("deleteUser", "Delete a user (admin)", t_auth,
-                                               _ok(None, "204", "Deleted"), params=u, errors=(400, 401, 403, 404))},
+        "/api/v1/users/{name}": {"delete": _op("deleteUser", "Delete a user (admin)", _T_AUTH,
+                                               _ok(None, "204", "Deleted"), params=_U, errors=(400, 401, 403, 404))},
         "/api/v1/service-accounts": {"post": _op(
             "createServiceAccount", "Create a service account and return its token, shown only once (admin)",
-            t_auth, _ok("Token", "201", "Created"), body=_body("NewServiceAccount"), errors=(400, 401, 403, 409))},
-        "/api/v1/tokens/revoke": {"post": _op("revokeToken", "Revoke a token (your own, or any as admin)", t_auth,
+            _T_AUTH, _ok("Token", "201", "Created"), body=_body("NewServiceAccount"), errors=(400, 401, 403, 409))},
+        "/api/v1/tokens/revoke": {"post": _op("revokeToken", "Revoke a token (your own, or any as admin)", _T_AUTH,
                                               _ok({"type": "object"}), body=_body("Revoke"))},
+    }
+
+
+def _model_paths() -> Json:
+    return {
         "/api/v1/models": {
-            "get": _op("listModels", "List models", t_models, _ok(_list_of("models", "Model"))),
-            "post": _op("createModel", "Create a model", t_models, _ok("Model", "201", "Created"),
+            "get": _op("listModels", "List models", _T_MODELS, _ok(_list_of("models", "Model"))),
+            "post": _op("createModel", "Create a model", _T_MODELS, _ok("Model", "201", "Created"),
                         body=_body("NewModel"), errors=(400, 401, 403, 409))},
         "/api/v1/models/{model}": {
-            "get": _op("getModel", "A model and the deployments that serve it", t_models, _ok("Model"), params=m,
+            "get": _op("getModel", "A model and the deployments that serve it", _T_MODELS, _ok("Model"), params=_M,
                        errors=(401, 403, 404)),
-            "delete": _op("deleteModel", "Delete a model and its versions (refused while deployed)", t_models,
-                          _ok(None, "204", "Deleted"), params=m, errors=(401, 403, 404, 409))},
+            "delete": _op("deleteModel", "Delete a model and its versions (refused while deployed)", _T_MODELS,
+                          _ok(None, "204", "Deleted"), params=_M, errors=(401, 403, 404, 409))},
         "/api/v1/models/{model}/versions": {
-            "get": _op("listVersions", "List a model's versions", t_models, _ok(_list_of("versions", "Version")),
-                       params=m, errors=(401, 403, 404)),
+            "get": _op("listVersions", "List a model's versions", _T_MODELS, _ok(_list_of("versions", "Version")),
+                       params=_M, errors=(401, 403, 404)),
             "post": _op(
                 "createVersion", "Upload a new version (raw body: a model file or a .tar.gz/.zip of a model folder) "
-                "or register an artifact already in the store (JSON)", t_models, _ok("Version", "201", "Created"),
-                params=m, errors=(400, 401, 403, 404, 413, 415),
+                "or register an artifact already in the store (JSON)", _T_MODELS, _ok("Version", "201", "Created"),
+                params=_M, errors=(400, 401, 403, 404, 413, 415),
                 body={"required": True, "content": {
                     "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
                     _JSON: {"schema": _ref("Register")}}},
@@ -201,26 +206,31 @@ def build_openapi() -> Json:
                     {"name": "trusted", "in": "query", "schema": {"type": "boolean"},
                      "description": "read the signature of a format that runs code (admin)"}))},
         "/api/v1/models/{model}/versions/{version}": {"get": _op(
-            "getVersion", "A version's metadata: format, signature, size, sha256", t_models, _ok("Version"),
-            params=v, errors=(400, 401, 403, 404))},
+            "getVersion", "A version's metadata: format, signature, size, sha256", _T_MODELS, _ok("Version"),
+            params=_V, errors=(400, 401, 403, 404))},
         "/api/v1/models/{model}/versions/{version}/artifact": {"get": _op(
-            "downloadVersion", "Download a version's file", t_models,
+            "downloadVersion", "Download a version's file", _T_MODELS,
             {"200": {"description": "The file", "content": {"application/octet-stream": {
-                "schema": {"type": "string", "format": "binary"}}}}}, params=v, errors=(400, 401, 403, 404))},
+                "schema": {"type": "string", "format": "binary"}}}}}, params=_V, errors=(400, 401, 403, 404))},
         "/api/v1/models/{model}/versions/{version}/images": {
-            "post": _op("recordImage", "Record an image built from a version (reference and digest)", t_models,
-                        _ok(_IMAGE, "201", "Recorded"), params=v, body=_body(_IMAGE_IN), errors=(400, 401, 403, 404)),
-            "get": _op("listImages", "The images built from a version, newest first", t_models,
+            "post": _op("recordImage", "Record an image built from a version (reference and digest)", _T_MODELS,
+                        _ok(_IMAGE, "201", "Recorded"), params=_V, body=_body(_IMAGE_IN), errors=(400, 401, 403, 404)),
+            "get": _op("listImages", "The images built from a version, newest first", _T_MODELS,
                        _ok({"type": "object", "properties": {"images": {"type": "array", "items": _IMAGE}}}),
-                       params=v, errors=(400, 401, 403, 404))},
+                       params=_V, errors=(400, 401, 403, 404))},
         "/api/v1/models/{model}/versions/{version}/build": {"post": _op(
             "buildImage", "Build (and push) an image of a version as a job; a pushed image is recorded on it",
-            t_models, _ok(_JOB, "202", "Queued"), params=v, body=_body(_BUILD_IN), errors=(400, 401, 403, 404))},
-        "/api/v1/jobs": {"get": _op("listJobs", "Jobs, newest first (state= to filter)", t_jobs, _ok(
+            _T_MODELS, _ok(_JOB, "202", "Queued"), params=_V, body=_body(_BUILD_IN), errors=(400, 401, 403, 404))},
+    }
+
+
+def _job_paths() -> Json:
+    return {
+        "/api/v1/jobs": {"get": _op("listJobs", "Jobs, newest first (state= to filter)", _T_JOBS, _ok(
             {"type": "object", "properties": {"jobs": {"type": "array", "items": _JOB}}}), errors=(400, 401, 403),
             query=({"name": "state", "in": "query", "schema": {"type": "string"}},)),
             "post": _op("submitScoreJob", "Score a file with a model version (mlport score run by the hub: kind "
-                        "batch-score; the progress message counts the rows scored)", t_jobs,
+                        "batch-score; the progress message counts the rows scored)", _T_JOBS,
                         _ok(_JOB, "202", "Queued"), errors=(400, 401, 403, 404), body=_body({
                             "type": "object", "required": ["input", "output"], "properties": {
                                 "model": {"type": "string"}, "version": {"type": "integer", "minimum": 1},
@@ -230,78 +240,89 @@ def build_openapi() -> Json:
                                 "output": {"type": "string", "description": ".parquet, .csv or .jsonl; path or s3://"},
                                 "options": {"type": "object",
                                             "description": "batch_size, workers, keep, maps, fail_fast"}}}))},
-        "/api/v1/jobs/{job}": {"get": _op("getJob", "A job's state, progress message and result", t_jobs,
+        "/api/v1/jobs/{job}": {"get": _op("getJob", "A job's state, progress message and result", _T_JOBS,
                                           _ok(_JOB), params=("job",), errors=(401, 403, 404))},
         "/api/v1/jobs/{job}/log": {"get": _op(
-            "jobLog", "A job's log (its last MiB)", t_jobs, {"200": {"description": "The log", "content": {
+            "jobLog", "A job's log (its last MiB)", _T_JOBS, {"200": {"description": "The log", "content": {
                 "text/plain": {"schema": {"type": "string"}}}}}, params=("job",), errors=(401, 403, 404))},
-        "/api/v1/jobs/{job}/cancel": {"post": _op("cancelJob", "Stop a queued or running job", t_jobs, _ok(_JOB),
+        "/api/v1/jobs/{job}/cancel": {"post": _op("cancelJob", "Stop a queued or running job", _T_JOBS, _ok(_JOB),
                                                   params=("job",), errors=(401, 403, 404, 409))},
+    }
+
+
+def _deployment_paths() -> Json:
+    exp = _body("Experiment")
+    return {
         "/api/v1/deployments/{name}/manifests": {"get": _op(
             "deploymentManifests", "Kubernetes or KServe manifests of a deployment (YAML, or JSON with format=json)",
-            t_deploy, {"200": {"description": "The objects to apply", "content": {
+            _T_DEPLOY, {"200": {"description": "The objects to apply", "content": {
                 "application/yaml": {"schema": {"type": "string"}},
                 _JSON: {"schema": {"type": "object", "properties": {"objects": {"type": "array"}}}}}}},
-            params=d, errors=(400, 401, 403, 404, 409), query=_MANIFEST_QUERY)},
+            params=_D, errors=(400, 401, 403, 404, 409), query=_MANIFEST_QUERY)},
         "/api/v1/deployments": {
-            "get": _op("listDeployments", "List deployments with their replicas", t_deploy,
+            "get": _op("listDeployments", "List deployments with their replicas", _T_DEPLOY,
                        _ok(_list_of("deployments", "Deployment"))),
             "post": _op("deploy", "Deploy a model version under a name (or move a deployment to that version)",
-                        t_deploy, _ok("Deployment", "201", "Created"), body=_body("NewDeployment"),
+                        _T_DEPLOY, _ok("Deployment", "201", "Created"), body=_body("NewDeployment"),
                         errors=(400, 401, 403, 404, 409))},
         "/api/v1/deployments/{name}": {
-            "get": _op("getDeployment", "A deployment: target, policy, replicas", t_deploy, _ok("Deployment"),
-                       params=d, errors=(401, 403, 404)),
-            "delete": _op("deleteDeployment", "Delete a deployment and stop its replicas", t_deploy,
-                          _ok(None, "204", "Deleted"), params=d, errors=(401, 403, 404))},
+            "get": _op("getDeployment", "A deployment: target, policy, replicas", _T_DEPLOY, _ok("Deployment"),
+                       params=_D, errors=(401, 403, 404)),
+            "delete": _op("deleteDeployment", "Delete a deployment and stop its replicas", _T_DEPLOY,
+                          _ok(None, "204", "Deleted"), params=_D, errors=(401, 403, 404))},
         "/api/v1/deployments/{name}/canary": {"post": _op(
-            "canary", "Send a share of traffic (percent) to a candidate version", t_deploy, _ok("Deployment"),
-            params=d, body=exp, errors=(400, 401, 403, 404, 409))},
+            "canary", "Send a share of traffic (percent) to a candidate version", _T_DEPLOY, _ok("Deployment"),
+            params=_D, body=exp, errors=(400, 401, 403, 404, 409))},
         "/api/v1/deployments/{name}/ab": {"post": _op(
-            "abTest", "Split traffic between the primary and a second version, sticky by a header", t_deploy,
-            _ok("Deployment"), params=d, body=exp, errors=(400, 401, 403, 404, 409))},
+            "abTest", "Split traffic between the primary and a second version, sticky by a header", _T_DEPLOY,
+            _ok("Deployment"), params=_D, body=exp, errors=(400, 401, 403, 404, 409))},
         "/api/v1/deployments/{name}/shadow": {
             "post": _op("shadow", "Copy live traffic to a version whose answers are compared, never returned",
-                        t_deploy, _ok("Deployment"), params=d, body=exp, errors=(400, 401, 403, 404, 409)),
+                        _T_DEPLOY, _ok("Deployment"), params=_D, body=exp, errors=(400, 401, 403, 404, 409)),
             "get": _op("shadowSummary", "The shadow comparison: agreement rate, latency, recent disagreements",
-                       t_deploy, _ok("ShadowSummary"), params=d, errors=(401, 403, 404))},
+                       _T_DEPLOY, _ok("ShadowSummary"), params=_D, errors=(401, 403, 404))},
         "/api/v1/deployments/{name}/promote": {"post": _op(
-            "promote", "Make the candidate version serve all traffic", t_deploy, _ok("Deployment"), params=d,
+            "promote", "Make the candidate version serve all traffic", _T_DEPLOY, _ok("Deployment"), params=_D,
             errors=(400, 401, 403, 404))},
         "/api/v1/deployments/{name}/rollback": {"post": _op(
-            "rollback", "End the experiment, or go back to the version served before", t_deploy, _ok("Deployment"),
-            params=d, errors=(400, 401, 403, 404))},
+            "rollback", "End the experiment, or go back to the version served before", _T_DEPLOY, _ok("Deployment"),
+            params=_D, errors=(400, 401, 403, 404))},
         "/api/v1/deployments/{name}/scale": {"post": _op(
             "scale", "Change the replica policy (min, max, target in-flight per replica, scale to zero)",
-            t_deploy, _ok("Deployment"), params=d, body=_body("ScalePolicy"), errors=(400, 401, 403, 404))},
+            _T_DEPLOY, _ok("Deployment"), params=_D, body=_body("ScalePolicy"), errors=(400, 401, 403, 404))},
         "/api/v1/deployments/{name}/history": {"get": _op(
-            "deploymentHistory", "Every change of a deployment, newest first", t_deploy,
-            _ok(_list_of("history", "HistoryEntry")), params=d, errors=(401, 403, 404))},
+            "deploymentHistory", "Every change of a deployment, newest first", _T_DEPLOY,
+            _ok(_list_of("history", "HistoryEntry")), params=_D, errors=(401, 403, 404))},
+    }
+
+
+def _observing_paths() -> Json:
+    return {
         "/api/v1/deployments/{name}/logging": {
-            "get": _op("getRequestLogging", "The deployment's request logging: sample, payload, sink", t_deploy,
-                       _ok(_LOGGING), params=d, errors=(401, 403, 404)),
+            "get": _op("getRequestLogging", "The deployment's request logging: sample, payload, sink", _T_DEPLOY,
+                       _ok(_LOGGING), params=_D, errors=(401, 403, 404)),
             "put": _op("setRequestLogging", "Log the deployment's requests with their tensors (a sink other than the "
-                       "hub's folder: admin); its replicas start again with the new settings", t_deploy,
-                       _ok(_LOGGING), params=d, body=_body(_LOGGING_BODY), errors=(400, 401, 403, 404)),
-            "delete": _op("stopRequestLogging", "Stop logging the deployment's requests", t_deploy,
-                          _ok(None, "204", "Stopped"), params=d, errors=(401, 403))},
+                       "hub's folder: admin); its replicas start again with the new settings", _T_DEPLOY,
+                       _ok(_LOGGING), params=_D, body=_body(_LOGGING_BODY), errors=(400, 401, 403, 404)),
+            "delete": _op("stopRequestLogging", "Stop logging the deployment's requests", _T_DEPLOY,
+                          _ok(None, "204", "Stopped"), params=_D, errors=(401, 403))},
         "/api/v1/deployments/{name}/logs": {"get": _op(
             "deploymentLogs", "Logged requests of the deployment, oldest first, each with the version that answered",
-            t_deploy, _ok({"type": "object", "properties": {"records": {"type": "array", "items": {"type": "object"}},
+            _T_DEPLOY, _ok({"type": "object", "properties": {"records": {"type": "array", "items": {"type": "object"}},
                                                             "cursor": {"type": "string"}}}),
-            params=d, errors=(400, 401, 403, 404, 409),
+            params=_D, errors=(400, 401, 403, 404, 409),
             query=tuple({"name": q, "in": "query", "required": False, "schema": {"type": t}, "description": text}
                         for q, t, text in (("since", "string", "ISO 8601 time: only records from then on"),
                                            ("limit", "integer", "the newest N records at most (default 1000)"),
                                            ("cursor", "string", "the previous answer's cursor: only newer records"))))},
         **{path: {"get": _op(
             op_id, "The drift of a deployment: each ready replica's figures per feature, and the worst status",
-            t_deploy, _ok({"type": "object"}), params=d, errors=(401, 403, 404))}
+            _T_DEPLOY, _ok({"type": "object"}), params=_D, errors=(401, 403, 404))}
            for path, op_id in (("/api/v1/deployments/{name}/drift", "deploymentDrift"),
                                ("/deployments/{name}/drift", "gatewayDrift"))},
         "/deployments/{name}/{path}": {method: _op(
             f"gateway{method.capitalize()}", "Call a deployed model with any runtime API (OIP v2, TF Serving, "
-            "describe/eval); the path after the deployment name is the runtime's", t_gw,
+            "describe/eval); the path after the deployment name is the runtime's", _T_GW,
             {"200": {"description": "The replica's answer; headers x-mlport-deployment and x-mlport-version "
                                     "say which version answered"}},
             params=("name", "path"), errors=(400, 401, 403, 404, 413, 503, 504)) for method in ("get", "post")},
@@ -321,6 +342,11 @@ def build_openapi() -> Json:
                      "content": {"text/plain": {"schema": {"type": "string"}}}}},
             params=("deployment", "version", "replica"), errors=(404, 503), secured=False)},
     }
+
+
+@cache
+def build_openapi() -> Json:
+    paths: Json = {**_auth_paths(), **_model_paths(), **_job_paths(), **_deployment_paths(), **_observing_paths()}
     responses = {f"E{c}": {"description": text, "content": {_JSON: {"schema": _ref("Error")}}}
                  for c, text in _ERRORS.items()}
     return {

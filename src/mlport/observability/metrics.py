@@ -54,7 +54,11 @@ class Metrics:
         self.load_failures = Counter(
             "mlport_model_load_failures", "Model versions that failed to load", ["model"], registry=r
         )
-        # admission (max_concurrency, max_queue, queue_timeout_s, deadlines): see mlport.runtime.admission
+        self._admission_metrics(r)
+        self._watch_metrics(r)
+
+    def _admission_metrics(self, r: CollectorRegistry) -> None:
+        """Admission (max_concurrency, max_queue, queue_timeout_s, deadlines): see mlport.runtime.admission."""
         self.queue_depth = Gauge(
             "mlport_queue_depth", "Requests waiting in a model version's queue now", ["model", "version"],
             registry=r,
@@ -75,6 +79,9 @@ class Metrics:
             "mlport_queue_duration_seconds", "Time a request of a model with admission limits waited for its turn",
             ["model", "version"], buckets=_LATENCY_BUCKETS, registry=r,
         )
+
+    def _watch_metrics(self, r: CollectorRegistry) -> None:
+        """Drift and outliers: see mlport.observability.drift."""
         self.drift = Gauge(
             "mlport_drift", "Drift of a feature over its window: psi, ks (statistic), ks_pvalue, chi2 (statistic), "
             "chi2_pvalue", ["model", "version", "feature", "method"], registry=r,

