@@ -141,6 +141,13 @@ def test_budget_evicts_the_least_recently_used_and_evicted_models_reload(serve, 
         models = {m["name"]: m for m in c.get("/models").json()["models"]}
         assert models["b"]["versions"][0]["state"] == "EVICTED"
         assert models["a"]["versions"][0]["memory_bytes"] == states["a"]["memory_bytes"]
+        # an evicted model is described from what its last load read, without loading it again
+        described = c.get("/models/b/describe")
+        assert described.status_code == 200, described.text
+        assert [t["name"] for t in described.json()["inputs"]] == ["x"]
+        assert c.get("/v2/models/b").json()["outputs"][0]["name"] == "y"
+        assert c.get("/v2/models/b/config").status_code == 200
+        assert _loads(loads) == ["a", "b", "c"]
         # the evicted model loads again on its next request, evicting the LRU one (a)
         assert _infer(c, "b").status_code == 200
         states = _states(c)

@@ -27,8 +27,8 @@ EXTENSIONS = ["model_repository", "model_configuration", "statistics"]
 
 def model_config(manager: ModelManager, name: str, version: str | None) -> mc.ModelConfig:
     """The configuration of a ready version of ``name`` (raises ``NOT_FOUND``/``UNAVAILABLE`` as metadata does)."""
-    lv = manager.serving_version(name, version)
-    return triton_config(name, lv.platform, lv.signature, lv.config)
+    known = manager.describe_version(name, version)
+    return triton_config(name, known.platform, known.signature, known.config)
 
 
 def _duration(into: pb.StatisticDuration, count: int, ns: int) -> None:

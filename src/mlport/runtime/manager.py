@@ -33,6 +33,7 @@ from mlport.runtime.repository import ModelSource, Repository, VersionSource
 from mlport.runtime.states import (
     CacheObserver,
     ColdModel,
+    Described,
     LoadedVersion,
     LoadHook,
     ModelEntry,
@@ -260,6 +261,28 @@ class ModelManager:
         """Like :meth:`acquire` without holding the version (for metadata): not a use of the model."""
         return self._find(name, version)[1]
 
+    def describe_version(self, name: str, version: str | int | None = None) -> Described:
+        """The signature, config and platform of the version that would serve: the loaded one's, or for a model
+        not loaded now (evicted, or lazy and loaded before) what its last load read from the same files.  A
+        version never loaded yet raises :class:`ColdModel` (503): its signature is known only once loaded."""
+        try:
+            lv = self._find(name, version)[1]
+        except ColdModel:
+            model = self._models[name]
+            wanted = model.wanted()
+            if version in (None, "", "latest"):
+                if not wanted:
+                    raise
+                v = max(wanted)
+            else:
+                v = int(version)  # type: ignore[arg-type]  # _find read it as a number
+            src = model.source.versions.get(v)
+            known = model.described.get(v)
+            if src is None or known is None or known[0] != src.fingerprint:
+                raise
+            return known[1]
+        return Described(lv.version, lv.signature, lv.config, lv.platform)
+
     # ------------------------------------------------------------------ loading
     async def sync(self, sources: dict[str, ModelSource] | None = None, force: bool = False) -> None:
         """Bring loaded versions in line with the repository (scanned now unless given)."""
@@ -397,6 +420,8 @@ class ModelManager:
         seconds = time.perf_counter() - started
         model.failed.pop(src.version, None)
         model.sizes[src.version] = memory
+        model.described[src.version] = (src.fingerprint, Described(src.version, evaluator.signature, cfg,
+                                                                   evaluator.platform or src.format))
         batch = cfg.batching.max_batch_size if cfg.batching.enabled else 0
         gate = self.admission.gate(model.name, src.version, cfg.max_concurrency, cfg.max_queue, cfg.queue_timeout_s,
                                    batch)

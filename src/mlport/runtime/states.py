@@ -17,8 +17,8 @@ from mlport.runtime.batching import Runner
 from mlport.runtime.repository import ModelSource, VersionSource
 
 __all__ = [
-    "CacheObserver", "ColdModel", "LoadHook", "LoadedVersion", "ModelEntry", "ModelStatus", "ReadinessGroup",
-    "VersionState", "VersionStatus",
+    "CacheObserver", "ColdModel", "Described", "LoadHook", "LoadedVersion", "ModelEntry", "ModelStatus",
+    "ReadinessGroup", "VersionState", "VersionStatus",
 ]
 
 
@@ -66,6 +66,16 @@ class LoadedVersion:
         return self.evaluator.platform or self.source.format
 
 
+@dataclass(frozen=True, slots=True)
+class Described:
+    """What metadata calls show of a version: its signature, config and platform."""
+
+    version: int
+    signature: Signature
+    config: ModelConfig
+    platform: str
+
+
 @dataclass
 class ModelEntry:
     """What the manager knows of one model: its source, the versions serving, loading and failed."""
@@ -87,6 +97,8 @@ class ModelEntry:
     warming: asyncio.Task[None] | None = None
     #: Memory measured at the last load of each version, bytes (what its next load expects to need).
     sizes: dict[int, int] = field(default_factory=dict)
+    #: What the last load of each version read (with the files' fingerprint): metadata of an evicted version.
+    described: dict[int, tuple[tuple[tuple[str, int, int], ...], Described]] = field(default_factory=dict)
 
     def wanted(self) -> list[int]:
         return self.source.config.version_policy.select(list(self.source.versions))

@@ -104,15 +104,15 @@ class InferenceServicer:
     @_rpc
     async def ModelMetadata(self, request: pb.ModelMetadataRequest, context: Any) -> pb.ModelMetadataResponse:
         name = request.name
-        lv = self._manager.serving_version(name, request.version or None)
+        known = self._manager.describe_version(name, request.version or None)
         versions = [str(v.version) for v in self._manager.status(name).versions if v.state is VersionState.READY]
         tensor = pb.ModelMetadataResponse.TensorMetadata
         return pb.ModelMetadataResponse(
             name=name,
             versions=versions,
-            platform=lv.platform,
-            inputs=[tensor(**s.oip()) for s in lv.signature.inputs],
-            outputs=[tensor(**s.oip()) for s in lv.signature.outputs],
+            platform=known.platform,
+            inputs=[tensor(**s.oip()) for s in known.signature.inputs],
+            outputs=[tensor(**s.oip()) for s in known.signature.outputs],
         )
 
     @_rpc

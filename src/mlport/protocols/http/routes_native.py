@@ -46,8 +46,8 @@ def _single_model(request: Request) -> str:
 
 async def _describe(request: Request, name: str) -> Response:
     st = state_of(request)
-    lv = st.manager.serving_version(name, request.path_params.get("version"))
-    return json_response(describe(lv.signature, lv.config))
+    known = st.manager.describe_version(name, request.path_params.get("version"))
+    return json_response(describe(known.signature, known.config))
 
 
 async def _eval(request: Request, name: str) -> Response:

@@ -49,9 +49,9 @@ async def server_metadata(request: Request) -> Response:
 async def metadata(request: Request) -> Response:
     st = state_of(request)
     name = request.path_params["name"]
-    lv = st.manager.serving_version(name, request.path_params.get("version"))
+    known = st.manager.describe_version(name, request.path_params.get("version"))
     versions = [str(v.version) for v in st.manager.status(name).versions if v.state is VersionState.READY]
-    return json_response(model_metadata(name, versions, lv.platform, lv.signature))
+    return json_response(model_metadata(name, versions, known.platform, known.signature))
 
 
 async def config(request: Request) -> Response:
