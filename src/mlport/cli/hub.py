@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import signal
 import subprocess
@@ -162,7 +161,7 @@ def _run(hub: Any) -> int:
     print(f"mlport hub on {scheme}://{url_host(settings.host)}:{sock.getsockname()[1]} (data in {settings.data_dir}, "
           f"artifacts in {settings.store_url})", flush=True)
     try:
-        asyncio.run(server.serve(sockets=[sock]))
+        server.run(sockets=[sock])  # on uvloop when it is installed (the config's loop "auto"), as the runtime
     except KeyboardInterrupt:
         return 130
     return 0 if server.started else 1
