@@ -32,6 +32,8 @@ __all__ = ["Answer", "ConnectionFailed", "Upstream"]
 KEPT_HEADERS = frozenset({b"content-type", b"inference-header-content-length", b"x-request-id"})
 #: Idle connections kept per replica.
 MAX_IDLE = 256
+#: Bodies up to this size are sent in the same buffer as the request's head.
+_JOIN_BELOW = 64 * 1024
 _FIXED = b"user-agent: mlport-gateway\r\naccept-encoding: identity\r\n"
 
 
@@ -172,7 +174,11 @@ class Upstream:
         for name, value in headers:
             lines += [name, b": ", value, b"\r\n"]
         lines += [b"content-length: ", str(len(body)).encode("ascii"), b"\r\n\r\n"]
-        data = [b"".join(lines), body] if body else [b"".join(lines)]
+        if len(body) <= _JOIN_BELOW:  # one write (one system call) for the usual small request
+            lines.append(body)
+            data = [b"".join(lines)]
+        else:
+            data = [b"".join(lines), body]
         head_only = method == "HEAD"
         conn = self._take(origin)
         if conn is not None:
