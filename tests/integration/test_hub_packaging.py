@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -117,3 +118,8 @@ def test_cli_renders_a_hub_deployment_and_lists_jobs(hub: HubProc, tmp_path: Pat
     assert done.returncode == 1 and "not found" in done.stderr
     done = cli(home, "versions", "build", "iris", "1", *auth)
     assert done.returncode == 2 and "--tag" in done.stderr
+    done = cli(home, "versions", "get", "iris", "1", *auth)
+    assert done.returncode == 0, done.stderr
+    assert f"registry.example/iris:1  {DIGEST}" in done.stdout
+    done = cli(home, "versions", "get", "iris", "1", *auth, "--output", "json")
+    assert json.loads(done.stdout)["images"][0]["digest"] == DIGEST

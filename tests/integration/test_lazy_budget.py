@@ -158,6 +158,33 @@ def test_budget_evicts_the_least_recently_used_and_evicted_models_reload(serve, 
         assert _metric(metrics, "mlport_model_loaded", '{model="b",version="1"}') == 1
 
 
+def _manifest(root: Path, name: str, loads: Path) -> None:
+    """A manifest whose one step is a counted model (with its 40 MiB file) in a folder beside it."""
+    folder = root / name / "1"
+    _model(folder, "child", loads)
+    (folder / "child" / "1" / "model.py").rename(folder / "child" / "model.py")
+    (folder / "child" / "1" / "data.bin").rename(folder / "child" / "data.bin")
+    (folder / "child" / "1").rmdir()
+    (folder / "child" / "model.yaml").unlink()
+    (folder / "flow.yaml").write_text("flow:\n  - model: child\n")
+    (root / name / "model.yaml").write_text("trusted: true\n")
+
+
+def test_a_manifest_counts_the_memory_of_the_models_it_uses(serve, tmp_path: Path) -> None:
+    root, loads = tmp_path / "repo", tmp_path / "loads.txt"
+    for name in ("a", "b", "c"):
+        _manifest(root, name, loads)
+    server = serve(root, "--lazy", "--memory-budget", "100MiB", "--grpc-port", "0")
+    with server.client() as c:
+        for name in ("a", "b", "a", "c"):  # each needs its step's 40 MiB: b is evicted to make room for c
+            assert _infer(c, name).status_code == 200
+        states = _states(c)
+        assert states["b"]["state"] == "EVICTED", states
+        assert states["a"]["state"] == states["c"]["state"] == "READY"
+        assert int(states["c"]["memory_bytes"]) >= DATA_BYTES  # type: ignore[call-overload]
+        assert _loads(loads) == ["child", "child", "child"]
+
+
 def test_pinned_and_busy_models_are_never_evicted(serve, tmp_path: Path) -> None:
     root, loads = tmp_path / "repo", tmp_path / "loads.txt"
     _model(root, "pinned", loads, yaml="pinned: true\n")
@@ -201,6 +228,47 @@ def test_a_budget_too_small_for_one_model_gives_a_clear_503(serve, tmp_path: Pat
         assert _loads(loads) == []
         row = _states(c)["big"]
         assert row["state"] == "NOT_LOADED" and "no memory to load" in str(row["reason"])
+
+
+def test_each_worker_gets_its_share_of_the_budget(serve, tmp_path: Path) -> None:
+    root, loads = tmp_path / "repo", tmp_path / "loads.txt"
+    _model(root, "big", loads)
+    # 60 MiB would hold the 40 MiB model, but two workers hold 30 MiB each
+    server = serve(root, "--lazy", "--memory-budget", "60MiB", "--workers", "2", "--grpc-port", "0")
+    with server.client() as c:
+        for _ in range(4):  # whichever worker answers
+            answer = _infer(c, "big")
+            assert answer.status_code == 503
+            assert "more than the whole memory budget of 30.0 MiB" in answer.json()["error"]
+        assert _loads(loads) == []
+
+
+@pytest.mark.slow
+def test_a_scan_of_ten_thousand_folders_loads_nothing_and_blocks_no_request(serve, tmp_path: Path) -> None:
+    root, loads = tmp_path / "repo", tmp_path / "loads.txt"
+    _model(root, "hot", loads)
+    source = (root / "hot" / "1" / "model.py").read_text().replace("'hot'", "'cold'")
+    for i in range(10_000):
+        folder = root / f"m{i:05d}" / "1"
+        folder.mkdir(parents=True)
+        (folder / "model.py").write_text(source)
+        (root / f"m{i:05d}" / "model.yaml").write_text("trusted: true\n")
+    server = serve(root, "--lazy", "--max-models", "20000", "--poll-interval", "0.5", "--grpc-port", "0")
+    with server.client() as c:
+        assert _infer(c, "hot").status_code == 200
+        rows = _states(c)
+        assert len(rows) == 10_001
+        assert sum(1 for r in rows.values() if r["state"] == "NOT_LOADED") == 10_000
+        # the rescans every half second walk the 10,000 folders; requests keep being answered meanwhile
+        deadline = time.monotonic() + 5
+        slowest = 0.0
+        while time.monotonic() < deadline:
+            started = time.monotonic()
+            assert _infer(c, "hot").status_code == 200
+            slowest = max(slowest, time.monotonic() - started)
+        # one scan of these folders takes 10-20 s on a 2-core machine: no request waited for a whole one
+        assert slowest < 5, slowest
+        assert _loads(loads) == ["hot"]  # nothing else was loaded
 
 
 def test_a_full_budget_names_the_models_that_hold_it(serve, tmp_path: Path) -> None:

@@ -109,6 +109,26 @@ def test_each_image_serves_as_uid_1000_and_stops_cleanly(work: dict[str, Any]) -
             assert run.proc.wait(30) == 0, run.log.read_text()[-3000:]
 
 
+def test_a_manifest_file_takes_the_files_it_uses_into_its_image(work: dict[str, Any]) -> None:
+    folder = work["root"] / "flow"
+    (folder / "steps").mkdir(parents=True)
+    scale_onnx(folder / "steps" / "x2.onnx", 2.0)
+    scale_onnx(folder / "steps" / "x3.onnx", 3.0)
+    scale_onnx(folder / "unused.onnx", 5.0)
+    (folder / "chain.yaml").write_text("flow:\n  - {model: steps/x2.onnx, outputs: {y: doubled}}\n"
+                                       "  - {model: steps/x3.onnx, inputs: {x: doubled}}\n")
+    built = build(folder / "chain.yaml", "localhost/mlport-test-chain:1", work["base"], work["cache"])
+    assert built["model"] == "chain" and built["formats"] == ["manifest", "onnx"]
+    http = free_port()
+    argv = ["mlport", "serve", "/models", "--host", "127.0.0.1", "--http-port", str(http), "--grpc-port", "0"]
+    url = f"http://127.0.0.1:{http}"
+    with run_image("localhost/mlport-test-chain:1", argv, work["root"], url + "/v2/health/ready"):
+        assert [m["name"] for m in httpx.post(url + "/v2/repository/index", json={}, timeout=30).json()] == ["chain"]
+        body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [2, 3], "data": X.ravel().tolist()}]}
+        answer = httpx.post(url + "/v2/models/chain/infer", json=body, timeout=30).json()
+        np.testing.assert_allclose(np.array(answer["outputs"][0]["data"]).reshape(2, 3), X * 6.0, rtol=1e-6)
+
+
 def test_push_inspect_pull_by_digest_and_run(work: dict[str, Any]) -> None:
     with registry(work["root"]) as reg:
         pushed = {}

@@ -137,6 +137,28 @@ def test_bad_json_lines_are_reported(iris: Path, tmp_path: Path) -> None:
     assert errors[0]["row"] == 2 and "not JSON" in errors[0]["reason"]
 
 
+def test_csv_lines_with_the_wrong_number_of_fields_are_bad_rows(iris: Path, tmp_path: Path) -> None:
+    rows = iris_rows(40)
+    lines = ["id," + ",".join(IRIS_FIELDS)] + [f"{i}," + ",".join(str(v) for v in r) for i, r in enumerate(rows)]
+    lines[3] = "2,5.1,3.5"  # row 3: too few fields
+    lines[21] = lines[21] + ",9,9"  # row 21: too many
+    lines.append("99")  # row 41, the last line
+    (tmp_path / "in.csv").write_text("\n".join(lines) + "\n")
+    out = tmp_path / "out.parquet"
+    summary = score(ScoreJob(iris, str(tmp_path / "in.csv"), str(out), batch_size=8, keep=["id"]))
+    assert (summary.rows_read, summary.rows_scored, summary.rows_failed) == (41, 38, 3)
+    errors = pacsv.read_csv(tmp_path / "out.parquet.errors.csv").to_pylist()
+    assert errors == [
+        {"row": 3, "reason": "the line has 3 fields, the header has 5"},
+        {"row": 21, "reason": "the line has 7 fields, the header has 5"},
+        {"row": 41, "reason": "the line has 1 fields, the header has 5"},
+    ]
+    ids = [int(v) for v in read_output(out).column("id").to_pylist()]
+    assert ids == [i for i in range(40) if i not in (2, 20)]
+    labels, _ = expected_iris(iris, np.delete(rows, [2, 20], axis=0))
+    assert read_output(out).column("label").to_pylist() == labels
+
+
 def test_strings_and_fields(tmp_path: Path) -> None:
     model = text_model(tmp_path / "text" / "1" / "model.onnx").parent.parent
     (model / "model.yaml").write_text("fields:\n  x: {first: 0, second: 1}\n")

@@ -102,6 +102,19 @@ def test_file_changed_in_place_reloads_and_removed_model_unloads(serve, tmp_path
         assert _factor(c) == 5.0
 
 
+def test_a_manifest_reloads_when_a_file_it_uses_changes(serve, tmp_path: Path) -> None:
+    root = tmp_path / "models"
+    scale_onnx(root / "scale" / "1" / "steps" / "x.onnx", 2.0)
+    (root / "scale" / "1" / "flow.yaml").write_text("flow:\n  - model: steps/x.onnx\n")
+    server = serve(root, "--poll-interval", "0.2")
+    with server.client() as c:
+        assert _factor(c) == 2.0
+        new = tmp_path / "new.onnx"
+        scale_onnx(new, 7.0)
+        os.replace(new, root / "scale" / "1" / "steps" / "x.onnx")
+        wait_for(lambda: _factor(c) == 7.0, 30, "the manifest to serve its changed step")
+
+
 def test_broken_model_at_start_does_not_stop_the_others(serve, tmp_path: Path) -> None:
     root = tmp_path / "models"
     iris_onnx(root / "iris" / "1" / "model.onnx")

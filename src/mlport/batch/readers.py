@@ -15,6 +15,7 @@ import itertools
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.csv as pacsv
@@ -79,15 +80,71 @@ class _Csv(Reader):
 
     def batches(self) -> Iterator[pa.RecordBatch]:
         types = {c: pa.string() for c in self.columns}
+        bad = _BadCsvRows(self.columns)
         with self.loc.fs.open_input_stream(self.loc.path) as f:
+            # one thread: pyarrow then knows the line number of a row with the wrong number of fields
             reader = pacsv.open_csv(
-                f, read_options=pacsv.ReadOptions(block_size=CSV_BLOCK_BYTES),
+                f, read_options=pacsv.ReadOptions(block_size=CSV_BLOCK_BYTES, use_threads=False),
+                parse_options=pacsv.ParseOptions(invalid_row_handler=bad.handle),
                 convert_options=pacsv.ConvertOptions(column_types=types, strings_can_be_null=True,
                                                      null_values=[""], quoted_strings_can_be_null=False))
             try:
-                yield from reader
+                for batch in reader:
+                    yield bad.merge(batch)
             except pa.ArrowInvalid as exc:
                 raise InvalidInput(f"{self.loc.uri} is not readable CSV: {exc}") from None
+        if tail := bad.merge(None):
+            yield tail
+
+
+class _BadCsvRows:
+    """Rows with the wrong number of fields, put back at their place as rows with a reason.
+
+    pyarrow's CSV reader can only skip such a row; it reports its line number (the header is line 1), so the
+    row comes back into the stream as a row of nulls whose ``BAD_LINE_COLUMN`` says why. Every other row
+    keeps its number, and the run goes on.
+    """
+
+    MAX_PENDING = 1_000_000
+
+    def __init__(self, names: list[str]) -> None:
+        self.names = names
+        self.pending: list[tuple[int, str]] = []  # (0-based data row, reason), in file order
+        self.emitted = 0  # data rows given out so far, bad ones included
+
+    def handle(self, row: Any) -> str:
+        if row.number is None or len(self.pending) >= self.MAX_PENDING:
+            return "error"
+        self.pending.append((row.number - 2, f"the line has {row.actual_columns} fields, the header has "
+                                             f"{row.expected_columns}"))
+        return "skip"
+
+    def merge(self, batch: pa.RecordBatch | None) -> pa.RecordBatch | None:
+        """``batch`` with the pending bad rows that fall inside it (all of them when ``batch`` is None)."""
+        good = 0 if batch is None else batch.num_rows
+        placed: list[tuple[int, str]] = []
+        for index, reason in self.pending:
+            if batch is not None and index >= self.emitted + good + len(placed):
+                break
+            placed.append((index - self.emitted, reason))
+        del self.pending[:len(placed)]
+        if batch is None:
+            if not placed:
+                return None
+            batch = pa.RecordBatch.from_arrays([pa.nulls(0, pa.string())] * len(self.names), names=self.names)
+        total = good + len(placed)
+        self.emitted += total
+        if not placed:
+            return batch.append_column(BAD_LINE_COLUMN, pa.nulls(total, pa.string()))
+        at = np.fromiter((pos for pos, _ in placed), dtype=np.int64, count=len(placed))
+        is_good = np.ones(total, dtype=bool)
+        is_good[at] = False
+        rows = np.zeros(total, dtype=np.int64)
+        rows[is_good] = np.arange(good)
+        rows[at] = np.arange(len(placed))
+        merged = batch.take(pa.array(rows, mask=~is_good))
+        reasons = pa.array([reason for _, reason in placed], pa.string()).take(pa.array(rows, mask=is_good))
+        return merged.append_column(BAD_LINE_COLUMN, reasons)
 
 
 class _Parquet(Reader):

@@ -143,9 +143,9 @@ def _build(args: argparse.Namespace, builder: Any, build_args: dict[str, str], t
                               labels=labels)
         return {"image": args.tag, "id": image, "base": base, "formats": list(formats)}
     source: Path = args.source
-    name, single, formats = _inspect_source(source, args.name)
+    name, single, formats, uses = _inspect_source(source, args.name)
     base = _ensure_base(args, builder, build_args, formats, tmp)
-    stage_model(source, tmp / "model-context", name, single=single)
+    stage_model(source, tmp / "model-context", name, single=single, uses=uses)
     labels = _oci_labels(__version__) | {
         "dev.mlport.model.name": name, "dev.mlport.model.version": str(args.model_version or 1),
         "dev.mlport.model.format": ",".join(formats), "dev.mlport.model.sha256": _artifact_sha256(source),
@@ -160,9 +160,12 @@ def _build(args: argparse.Namespace, builder: Any, build_args: dict[str, str], t
             "model_layer": layers[-1], "sha256": labels["dev.mlport.model.sha256"]}
 
 
-def _inspect_source(source: Path, name: str | None) -> tuple[str, bool, tuple[str, ...]]:
+def _inspect_source(source: Path, name: str | None) -> tuple[str, bool, tuple[str, ...], list[Path]]:
+    """The model's name, whether it is one model, the formats it needs (a manifest's leaves included), and for
+    a manifest file the files it uses."""
     from mlport.deploy.packaging import formats_of
     from mlport.errors import InvalidInput, valid_name
+    from mlport.formats.manifest.files import manifest_files
     from mlport.formats.registry import default_registry
     from mlport.runtime.repository import Repository
 
@@ -172,10 +175,19 @@ def _inspect_source(source: Path, name: str | None) -> tuple[str, bool, tuple[st
     models = repo.scan()
     if not models:
         raise InvalidInput(f"{source} holds no model of a known format (see `mlport formats`)")
-    found = {v.format for m in models.values() for v in m.versions.values()}
-    single = repo.single
+    found: set[str] = set()
+    uses: list[Path] = []
+    for version in (v for m in models.values() for v in m.versions.values()):
+        found.add(version.format)
+        if version.format == "manifest":
+            used = manifest_files(version.path)
+            missing = [p.name for p, fmt in used.leaves if fmt is None]
+            if missing:
+                raise InvalidInput(f"{version.path.name}: no installed format recognises {', '.join(missing)}")
+            found.update(fmt for _, fmt in used.leaves if fmt is not None)
+            uses = used.files if source.is_file() else uses
     stem = source.name.split(".")[0] if source.is_file() else source.name
-    return valid_name(name or stem, "model"), single, formats_of(found)
+    return valid_name(name or stem, "model"), repo.single, formats_of(found), uses
 
 
 def _ensure_base(args: argparse.Namespace, builder: Any, build_args: dict[str, str], formats: tuple[str, ...],

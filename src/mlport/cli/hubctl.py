@@ -102,6 +102,9 @@ def _version_text(v: dict[str, Any]) -> str:
                                         for t in sig.get(what) or [] if isinstance(t, dict))))
     else:
         rows.append(("signature", "unknown"))
+    for image in v.get("images") or []:  # newest first: the one deployments pin
+        rows.append(("image", f"{image['image']}  {image['digest']}  ({iso_time(image['recorded_at'])} by "
+                              f"{image['recorded_by']})"))
     return _fields(rows)
 
 
@@ -162,6 +165,7 @@ def _versions(args: argparse.Namespace) -> int:
         if not args.arg:
             raise Fail("`mlport versions get MODEL VERSION` needs a version number", EXIT_USAGE)
         data = call(args, "GET", f"{base}/{args.arg}")
+        data["images"] = call(args, "GET", f"{base}/{args.arg}/images")["images"]
         print_out(args, data, _version_text(data))
     elif args.action == "register":
         if not args.arg:

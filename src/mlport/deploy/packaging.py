@@ -147,15 +147,19 @@ def _file_sha(path: Path | None) -> str | None:
     return h.hexdigest()
 
 
-def stage_model(source: Path, dest: Path, name: str, *, single: bool) -> Path:
+def stage_model(source: Path, dest: Path, name: str, *, single: bool, uses: Sequence[Path] = ()) -> Path:
     """Lay out ``source`` under ``dest/model`` as ``mlport serve /models`` reads it, with fixed modes and times so
     the same files always give the same layer: a model file keeps its name (and its ``<stem>.model.yaml``), a
-    model folder becomes ``NAME/1/``, a repository is copied as it is.  Links are refused."""
+    model folder becomes ``NAME/1/``, a repository is copied as it is.  A manifest file becomes ``NAME/1/`` with
+    the files it ``uses`` at the same places relative to it, so that it is the one model there.  Links are
+    refused."""
     root = dest / "model"
     if root.exists():
         shutil.rmtree(root)
     root.mkdir(parents=True)
-    if source.is_file():
+    if source.is_file() and uses:
+        _copy_used(source, uses, root / name / "1")
+    elif source.is_file():
         shutil.copyfile(source, root / source.name)
         config = source.with_name(source.stem + ".model.yaml")
         if config.is_file():
@@ -166,6 +170,16 @@ def stage_model(source: Path, dest: Path, name: str, *, single: bool) -> Path:
         _copy_tree(source, root)
     _normalise(root)
     return root
+
+
+def _copy_used(manifest: Path, uses: Sequence[Path], dest: Path) -> None:
+    folder = manifest.resolve().parent
+    for path in uses:
+        if path.is_symlink():
+            raise InvalidInput(f"{path} is a symbolic link: copy the file it points to instead")
+        target = dest / path.resolve().relative_to(folder)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, target)
 
 
 def _copy_tree(source: Path, dest: Path) -> None:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from mlport.errors import InvalidInput, MlportError
 from mlport.formats.config import ModelConfig, load_model_config
+from mlport.formats.manifest.files import manifest_files
 from mlport.formats.registry import FormatRegistry
 from mlport.runtime.triton import TRITON_CONFIG_NAME, TritonModel, read_triton_config
 
@@ -67,6 +68,21 @@ def fingerprint(path: Path) -> tuple[tuple[str, int, int], ...]:
             rows.append((str(p.relative_to(path)), st.st_size, st.st_mtime_ns))
             if len(rows) >= _MAX_FINGERPRINT_FILES:
                 break
+    return tuple(rows)
+
+
+def _manifest_fingerprint(path: Path) -> tuple[tuple[str, int, int], ...]:
+    """Size and mtime of a manifest and of every file it uses: a changed step reloads it, and the files' size is
+    what the manifest is expected to need before its first load."""
+    try:
+        files = manifest_files(path).files
+    except (MlportError, OSError):
+        return fingerprint(path)  # the load will say what is wrong with it
+    base = path.resolve().parent
+    rows = []
+    for p in files[:_MAX_FINGERPRINT_FILES]:
+        st = p.stat()
+        rows.append((p.relative_to(base).as_posix(), st.st_size, st.st_mtime_ns))
     return tuple(rows)
 
 
@@ -265,7 +281,8 @@ class Repository:
             fmt_name = fmt if isinstance(fmt, str) else fmt.name if fmt else None
             if fmt_name is None:
                 raise InvalidInput(f"{target.name}: no installed format recognises this file")
-            src.versions[version] = VersionSource(version, target, fmt_name, fingerprint(target))
+            stamp = _manifest_fingerprint(target) if fmt_name == "manifest" else fingerprint(target)
+            src.versions[version] = VersionSource(version, target, fmt_name, stamp)
         except (MlportError, OSError) as exc:
             src.errors[version] = str(exc)
 
@@ -286,7 +303,8 @@ class Repository:
             if len(preferred) != 1:
                 # a manifest beside the files it chains is the model
                 found = [self.formats.detect(p) for p in files]
-                preferred = [p for p, f in zip(files, found, strict=True) if f is not None and f.name == "manifest"]
+                preferred = _outermost([p for p, f in zip(files, found, strict=True)
+                                        if f is not None and f.name == "manifest"])
             if len(preferred) != 1:
                 raise InvalidInput(
                     f"version folder {path.name}: several model files ({', '.join(p.name for p in files)}); "
@@ -294,3 +312,16 @@ class Repository:
                 )
             return preferred[0]
         return files[0]
+
+
+def _outermost(manifests: list[Path]) -> list[Path]:
+    """Of several manifests in one folder, those that no other one includes (when they can be read)."""
+    if len(manifests) < 2:
+        return manifests
+    included: set[Path] = set()
+    for path in manifests:
+        try:
+            included.update(p for p in manifest_files(path).files if p != path.resolve())
+        except (MlportError, OSError):
+            return manifests
+    return [p for p in manifests if p.resolve() not in included]

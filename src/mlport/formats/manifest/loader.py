@@ -40,7 +40,7 @@ from mlport.formats.manifest.schema import (
 )
 from mlport.formats.registry import FormatRegistry
 
-__all__ = ["MAX_MANIFEST_BYTES", "Loader", "read_manifest"]
+__all__ = ["MAX_MANIFEST_BYTES", "Loader", "config_beside", "parse_top", "read_manifest"]
 
 MAX_MANIFEST_BYTES = 1024 * 1024
 
@@ -99,20 +99,7 @@ class Loader:
             return self.top(read_manifest(path), path.stem)
 
     def top(self, doc: dict[str, Any], default_name: str) -> Node:
-        keys = [k for k in TOP_KEYS if k in doc]
-        if len(keys) != 1:
-            raise ManifestError(f"a manifest has exactly one of {', '.join(TOP_KEYS)} at the top; found "
-                                f"{', '.join(keys) or 'none'}")
-        extra = set(doc) - {keys[0], "name", "outputs", "description"}
-        if extra:
-            raise ManifestError(f"unknown manifest key {', '.join(sorted(extra))}")
-        wanted = doc.get("outputs")
-        if wanted is not None and not (isinstance(wanted, list) and all(isinstance(w, str) for w in wanted)):
-            raise ManifestError("'outputs' must be a list of output names")
-        name = str(doc.get("name") or default_name)
-        raw = {keys[0]: doc[keys[0]], "name": name,
-               **({"outputs": wanted} if wanted is not None and keys[0] == "flow" else {})}
-        return self.node(parse_node(raw, f"{keys[0]} '{name}'"), "manifest", 0)
+        return self.node(parse_top(doc, default_name), "manifest", 0)
 
     def node(self, spec: NodeSpec, where: str, depth: int) -> Node:
         if depth > MAX_DEPTH:
@@ -192,10 +179,8 @@ class Loader:
         return fmt
 
     def config(self, path: Path, inline: dict[str, Any] | None, here: str) -> ModelConfig:
-        stem = path.name[: -len(path.suffix)] if path.suffix and path.is_file() else path.name
-        beside = path.with_name(f"{stem}.model.yaml") if path.is_file() else path / "model.yaml"
         try:
-            config = load_model_config(beside)
+            config = load_model_config(config_beside(path))
         except MlportError as exc:
             raise ManifestError(f"{here}: {exc.message}") from exc
         if inline is None:
@@ -205,6 +190,32 @@ class Loader:
         except ValidationError as exc:
             problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
             raise ManifestError(f"{here}: config: {problems}") from None
+
+
+def config_beside(path: Path) -> Path:
+    """The ``model.yaml`` that configures a leaf: ``<stem>.model.yaml`` beside a file, ``model.yaml`` in a folder."""
+    if not path.is_file():
+        return path / "model.yaml"
+    stem = path.name[: -len(path.suffix)] if path.suffix else path.name
+    return path.with_name(f"{stem}.model.yaml")
+
+
+def parse_top(doc: dict[str, Any], default_name: str) -> NodeSpec:
+    """The typed node tree of a manifest file's mapping (nothing is loaded)."""
+    keys = [k for k in TOP_KEYS if k in doc]
+    if len(keys) != 1:
+        raise ManifestError(f"a manifest has exactly one of {', '.join(TOP_KEYS)} at the top; found "
+                            f"{', '.join(keys) or 'none'}")
+    extra = set(doc) - {keys[0], "name", "outputs", "description"}
+    if extra:
+        raise ManifestError(f"unknown manifest key {', '.join(sorted(extra))}")
+    wanted = doc.get("outputs")
+    if wanted is not None and not (isinstance(wanted, list) and all(isinstance(w, str) for w in wanted)):
+        raise ManifestError("'outputs' must be a list of output names")
+    name = str(doc.get("name") or default_name)
+    raw = {keys[0]: doc[keys[0]], "name": name,
+           **({"outputs": wanted} if wanted is not None and keys[0] == "flow" else {})}
+    return parse_node(raw, f"{keys[0]} '{name}'")
 
 
 def read_manifest(path: Path) -> dict[str, Any]:
