@@ -15,14 +15,19 @@ with ``mlport serve --lazy``, and measures:
   (sampled every 0.25 s from ``/proc/<pid>/status``) against the base (after the first load, which brings
   in onnxruntime) plus the budget.
 
-Requests go to 127.0.0.1 only, in a bounded loop.  The comparison with MLServer's multi-model serving is
-not part of this bench (see the README).  Results go to ``bench/results/cache-<date>.md``.
+The same stream then goes to MLServer's multi-model serving (pinned in ``bench/run.py``, in its own virtual
+environment, with the ONNX runtime of ``bench/peers/mlserver_onnx.py``), which loads every model at start:
+its start to ready, resident set (the whole process tree) and latency are reported beside mlport's
+(``--no-peer`` skips it).
+
+Requests go to 127.0.0.1 only, in a bounded loop.  Results go to ``bench/results/cache-<date>.md``.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import os
 import re
 import socket
@@ -33,11 +38,15 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from run import PEERS, ensure_venv, package_version  # noqa: E402
 
 
 def free_port() -> int:
@@ -109,6 +118,75 @@ class Server:
                 self.proc.wait(10)
 
 
+def tree_rss(pid: int) -> int:
+    """The resident set of ``pid`` and its descendants (MLServer may start helper processes)."""
+    total, todo = 0, [pid]
+    while todo:
+        current = todo.pop()
+        total += rss(current)
+        try:
+            children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
+        except OSError:
+            children = []
+        todo.extend(int(c) for c in children)
+    return total
+
+
+def mlserver_stream(root: Path, names: list[str], stream: np.ndarray, body: Any,
+                    client: httpx.Client, work: Path) -> dict[str, Any]:
+    """Serve every model with MLServer (each loaded at start), then send the same stream one at a time."""
+    venv = ensure_venv("mlserver")
+    folder = work / "mlserver"
+    for name in names:
+        (folder / name).mkdir(parents=True)
+        (folder / name / "model-settings.json").write_text(json.dumps({
+            "name": name, "implementation": "mlserver_onnx.OnnxModel",
+            "parameters": {"uri": str(root / name / "1" / "model.onnx"), "extra": {"intra_op_threads": 1}}}))
+    port = free_port()
+    (folder / "settings.json").write_text(json.dumps({
+        "http_port": port, "grpc_port": free_port(), "metrics_port": free_port(), "parallel_workers": 0,
+        "host": "127.0.0.1", "debug": False}))
+    url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "PYTHONPATH": str(PEERS)}
+    started = time.perf_counter()
+    with (work / "mlserver.log").open("wb") as out:
+        proc = subprocess.Popen([str(venv / "bin" / "mlserver"), "start", str(folder)], stdout=out,
+                                stderr=subprocess.STDOUT, cwd=PEERS, env=env)
+    try:
+        deadline = time.monotonic() + 1800
+        while True:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"MLServer did not get ready:\n{(work / 'mlserver.log').read_text()[-2000:]}")
+            try:
+                rows = client.post(url + "/v2/repository/index", json={}).json()
+                if sum(1 for r in rows if r.get("state") == "READY") == len(names):
+                    break
+            except (httpx.HTTPError, ValueError):
+                pass
+            time.sleep(0.5)
+        ready_s = time.perf_counter() - started
+        at_ready = tree_rss(proc.pid)
+        took: list[float] = []
+        failures = 0
+        for i in stream:
+            t = time.perf_counter()
+            answer = client.post(f"{url}/v2/models/{names[i]}/infer", json=body)
+            if answer.status_code != 200:
+                failures += 1
+                continue
+            took.append((time.perf_counter() - t) * 1000)
+        return {"ready_s": ready_s, "rss": at_ready, "end_rss": tree_rss(proc.pid), "p50": pct(took, 50),
+                "p99": pct(took, 99), "failures": failures,
+                "version": package_version(venv / "bin" / "python", "mlserver")}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
 def pct(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -121,7 +199,7 @@ def metric(text: str, name: str) -> float:
     return float(found[1]) if found else 0.0
 
 
-def calibrate(root: Path, log_dir: Path, names: list[str], client: httpx.Client, body: dict[str, object]) -> tuple[
+def calibrate(root: Path, log_dir: Path, names: list[str], client: httpx.Client, body: Any) -> tuple[
         float, float, int]:
     """Start-to-ready and ``/models`` time with every model lazy, and the median memory of one model."""
     server = Server(root, "--lazy", log=log_dir / "calibrate.log")
@@ -146,6 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--requests", type=int, default=2000)
     ap.add_argument("--hold", type=int, default=50, help="models the budget should hold")
     ap.add_argument("--zipf", type=float, default=1.1)
+    ap.add_argument("--no-peer", action="store_true", help="skip MLServer")
     args = ap.parse_args(argv)
     if not 1 <= args.models <= 10_000 or not 1 <= args.requests <= 100_000:
         ap.error("--models 1..10000, --requests 1..100000")
@@ -204,6 +283,7 @@ def main(argv: list[str] | None = None) -> int:
             done.set()
             sampler.join()
             server.stop()
+        peer = None if args.no_peer else mlserver_stream(root, names, stream, body, client, log_dir)
 
     peak = max(r for _, r in samples)
     evictions = sum(float(v) for v in re.findall(r"^mlport_model_evictions_total\{[^}]*\} (\S+)$", metrics, re.M))
@@ -236,6 +316,7 @@ def main(argv: list[str] | None = None) -> int:
         f"| peak RSS within base + budget ({(base + budget) / 2**20:.0f} MiB) | "
         f"{'yes' if peak <= base + budget else 'NO'} |",
         "",
+        *_peer_lines(peer, ready_s, hits + misses, peak),
         "RSS over time (s, MiB), every 20th sample:",
         "",
         "    " + "  ".join(f"{t:.0f}:{r / 2**20:.0f}" for t, r in samples[::20]),
@@ -247,6 +328,25 @@ def main(argv: list[str] | None = None) -> int:
     out.write_text(report)
     print(f"written to {out}")
     return 0
+
+
+def _peer_lines(peer: dict[str, Any] | None, ready_s: float, took: list[float], peak: int) -> list[str]:
+    if peer is None:
+        return []
+    return [
+        f"The same stream against MLServer {peer['version']} (multi-model serving: every model loaded at start, "
+        "one process, parallel_workers 0):",
+        "",
+        "| figure | mlport (lazy, budget) | MLServer (all loaded) |",
+        "|---|---|---|",
+        f"| start to ready | {ready_s:.2f} s | {peer['ready_s']:.1f} s |",
+        f"| resident set (mlport: peak; MLServer: at ready / end) | {peak / 2**20:.0f} MiB | "
+        f"{peer['rss'] / 2**20:.0f} / {peer['end_rss'] / 2**20:.0f} MiB |",
+        f"| latency p50 / p99, every request | {pct(took, 50):.2f} / {pct(took, 99):.2f} ms | "
+        f"{peer['p50']:.2f} / {peer['p99']:.2f} ms |",
+        f"| failures | - | {peer['failures']:.0f} |",
+        "",
+    ]
 
 
 if __name__ == "__main__":

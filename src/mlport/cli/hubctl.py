@@ -115,6 +115,10 @@ def _upload(args: argparse.Namespace, base: str) -> int:
     if not path.exists():
         raise Fail(f"{path} does not exist", EXIT_REFUSED)
     with tempfile.TemporaryDirectory() as tmp:
+        if args.profile:
+            from mlport.cli.drift import with_profile
+
+            path = with_profile(path, Path(args.profile), Path(tmp) / "bundle")
         upload = _tar_folder(path, Path(tmp)) if path.is_dir() else path
         params = {"filename": upload.name, "source": path.resolve().name, "description": args.description or "",
                   "tags": args.tags or ""}
@@ -200,6 +204,7 @@ mlport models delete iris --yes""", _models)
     p = add_parser(sub, "versions", "upload, register, list, get or download a model's versions", """
 mlport versions upload iris ./iris.onnx --tags baseline
 mlport versions upload iris ./iris-folder/ --description "with batching"
+mlport versions upload iris ./iris.onnx --profile profile.json   # drift watched against it once deployed
 mlport versions list iris
 mlport versions get iris 2
 mlport versions download iris 2 --dest ./restore/
@@ -212,6 +217,8 @@ mlport versions build iris 2 --tag registry.example.com/iris:2 --wait   # an ima
                                           "version number")
     p.add_argument("--description", help="upload, register: a line about the version")
     p.add_argument("--tags", help="upload: comma-separated tags")
+    p.add_argument("--profile", help="upload: a reference profile (mlport profile) sent with the model as its "
+                                     "profile.json, for drift and outlier watching")
     p.add_argument("--trusted", action="store_true", help="upload: read the signature of a format that runs code "
                                                           "(pickles, Python; admin only)")
     p.add_argument("--dest", help="download: file or folder to write to (default: the artifact's name here)")

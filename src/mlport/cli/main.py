@@ -136,6 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("--force", action="store_true", help="rebuild presets that are built already")
     pre.set_defaults(func=_cmd_presets)
     from mlport.cli.build import add_build_command
+    from mlport.cli.drift import add_drift_commands
     from mlport.cli.hub import add_hub_command
     from mlport.cli.hubctl import add_client_commands
     from mlport.cli.k8s import add_k8s_command
@@ -146,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_build_command(sub)
     add_k8s_command(sub)
     add_score_command(sub)
+    add_drift_commands(sub)
     return parser
 
 

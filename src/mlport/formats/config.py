@@ -13,6 +13,8 @@ from mlport.errors import InvalidInput
 
 __all__ = [
     "BatchingConfig",
+    "DriftConfig",
+    "DriftThresholds",
     "ImageOptions",
     "ModelConfig",
     "SignatureConfig",
@@ -150,6 +152,54 @@ class BatchingConfig(BaseModel):
         return self.max_batch_size > 1
 
 
+class DriftThresholds(BaseModel):
+    """Where a drift figure turns a feature to ``warning`` and to ``drift``: PSI at or above ``psi_*``; the
+    Kolmogorov-Smirnov and chi-square tests at a p-value at or below ``pvalue_*``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    psi_warning: float = Field(default=0.1, gt=0.0, le=100.0)
+    psi_drift: float = Field(default=0.25, gt=0.0, le=100.0)
+    pvalue_warning: float = Field(default=0.001, gt=0.0, lt=1.0)
+    pvalue_drift: float = Field(default=0.0001, gt=0.0, lt=1.0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> DriftThresholds:
+        if self.psi_drift < self.psi_warning:
+            raise ValueError("drift thresholds: psi_drift must be at least psi_warning")
+        if self.pvalue_drift > self.pvalue_warning:
+            raise ValueError("drift thresholds: pvalue_drift must be at most pvalue_warning")
+        return self
+
+
+class DriftConfig(BaseModel):
+    """Drift of the requests against the model's reference profile (``profile.json``), computed off the
+    request path over a sliding window: the last ``window_rows`` rows, and (if given) of the last
+    ``window_seconds`` only."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    #: Watch drift when the model has a profile (false: never).
+    enabled: bool = True
+    window_rows: int = Field(default=1000, ge=10, le=100_000)
+    window_seconds: float | None = Field(default=None, gt=0.0, le=30 * 86_400.0)
+    #: Fewer rows in the window than this: no figures yet (status ``insufficient``).
+    min_rows: int = Field(default=100, ge=10, le=100_000)
+    #: Seconds between two computations of the figures of one version.
+    interval_s: float = Field(default=5.0, ge=0.05, le=3600.0)
+    thresholds: DriftThresholds = DriftThresholds()
+    #: Where a JSON POST goes when the status of a version changes (retried with back-off).
+    webhook: str | None = Field(default=None, max_length=2048, pattern=r"^https?://")
+    #: Outlier scores above this count as outliers (default: the profile's, the reference's 99.9th percentile).
+    outlier_threshold: float | None = Field(default=None, gt=0.0)
+
+    @model_validator(mode="after")
+    def _rows(self) -> DriftConfig:
+        if self.min_rows > self.window_rows:
+            raise ValueError("drift: min_rows must be at most window_rows")
+        return self
+
+
 class ModelConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -177,6 +227,10 @@ class ModelConfig(BaseModel):
     lazy: bool | None = None
     #: Never unload this model to make room under the server's ``--memory-budget``.
     pinned: bool = False
+    #: Drift watching against the model's reference profile (see :class:`DriftConfig`).
+    drift: DriftConfig = DriftConfig()
+    #: Answer a per-row outlier score against the reference profile in the response parameters.
+    outliers: bool = False
 
     @model_validator(mode="after")
     def _check_fields(self) -> ModelConfig:

@@ -453,12 +453,13 @@ async def gateway(request: Request) -> Response:
 
 
 def api_routes() -> list[Route]:
+    from mlport.hub.drift import drift_routes
     from mlport.hub.jobs import job_routes
     from mlport.hub.packaging import packaging_routes
     from mlport.hub.score_jobs import score_job_routes
 
     all_methods = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD"]
-    return [*packaging_routes(), *job_routes(), *score_job_routes(),
+    return [*packaging_routes(), *job_routes(), *score_job_routes(), *drift_routes(),
         Route("/auth/token", token, methods=["POST"]),
         Route("/api/v1/whoami", whoami, methods=["GET"]),
         Route("/api/v1/users", users_list, methods=["GET"]),

@@ -281,6 +281,11 @@ def build_openapi() -> Json:
         "/api/v1/deployments/{name}/history": {"get": _op(
             "deploymentHistory", "Every change of a deployment, newest first", t_deploy,
             _ok(_list_of("history", "HistoryEntry")), params=d, errors=(401, 403, 404))},
+        **{path: {"get": _op(
+            op_id, "The drift of a deployment: each ready replica's figures per feature, and the worst status",
+            t_deploy, _ok({"type": "object"}), params=d, errors=(401, 403, 404))}
+           for path, op_id in (("/api/v1/deployments/{name}/drift", "deploymentDrift"),
+                               ("/deployments/{name}/drift", "gatewayDrift"))},
         "/deployments/{name}/{path}": {method: _op(
             f"gateway{method.capitalize()}", "Call a deployed model with any runtime API (OIP v2, TF Serving, "
             "describe/eval); the path after the deployment name is the runtime's", t_gw,

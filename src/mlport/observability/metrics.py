@@ -54,6 +54,20 @@ class Metrics:
         self.load_failures = Counter(
             "mlport_model_load_failures", "Model versions that failed to load", ["model"], registry=r
         )
+        self.drift = Gauge(
+            "mlport_drift", "Drift of a feature over its window: psi, ks (statistic), ks_pvalue, chi2 (statistic), "
+            "chi2_pvalue", ["model", "version", "feature", "method"], registry=r,
+        )
+        self.drift_status = Gauge("mlport_drift_status", "Drift status of a version: 0 ok, 1 warning, 2 drift, "
+                                  "-1 too few rows yet", ["model", "version"], registry=r)
+        self.drift_dropped = Counter("mlport_drift_dropped", "Batches of rows left out of a drift window because "
+                                     "its queue was full", ["model"], registry=r)
+        self.drift_alerts = Counter("mlport_drift_alerts", "Drift alerts sent to the webhook, by outcome "
+                                    "(delivered, failed)", ["model", "outcome"], registry=r)
+        self.outlier_rows = Counter("mlport_outlier_rows", "Rows given an outlier score", ["model", "version"],
+                                    registry=r)
+        self.outliers = Counter("mlport_outliers", "Rows whose outlier score was above the threshold",
+                                ["model", "version"], registry=r)
 
     def on_load(self, model: str, version: int, seconds: float, ok: bool) -> None:
         self.load_seconds.labels(model, str(version)).set(seconds)

@@ -2,34 +2,27 @@
 
 Scalars are shown as a value, vectors as one row, matrices as a table; higher ranks as one table
 per leading index. Long outputs are cut after :data:`MAX_CELLS` values, with a note saying so.
-Every value and name is HTML-escaped.
+The page is the template ``outputs.html``; every value and name is escaped by it.
 """
 
 from __future__ import annotations
 
 import base64
-import html
 import itertools
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-__all__ = ["MAX_CELLS", "ImageOutput", "render_outputs"]
+from mlport.protocols.templating import render
+
+__all__ = ["MAX_CELLS", "OUTPUTS_CSP", "ImageOutput", "render_outputs"]
 
 #: Most values shown per output.
 MAX_CELLS = 2000
-
-_STYLE = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem;color:#1d1d1f;background:#fff}
-h1{font-size:1.3rem;margin:0 0 1rem}h2{font-size:1.05rem;margin:1.6rem 0 .4rem}
-.meta{color:#666;font-size:.85rem}.note{color:#8a5a00;font-size:.85rem}
-table{border-collapse:collapse;font-family:ui-monospace,Menlo,Consolas,monospace;font-size:.85rem}
-td,th{border:1px solid #ccc;padding:.2rem .5rem;text-align:right}th{background:#f4f4f4;color:#555}
-img{image-rendering:pixelated;border:1px solid #ccc;max-width:100%;min-width:64px}
-.scalar{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:1rem}
-"""
+#: The page runs nothing and loads nothing: its own style, and images inlined as ``data:`` URIs.
+OUTPUTS_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; form-action 'none'"
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +31,29 @@ class ImageOutput:
 
     media: str
     data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class _Table:
+    """One 2-d slice: its leading index (``"1, :, :"``, empty for a matrix), column numbers and rows."""
+
+    label: str
+    columns: range
+    rows: list[tuple[int, list[str]]]
+
+
+@dataclass(slots=True)
+class _Section:
+    """What the template shows for one output."""
+
+    name: str
+    kind: str
+    shape: str
+    size: int
+    image: str | None = None
+    scalar: str | None = None
+    tables: list[_Table] = field(default_factory=list)
+    shown: int = 0
 
 
 def _text(value: Any) -> str:
@@ -50,56 +66,43 @@ def _text(value: Any) -> str:
     return str(value)
 
 
-def _cell(value: Any) -> str:
-    return f"<td>{html.escape(_text(value))}</td>"
-
-
-def _matrix(arr: np.ndarray[Any, Any], budget: int) -> tuple[str, int]:
-    """A 2-d array as a table, within ``budget`` cells; returns the HTML and the cells used."""
+def _matrix(arr: np.ndarray[Any, Any], budget: int, label: str) -> _Table:
+    """A 2-d array as a table of at most ``budget`` cells."""
     rows, cols = arr.shape
     cols_shown = min(cols, max(1, budget))
     rows_shown = min(rows, max(1, budget // cols_shown))
-    head = "".join(f"<th>{j}</th>" for j in range(cols_shown))
-    body = []
-    for i in range(rows_shown):
-        cells = "".join(_cell(v) for v in arr[i, :cols_shown])
-        body.append(f"<tr><th>{i}</th>{cells}</tr>")
-    return (f"<table><tr><th></th>{head}</tr>{''.join(body)}</table>", rows_shown * cols_shown)
+    body = [(i, [_text(v) for v in arr[i, :cols_shown]]) for i in range(rows_shown)]
+    return _Table(label, range(cols_shown), body)
 
 
 def _slices(shape: tuple[int, ...]) -> Iterator[tuple[int, ...]]:
     return itertools.product(*(range(n) for n in shape))
 
 
-def _tensor(arr: np.ndarray[Any, Any]) -> str:
-    if arr.ndim == 0:
-        return f'<p class="scalar">{html.escape(_text(arr[()]))}</p>'
-    if arr.size == 0:
-        return '<p class="note">(empty)</p>'
+def _fill_tables(section: _Section, arr: np.ndarray[Any, Any]) -> None:
     if arr.ndim == 1:
         arr = arr[np.newaxis, :]
-    parts: list[str] = []
     budget = MAX_CELLS
-    lead = arr.shape[:-2]
-    for index in _slices(lead):
+    for index in _slices(arr.shape[:-2]):
         if budget <= 0:
             break
-        table, used = _matrix(arr[index], budget)
-        budget -= used
-        if index:
-            label = ", ".join(str(i) for i in index) + ", :, :"
-            parts.append(f'<p class="meta">[{html.escape(label)}]</p>{table}')
-        else:
-            parts.append(table)
-    shown = MAX_CELLS - budget
-    if shown < arr.size:
-        parts.append(f'<p class="note">showing {shown} of {arr.size} values</p>')
-    return "\n".join(parts)
+        label = ", ".join(str(i) for i in index) + ", :, :" if index else ""
+        table = _matrix(arr[index], budget, label)
+        budget -= len(table.rows) * len(table.columns)
+        section.tables.append(table)
+    section.shown = MAX_CELLS - budget
 
 
-def _image(name: str, image: ImageOutput) -> str:
-    uri = f"data:{image.media};base64,{base64.b64encode(image.data).decode('ascii')}"
-    return f'<img alt="{html.escape(name)}" src="{html.escape(uri)}">'
+def _section(name: str, arr: np.ndarray[Any, Any], image: ImageOutput | None) -> _Section:
+    kind = "string" if arr.dtype.kind in "OSU" else str(arr.dtype)
+    section = _Section(name, kind, ", ".join(str(d) for d in arr.shape), int(arr.size))
+    if image is not None:
+        section.image = f"data:{image.media};base64,{base64.b64encode(image.data).decode('ascii')}"
+    elif arr.ndim == 0:
+        section.scalar = _text(arr[()])
+    elif arr.size:
+        _fill_tables(section, arr)
+    return section
 
 
 def render_outputs(
@@ -109,16 +112,5 @@ def render_outputs(
 ) -> str:
     """The page: a heading, then per output its name, type and shape and its values (or image)."""
     images = images or {}
-    sections: list[str] = []
-    for name, arr in outputs.items():
-        kind = "string" if arr.dtype.kind in "OSU" else str(arr.dtype)
-        meta = f"{kind} &middot; shape [{', '.join(str(d) for d in arr.shape)}]"
-        shown = _image(name, images[name]) if name in images else _tensor(arr)
-        sections.append(
-            f'<section><h2>{html.escape(name)}</h2><p class="meta">{meta}</p>\n{shown}</section>'
-        )
-    return (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-        f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head>\n"
-        f"<body><h1>{html.escape(title)}</h1>\n" + "\n".join(sections) + "\n</body></html>\n"
-    )
+    sections = [_section(name, arr, images.get(name)) for name, arr in outputs.items()]
+    return render("outputs.html", title=title, sections=sections)

@@ -26,6 +26,7 @@ from mlport.errors import ErrorCode, InvalidInput, MlportError
 from mlport.formats.base import Arrays, ContextEvaluator, Evaluator, RequestContext
 from mlport.limits import Limits
 from mlport.observability.access import AccessLog
+from mlport.observability.drift import DriftWatch
 from mlport.observability.metrics import Metrics
 from mlport.runtime.batching import Runner
 from mlport.runtime.manager import ColdModel, LoadedVersion, ModelManager
@@ -197,6 +198,8 @@ class InferenceService:
         self._series: dict[tuple[str, int, str], _Series] = {}
         self._stats: dict[tuple[str, int], ModelStats] = {}
         self._inflight = _Inflight(metrics)
+        #: Drift and outlier watch of the models with a reference profile (a hook on every answered prediction).
+        self.drift = DriftWatch(metrics)
 
     def call(self, model: str, version: str | int | None, protocol: str, request_id: str | None = None) -> Call:
         """Hold a ready version of ``model`` for one request and record its outcome in the metrics."""
@@ -289,6 +292,7 @@ class InferenceService:
             finally:
                 timer.cancel()
         series.inference.observe(timing.ended - timing.started)
+        parameters = self.drift.observe(lv, feed, outputs)
         if wanted is not None:
             outputs = {n: outputs[n] for n in wanted}
         response = InferenceResponse(
@@ -296,7 +300,7 @@ class InferenceService:
             model_version=str(lv.version),
             outputs=_as_arrays(outputs),
             id=request.id,
-            parameters={},
+            parameters=parameters,
         )
         rows = _rows(feed) if runner.batched else 1
         series.stats.ran(rows, submitted - started, timing.started - submitted, timing.ended - timing.started,
@@ -342,7 +346,7 @@ class InferenceService:
             model_version=str(lv.version),
             outputs=_as_arrays(outputs),
             id=request.id,
-            parameters=dict(ctx.parameters),
+            parameters=self.drift.observe(lv, feed, outputs, dict(ctx.parameters)),
         )
 
     def _expire(self, future: asyncio.Future[Arrays]) -> None:
@@ -352,6 +356,7 @@ class InferenceService:
 
     def close(self) -> None:
         self._inflight.close()
+        self.drift.close()
         self._executor.shutdown(wait=False, cancel_futures=True)
 
 

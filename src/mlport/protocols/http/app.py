@@ -16,7 +16,7 @@ from starlette.routing import Route
 
 from mlport.errors import MlportError
 from mlport.observability.metrics import CONTENT_TYPE_LATEST
-from mlport.protocols.http import routes_native, routes_oip
+from mlport.protocols.http import routes_drift, routes_native, routes_oip
 from mlport.protocols.http.body import json_response
 from mlport.protocols.http.fast import (
     INFER_PATH,
@@ -116,13 +116,15 @@ def build_app(
             await state.manager.close()
             state.service.close()
 
-    from mlport.protocols.http import docs, media, routes_tfserving  # noqa: F401  (media registers codecs)
+    from mlport.protocols.http import docs, media, pages, routes_tfserving  # noqa: F401  (media registers codecs)
 
     routes: list[Route] = [
         *routes_native.routes,
+        *routes_drift.routes,
         *routes_oip.routes,
         *routes_tfserving.routes,
         *docs.routes,
+        *pages.routes,
         Route("/metrics", _metrics, methods=["GET"]),
         Route("/health/live", routes_oip.live, methods=["GET"]),
         Route("/health/ready", routes_oip.ready, methods=["GET"]),

@@ -32,7 +32,7 @@ from mlport.core.types import DataType, Signature, TensorSpec
 from mlport.errors import ErrorCode, InvalidInput, MlportError, UnsupportedMediaType
 from mlport.formats.config import ModelConfig
 from mlport.limits import Limits
-from mlport.protocols.html import ImageOutput, render_outputs
+from mlport.protocols.html import OUTPUTS_CSP, ImageOutput, render_outputs
 from mlport.protocols.http.body import media_type
 from mlport.protocols.http.negotiation import EvalEncoder, decoders, encoders
 from mlport.protocols.images import (
@@ -276,7 +276,8 @@ def _encode_html(
     as_image = _image_requests(params, outputs)
     images = {n: ImageOutput(m, _image_of(n, outputs[n], m, lv)) for n, m in as_image.items()}
     title = f"{response.model_name} (version {response.model_version})"
-    return Response(render_outputs(title, outputs, images), media_type="text/html")
+    return Response(render_outputs(title, outputs, images), media_type="text/html",
+                    headers={"Content-Security-Policy": OUTPUTS_CSP})
 
 
 for _media in IMAGE_FORMATS:

@@ -1,95 +1,11 @@
-<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>mlport API</title>
-<style>
-  :root { --fg: #1d232a; --muted: #5d6875; --line: #d8dde3; --accent: #1f6feb; --bg: #f6f8fa; }
-  * { box-sizing: border-box; }
-  body { margin: 0; font: 15px/1.45 system-ui, sans-serif; color: var(--fg); }
-  header { padding: .8rem 1.2rem; border-bottom: 1px solid var(--line); display: flex; gap: 1rem; align-items: baseline; }
-  header h1 { font-size: 1.2rem; margin: 0; }
-  #status { color: var(--muted); }
-  main { display: grid; grid-template-columns: minmax(18rem, 2fr) 3fr; gap: 1.2rem; padding: 1.2rem; }
-  @media (max-width: 900px) { main { grid-template-columns: 1fr; } }
-  h2 { font-size: 1.05rem; margin: 0 0 .5rem; }
-  h3 { font-size: .85rem; text-transform: uppercase; letter-spacing: .04em; color: var(--muted); margin: 1rem 0 .3rem; }
-  section { margin-bottom: 1.4rem; }
-  ul { list-style: none; margin: 0; padding: 0; }
-  code, pre, textarea, input, select { font: 13px/1.4 ui-monospace, monospace; }
-  .op { display: flex; gap: .5rem; width: 100%; text-align: left; border: 0; background: none; padding: .25rem .4rem;
-        border-radius: 4px; cursor: pointer; color: inherit; font: inherit; }
-  .op:hover { background: var(--bg); }
-  .op.selected { background: #e7f0fe; }
-  .method { font: 600 12px ui-monospace, monospace; min-width: 3.2rem; }
-  .get { color: #1a7f37; } .post { color: #9a6700; }
-  .summary { color: var(--muted); }
-  .badge { font-size: 12px; padding: 0 .4rem; border-radius: 8px; background: var(--bg); border: 1px solid var(--line); }
-  .badge.ready { color: #1a7f37; border-color: #1a7f37; }
-  #models li { padding: .2rem 0; }
-  table { border-collapse: collapse; margin-top: .4rem; }
-  td, th { border: 1px solid var(--line); padding: .15rem .5rem; text-align: left; font-size: 13px; }
-  label { display: block; margin: .4rem 0 .15rem; color: var(--muted); font-size: 13px; }
-  input, select { padding: .25rem .4rem; min-width: 14rem; }
-  textarea { width: 100%; min-height: 12rem; padding: .4rem; }
-  button.send { margin-top: .6rem; padding: .35rem 1.2rem; background: var(--accent); color: white; border: 0;
-                border-radius: 4px; cursor: pointer; font: inherit; }
-  pre { background: var(--bg); padding: .6rem; overflow: auto; max-height: 28rem; white-space: pre-wrap; }
-  #url { word-break: break-all; }
-  .hidden { display: none; }
-</style>
-</head>
-<body data-state="loading">
-<header>
-  <h1>mlport API</h1>
-  <span id="status">loading…</span>
-  <a href="openapi.json">openapi.json</a>
-</header>
-<main>
-  <div>
-    <section>
-      <h2>Models</h2>
-      <ul id="models"></ul>
-    </section>
-    <section>
-      <h2>Endpoints</h2>
-      <div id="endpoints"></div>
-    </section>
-  </div>
-  <div>
-    <section>
-      <h2>Try it</h2>
-      <label for="model">Model</label>
-      <select id="model"></select>
-      <div id="signature"></div>
-      <p><code id="url"></code></p>
-      <p id="description" class="summary"></p>
-      <div id="params"></div>
-      <label for="accept">Accept (empty: not sent)</label>
-      <input id="accept" list="accept-types">
-      <datalist id="accept-types"></datalist>
-      <div id="body-box">
-        <label for="body">Body (JSON; refilled from the model's example when the model or endpoint changes)</label>
-        <textarea id="body" spellcheck="false"></textarea>
-      </div>
-      <button id="send" class="send" type="button">Send</button>
-    </section>
-    <section>
-      <h2>Answer</h2>
-      <div id="answer-status" class="summary">nothing sent yet</div>
-      <pre id="answer"></pre>
-      <img id="answer-image" class="hidden" alt="image answer">
-    </section>
-  </div>
-</main>
-<script>
 "use strict";
 // Everything shown comes from this server: /openapi.json, /models and the answers to what you send.
 // Text is always set with textContent, never parsed as HTML.
 
 const $ = (id) => document.getElementById(id);
-const page = { spec: null, base: "", ops: [], op: null, models: [] };
+// inputs: per served model, its inputs as the form shows them ({name, type, shape, kind: image|text|json}),
+// written into the page by the server; files: the image chosen for each image input.
+const page = { spec: null, base: "", ops: [], op: null, models: [], inputs: {}, files: {} };
 
 function el(tag, props, ...children) {
   const node = document.createElement(tag);
@@ -212,9 +128,116 @@ function selectOp(entry) {
   }
   const ok = (entry.op.responses || {})["200"] || {};
   $("accept-types").replaceChildren(...Object.keys(ok.content || {}).map((t) => el("option", { value: t })));
-  $("body-box").classList.toggle("hidden", !entry.op.requestBody);
   fillBody();
+  renderForm();
   showUrl();
+}
+
+// ------------------------------------------------------------------ the inputs form (describe/eval only)
+const EVAL_PATH = /^(\/models\/\{name\}(\/versions\/\{version\})?)?\/eval$/;
+
+function formInputs() {
+  const entry = page.op;
+  if (!entry || entry.method !== "POST" || !EVAL_PATH.test(entry.path)) return null;
+  const inputs = page.inputs[currentModel()];
+  return inputs && inputs.length ? inputs : null;
+}
+
+function formMode() {
+  return !$("mode-box").classList.contains("hidden") && $("mode").value === "form";
+}
+
+function showMode() {
+  const form = formMode();
+  $("form-box").classList.toggle("hidden", !form);
+  $("body-box").classList.toggle("hidden", form || !(page.op && page.op.op.requestBody));
+}
+
+function renderForm() {
+  const inputs = formInputs();
+  const box = $("form-box");
+  box.replaceChildren();
+  page.files = {};
+  $("mode-box").classList.toggle("hidden", !inputs);
+  if (inputs) {
+    $("mode").value = inputs.some((i) => i.kind !== "json") ? "form" : "json";
+    const example = exampleBody();
+    for (const spec of inputs) box.append(fieldFor(spec, example[spec.name]));
+  }
+  showMode();
+}
+
+function exampleBody() {
+  const json = (deref(page.op.op.requestBody).content || {})["application/json"] || {};
+  const example = (json.examples || {})[currentModel()];
+  return example && typeof example.value === "object" ? example.value : {};
+}
+
+function fieldFor(spec, example) {
+  const id = "input-" + spec.name;
+  const text = spec.name + " (" + spec.type + ", shape [" + spec.shape.join(", ") + "])";
+  if (spec.kind === "image") return imageField(spec, id, text);
+  const area = el("textarea", { id, className: "field", spellcheck: false });
+  area.dataset.input = spec.name;
+  area.dataset.kind = spec.kind;
+  if (spec.kind === "text") {
+    return el("div", {}, el("label", { htmlFor: id }, text + ": the text itself, or a JSON array for a batch"), area);
+  }
+  // one instance (the batch axis of the example dropped), as an image or a text is one
+  const one = spec.shape[0] === -1 && Array.isArray(example) && example.length === 1 ? example[0] : example;
+  area.value = one === undefined ? "" : JSON.stringify(one);
+  return el("div", {}, el("label", { htmlFor: id }, text + ": a JSON value"), area);
+}
+
+function imageField(spec, id, text) {
+  const picker = el("input", { id, type: "file", accept: "image/png,image/jpeg" });
+  picker.dataset.input = spec.name;
+  picker.dataset.kind = "image";
+  const preview = el("img", { className: "preview hidden", alt: "preview of " + spec.name });
+  const chosen = el("span", { className: "summary" }, "no image chosen");
+  const drop = el("div", { className: "drop" }, "Drop a PNG or JPEG here, or choose one: ", picker, " ", chosen, preview);
+  drop.id = "drop-" + spec.name;
+  const take = (file) => {
+    if (!file) return;
+    if (!/^image\/(png|jpeg)$/.test(file.type)) {
+      chosen.textContent = file.name + " is not a PNG or JPEG image";
+      return;
+    }
+    page.files[spec.name] = file;
+    chosen.textContent = file.name + " (" + file.size + " bytes)";
+    if (preview.src) URL.revokeObjectURL(preview.src);
+    preview.src = URL.createObjectURL(file);
+    preview.classList.remove("hidden");
+  };
+  picker.addEventListener("change", () => take(picker.files[0]));
+  drop.addEventListener("dragover", (event) => { event.preventDefault(); drop.classList.add("over"); });
+  drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+  drop.addEventListener("drop", (event) => {
+    event.preventDefault();
+    drop.classList.remove("over");
+    const files = event.dataTransfer.files;
+    if (files.length) picker.files = files;  // the picker shows the dropped file's name too
+    take(files[0]);
+  });
+  return el("div", {}, el("label", { htmlFor: id }, text + ": an image"), drop);
+}
+
+// The form's values as multipart/form-data: images as they are, text as text, the rest as JSON parts.
+function formBody() {
+  const form = new FormData();
+  for (const field of $("form-box").querySelectorAll("[data-input]")) {
+    const name = field.dataset.input;
+    if (field.dataset.kind === "image") {
+      const file = page.files[name];
+      if (!file) throw new Error("choose an image for input '" + name + "'");
+      form.append(name, file, file.name);
+    } else if (field.dataset.kind === "text") {
+      form.append(name, field.value);
+    } else {
+      form.append(name, new Blob([field.value], { type: "application/json" }), name + ".json");
+    }
+  }
+  return form;
 }
 
 function fillBody() {
@@ -245,17 +268,24 @@ async function send() {
   if (!entry) return;
   const headers = {};
   const init = { method: entry.method, headers };
-  if (entry.op.requestBody) {
-    headers["Content-Type"] = "application/json";
-    init.body = $("body").value;
-  }
-  if ($("accept").value.trim()) headers.Accept = $("accept").value.trim();
   const status = $("answer-status");
   const out = $("answer");
   const image = $("answer-image");
   image.classList.add("hidden");
-  status.textContent = "sending…";
   out.textContent = "";
+  try {
+    if (formMode()) {
+      init.body = formBody();  // the browser writes its Content-Type with the boundary
+    } else if (entry.op.requestBody) {
+      headers["Content-Type"] = "application/json";
+      init.body = $("body").value;
+    }
+  } catch (err) {
+    status.textContent = "not sent: " + err.message;
+    return;
+  }
+  if ($("accept").value.trim()) headers.Accept = $("accept").value.trim();
+  status.textContent = "sending…";
   const started = performance.now();
   try {
     const answer = await fetch(buildUrl(), init);
@@ -281,6 +311,7 @@ async function main() {
     page.spec = await getJson("openapi.json");
     page.base = ((page.spec.servers || [{}])[0].url || "").replace(/\/$/, "");
     page.models = (await getJson(page.base + "/models")).models;
+    page.inputs = JSON.parse($("try").dataset.inputs || "{}");
   } catch (err) {
     $("status").textContent = "could not load the API description: " + err.message;
     document.body.dataset.state = "error";
@@ -290,6 +321,9 @@ async function main() {
   page.ops = collectOps();
   renderModels();
   renderEndpoints();
+  const wanted = new URLSearchParams(location.search).get("model");
+  if (wanted && page.models.some((m) => m.name === wanted)) $("model").value = wanted;
+  $("mode").addEventListener("change", showMode);
   $("model").addEventListener("change", () => {
     if (page.op) selectOp(page.op);
     renderSignature();
@@ -302,6 +336,3 @@ async function main() {
 }
 
 main();
-</script>
-</body>
-</html>
