@@ -22,8 +22,6 @@ import argparse
 import contextlib
 import datetime as dt
 import os
-import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -60,15 +58,8 @@ def hub_process(data_dir: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]
     try:
         wait(lambda: _get_ok(url + "/healthz"), 60, "the hub", proc, log_path)
         yield url, proc
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(10)
+    finally:  # the hub's process group: the hub and its replicas
+        bench_run.stop(bench_run.Running(bench_run.ServerSpec("hub", 1, "hub", {}), proc, port, log_path))
 
 
 def _get_ok(url: str) -> bool:
@@ -159,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
         for label, strategy, target in plan:
             if label.split(" + ")[-1] not in rows:
                 continue
-            experiment(admin, strategy) if strategy else None
+            if strategy:
+                experiment(admin, strategy)
             for c in levels:
                 bench_run.run_wrk(wrk, lua, target, body, c, 1.0, bench_run.pinned_core())
                 if args.profile and label == "gateway" and c == max(levels):
@@ -188,8 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     out = bench_run.RESULTS / f"gateway-{started:%Y-%m-%d-%H%M}{'-quick' if args.quick else ''}.md"
     out.write_text(text)
     print(text)
-    if shutil.which("git"):
-        bench_run.log(f"written to {out.relative_to(bench_run.REPO)}")
+    bench_run.log(f"written to {out.relative_to(bench_run.REPO)}")
     return 0
 
 
