@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
@@ -13,12 +13,12 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
-from starlette.routing import Route
+from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mlport.errors import MlportError
 from mlport.hub.api import api_routes, json_response
-from mlport.hub.gatewayhttp import GATEWAY_METHODS, GatewayHTTP, split_gateway_path
+from mlport.hub.gatewayhttp import GATEWAY_METHODS, GATEWAY_ROUTE, GatewayHTTP, split_gateway_path
 from mlport.hub.observe import gateway_request_id, sd_routes, write_gateway_line
 from mlport.hub.openapi import DOCS_HTML, build_openapi
 from mlport.hub.service import Hub
@@ -70,12 +70,15 @@ class _Observe:
     """Counts every answer; gateway answers also by deployment and the version that served them, and writes
     their access-log lines.  Gateway requests are answered here, without Starlette (:mod:`mlport.hub.gatewayhttp`)."""
 
-    def __init__(self, app: ASGIApp, metrics: _Metrics, hub: Hub, access_log: AccessLog | None) -> None:
+    def __init__(self, app: ASGIApp, metrics: _Metrics, hub: Hub, access_log: AccessLog | None,
+                 reserved: Sequence[Route] = ()) -> None:
         self.app = app
         self.metrics = metrics
         self.hub = hub
         self.access_log = access_log
         self.gateway = GatewayHTTP(hub)
+        #: the hub's own routes under /deployments/{name}/ (Starlette's, matched before the gateway's)
+        self.reserved = tuple(reserved)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -83,7 +86,7 @@ class _Observe:
             return
         path: str = scope["path"]
         split = split_gateway_path(path) if scope["method"] in GATEWAY_METHODS else None
-        if split is not None:
+        if split is not None and not any(r.matches(scope)[0] is Match.FULL for r in self.reserved):
             await self._gateway(scope, receive, send, *split)
             return
         started = time.perf_counter()
@@ -170,5 +173,7 @@ def build_app(hub: Hub, access_log: AccessLog | None = None) -> Starlette:
     app = Starlette(routes=routes, lifespan=lifespan,
                     exception_handlers={MlportError: _mlport_error, HTTPException: _http_error, Exception: _internal})
     app.state.hub = hub
-    app.add_middleware(_Observe, metrics=metrics, hub=hub, access_log=access_log)
+    reserved = [r for r in routes if isinstance(r, Route) and r.path.startswith("/deployments/")
+                and r.path != GATEWAY_ROUTE]
+    app.add_middleware(_Observe, metrics=metrics, hub=hub, access_log=access_log, reserved=reserved)
     return app

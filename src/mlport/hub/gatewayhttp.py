@@ -1,7 +1,8 @@
 """The gateway's HTTP entry: ``/deployments/{name}/{path}`` answered straight from the ASGI scope.
 
 Starlette's routing, request and response objects cost more than the forwarding itself, so the hub's app
-takes gateway requests before them: the caller's token (:class:`mlport.hub.tokencache.TokenCache`), the
+takes gateway requests before them (except those of the hub's own routes under ``/deployments/{name}/``,
+such as ``drift``): the caller's token (:class:`mlport.hub.tokencache.TokenCache`), the
 ``predict`` right on the deployment, the deployment's existence, then :meth:`mlport.deploy.gateway.Gateway.answer`.
 The answers (errors included) are those the Starlette route gave: the same statuses, JSON bodies and
 ``WWW-Authenticate: Bearer`` on 401.
@@ -22,10 +23,12 @@ from mlport.hub.service import Hub
 from mlport.hub.tokencache import TokenCache
 from mlport.protocols.http.errors import HTTP_STATUS
 
-__all__ = ["GATEWAY_METHODS", "GatewayHTTP", "split_gateway_path"]
+__all__ = ["GATEWAY_METHODS", "GATEWAY_ROUTE", "GatewayHTTP", "split_gateway_path"]
 
 log = logging.getLogger("mlport.hub")
 
+#: The gateway's Starlette route (the hub's other routes under /deployments/{name}/ come first, as there).
+GATEWAY_ROUTE = "/deployments/{name}/{path:path}"
 #: The methods the gateway forwards (others get Starlette's 405).
 GATEWAY_METHODS = frozenset({"GET", "POST", "PUT", "DELETE", "PATCH", "HEAD"})
 _PREFIX = "/deployments/"
