@@ -16,6 +16,7 @@ from typing import Any, Literal
 from pydantic import ByteSize, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from mlport.core.logconfig import RequestLogConfig, SinkConfig
 from mlport.core.yamlfile import problems, read_mapping
 from mlport.errors import InvalidInput
 from mlport.limits import Limits
@@ -100,6 +101,15 @@ class Settings(BaseSettings):
         "text", "text (default): uvicorn's line per HTTP request; json: one JSON object per inference request on "
                 "every protocol (request id, model, version, protocol, status, latency); json turns the log on"
     )
+    request_log: str | None = option(
+        None, "log requests (with their tensors) to this folder, s3://bucket/prefix or http(s):// CloudEvents "
+              "receiver; model.yaml 'logging:' decides per model (default: no request log)", metavar="URL",
+    )
+    request_log_format: Literal["jsonl", "parquet"] = option("jsonl", "request log files: jsonl (default) or parquet")
+    request_log_sample: float = option(1.0, "share of requests logged, 0 to 1 (default 1)", ge=0.0, le=1.0)
+    request_log_payload: Literal["none", "inputs", "outputs", "all"] = option(
+        "all", "tensors each logged request carries (default all)"
+    )
 
     max_body_bytes: int = option(64 * 1024 * 1024, "largest request body (default 64 MiB)", ge=1024)
     max_tensor_elements: int = Field(default=64 * 1024 * 1024, ge=1)
@@ -148,6 +158,13 @@ class Settings(BaseSettings):
         share = self.cores_per_worker()
         inference = self.inference_threads or max(2, share)
         return inference, self.intra_op_threads or max(1, share // inference)
+
+    def request_log_config(self) -> RequestLogConfig | None:
+        """The server's default request log (``None``: requests are logged only where model.yaml says so)."""
+        sink = None
+        if self.request_log:
+            sink = SinkConfig(url=self.request_log, format=self.request_log_format, endpoint_url=self.s3_endpoint_url)
+        return RequestLogConfig(sample=self.request_log_sample, payload=self.request_log_payload, sink=sink)
 
     def limits(self) -> Limits:
         return Limits(

@@ -140,6 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     from mlport.cli.hub import add_hub_command
     from mlport.cli.hubctl import add_client_commands
     from mlport.cli.k8s import add_k8s_command
+    from mlport.cli.logs import add_logging_command, add_logs_command
     from mlport.cli.score import add_score_command
 
     add_hub_command(sub)
@@ -147,6 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_build_command(sub)
     add_k8s_command(sub)
     add_score_command(sub)
+    add_logs_command(sub)
+    add_logging_command(sub)
     add_drift_commands(sub)
     return parser
 

@@ -15,7 +15,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,6 +50,8 @@ class _Version:
     model: str
     trusted: bool
     role: str = "primary"
+    #: Extra ``mlport serve`` arguments of its replicas (the deployment's request log).
+    args: tuple[str, ...] = ()
     policy: ScalePolicy = field(default_factory=ScalePolicy)
     path: Path | None = None
     replicas: ReplicaSet | None = None
@@ -70,17 +72,20 @@ class Controller:
     ``fetch(model, version)`` returns the local path of a version's artifact (the registry's fetch);
     ``trusted(model, version)`` says whether a version may run code when loaded (a deployment record's own
     ``trusted`` flag also allows it).  Replicas serve the model under the deployment's name, with the registry's
-    version number (see :mod:`mlport.deploy.layout`).
+    version number (see :mod:`mlport.deploy.layout`).  ``replica_args(deployment)`` gives extra ``mlport serve``
+    arguments of a deployment's replicas; when they change, its replicas are started again with the new ones.
     """
 
     def __init__(self, *, state: DeploymentSource, fetch: Callable[[str, int], Path], run_dir: Path,
                  interval_s: float = 1.0, trusted: Callable[[str, int], bool] = lambda m, v: False,
-                 ready_timeout_s: float = 120.0, host: str = "127.0.0.1", tls: ServerTls | None = None) -> None:
+                 ready_timeout_s: float = 120.0, host: str = "127.0.0.1", tls: ServerTls | None = None,
+                 replica_args: Callable[[str], Sequence[str]] = lambda name: ()) -> None:
         self._state = state
         self._fetch = fetch
         self.run_dir = Path(run_dir)
         self.interval_s = max(0.05, float(interval_s))
         self._trusted = trusted
+        self._replica_args = replica_args
         self.ready_timeout_s = float(ready_timeout_s)
         self.host = host
         #: TLS of the replicas (the hub's certificate), or None for plain HTTP
@@ -166,16 +171,17 @@ class Controller:
         target = record.target.validate()
         policy = record.policy.validate()
         versions = target.versions()
+        args = tuple(self._replica_args(name))
         self._order[name] = versions
         for version in versions:
             key = f"{name}/v{version}"
             trusted = bool(record.trusted) or bool(self._trusted(target.model, version))
             entry = self._versions.get(key)
-            if entry is not None and (entry.model != target.model or entry.trusted != trusted):
+            if entry is not None and (entry.model != target.model or entry.trusted != trusted or entry.args != args):
                 self._close(self._versions.pop(key))  # another artifact under the same key: start over
                 entry = None
             if entry is None:
-                entry = _Version(name, version, target.model, trusted)
+                entry = _Version(name, version, target.model, trusted, args=args)
                 self._versions[key] = entry
             entry.role = "primary" if version == target.primary else (
                 "shadow" if target.strategy == "shadow" else "candidate")
@@ -235,7 +241,7 @@ class Controller:
         assert entry.path is not None
         entry.replicas = ReplicaSet(
             entry.key, entry.path, name=entry.deployment, trusted=entry.trusted, log_dir=self.run_dir / "logs",
-            host=self.host, ready_timeout_s=self.ready_timeout_s, tls=self.tls,
+            host=self.host, ready_timeout_s=self.ready_timeout_s, tls=self.tls, extra_args=entry.args,
         )
         entry.samples.clear()
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from mlport.core.logconfig import RequestLogConfig
 from mlport.core.types import DataType, Signature, TensorSpec
 from mlport.core.yamlfile import problems, read_mapping
 from mlport.errors import InvalidInput
@@ -227,6 +228,8 @@ class ModelConfig(BaseModel):
     lazy: bool | None = None
     #: Never unload this model to make room under the server's ``--memory-budget``.
     pinned: bool = False
+    #: Request logging of this model (default: the server's ``--request-log*`` flags).
+    logging: RequestLogConfig | None = None
     #: Drift watching against the model's reference profile (see :class:`DriftConfig`).
     drift: DriftConfig = DriftConfig()
     #: Answer a per-row outlier score against the reference profile in the response parameters.

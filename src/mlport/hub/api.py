@@ -387,6 +387,7 @@ async def deployments_delete(request: Request) -> Response:
     hub = hub_of(request)
     principal = hub.require(request.headers, Action.DEPLOY)
     hub.deployments.delete(request.path_params["name"], by=principal.subject)
+    hub.request_logs.set(request.path_params["name"], None)
     return Response(status_code=204)
 
 
@@ -456,10 +457,11 @@ def api_routes() -> list[Route]:
     from mlport.hub.drift import drift_routes
     from mlport.hub.jobs import job_routes
     from mlport.hub.packaging import packaging_routes
+    from mlport.hub.requestlogs import request_log_routes
     from mlport.hub.score_jobs import score_job_routes
 
     all_methods = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD"]
-    return [*packaging_routes(), *job_routes(), *score_job_routes(), *drift_routes(),
+    return [*packaging_routes(), *job_routes(), *score_job_routes(), *drift_routes(), *request_log_routes(),
         Route("/auth/token", token, methods=["POST"]),
         Route("/api/v1/whoami", whoami, methods=["GET"]),
         Route("/api/v1/users", users_list, methods=["GET"]),

@@ -63,6 +63,14 @@ def _ok(schema: Json | str | None, status: str = "200", description: str = "OK")
                      "content": {_JSON: {"schema": _ref(schema) if isinstance(schema, str) else schema}}}}
 
 
+_LOGGING_BODY: Json = {"type": "object", "properties": {
+    "sample": {"type": "number", "minimum": 0, "maximum": 1},
+    "payload": {"type": "string", "enum": ["none", "inputs", "outputs", "all"]},
+    "sink": {"type": ["string", "object", "null"], "description": "a folder, s3://bucket/prefix or http(s):// URL"}}}
+_LOGGING: Json = {"type": "object", "properties": {"deployment": {"type": "string"},
+                                                   "logging": {"type": ["object", "null"]}, "sink": {"type": "string"}}}
+
+
 def _op(op_id: str, summary: str, tag: str, ok: Json, *, errors: tuple[int, ...] = (400, 401, 403),
         body: Json | None = None, params: tuple[str, ...] = (), secured: bool = True,
         query: tuple[Json, ...] = ()) -> Json:
@@ -281,6 +289,23 @@ def build_openapi() -> Json:
         "/api/v1/deployments/{name}/history": {"get": _op(
             "deploymentHistory", "Every change of a deployment, newest first", t_deploy,
             _ok(_list_of("history", "HistoryEntry")), params=d, errors=(401, 403, 404))},
+        "/api/v1/deployments/{name}/logging": {
+            "get": _op("getRequestLogging", "The deployment's request logging: sample, payload, sink", t_deploy,
+                       _ok(_LOGGING), params=d, errors=(401, 403, 404)),
+            "put": _op("setRequestLogging", "Log the deployment's requests with their tensors (a sink other than the "
+                       "hub's folder: admin); its replicas start again with the new settings", t_deploy,
+                       _ok(_LOGGING), params=d, body=_body(_LOGGING_BODY), errors=(400, 401, 403, 404)),
+            "delete": _op("stopRequestLogging", "Stop logging the deployment's requests", t_deploy,
+                          _ok(None, "204", "Stopped"), params=d, errors=(401, 403))},
+        "/api/v1/deployments/{name}/logs": {"get": _op(
+            "deploymentLogs", "Logged requests of the deployment, oldest first, each with the version that answered",
+            t_deploy, _ok({"type": "object", "properties": {"records": {"type": "array", "items": {"type": "object"}},
+                                                            "cursor": {"type": "string"}}}),
+            params=d, errors=(400, 401, 403, 404, 409),
+            query=tuple({"name": q, "in": "query", "required": False, "schema": {"type": t}, "description": text}
+                        for q, t, text in (("since", "string", "ISO 8601 time: only records from then on"),
+                                           ("limit", "integer", "the newest N records at most (default 1000)"),
+                                           ("cursor", "string", "the previous answer's cursor: only newer records"))))},
         **{path: {"get": _op(
             op_id, "The drift of a deployment: each ready replica's figures per feature, and the worst status",
             t_deploy, _ok({"type": "object"}), params=d, errors=(401, 403, 404))}

@@ -25,6 +25,7 @@ from mlport.deploy.jobs import Job, JobRunner, JobStore
 from mlport.deploy.shadow import ShadowRecorder
 from mlport.deploy.target import Target
 from mlport.errors import Conflict, InvalidInput
+from mlport.hub.requestlogs import DeploymentLogs
 from mlport.hub.settings import HubSettings
 from mlport.hub.signatures import signature_difference
 from mlport.hub.state import DeploymentRecord, DeploymentStore
@@ -60,8 +61,10 @@ class Hub:
         self.cache_dir = settings.data_dir / "cache"
         # with TLS on, the replicas serve HTTPS with the hub's certificate, which the hub trusts as it is
         tls = server_tls(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
+        self.request_logs = DeploymentLogs(self.db, settings.data_dir / "requestlog")
         self.controller = Controller(state=self.deployments, fetch=self._fetch, run_dir=settings.data_dir / "run",
-                                     interval_s=settings.controller_interval_s, tls=tls)
+                                     interval_s=settings.controller_interval_s, tls=tls,
+                                     replica_args=self.request_logs.replica_args)
         self.gateway = Gateway(controller=self.controller, state=self.deployments, shadow=self.shadow,
                                max_body_bytes=settings.max_body_bytes, timeout_s=settings.gateway_timeout_s,
                                verify=tls.replica_verify() if tls is not None else True)

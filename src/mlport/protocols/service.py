@@ -28,6 +28,7 @@ from mlport.limits import Limits
 from mlport.observability.access import AccessLog
 from mlport.observability.drift import DriftWatch
 from mlport.observability.metrics import Metrics
+from mlport.observability.requestlog import Pending, RequestLog
 from mlport.runtime.batching import Runner
 from mlport.runtime.manager import ColdModel, LoadedVersion, ModelManager
 from mlport.runtime.stats import ModelStats, Timing
@@ -120,8 +121,8 @@ class Call:
     :attr:`model`, then :meth:`infer`.  Leaving the block records the outcome in the metrics, the statistics
     and the access log."""
 
-    __slots__ = ("_name", "_series", "_service", "_started", "_version", "model", "protocol", "request_id",
-                 "status")
+    __slots__ = ("_logged", "_name", "_series", "_service", "_started", "_version", "model", "protocol",
+                 "request_id", "status")
 
     model: LoadedVersion
 
@@ -153,6 +154,9 @@ class Call:
         self.model = lv
         self._series = series = service.series(lv, self.protocol)
         series.inflight.inc()
+        rlog = service.request_log
+        self._logged: Pending | None = None if rlog is None else rlog.start(
+            lv.model, lv.version, lv.config.logging, self.protocol)
         return self
 
     async def __aexit__(
@@ -171,12 +175,15 @@ class Call:
         if service.access_log is not None:
             service.access_log.write(self.request_id, self.model.model, str(self.model.version), self.protocol,
                                      self.status, seconds)
+        if self._logged is not None:
+            self._logged.finish(self.request_id, self.status, seconds)
 
     def infer(self, request: InferenceRequest) -> Coroutine[Any, Any, InferenceResponse]:
         """Run the prediction (await the result)."""
         if self.request_id is None:
             self.request_id = request.id
-        return self._service._run(self.model, request, self._series, self._started)
+        running = self._service._run(self.model, request, self._series, self._started)
+        return running if self._logged is None else self._logged.watch(request, running)
 
 
 class InferenceService:
@@ -187,11 +194,14 @@ class InferenceService:
         limits: Limits | None = None,
         inference_threads: int = 4,
         access_log: AccessLog | None = None,
+        request_log: RequestLog | None = None,
     ) -> None:
         self.manager = manager
         self.metrics = metrics
         #: Where one line per inference request goes (``None``: nowhere).
         self.access_log = access_log
+        #: Where sampled requests are logged with their tensors (``None``: nowhere).
+        self.request_log = request_log
         self.limits = limits or Limits()
         self.inference_threads = max(1, inference_threads)
         self._executor = ThreadPoolExecutor(max_workers=self.inference_threads, thread_name_prefix="mlport-infer")
@@ -358,6 +368,8 @@ class InferenceService:
         self._inflight.close()
         self.drift.close()
         self._executor.shutdown(wait=False, cancel_futures=True)
+        if self.request_log is not None:
+            self.request_log.close()
 
 
 def _failure(lv: LoadedVersion, exc: Exception) -> MlportError:

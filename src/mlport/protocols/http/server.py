@@ -7,6 +7,7 @@ from mlport.formats.registry import FormatRegistry, default_registry
 from mlport.observability.access import AccessLog
 from mlport.observability.cache import CacheMetrics
 from mlport.observability.metrics import Metrics
+from mlport.observability.requestlog import RequestLog
 from mlport.protocols.http.state import AppState
 from mlport.protocols.service import InferenceService
 from mlport.runtime.manager import ModelManager, ReadinessGroup
@@ -46,6 +47,8 @@ def build_state(
         observer=CacheMetrics(metrics.registry, on_unload=metrics.on_unload),
     )
     access_log = AccessLog() if settings.access_log_format == "json" else None
-    service = InferenceService(manager, metrics, limits, inference_threads=threads, access_log=access_log)
+    request_log = RequestLog(settings.request_log_config(), metrics.registry)
+    service = InferenceService(manager, metrics, limits, inference_threads=threads, access_log=access_log,
+                               request_log=request_log)
     return AppState(service, manager, metrics, limits, poll_interval_s=settings.poll_interval_s,
                     strict_readiness=strict)
