@@ -26,10 +26,10 @@ import logging
 import random
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Iterable, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 from urllib.parse import quote
 
 import orjson
@@ -41,7 +41,7 @@ from mlport.deploy.shadow import Reply, ShadowRecorder
 from mlport.deploy.strategy import choose
 from mlport.deploy.target import Target
 from mlport.deploy.upstream import ConnectionFailed, Upstream
-from mlport.errors import ErrorCode, Forbidden, InvalidInput, MlportError, ModelNotReady, PayloadTooLarge
+from mlport.errors import ErrorCode, Forbidden, InvalidInput, MlportError, ModelNotReady
 from mlport.protocols.http.body import read_body
 from mlport.protocols.http.errors import HTTP_STATUS
 
@@ -53,7 +53,6 @@ __all__ = [
     "ReplicaView",
     "Reply",
     "forward_path",
-    "read_asgi_body",
     "rewrite_model_name",
 ]
 
@@ -72,8 +71,8 @@ COOLDOWN_S = 1.0
 #: How long a retry waits for a restarted replica once every ready one failed.
 RESTART_WAIT_S = 1.0
 _POLL_S = 0.05
-#: Copies of shadow requests sent at the same time (few: under load most copies are dropped, not the live
-#: path slowed).
+#: Copies of shadow requests sent at the same time; copies wait while more live requests than this are in
+#: flight (under load the waiting copies fill their bound and further ones are dropped: the live path first).
 SHADOW_CONCURRENCY = 4
 
 _PATH_SAFE = "/:@!$&'()*+,;=~"
@@ -141,34 +140,6 @@ def rewrite_model_name(path: str, model: str, deployment: str) -> str:
         seg[2] = deployment
     return "/".join(seg)
 
-
-
-async def read_asgi_body(receive: Callable[[], Awaitable[MutableMapping[str, Any]]], declared: bytes | None,
-                         limit: int) -> bytes:
-    """The whole body of an ASGI request within ``limit`` (413 as soon as it is known to exceed it);
-    :class:`ClientDisconnect` when the client went away first."""
-    if declared is not None:
-        try:
-            size = int(declared)
-        except ValueError:
-            raise InvalidInput("Content-Length is not a number") from None
-        if size > limit:
-            raise PayloadTooLarge(f"the body is {size} bytes; the limit is {limit}")
-    parts: list[bytes] = []
-    total = 0
-    more = True
-    while more:
-        message = await receive()
-        if message["type"] != "http.request":
-            raise ClientDisconnect()
-        part: bytes = message.get("body", b"")
-        total += len(part)
-        if total > limit:
-            raise PayloadTooLarge(f"the body exceeds the limit of {limit} bytes")
-        if part:
-            parts.append(part)
-        more = bool(message.get("more_body", False))
-    return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 # -- the gateway ---------------------------------------------------------------------------------------------
@@ -279,6 +250,9 @@ class Gateway:
         self._turn = 0
         self._shadow_tasks: set[asyncio.Task[None]] = set()
         self._shadow_gate: asyncio.Semaphore | None = None
+        #: live requests being forwarded, and whether they are few enough for shadow copies to go out
+        self._live = 0
+        self._quiet: asyncio.Event | None = None
         self._to_record: list[tuple[str, int, int, Reply, Reply]] = []
         self._recording: asyncio.Task[None] | None = None
         self._closed = False
@@ -312,7 +286,7 @@ class Gateway:
             version = route.serve
             encoded = quote(sent, safe=_PATH_SAFE).encode("ascii")
             out = _Outgoing(method, encoded + b"?" + query if query else encoded, forwarded, body)
-            answer = await self._forward(deployment, version, out)
+            answer = await self._live_forward(deployment, version, out)
         except MlportError as exc:
             return _error(exc.code, exc.message, deployment, version)
         except ClientDisconnect:
@@ -436,6 +410,18 @@ class Gateway:
         raise ModelNotReady(f"no replica of deployment '{deployment}' version {version} answered "
                             f"({self.retries + 1} attempts; last: {reason})")
 
+    async def _live_forward(self, deployment: str, version: int, out: _Outgoing) -> _Answer:
+        """:meth:`_forward` for a live request, counted: shadow copies wait while many are in flight."""
+        self._live += 1
+        if self._live > SHADOW_CONCURRENCY and self._quiet is not None:
+            self._quiet.clear()
+        try:
+            return await self._forward(deployment, version, out)
+        finally:
+            self._live -= 1
+            if self._live <= SHADOW_CONCURRENCY and self._quiet is not None:
+                self._quiet.set()
+
     # -- shadow copies -------------------------------------------------------------------------------------
 
     def _copy_to_shadow(self, deployment: str, primary: int, shadow: int, out: _Outgoing, live: _Answer) -> None:
@@ -448,9 +434,14 @@ class Gateway:
         task.add_done_callback(self._shadow_tasks.discard)
 
     async def _shadow_copy(self, deployment: str, primary: int, shadow: int, out: _Outgoing, live: Reply) -> None:
-        if self._shadow_gate is None:
+        if self._shadow_gate is None or self._quiet is None:
             self._shadow_gate = asyncio.Semaphore(SHADOW_CONCURRENCY)
+            self._quiet = asyncio.Event()
         try:
+            # the live path first: a copy waits while more live requests than copies at once are in flight
+            while self._live > SHADOW_CONCURRENCY:
+                self._quiet.clear()
+                await self._quiet.wait()
             async with self._shadow_gate:
                 started = time.monotonic()
                 try:
