@@ -21,6 +21,7 @@ __all__ = [
     "ModelNotFound",
     "ModelNotReady",
     "PayloadTooLarge",
+    "RetryLater",
     "Unauthorized",
     "UnsupportedMediaType",
     "valid_name",
@@ -42,6 +43,10 @@ class ErrorCode(enum.Enum):
     CONFLICT = "conflict"
     #: A server this one forwarded to answered wrongly (broke off, too large): HTTP 502.
     BAD_GATEWAY = "bad_gateway"
+    #: Refused for now, by choice of the server (a full queue, when so configured): HTTP 429.
+    RESOURCE_EXHAUSTED = "resource_exhausted"
+    #: The client went away before its request ran (no answer reaches it; HTTP 499 in logs).
+    CANCELLED = "cancelled"
 
 
 class MlportError(Exception):
@@ -71,12 +76,21 @@ class ModelNotReady(MlportError):
     code = ErrorCode.UNAVAILABLE
 
 
-class ModelLoading(ModelNotReady):
-    """The model is not loaded (yet): try again after ``retry_after_s`` seconds (HTTP 503 with Retry-After)."""
+class RetryLater(MlportError):
+    """Worth trying again after ``retry_after_s`` seconds (HTTP ``Retry-After``, gRPC ``retry-after`` trailer)."""
+
+    code = ErrorCode.UNAVAILABLE
 
     def __init__(self, message: str, retry_after_s: float = 1.0) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+
+
+class ModelLoading(ModelNotReady, RetryLater):
+    """The model is not loaded (yet): try again after ``retry_after_s`` seconds (HTTP 503 with Retry-After)."""
+
+    def __init__(self, message: str, retry_after_s: float = 1.0) -> None:
+        RetryLater.__init__(self, message, retry_after_s)
 
 
 class PayloadTooLarge(MlportError):

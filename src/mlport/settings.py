@@ -111,6 +111,23 @@ class Settings(BaseSettings):
         "all", "tensors each logged request carries (default all)"
     )
 
+    max_concurrency: int | None = option(
+        None, "requests each model version runs at once; more wait in its queue (default: no limit, or the "
+              "inference threads when --max-queue is given; model.yaml 'max_concurrency:' decides per model)",
+        ge=1, le=100_000,
+    )
+    max_queue: int | None = option(
+        None, "requests that may wait for each model version; beyond, a request is refused at once with 503 "
+              "(or 429) and Retry-After (default: no limit; model.yaml 'max_queue:')", ge=0, le=1_000_000,
+    )
+    queue_timeout_s: float | None = option(
+        None, "seconds a request may wait in a queue before it is refused (503) without running (default: no "
+              "limit; model.yaml 'queue_timeout_s:')", flag="--queue-timeout", gt=0, le=86_400,
+    )
+    overload_status: Literal[503, 429] = option(
+        503, "HTTP status of a request refused because its model's queue is full (503, or 429 Too Many "
+             "Requests; gRPC UNAVAILABLE or RESOURCE_EXHAUSTED)")
+
     max_body_bytes: int = option(64 * 1024 * 1024, "largest request body (default 64 MiB)", ge=1024)
     max_tensor_elements: int = Field(default=64 * 1024 * 1024, ge=1)
     max_image_pixels: int = Field(default=40_000_000, ge=1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -237,5 +238,10 @@ def test_sentiment_preset(tmp_path: Path, serve) -> None:
         body = r.json()
         assert body["label"] == ["positive", "negative"]
         assert body["score"][0] > 0.5 > body["score"][1]
-    about = (cache / "sentiment-en" / "about.json").read_text()
+        # a negation cue switches the head to its negated weights
+        r = c.post("/models/sentiment-en/eval", json={"text": ["This is not good", "Not bad at all"]})
+        assert r.status_code == 200, r.text
+        assert r.json()["label"] == ["negative", "positive"]
+    about = json.loads((cache / "sentiment-en" / "about.json").read_text())
+    assert about["negation_sentences"] == 20 and about["accuracy_negation_sentences"] >= 0.75
     assert "accuracy_hand_written_sentences" in about

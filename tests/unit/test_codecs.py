@@ -9,12 +9,13 @@ import pytest
 
 from mlport.core.inference import InferenceResponse
 from mlport.core.types import DataType, Signature, TensorSpec
+from mlport.core.wire import encode_bytes_tensor
 from mlport.errors import InvalidInput, MlportError
 from mlport.formats.config import ModelConfig
 from mlport.limits import Limits
 from mlport.protocols.http.negotiation import parse_accept, pick_encoder
 from mlport.protocols.native import decode_eval_json, encode_eval_json, fit_instance
-from mlport.protocols.oip import decode_infer_request, encode_bytes_tensor, encode_infer_response
+from mlport.protocols.oip import decode_infer_request, encode_infer_response
 
 SIG = Signature((TensorSpec("x", DataType.FP32, (-1, 3)),), (TensorSpec("y", DataType.FP32, (-1, 3)),))
 

@@ -35,7 +35,6 @@ def test_parameters_that_cannot_be_written_back_are_refused() -> None:
 #: Request-facing modules allowed to parse JSON themselves, and why.
 _OWN_PARSERS = {
     "protocols/jsonbody.py": "the reader itself",
-    "protocols/oip.py": "msgspec's typed reader first; whatever it refuses goes to the reader",
     "protocols/tfserving.py": "NaN/Infinity tokens: the standard library after orjson refused the body",
 }
 _PARSE = re.compile(r"\b(orjson\.loads|json\.loads|msgspec\.json\.decode|msgspec\.json\.Decoder)\(")

@@ -8,8 +8,9 @@ refused for the others.  Unknown role names grant nothing.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from mlport.errors import Forbidden, InvalidInput, valid_name
 
@@ -83,33 +84,34 @@ def authorize(p: Principal, action: Action, deployment: str | None = None) -> No
         raise Forbidden(f"{p.subject!r} may not use deployment {deployment!r}")
 
 
+def _name_set(items: Iterable[str], what: str, limit: int, check: Callable[[Any], str], empty: str) -> frozenset[str]:
+    """A client's list of names as a set: a list (not one string), at most ``limit`` names, each checked."""
+    if isinstance(items, str):
+        raise InvalidInput(f"{what}s must be a list of {what} names")
+    out: set[str] = set()
+    for i, item in enumerate(items):
+        if i >= limit:
+            raise InvalidInput(f"too many {what}s: at most {limit}")
+        out.add(check(item))
+    if not out:
+        raise InvalidInput(empty)
+    return frozenset(out)
+
+
+def _known_role(role: Any) -> str:
+    if not isinstance(role, str) or role not in ROLES:
+        raise InvalidInput(f"unknown role {str(role)[:40]!r}: use one of {', '.join(sorted(ROLES))}")
+    return role
+
+
 def check_roles(roles: Iterable[str]) -> frozenset[str]:
     """Validate role names given by a client: at least one, all known."""
-    if isinstance(roles, str):
-        raise InvalidInput("roles must be a list of role names")
-    out: set[str] = set()
-    for i, role in enumerate(roles):
-        if i >= MAX_ROLE_ITEMS:
-            raise InvalidInput(f"too many roles: at most {MAX_ROLE_ITEMS}")
-        if not isinstance(role, str) or role not in ROLES:
-            raise InvalidInput(f"unknown role {str(role)[:40]!r}: use one of {', '.join(sorted(ROLES))}")
-        out.add(role)
-    if not out:
-        raise InvalidInput("at least one role is needed")
-    return frozenset(out)
+    return _name_set(roles, "role", MAX_ROLE_ITEMS, _known_role, "at least one role is needed")
 
 
 def check_deployments(deployments: Iterable[str] | None) -> frozenset[str] | None:
     """Validate a deployment limit: ``None`` means all deployments; otherwise 1..MAX names, each valid."""
     if deployments is None:
         return None
-    if isinstance(deployments, str):
-        raise InvalidInput("deployments must be a list of deployment names")
-    out: set[str] = set()
-    for i, name in enumerate(deployments):
-        if i >= MAX_DEPLOYMENT_ITEMS:
-            raise InvalidInput(f"too many deployments: at most {MAX_DEPLOYMENT_ITEMS}")
-        out.add(valid_name(name, "deployment"))
-    if not out:
-        raise InvalidInput("an empty deployment list allows nothing: leave it out to allow all deployments")
-    return frozenset(out)
+    return _name_set(deployments, "deployment", MAX_DEPLOYMENT_ITEMS, lambda n: valid_name(n, "deployment"),
+                     "an empty deployment list allows nothing: leave it out to allow all deployments")

@@ -185,6 +185,24 @@ def _create_secret_file(path: Path) -> None:
         os.unlink(tmp)
 
 
+#: Why a token is refused, by PyJWT's error (the first that matches; anything else is "malformed token").
+_REFUSALS: tuple[tuple[type[Exception], str], ...] = (
+    (jwt.ExpiredSignatureError, "token expired"),
+    (jwt.ImmatureSignatureError, "token not yet valid"),
+    (jwt.InvalidAudienceError, "wrong token audience"),
+    (jwt.InvalidIssuerError, "wrong token issuer"),
+    (jwt.InvalidAlgorithmError, "token algorithm not allowed"),
+    (jwt.InvalidSignatureError, "bad signature"),
+    (jwt.InvalidKeyError, "bad signature"),
+)
+
+
+def _refusal(exc: jwt.PyJWTError) -> str:
+    if isinstance(exc, jwt.MissingRequiredClaimError):
+        return f"token lacks the {exc.claim!r} claim"
+    return next((reason for kind, reason in _REFUSALS if isinstance(exc, kind)), "malformed token")
+
+
 def _read_key_file(path: Path, what: str) -> bytes:
     try:
         with path.open("rb") as f:
@@ -315,24 +333,8 @@ class TokenService:
                 token, self._verify_key, algorithms=[cfg.algorithm], audience=cfg.audience, issuer=cfg.issuer,
                 leeway=cfg.leeway_s, options={"require": _REQUIRED, "verify_signature": True, "strict_aud": True},
             )
-        except jwt.ExpiredSignatureError:
-            raise Unauthorized("token expired") from None
-        except jwt.ImmatureSignatureError:
-            raise Unauthorized("token not yet valid") from None
-        except jwt.InvalidAudienceError:
-            raise Unauthorized("wrong token audience") from None
-        except jwt.InvalidIssuerError:
-            raise Unauthorized("wrong token issuer") from None
-        except jwt.MissingRequiredClaimError as e:
-            raise Unauthorized(f"token lacks the {e.claim!r} claim") from None
-        except jwt.InvalidAlgorithmError:
-            raise Unauthorized("token algorithm not allowed") from None
-        except jwt.InvalidSignatureError:
-            raise Unauthorized("bad signature") from None
-        except jwt.InvalidKeyError:
-            raise Unauthorized("bad signature") from None
-        except jwt.PyJWTError:
-            raise Unauthorized("malformed token") from None
+        except jwt.PyJWTError as e:
+            raise Unauthorized(_refusal(e)) from None
         except Exception:  # a token is attacker-controlled: no parsing surprise may escape as a 500
             log.debug("token refused by an unexpected error", exc_info=True)
             raise Unauthorized("malformed token") from None

@@ -36,6 +36,8 @@ def add_hub_command(sub: Any) -> None:
     hub.add_argument("--tls-key", type=Path, metavar="PEM", help="the private key of --tls-cert")
     hub.add_argument("--tls-client-ca", type=Path, metavar="PEM",
                      help="mutual TLS: accept only clients whose certificate this CA signed")
+    hub.add_argument("--public-name", dest="public_names", action="append", metavar="NAME",
+                     help="a name browsers reach the hub by (repeat; default: the --host, localhost, 127.0.0.1)")
     hub.add_argument("--jwt-algorithm", choices=["HS256", "RS256"], help="token signing (default HS256)")
     hub.add_argument("--jwt-private-key", type=Path, help="PEM private key (RS256)")
     hub.add_argument("--jwt-public-key", type=Path,
@@ -59,7 +61,7 @@ def _settings(args: argparse.Namespace) -> Any:
 
     fields = ["data_dir", "store", "s3_endpoint_url", "host", "port", "jwt_algorithm", "jwt_private_key",
               "jwt_public_key", "controller_interval_s", "log_level", "access_log", "access_log_format",
-              "tls_cert", "tls_key", "tls_client_ca"]
+              "tls_cert", "tls_key", "tls_client_ca", "public_names"]
     given = {f: getattr(args, f) for f in fields if getattr(args, f, None) is not None}
     return HubSettings(**given)
 
@@ -91,10 +93,18 @@ def _cmd_hub(args: argparse.Namespace) -> int:
                   "choose it yourself)", flush=True)
         runtime = _start_runtime(args) if args.serve else None
         try:
-            return _run(hub)
+            return _run(hub, _sign_in_hint(created, password))
         finally:
             if runtime is not None:
                 _stop_runtime(runtime)
+
+
+def _sign_in_hint(created: bool, password: str | None) -> str:
+    if password is not None:
+        return f"sign in as admin with password {password}"
+    if created:
+        return "sign in as admin with the password of MLPORT_HUB_ADMIN_PASSWORD"
+    return "sign in with your user name and password"
 
 
 def _print_init(created: bool, password: str | None) -> None:
@@ -135,7 +145,7 @@ def _exit_cleanly(signum: int, frame: object) -> None:
     raise SystemExit(0)
 
 
-def _run(hub: Any) -> int:
+def _run(hub: Any, hint: str) -> int:
     import uvicorn
 
     from mlport.hub.app import build_app
@@ -158,8 +168,9 @@ def _run(hub: Any) -> int:
     # bound before the banner: a taken port is one clear line (exit 2), and the banner names a port that listens
     sock = bind(settings.host, settings.port, "the hub's HTTP")
     scheme = "https" if tls is not None else "http"
-    print(f"mlport hub on {scheme}://{url_host(settings.host)}:{sock.getsockname()[1]} (data in {settings.data_dir}, "
-          f"artifacts in {settings.store_url})", flush=True)
+    url = f"{scheme}://{url_host(settings.host)}:{sock.getsockname()[1]}"
+    print(f"mlport hub on {url} (data in {settings.data_dir}, artifacts in {settings.store_url})\n"
+          f"console: open {url}/ in a browser and {hint}", flush=True)
     try:
         server.run(sockets=[sock])  # on uvloop when it is installed (the config's loop "auto"), as the runtime
     except KeyboardInterrupt:

@@ -15,6 +15,8 @@ __all__ = ["add_deploy_commands", "describe_deployment"]
 
 #: ``deploy --wait`` gives up after this long unless ``--timeout`` says otherwise, seconds.
 DEFAULT_WAIT_S = 300.0
+#: How long ``deploy --preset`` follows the hub's build of the preset unless ``--timeout`` says otherwise.
+PRESET_BUILD_S = 1800.0
 _POLL_S = 0.5
 
 
@@ -44,9 +46,14 @@ def _deploy(args: argparse.Namespace) -> int:
         if args.force:
             body["force"] = True
         data = call(calls, "POST", f"/api/v1/deployments/{name}/{strategy}", json=body)
+    elif args.preset:
+        if args.model or args.version is not None:
+            raise Fail("--preset deploys the preset's own model: leave out --model and --version", EXIT_USAGE)
+        data = _deploy_preset(calls, args)
     else:
         if not args.model:
-            raise Fail("`mlport deploy NAME` needs --model (or --canary/--ab/--shadow with --version)", EXIT_USAGE)
+            raise Fail("`mlport deploy NAME` needs --model, --preset, or --canary/--ab/--shadow with --version",
+                       EXIT_USAGE)
         body = {"name": name, "model": args.model, **_policy_fields(args)}
         if args.version is not None:
             body["version"] = args.version
@@ -57,6 +64,26 @@ def _deploy(args: argparse.Namespace) -> int:
         data = _wait(calls, name, args.timeout if args.timeout is not None else DEFAULT_WAIT_S)
     print_out(args, data, describe_deployment(data))
     return 0
+
+
+def _deploy_preset(args: argparse.Namespace, given: argparse.Namespace) -> dict[str, Any]:
+    """Deploy a preset: the hub deploys its registered build, or builds it first as a job, followed here."""
+    from mlport.cli.hubjobs import wait_job
+
+    body = {"deployment": given.name, **_policy_fields(given)}
+    answer: dict[str, Any] = call(args, "POST", f"/api/v1/presets/{given.preset}/deploy", json=body)
+    job = answer.get("job")
+    if job is None:
+        deployment: dict[str, Any] = answer["deployment"]
+        return deployment
+    if given.output != "json":
+        print(f"building preset {given.preset} on the hub (job {job['id']})...", file=sys.stderr, flush=True)
+    done = wait_job(args, job["id"], given.timeout if given.timeout is not None else PRESET_BUILD_S)
+    if done["state"] != "succeeded":
+        raise Fail(f"the build of preset {given.preset} {done['state']}: {done.get('message', '')} "
+                   f"(`mlport jobs logs {done['id']}`)", EXIT_REFUSED)
+    found: dict[str, Any] = call(args, "GET", f"/api/v1/deployments/{given.name}")
+    return found
 
 
 def _wanted(d: dict[str, Any]) -> list[int]:
@@ -203,10 +230,13 @@ mlport deploy iris-prod --model iris                        # the latest version
 mlport deploy iris-prod --model iris --version 3 --wait     # exit 1 with the reason if v3 does not start
 mlport deploy iris-prod --canary 10 --version 4             # 10% of traffic to v4
 mlport deploy iris-prod --ab 50 --version 4 --sticky-header x-user
-mlport deploy iris-prod --shadow --version 4                # copy traffic to v4 and compare""", _deploy)
+mlport deploy iris-prod --shadow --version 4                # copy traffic to v4 and compare
+mlport deploy fr --preset sentiment-fr --wait              # the hub builds the preset first if needed""", _deploy)
     p.add_argument("name", help="deployment name")
     p.add_argument("--model", "-m", help="model to deploy (when creating or moving the deployment)")
     p.add_argument("--version", "-v", type=int, help="model version (default: the latest)")
+    p.add_argument("--preset", help="deploy a preset (mlport presets --hub URL lists them); the hub builds and "
+                                    "registers it first when it has no build yet")
     p.add_argument("--canary", type=float, metavar="PERCENT", help="send PERCENT of traffic to --version")
     p.add_argument("--ab", type=float, metavar="PERCENT", help="A/B split: PERCENT to --version, sticky by a header")
     p.add_argument("--shadow", action="store_const", const=0.0, help="copy traffic to --version and compare")

@@ -10,7 +10,7 @@ from typing import Any
 
 from mlport.cli.hubclient import EXIT_REFUSED, EXIT_USAGE, Fail, add_parser, call, iso_time, print_out, request
 
-__all__ = ["add_job_commands", "build_version", "render_from_hub"]
+__all__ = ["add_job_commands", "build_version", "render_from_hub", "wait_job"]
 
 #: How often ``--wait`` asks the hub for a job's state, seconds.
 POLL_S = 1.0
@@ -26,7 +26,8 @@ def _job_line(job: dict[str, Any]) -> str:
             f"{what}  {job.get('message') or ''}").rstrip()
 
 
-def _wait(args: argparse.Namespace, job_id: str, limit_s: float) -> dict[str, Any]:
+def wait_job(args: argparse.Namespace, job_id: str, limit_s: float) -> dict[str, Any]:
+    """Poll job ``job_id`` until it ends (printing its progress to stderr) or ``limit_s`` passes."""
     deadline = time.monotonic() + limit_s
     last = ""
     while True:
@@ -53,7 +54,7 @@ def build_version(args: argparse.Namespace) -> int:
     if not args.wait:
         print_out(args, job, f"job {job['id']} queued: follow it with `mlport jobs get {job['id']}`")
         return 0
-    done = _wait(args, job["id"], args.wait_timeout)
+    done = wait_job(args, job["id"], args.wait_timeout)
     result = done.get("result") or {}
     print_out(args, done, f"job {done['id']} {done['state']}: " +
               (f"{args.tag} {result.get('digest', '')}" if done["state"] == "succeeded" else done["message"]))

@@ -97,21 +97,6 @@ def _cmd_formats(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_presets(args: argparse.Namespace) -> int:
-    from mlport import presets
-
-    if args.action == "build":
-        for name in args.names or list(presets.PRESETS):
-            print(presets.build(name, args.dir, force=args.force))
-        return 0
-    print(f"presets in {args.dir or presets.presets_dir()} (mlport serve preset:NAME builds one on first use):")
-    for row in presets.status(args.dir):
-        state = "built" if row.built else ("ready to build" if not row.missing
-                                           else f"needs {', '.join(row.missing)}: {row.preset.install}")
-        print(f"{row.preset.name:14} {row.preset.summary} [{state}]")
-    return 0
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="mlport", description="Serve trained model files as web services.")
     parser.add_argument("--version", action="version", version=f"mlport {__version__}")
@@ -126,21 +111,13 @@ def build_parser() -> argparse.ArgumentParser:
     desc.set_defaults(func=_cmd_describe)
     fmts = sub.add_parser("formats", help="list the model formats and whether each is available")
     fmts.set_defaults(func=_cmd_formats)
-    pre = sub.add_parser("presets", help="list the preset models, or build them (mlport presets build [NAME...])",
-                         description="Ready-made models trained on data that installed packages ship. "
-                                     "e.g. mlport presets build iris digits --dir models && mlport serve models")
-    pre.add_argument("action", nargs="?", choices=["list", "build"], default="list")
-    pre.add_argument("names", nargs="*", help="presets to build (default: all)")
-    pre.add_argument("--dir", type=Path, help="the repository folder to build in (default: MLPORT_PRESETS_DIR, "
-                                              "else ~/.cache/mlport/presets)")
-    pre.add_argument("--force", action="store_true", help="rebuild presets that are built already")
-    pre.set_defaults(func=_cmd_presets)
     from mlport.cli.build import add_build_command
     from mlport.cli.drift import add_drift_commands
     from mlport.cli.hub import add_hub_command
     from mlport.cli.hubctl import add_client_commands
     from mlport.cli.k8s import add_k8s_command
     from mlport.cli.logs import add_logging_command, add_logs_command
+    from mlport.cli.presets import add_presets_command
     from mlport.cli.score import add_score_command
 
     add_hub_command(sub)
@@ -148,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_build_command(sub)
     add_k8s_command(sub)
     add_score_command(sub)
+    add_presets_command(sub)
     add_logs_command(sub)
     add_logging_command(sub)
     add_drift_commands(sub)

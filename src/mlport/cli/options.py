@@ -109,6 +109,9 @@ def add_settings_options(parser: argparse.ArgumentParser, settings: type[BaseMod
         kw: dict[str, Any] = {"dest": name, "default": None, "help": info.description}
         if kind is bool:
             kw["action"] = argparse.BooleanOptionalAction
+        elif typing.get_origin(kind) is Literal and all(type(c) is int for c in typing.get_args(kind)):
+            kw["choices"] = list(typing.get_args(kind))
+            kw["type"] = int
         elif typing.get_origin(kind) is Literal:
             kw["choices"] = [str(c) for c in typing.get_args(kind)]
             kw["type"] = str.lower

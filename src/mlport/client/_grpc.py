@@ -12,12 +12,12 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 import grpc
-import numpy as np
 
 from mlport.client._errors import ClientError, http_of_code
 from mlport.client._tls import ClientCert, PathLike, grpc_credentials, tls_hint
-from mlport.client._wire import Array, as_input, from_raw, parse_datatype, plain, to_raw
+from mlport.client._wire import Array, as_input, parse_datatype, plain, raw_input
 from mlport.core.types import DataType
+from mlport.core.wire import from_contents, from_raw, set_parameter
 from mlport.protocols.grpc.proto import inference_pb2 as pb
 from mlport.protocols.grpc.proto.inference_pb2_grpc import GRPCInferenceServiceStub
 
@@ -30,41 +30,12 @@ Version = str | int | None
 #: Largest message sent or received (bytes), unless the client is given another limit.
 DEFAULT_MAX_MESSAGE_BYTES = 256 * 1024 * 1024
 
-#: The typed ``InferTensorContents`` field of each datatype (FP16 has none: raw only).
-_CONTENTS_FIELD: dict[DataType, str] = {
-    DataType.BOOL: "bool_contents",
-    DataType.INT8: "int_contents",
-    DataType.INT16: "int_contents",
-    DataType.INT32: "int_contents",
-    DataType.INT64: "int64_contents",
-    DataType.UINT8: "uint_contents",
-    DataType.UINT16: "uint_contents",
-    DataType.UINT32: "uint_contents",
-    DataType.UINT64: "uint64_contents",
-    DataType.FP32: "fp32_contents",
-    DataType.FP64: "fp64_contents",
-    DataType.BYTES: "bytes_contents",
-}
-
-
 # ---------------------------------------------------------------------------------- messages
 
 
 def _set_parameters(target: Any, params: Mapping[str, Any]) -> None:
     for key, value in plain(params).items():
-        param = target[key]
-        if isinstance(value, bool):
-            param.bool_param = value
-        elif isinstance(value, int):
-            if value >= 2**63:
-                param.uint64_param = value
-            else:
-                param.int64_param = value
-        elif isinstance(value, float):
-            param.double_param = value
-        elif isinstance(value, str):
-            param.string_param = value
-        else:
+        if not set_parameter(target[key], value):
             raise ValueError(f"parameter '{key}': {type(value).__name__} is not a bool, int, float or str")
 
 
@@ -82,26 +53,12 @@ def _infer_request(
     for key, value in inputs.items():
         dt, arr = as_input(key, value)
         message.inputs.add(name=key, datatype=dt.value, shape=list(arr.shape))
-        raw = to_raw(key, dt, arr)
+        raw = raw_input(key, dt, arr)
         message.raw_input_contents.append(raw if isinstance(raw, bytes) else raw.tobytes())
     for out in outputs or ():
         message.outputs.add(name=out)
     _set_parameters(message.parameters, parameters or {})
     return message
-
-
-def _from_contents(name: str, dt: DataType, shape: tuple[int, ...], contents: Any) -> Array:
-    field = _CONTENTS_FIELD.get(dt)
-    if field is None:
-        raise ValueError(f"output '{name}' is {dt.value} and came without raw_output_contents")
-    values = getattr(contents, field)
-    arr = np.empty(len(values), dtype=object) if dt is DataType.BYTES else np.array(values, dtype=dt.numpy)
-    if dt is DataType.BYTES:
-        arr[:] = list(values)
-    count = int(np.prod(shape, dtype=np.int64)) if shape else 1
-    if arr.size != count:
-        raise ValueError(f"output '{name}': shape {list(shape)} needs {count} values, got {arr.size}")
-    return arr.reshape(shape)
 
 
 def _infer_outputs(response: pb.ModelInferResponse) -> dict[str, Array]:
@@ -114,9 +71,9 @@ def _infer_outputs(response: pb.ModelInferResponse) -> dict[str, Array]:
         if raw:
             # a copy the caller may write to (protobuf bytes are immutable)
             data = raw[i] if dt is DataType.BYTES else bytearray(raw[i])
-            found[out.name] = from_raw(out.name, dt, shape, data)
+            found[out.name] = from_raw("output", out.name, dt, shape, data)
         else:
-            found[out.name] = _from_contents(out.name, dt, shape, out.contents)
+            found[out.name] = from_contents("output", out.name, dt, shape, out.contents)
     return found
 
 
@@ -181,41 +138,8 @@ def _credentials(credentials: grpc.ChannelCredentials | None, tls: bool, ca: Pat
     return grpc_credentials(ca, cert)
 
 
-class _GrpcOptions:
-    def __init__(
-        self,
-        target: str,
-        timeout: float,
-        max_message_bytes: int,
-        metadata: Mapping[str, str] | None,
-        options: Sequence[tuple[str, Any]],
-    ) -> None:
-        if timeout <= 0:
-            raise ValueError("timeout must be a positive number of seconds")
-        if max_message_bytes <= 0:
-            raise ValueError("max_message_bytes must be positive")
-        for prefix in ("grpc://", "http://"):
-            if target.startswith(prefix):
-                target = target[len(prefix) :]
-        self.target = target.rstrip("/")
-        self.timeout = timeout
-        self.metadata = tuple((k.lower(), v) for k, v in (metadata or {}).items())
-        self.channel_options = [
-            ("grpc.max_send_message_length", max_message_bytes),
-            ("grpc.max_receive_message_length", max_message_bytes),
-            *options,
-        ]
-
-
-class GrpcClient:
-    """A synchronous client of ``inference.GRPCInferenceService`` (numpy in and out).
-
-    ``target`` is ``host:port`` (mlport's gRPC port, 8081 by default). ``timeout`` bounds every call,
-    in seconds; ``max_message_bytes`` bounds messages both ways; ``metadata`` goes with every call.
-    ``tls=True`` makes a TLS channel that verifies the server against ``ca`` (a PEM file), else
-    ``MLPORT_CA``, else the system's CAs, with ``cert`` (certificate, key) for mutual TLS; ``credentials``
-    give grpc's own instead. Failures raise :class:`ClientError`.
-    """
+class _GrpcBase:
+    """What the sync and async clients share: their arguments, the channel's options and credentials."""
 
     def __init__(
         self,
@@ -230,17 +154,48 @@ class GrpcClient:
         ca: PathLike | None = None,
         cert: ClientCert | None = None,
     ) -> None:
-        self._opts = _GrpcOptions(target, timeout, max_message_bytes, metadata, options)
-        credentials = _credentials(credentials, tls, ca, cert)
-        if credentials is None:
-            self._channel = grpc.insecure_channel(self._opts.target, options=self._opts.channel_options)
-        else:
-            self._channel = grpc.secure_channel(self._opts.target, credentials, options=self._opts.channel_options)
-        self._stub = GRPCInferenceServiceStub(self._channel)
+        if timeout <= 0:
+            raise ValueError("timeout must be a positive number of seconds")
+        if max_message_bytes <= 0:
+            raise ValueError("max_message_bytes must be positive")
+        for prefix in ("grpc://", "http://"):
+            if target.startswith(prefix):
+                target = target[len(prefix) :]
+        self._target = target.rstrip("/")
+        self._timeout = timeout
+        self._metadata = tuple((k.lower(), v) for k, v in (metadata or {}).items())
+        self._channel_options = [
+            ("grpc.max_send_message_length", max_message_bytes),
+            ("grpc.max_receive_message_length", max_message_bytes),
+            *options,
+        ]
+        self._credentials = _credentials(credentials, tls, ca, cert)
+        self._open()
+
+    def _open(self) -> None:
+        """Make the channel now (the sync client) or leave it for the first call (the async one)."""
 
     @property
     def target(self) -> str:
-        return self._opts.target
+        return self._target
+
+
+class GrpcClient(_GrpcBase):
+    """A synchronous client of ``inference.GRPCInferenceService`` (numpy in and out).
+
+    ``target`` is ``host:port`` (mlport's gRPC port, 8081 by default). ``timeout`` bounds every call,
+    in seconds; ``max_message_bytes`` bounds messages both ways; ``metadata`` goes with every call.
+    ``tls=True`` makes a TLS channel that verifies the server against ``ca`` (a PEM file), else
+    ``MLPORT_CA``, else the system's CAs, with ``cert`` (certificate, key) for mutual TLS; ``credentials``
+    give grpc's own instead. Failures raise :class:`ClientError`.
+    """
+
+    def _open(self) -> None:
+        if self._credentials is None:
+            self._channel = grpc.insecure_channel(self._target, options=self._channel_options)
+        else:
+            self._channel = grpc.secure_channel(self._target, self._credentials, options=self._channel_options)
+        self._stub = GRPCInferenceServiceStub(self._channel)
 
     def __enter__(self) -> GrpcClient:
         return self
@@ -253,8 +208,7 @@ class GrpcClient:
 
     def _call(self, method: str, request: Any, timeout: float | None = None) -> Any:
         try:
-            return getattr(self._stub, method)(request, timeout=timeout or self._opts.timeout,
-                                               metadata=self._opts.metadata)
+            return getattr(self._stub, method)(request, timeout=timeout or self._timeout, metadata=self._metadata)
         except grpc.RpcError as exc:
             raise _error(exc) from None
 
@@ -301,30 +255,11 @@ class GrpcClient:
         return _read(_infer_outputs, self._call("ModelInfer", request, timeout))
 
 
-class AsyncGrpcClient:
+class AsyncGrpcClient(_GrpcBase):
     """The asynchronous twin of :class:`GrpcClient` (grpc.aio; use it inside one event loop)."""
 
-    def __init__(
-        self,
-        target: str,
-        *,
-        timeout: float = 60.0,
-        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
-        credentials: grpc.ChannelCredentials | None = None,
-        metadata: Mapping[str, str] | None = None,
-        options: Sequence[tuple[str, Any]] = (),
-        tls: bool = False,
-        ca: PathLike | None = None,
-        cert: ClientCert | None = None,
-    ) -> None:
-        self._opts = _GrpcOptions(target, timeout, max_message_bytes, metadata, options)
-        self._credentials = _credentials(credentials, tls, ca, cert)
-        self._channel: Any = None
-        self._stub: Any = None
-
-    @property
-    def target(self) -> str:
-        return self._opts.target
+    _channel: Any = None
+    _stub: Any = None
 
     async def __aenter__(self) -> AsyncGrpcClient:
         return self
@@ -342,19 +277,18 @@ class AsyncGrpcClient:
     def _connect(self) -> Any:
         # grpc.aio channels belong to the event loop they are made in: made at the first call.
         if self._stub is None:
-            opts = self._opts
             if self._credentials is None:
-                self._channel = grpc.aio.insecure_channel(opts.target, options=opts.channel_options)
+                self._channel = grpc.aio.insecure_channel(self._target, options=self._channel_options)
             else:
-                self._channel = grpc.aio.secure_channel(opts.target, self._credentials, options=opts.channel_options)
+                self._channel = grpc.aio.secure_channel(self._target, self._credentials,
+                                                        options=self._channel_options)
             self._stub = GRPCInferenceServiceStub(self._channel)
         return self._stub
 
     async def _call(self, method: str, request: Any, timeout: float | None = None) -> Any:
         stub = self._connect()
         try:
-            return await getattr(stub, method)(request, timeout=timeout or self._opts.timeout,
-                                               metadata=self._opts.metadata)
+            return await getattr(stub, method)(request, timeout=timeout or self._timeout, metadata=self._metadata)
         except grpc.RpcError as exc:
             raise _error(exc) from None
 

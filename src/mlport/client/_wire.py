@@ -1,8 +1,7 @@
 """Tensors on the wire of the Open Inference Protocol, from the client's side.
 
 numpy arrays <-> datatypes, raw little-endian bytes (REST binary extension, gRPC ``raw_*_contents``),
-length-prefixed BYTES elements and JSON ``data``. Numeric tensors never go through a Python loop;
-BYTES tensors are variable-length elements and take one step per element.
+length-prefixed BYTES elements (those in :mod:`mlport.core.wire`, shared with the server) and JSON ``data``.
 
 Functions that read a server's answer raise :class:`ValueError` on data that does not add up; the
 clients turn that into a :class:`~mlport.client.ClientError`.
@@ -10,35 +9,27 @@ clients turn that into a :class:`~mlport.client.ClientError`.
 
 from __future__ import annotations
 
-import itertools
-import struct
+import functools
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
 from mlport.core.types import DataType
+from mlport.core.wire import Array, to_raw
 
 __all__ = [
     "Array",
     "as_input",
-    "decode_bytes",
-    "encode_bytes",
     "from_json_data",
-    "from_raw",
     "json_default",
     "json_value",
     "parse_datatype",
     "parse_shape",
     "plain",
+    "raw_input",
     "to_json_data",
-    "to_raw",
 ]
-
-Array = np.ndarray[Any, Any]
-
-_LEN = struct.Struct("<I")
-_MAX_ELEMENT = 2**32 - 1
 
 
 def as_input(name: str, value: Any) -> tuple[DataType, Array]:
@@ -62,57 +53,13 @@ def _element(name: str, value: Any) -> bytes:
     raise ValueError(f"input '{name}' is BYTES: its elements must be bytes or str, got {type(value).__name__}")
 
 
-def encode_bytes(name: str, arr: Array) -> bytes:
-    """BYTES elements, each as a 4-byte little-endian length and the bytes, in C order."""
-    items = [_element(name, v) for v in arr.reshape(-1).tolist()]
-    if any(len(b) > _MAX_ELEMENT for b in items):
-        raise ValueError(f"input '{name}': a BYTES element is larger than 4 GiB")
-    return b"".join(itertools.chain.from_iterable((_LEN.pack(len(b)), b) for b in items))
-
-
-def decode_bytes(name: str, buf: memoryview | bytes | bytearray, count: int) -> Array:
-    """``count`` length-prefixed BYTES elements as an object array of ``bytes``."""
-    view = memoryview(buf)
-    out = np.empty(count, dtype=object)
-    pos, end = 0, len(view)
-    for i in range(count):
-        if pos + 4 > end:
-            raise ValueError(f"output '{name}': BYTES data ends after {i} of {count} elements")
-        (n,) = _LEN.unpack_from(view, pos)
-        pos += 4
-        if pos + n > end:
-            raise ValueError(f"output '{name}': BYTES element {i} runs past the data")
-        out[i] = bytes(view[pos : pos + n])
-        pos += n
-    if pos != end:
-        raise ValueError(f"output '{name}': {end - pos} bytes follow the {count} BYTES elements")
-    return out
-
-
-def to_raw(name: str, dt: DataType, arr: Array) -> bytes | memoryview:
-    """The tensor's bytes on the wire: little-endian C order (a view when the array already is)."""
-    if dt is DataType.BYTES:
-        return encode_bytes(name, arr)
-    le = np.ascontiguousarray(arr, dtype=dt.numpy.newbyteorder("<"))
-    return le.reshape(-1).view(np.uint8).data
+def raw_input(name: str, dt: DataType, arr: Array) -> bytes | memoryview:
+    """An input's bytes on the wire (BYTES elements must be bytes or str)."""
+    return to_raw(dt, arr, functools.partial(_element, name))
 
 
 def _count(shape: tuple[int, ...]) -> int:
-    if any(d < 0 for d in shape):
-        raise ValueError(f"shape {list(shape)} has a negative dimension")
     return int(np.prod(shape, dtype=np.int64)) if shape else 1
-
-
-def from_raw(name: str, dt: DataType, shape: tuple[int, ...], buf: memoryview | bytes | bytearray) -> Array:
-    """An array over the tensor's wire bytes (no copy: writable when ``buf`` is)."""
-    count = _count(shape)
-    if dt is DataType.BYTES:
-        return decode_bytes(name, buf, count).reshape(shape)
-    expected = count * dt.itemsize
-    if len(buf) != expected:
-        raise ValueError(f"output '{name}': {dt.value} with shape {list(shape)} needs {expected} bytes, got {len(buf)}")
-    arr = np.frombuffer(buf, dtype=dt.numpy.newbyteorder("<")).reshape(shape)
-    return arr if arr.dtype.isnative else arr.astype(dt.numpy)
 
 
 def to_json_data(name: str, dt: DataType, arr: Array) -> Any:
@@ -186,8 +133,10 @@ def parse_datatype(raw: Any) -> DataType:
 
 def parse_shape(raw: Any) -> tuple[int, ...]:
     """A shape from an answer: a list of integers."""
-    if not isinstance(raw, list | tuple) or not all(isinstance(d, int) and not isinstance(d, bool) for d in raw):
-        raise ValueError(f"a shape must be a list of integers, got {raw!r}")
+    if not isinstance(raw, list | tuple) or not all(
+        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in raw
+    ):
+        raise ValueError(f"a shape must be a list of non-negative integers, got {raw!r}")
     return tuple(raw)
 
 

@@ -14,9 +14,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import Field
+
+from mlport.core.bodies import Body, parse_body
 from mlport.errors import InvalidInput
 
-__all__ = ["MAX_REPLICAS", "LoadSample", "ScalePolicy", "desired_replicas"]
+__all__ = ["MAX_REPLICAS", "LoadSample", "PolicyFields", "ScalePolicy", "desired_replicas"]
 
 #: Most replicas one version may run.
 MAX_REPLICAS = 64
@@ -24,13 +27,32 @@ MAX_REPLICAS = 64
 MAX_SCALE_UP_S = 3600.0
 MAX_SCALE_DOWN_S = 86400.0
 MAX_TARGET_INFLIGHT = 10_000.0
-_KEYS = ("min_replicas", "max_replicas", "target_inflight", "scale_up_after_s", "scale_down_after_s",
-         "scale_to_zero")
+
+
+class PolicyFields(Body):
+    """The fields of a scale policy and their bounds: the one definition the hub's API checks and documents.
+
+    Every field is optional in a request (a change names only what it changes); the rules between fields
+    are :meth:`ScalePolicy.validate`'s.
+    """
+
+    min_replicas: int = Field(1, ge=0, le=MAX_REPLICAS, description="replicas kept running (0: scale_to_zero)")
+    max_replicas: int = Field(1, ge=0, le=MAX_REPLICAS, description="most replicas a version may run")
+    target_inflight: float = Field(4.0, gt=0, le=MAX_TARGET_INFLIGHT, allow_inf_nan=False,
+                                   description="requests in flight per ready replica above which more are wanted")
+    scale_up_after_s: float = Field(2.0, ge=0, le=MAX_SCALE_UP_S, allow_inf_nan=False,
+                                    description="how long the load must stay high before adding replicas")
+    scale_down_after_s: float = Field(30.0, ge=0, le=MAX_SCALE_DOWN_S, allow_inf_nan=False,
+                                      description="how long the load must stay low before removing one")
+    scale_to_zero: bool = Field(False, description="stop every replica after scale_down_after_s without traffic")
+
+
+_KEYS = tuple(PolicyFields.model_fields)
 
 
 @dataclass(frozen=True)
 class ScalePolicy:
-    """Replica bounds and the load each replica should carry.
+    """Replica bounds and the load each replica should carry (fields and bounds: :class:`PolicyFields`).
 
     ``target_inflight``: requests in flight per ready replica above which more replicas are wanted.
     ``scale_to_zero``: when nothing was in flight for ``scale_down_after_s``, a version at its minimum stops
@@ -46,23 +68,23 @@ class ScalePolicy:
 
     def validate(self) -> ScalePolicy:
         """Raise :class:`~mlport.errors.InvalidInput` unless the policy is consistent; returns self."""
-        for name in ("min_replicas", "max_replicas"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_REPLICAS:
-                raise InvalidInput(f"{name} must be an integer from 0 to {MAX_REPLICAS}, not {value!r}")
-        if not isinstance(self.scale_to_zero, bool):
-            raise InvalidInput("scale_to_zero must be true or false")
+        parse_body(PolicyFields, self.to_json(), strict=True)
         if self.min_replicas == 0 and not self.scale_to_zero:
             raise InvalidInput("min_replicas may be 0 only with scale_to_zero")
         if self.max_replicas < max(self.min_replicas, 1):
             raise InvalidInput(f"max_replicas must be at least max(min_replicas, 1) = {max(self.min_replicas, 1)}")
-        _number(self.target_inflight, "target_inflight", 0.0, MAX_TARGET_INFLIGHT, open_low=True)
-        _number(self.scale_up_after_s, "scale_up_after_s", 0.0, MAX_SCALE_UP_S)
-        _number(self.scale_down_after_s, "scale_down_after_s", 0.0, MAX_SCALE_DOWN_S)
         return self
 
     def to_json(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in _KEYS}
+
+    def updated(self, change: PolicyFields) -> ScalePolicy:
+        """This policy with the fields ``change`` sets, validated.  Raising ``min_replicas`` above the current
+        maximum without naming a maximum raises the maximum with it."""
+        values = {**self.to_json(), **change.model_dump(exclude_unset=True)}
+        if "min_replicas" in change.model_fields_set and "max_replicas" not in change.model_fields_set:
+            values["max_replicas"] = max(self.max_replicas, change.min_replicas)
+        return ScalePolicy(**values).validate()
 
     @classmethod
     def from_json(cls, data: Any) -> ScalePolicy:
@@ -72,12 +94,7 @@ class ScalePolicy:
         unknown = sorted(str(k) for k in set(data) - set(_KEYS))
         if unknown:
             raise InvalidInput(f"unknown scale policy field(s): {', '.join(unknown)}")
-        floats = ("target_inflight", "scale_up_after_s", "scale_down_after_s")
-        for key in floats:
-            if key in data:
-                _number(data[key], key, -math.inf, math.inf)
-        values: dict[str, Any] = {k: (float(v) if k in floats else v) for k, v in data.items()}
-        return cls(**values).validate()
+        return cls().updated(parse_body(PolicyFields, data, strict=True))
 
 
 @dataclass(frozen=True)
@@ -145,10 +162,3 @@ def _window(samples: Sequence[LoadSample], now: float, length: float) -> list[Lo
         return []
     return [samples[i] for i in range(first, len(samples)) if samples[i].at <= now]
 
-
-def _number(value: Any, name: str, low: float, high: float, *, open_low: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise InvalidInput(f"{name} must be a number, not {value!r}")
-    if value < low or value > high or (open_low and value == low):
-        raise InvalidInput(f"{name} must be {'above' if open_low else 'at least'} {low:g} and at most {high:g}")
-    return float(value)

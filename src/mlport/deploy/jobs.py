@@ -3,8 +3,9 @@
 A job is a row in SQLite (its kind, its argv, who asked, its state) and a log file.  The runner starts queued jobs
 up to a concurrency limit, records each one's state, the last line of its log as progress, and on success the
 last line of its standard output parsed as JSON (its result), which a per-kind finisher may act on (e.g. record
-the pushed image on the model version).  Jobs survive a hub restart: a queued job starts when the hub is back; a
-job that was running when the hub stopped is marked failed, never left "running".
+the pushed image on the model version; register a built preset).  A finisher runs in a worker thread, so slow
+work there (storing an artifact) never holds up the event loop.  Jobs survive a hub restart: a queued job starts
+when the hub is back; a job that was running when the hub stopped is marked failed, never left "running".
 """
 
 from __future__ import annotations
@@ -178,7 +179,8 @@ class JobRunner:
     async def _loop(self) -> None:
         while True:
             try:
-                self._reap()
+                for job, code in self._reap():
+                    await asyncio.to_thread(self._finish, job, code)
                 self._launch()
             except Exception:  # one bad pass must not end the runner
                 log.exception("job runner pass failed")
@@ -199,7 +201,9 @@ class JobRunner:
             self.store.update(job.id, state="running", started_at=time.time(), message="started")
             free -= 1
 
-    def _reap(self) -> None:
+    def _reap(self) -> list[tuple[Job, int]]:
+        """Record the progress of running jobs; the jobs that ended, with their exit codes, to finish."""
+        ended = []
         for job_id, proc in list(self._procs.items()):
             job = self.store.get(job_id)
             code = proc.poll()
@@ -214,7 +218,8 @@ class JobRunner:
             del self._procs[job_id]
             if job.state != "running":
                 continue  # cancelled meanwhile
-            self._finish(job, code)
+            ended.append((job, code))
+        return ended
 
     def _finish(self, job: Job, code: int) -> None:
         tail = log_tail(self.log_path(job.id), lines=1, max_chars=64 * 1024)

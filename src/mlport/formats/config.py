@@ -228,6 +228,12 @@ class ModelConfig(BaseModel):
     lazy: bool | None = None
     #: Never unload this model to make room under the server's ``--memory-budget``.
     pinned: bool = False
+    #: Requests a version runs at once; more wait in its queue (default: the server's ``--max-concurrency``).
+    max_concurrency: int | None = Field(default=None, ge=1, le=100_000)
+    #: Requests that may wait; beyond, refused at once with 503/429 (default: the server's ``--max-queue``).
+    max_queue: int | None = Field(default=None, ge=0, le=1_000_000)
+    #: Longest a request waits in the queue before it is refused unrun (default: the server's ``--queue-timeout``).
+    queue_timeout_s: float | None = Field(default=None, gt=0, le=86_400)
     #: Request logging of this model (default: the server's ``--request-log*`` flags).
     logging: RequestLogConfig | None = None
     #: Drift watching against the model's reference profile (see :class:`DriftConfig`).

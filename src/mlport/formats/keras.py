@@ -213,6 +213,31 @@ def _output_names(model: Any, outputs: list[Any]) -> list[str]:
     return [f"output_{i}" for i in range(len(outputs))]
 
 
+def _input_structure(model: Any, name: str) -> tuple[str, list[str], list[Any], list[str] | None]:
+    """How the model takes its inputs ("dict", "list" or "one"), their names and tensors, and the names of
+    its outputs (``None`` when they come as a dict)."""
+    structure = _structure(model, "input")
+    outputs = _structure(model, "output")
+    if structure is None or outputs is None:
+        raise MlportError(f"{name}: the model has no defined inputs or outputs; build it on keras.Input "
+                          "(or call it once) before saving")
+    if isinstance(structure, list | tuple) and len(structure) == 1:
+        structure = structure[0]
+    if isinstance(structure, dict):
+        kind, in_names, tensors = "dict", [str(k) for k in structure], list(structure.values())
+    elif isinstance(structure, list | tuple):
+        kind, tensors = "list", list(structure)
+        in_names = [str(t.name) for t in tensors]
+    else:
+        kind, tensors, in_names = "one", [structure], [str(structure.name)]
+    if len(set(in_names)) != len(in_names):
+        raise MlportError(f"{name}: the model has several inputs named alike: {in_names}")
+    if isinstance(outputs, dict):
+        return kind, in_names, tensors, None
+    out_list = list(outputs) if isinstance(outputs, list | tuple) else [outputs]
+    return kind, in_names, tensors, _output_names(model, out_list)
+
+
 class KerasEvaluator(Evaluator):
     """A Keras model traced once into a TensorFlow function over its input structure."""
 
@@ -221,35 +246,12 @@ class KerasEvaluator(Evaluator):
     def __init__(self, tf: Any, model: Any, name: str) -> None:
         self._tf = tf
         self._model: Any = model
-        structure = _structure(model, "input")
-        outputs = _structure(model, "output")
-        if structure is None or outputs is None:
-            raise MlportError(f"{name}: the model has no defined inputs or outputs; build it on keras.Input "
-                              "(or call it once) before saving")
-        if isinstance(structure, list | tuple) and len(structure) == 1:
-            structure = structure[0]
-        if isinstance(structure, dict):
-            in_names = [str(k) for k in structure]
-            tensors = [structure[k] for k in structure]
-        elif isinstance(structure, list | tuple):
-            tensors = list(structure)
-            in_names = [str(t.name) for t in tensors]
-        else:
-            tensors = [structure]
-            in_names = [str(structure.name)]
-        if len(set(in_names)) != len(in_names):
-            raise MlportError(f"{name}: the model has several inputs named alike: {in_names}")
+        kind, in_names, tensors, out_keys = _input_structure(model, name)
         inputs = [TensorSpec(n, _datatype(t.dtype, f"input '{n}'"), _shape(t.shape))
                   for n, t in zip(in_names, tensors, strict=True)]
         self._in_names = in_names
         self._in_dtypes = {n: tf.as_dtype(str(getattr(t.dtype, "name", t.dtype)))
                            for n, t in zip(in_names, tensors, strict=True)}
-        if isinstance(outputs, dict):
-            out_keys: list[str] | None = None
-        else:
-            out_list = list(outputs) if isinstance(outputs, list | tuple) else [outputs]
-            out_keys = _output_names(model, out_list)
-        kind = "dict" if isinstance(structure, dict) else "list" if isinstance(structure, list | tuple) else "one"
 
         def run(feed: dict[str, Any]) -> dict[str, Any]:
             if kind == "dict":
@@ -273,20 +275,20 @@ class KerasEvaluator(Evaluator):
             raise MlportError(f"{name}: the model could not be traced into a TensorFlow function: "
                               f"{first_line(exc)}") from None
         out_specs = self._fn.structured_outputs
-        out_names = sorted(out_specs) if out_keys is None else out_keys
-        served: list[TensorSpec] = []
+        self._out_names = sorted(out_specs) if out_keys is None else out_keys
         self._bfloat16_out: set[str] = set()
-        for n in out_names:
-            t = out_specs[n]
-            if not isinstance(t, tf.Tensor | tf.TensorSpec):
-                raise MlportError(f"{name}: output '{n}' is not a dense tensor")
-            if t.shape.rank is None:
-                raise MlportError(f"{name}: output '{n}' has an unknown rank")
-            served.append(TensorSpec(n, _datatype(t.dtype, f"output '{n}'"), _shape(t.shape.as_list())))
-            if t.dtype == tf.bfloat16:
-                self._bfloat16_out.add(n)
-        self._out_names = out_names
+        served = [self._served_output(tf, name, n, out_specs[n]) for n in self._out_names]
         self.signature = Signature(tuple(inputs), tuple(served))
+
+    def _served_output(self, tf: Any, name: str, out: str, t: Any) -> TensorSpec:
+        """The spec of one output of the traced function (bfloat16 ones are noted: they are served as float32)."""
+        if not isinstance(t, tf.Tensor | tf.TensorSpec):
+            raise MlportError(f"{name}: output '{out}' is not a dense tensor")
+        if t.shape.rank is None:
+            raise MlportError(f"{name}: output '{out}' has an unknown rank")
+        if t.dtype == tf.bfloat16:
+            self._bfloat16_out.add(out)
+        return TensorSpec(out, _datatype(t.dtype, f"output '{out}'"), _shape(t.shape.as_list()))
 
     def predict(self, inputs: Arrays) -> Arrays:
         tf = self._tf

@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-import yaml
 
 from mlport.core.types import DataType, Signature, TensorSpec
+from mlport.core.yamlfile import read_yaml
 from mlport.errors import InvalidInput
 from mlport.formats.base import Arrays, Evaluator, LoadOptions, MissingExtra, ModelFormat, UntrustedModel
 from mlport.formats.mlflow_signature import MlflowEvaluator, parse_signature, read_example
@@ -46,12 +46,7 @@ PYFUNC = "python_function"
 
 def read_mlmodel(folder: Path) -> dict[str, Any]:
     path = folder / MLMODEL
-    try:
-        if path.stat().st_size > MAX_MLMODEL_BYTES:
-            raise InvalidInput(f"{MLMODEL} is over {MAX_MLMODEL_BYTES} bytes")
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise InvalidInput(f"{MLMODEL} cannot be read: {exc}") from None
+    doc = read_yaml(path, MLMODEL, max_bytes=MAX_MLMODEL_BYTES)
     if not isinstance(doc, dict) or not isinstance(doc.get("flavors"), dict):
         raise InvalidInput(f"{MLMODEL} has no 'flavors' section")
     return doc

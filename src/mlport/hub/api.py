@@ -24,7 +24,8 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from mlport.auth import ROLES, Action
-from mlport.deploy.autoscale import ScalePolicy
+from mlport.core.bodies import parse_body
+from mlport.deploy.autoscale import PolicyFields, ScalePolicy
 from mlport.errors import (
     ErrorCode,
     Forbidden,
@@ -35,6 +36,17 @@ from mlport.errors import (
     UnsupportedMediaType,
     valid_name,
 )
+from mlport.hub.bodies import (
+    MAX_SERVICE_TTL_S,
+    Experiment,
+    Login,
+    NewDeployment,
+    NewModel,
+    NewServiceAccount,
+    NewUser,
+    Register,
+    Revoke,
+)
 from mlport.hub.service import Hub
 from mlport.hub.signatures import signature_warning
 from mlport.protocols.http.body import media_type, read_body
@@ -44,8 +56,6 @@ __all__ = ["api_routes", "json_response"]
 
 #: Largest JSON body of a management call, bytes.
 MAX_JSON_BYTES = 1024 * 1024
-#: Longest lifetime of a service-account token, seconds.
-MAX_SERVICE_TTL_S = 365 * 24 * 3600
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -74,42 +84,13 @@ async def read_json(request: Request) -> dict[str, Any]:
     return data
 
 
-def _str(data: dict[str, Any], key: str, *, default: str | None = None, max_len: int = 4096) -> str:
-    value = data.get(key, default)
-    if value is None:
-        raise InvalidInput(f"field {key!r} is required")
-    if not isinstance(value, str) or len(value) > max_len:
-        raise InvalidInput(f"field {key!r} must be a string of at most {max_len} characters")
-    return value
-
-
-def _int(data: dict[str, Any], key: str, *, default: int | None = None, lo: int = 0, hi: int = 2**31) -> int:
-    value = data.get(key, default)
-    if value is None:
-        raise InvalidInput(f"field {key!r} is required")
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value)
-    if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
-        raise InvalidInput(f"field {key!r} must be an integer from {lo} to {hi}")
-    return value
-
-
-def _float(data: dict[str, Any], key: str, *, default: float, lo: float, hi: float) -> float:
-    value = data.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not lo <= float(value) <= hi:
-        raise InvalidInput(f"field {key!r} must be a number from {lo} to {hi}")
-    return float(value)
-
-
-def _str_list(data: dict[str, Any], key: str, *, max_items: int = 100) -> list[str] | None:
-    value = data.get(key)
+def _tags(value: str | None) -> list[str] | None:
     if value is None:
         return None
-    if isinstance(value, str):
-        value = [v.strip() for v in value.split(",") if v.strip()]
-    if not isinstance(value, list) or len(value) > max_items or not all(isinstance(v, str) and v for v in value):
-        raise InvalidInput(f"field {key!r} must be a list of at most {max_items} strings")
-    return value
+    tags = [v.strip() for v in value.split(",") if v.strip()]
+    if len(tags) > 100 or any(len(t) > 128 for t in tags):
+        raise InvalidInput("query parameter 'tags' must be at most 100 comma-separated tags")
+    return tags
 
 
 def _version_of(request: Request) -> int:
@@ -122,10 +103,9 @@ def _version_of(request: Request) -> int:
 # --------------------------------------------------------------------------- auth
 async def token(request: Request) -> Response:
     hub = hub_of(request)
-    data = await read_json(request)
-    name = _str(data, "username", max_len=64)
-    password = _str(data, "password", max_len=1024)
-    roles, deployments, kind = hub.users.authenticate(name, password)
+    login = parse_body(Login, await read_json(request))
+    name = login.username
+    roles, deployments, kind = hub.users.authenticate(name, login.password)
     if kind != "user":
         raise Unauthorized("service accounts use the token they were given")
     token_, claims = hub.tokens.issue(name, roles, kind=kind, deployments=deployments)
@@ -148,10 +128,9 @@ async def users_list(request: Request) -> Response:
 async def users_create(request: Request) -> Response:
     hub = hub_of(request)
     hub.require(request.headers, Action.ADMIN)
-    data = await read_json(request)
-    name = valid_name(_str(data, "name", max_len=64), "user")
-    hub.users.create_user(name, _str(data, "password", max_len=1024), _str_list(data, "roles") or [],
-                          deployments=_str_list(data, "deployments"))
+    body = parse_body(NewUser, await read_json(request))
+    name = valid_name(body.name, "user")
+    hub.users.create_user(name, body.password, body.roles, deployments=body.deployments)
     return json_response({"name": name}, 201)
 
 
@@ -169,14 +148,14 @@ async def service_account(request: Request) -> Response:
     """Create a service account and return its (long-lived) token: the only time it is shown."""
     hub = hub_of(request)
     hub.require(request.headers, Action.ADMIN)
-    data = await read_json(request)
-    name = valid_name(_str(data, "name", max_len=64), "service account")
-    roles = _str_list(data, "roles") or ["predictor"]
+    body = parse_body(NewServiceAccount, await read_json(request))
+    name = valid_name(body.name, "service account")
+    roles = body.roles or ["predictor"]
     unknown = [r for r in roles if r not in ROLES]
     if unknown:
         raise InvalidInput(f"unknown roles {unknown}; known: {sorted(ROLES)}")
-    deployments = _str_list(data, "deployments") or None
-    ttl = _int(data, "ttl_s", default=30 * 24 * 3600, lo=60, hi=MAX_SERVICE_TTL_S)
+    deployments = body.deployments or None
+    ttl = body.ttl_s
     hub.users.create_user(name, os.urandom(32).hex(), roles, kind="service", deployments=deployments)
     token_, claims = hub.tokens.issue(name, roles, kind="service", deployments=deployments, ttl_s=ttl)
     return json_response({"name": name, "access_token": token_, "token_type": "bearer", "expires_in": ttl,
@@ -187,14 +166,16 @@ async def revoke(request: Request) -> Response:
     """Revoke a token: your own (any user), or any token or token id (admins)."""
     hub = hub_of(request)
     principal = hub.principal(request.headers)
-    data = await read_json(request)
-    if "token" in data:
-        claims = hub.tokens.verify_claims(_str(data, "token", max_len=8192))
+    body = parse_body(Revoke, await read_json(request))
+    if body.token is not None:
+        claims = hub.tokens.verify_claims(body.token)
         if claims["sub"] != principal.subject and "admin" not in principal.roles:
             raise Forbidden("only admins revoke other users' tokens")
         hub.users.revoke(claims["jti"], float(claims["exp"]))
         return json_response({"revoked": claims["jti"]})
-    jti = _str(data, "jti", max_len=64)
+    if body.jti is None:
+        raise InvalidInput("field 'token' or 'jti' is required")
+    jti = body.jti
     if "admin" not in principal.roles and jti != principal.token_id:
         raise Forbidden("only admins revoke tokens by id")
     hub.users.revoke(jti, time.time() + MAX_SERVICE_TTL_S)
@@ -226,13 +207,9 @@ async def models_list(request: Request) -> Response:
 async def models_create(request: Request) -> Response:
     hub = hub_of(request)
     principal = hub.require(request.headers, Action.WRITE_MODELS)
-    data = await read_json(request)
-    labels = data.get("labels") or {}
-    if not isinstance(labels, dict) or len(labels) > 64 or not all(
-            isinstance(k, str) and isinstance(v, str) and len(k) < 128 and len(v) < 1024 for k, v in labels.items()):
-        raise InvalidInput("field 'labels' must be an object of at most 64 string pairs")
-    info = hub.registry.create_model(_str(data, "name", max_len=64), description=_str(data, "description", default=""),
-                                     labels=labels, created_by=principal.subject)
+    body = parse_body(NewModel, await read_json(request))
+    info = hub.registry.create_model(body.name, description=body.description, labels=dict(body.labels),
+                                     created_by=principal.subject)
     return json_response(_model_json(info), 201)
 
 
@@ -285,10 +262,9 @@ async def versions_create(request: Request) -> Response:
     ctype = media_type(request)
     q = request.query_params
     if ctype == "application/json":
-        data = await read_json(request)
-        info = await _in_thread(hub.registry.register_path, model, _str(data, "store_key", max_len=1024),
-                                created_by=principal.subject, description=_str(data, "description", default=""),
-                                tags=_str_list(data, "tags"))
+        reg = parse_body(Register, await read_json(request))
+        info = await _in_thread(hub.registry.register_path, model, reg.store_key, created_by=principal.subject,
+                                description=reg.description, tags=reg.tags)
         return json_response(_version_json(info), 201)
     if ctype not in ("application/octet-stream", "application/gzip", "application/x-tar", "application/zip", ""):
         raise UnsupportedMediaType("upload the file as the raw body (application/octet-stream) with ?filename=NAME, "
@@ -311,7 +287,7 @@ async def versions_create(request: Request) -> Response:
             raise InvalidInput("the upload is empty")
         info = await _in_thread(hub.registry.add_version, model, dest, filename=filename,
                                 created_by=principal.subject, description=q.get("description", "")[:4096],
-                                tags=_str_list(dict(q), "tags"), trusted=trusted, source_name=source[:4096])
+                                tags=_tags(q.get("tags")), trusted=trusted, source_name=source[:4096])
     return json_response(_version_json(info), 201)
 
 
@@ -337,23 +313,6 @@ async def _in_thread(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
 
 
 # --------------------------------------------------------------------------- deployments
-def _policy(data: dict[str, Any], base: ScalePolicy | None = None) -> ScalePolicy:
-    b = base or ScalePolicy()
-    policy = ScalePolicy(
-        min_replicas=_int(data, "min_replicas", default=b.min_replicas, lo=0, hi=64),
-        max_replicas=_int(data, "max_replicas", default=max(b.max_replicas, data.get("min_replicas") or 0), lo=1,
-                          hi=64),
-        target_inflight=_float(data, "target_inflight", default=b.target_inflight, lo=0.1, hi=10_000),
-        scale_up_after_s=_float(data, "scale_up_after_s", default=b.scale_up_after_s, lo=0, hi=3600),
-        scale_down_after_s=_float(data, "scale_down_after_s", default=b.scale_down_after_s, lo=0, hi=24 * 3600),
-        scale_to_zero=bool(data.get("scale_to_zero", b.scale_to_zero)),
-    )
-    validate = getattr(policy, "validate", None)
-    if callable(validate):
-        validate()
-    return policy
-
-
 async def deployments_list(request: Request) -> Response:
     hub = hub_of(request)
     hub.require(request.headers, Action.READ)
@@ -363,15 +322,14 @@ async def deployments_list(request: Request) -> Response:
 async def deployments_create(request: Request) -> Response:
     hub = hub_of(request)
     principal = hub.require(request.headers, Action.DEPLOY)
-    data = await read_json(request)
-    trusted = bool(data.get("trusted", False))
+    body = parse_body(NewDeployment, await read_json(request))
+    trusted = body.trusted
     if trusted:
         hub.require(request.headers, Action.ADMIN)
-    name = valid_name(_str(data, "name", max_len=64), "deployment")
-    version = _int(data, "version", lo=1) if data.get("version") is not None else None
+    name = valid_name(body.name, "deployment")
     existing = hub.deployments.find(name)
-    policy = _policy(data, existing.policy if existing else None)
-    record = hub.deploy(name, _str(data, "model", max_len=64), version, policy, by=principal.subject, trusted=trusted)
+    policy = (existing.policy if existing else ScalePolicy()).updated(body.policy_change())
+    record = hub.deploy(name, body.model, body.version, policy, by=principal.subject, trusted=trusted)
     if existing is not None and policy != existing.policy:
         record = hub.deployments.change(name, by=principal.subject, action="scale", policy=policy)
     return json_response(hub.status(record), 201 if existing is None else 200)
@@ -395,15 +353,14 @@ def _experiment(strategy: str) -> Handler:
     async def handler(request: Request) -> Response:
         hub = hub_of(request)
         principal = hub.require(request.headers, Action.DEPLOY)
-        data = await read_json(request)
+        body = parse_body(Experiment, await read_json(request))
         default_percent = {"canary": 10.0, "ab": 50.0, "shadow": 0.0}[strategy]
-        percent = _float(data, "percent", default=default_percent, lo=0, hi=100)
-        sticky = data.get("sticky_header", "x-routing-key" if strategy == "ab" else None)
-        if sticky is not None and (not isinstance(sticky, str) or not sticky or len(sticky) > 128):
-            raise InvalidInput("field 'sticky_header' must be a header name")
-        record = hub.experiment(request.path_params["name"], strategy, _int(data, "version", lo=1), percent,
-                                sticky.lower() if sticky else None, by=principal.subject,
-                                force=data.get("force") in (True, "true", "1"))
+        percent = body.percent if body.percent is not None else default_percent
+        sticky = body.sticky_header
+        if sticky is None and "sticky_header" not in body.model_fields_set and strategy == "ab":
+            sticky = "x-routing-key"
+        record = hub.experiment(request.path_params["name"], strategy, body.version, percent,
+                                sticky.lower() if sticky else None, by=principal.subject, force=body.force)
         return json_response(hub.status(record))
 
     handler.__name__ = f"deployments_{strategy}"
@@ -426,7 +383,7 @@ async def deployments_scale(request: Request) -> Response:
     hub = hub_of(request)
     principal = hub.require(request.headers, Action.DEPLOY)
     name = request.path_params["name"]
-    policy = _policy(await read_json(request), hub.deployments.get(name).policy)
+    policy = hub.deployments.get(name).policy.updated(parse_body(PolicyFields, await read_json(request)))
     return json_response(hub.status(hub.deployments.change(name, by=principal.subject, action="scale", policy=policy)))
 
 

@@ -12,15 +12,19 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import Response
 from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mlport.errors import MlportError
 from mlport.hub.api import api_routes, json_response
+from mlport.hub.console.pages import console_routes, public_names
+from mlport.hub.console.security import BrowserGuard
+from mlport.hub.console.sessions import SessionStore
 from mlport.hub.gatewayhttp import GATEWAY_METHODS, GATEWAY_ROUTE, GatewayHTTP, split_gateway_path
 from mlport.hub.observe import gateway_request_id, sd_routes, write_gateway_line
-from mlport.hub.openapi import DOCS_HTML, build_openapi
+from mlport.hub.openapi import build_openapi
+from mlport.hub.presets import preset_routes
 from mlport.hub.service import Hub
 from mlport.observability.access import AccessLog
 from mlport.observability.metrics import disable_created_series
@@ -63,12 +67,13 @@ class _Metrics:
         self.gateway = Counter("mlport_hub_gateway_requests", "Gateway requests by deployment and version",
                                ["deployment", "version", "status"], registry=self.registry)
         self.gateway_seconds = Histogram("mlport_hub_gateway_request_seconds", "Gateway request latency",
-                                         ["deployment"], registry=self.registry)
+                                         ["deployment", "version"], registry=self.registry)
 
 
 class _Observe:
     """Counts every answer; gateway answers also by deployment and the version that served them, and writes
-    their access-log lines.  Gateway requests are answered here, without Starlette (:mod:`mlport.hub.gatewayhttp`)."""
+    their access-log lines.  Gateway requests without a cookie are answered here, without Starlette
+    (:mod:`mlport.hub.gatewayhttp`)."""
 
     def __init__(self, app: ASGIApp, metrics: _Metrics, hub: Hub, access_log: AccessLog | None,
                  reserved: Sequence[Route] = ()) -> None:
@@ -86,7 +91,9 @@ class _Observe:
             return
         path: str = scope["path"]
         split = split_gateway_path(path) if scope["method"] in GATEWAY_METHODS else None
-        if split is not None and not any(r.matches(scope)[0] is Match.FULL for r in self.reserved):
+        # a request with a cookie goes through the console's guard (sessions, CSRF, Host and Origin checks)
+        if (split is not None and not any(key == b"cookie" for key, _ in scope["headers"])
+                and not any(r.matches(scope)[0] is Match.FULL for r in self.reserved)):
             await self._gateway(scope, receive, send, *split)
             return
         started = time.perf_counter()
@@ -131,7 +138,7 @@ class _Observe:
         if not any(d.name == name for d in self.hub.deployments.deployments()):
             name = "-"
         self.metrics.gateway.labels(name, version, str(status)).inc()
-        self.metrics.gateway_seconds.labels(name).observe(time.perf_counter() - started)
+        self.metrics.gateway_seconds.labels(name, version).observe(time.perf_counter() - started)
         if self.access_log is not None:
             write_gateway_line(self.access_log, self.hub, path, rid, version, status, started)
         self.metrics.requests.labels("gateway", str(status)).inc()
@@ -151,9 +158,6 @@ def build_app(hub: Hub, access_log: AccessLog | None = None) -> Starlette:
     async def openapi(request: Request) -> Response:
         return json_response(build_openapi())
 
-    async def docs(request: Request) -> Response:
-        return HTMLResponse(DOCS_HTML)
-
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await hub.start()
@@ -166,13 +170,17 @@ def build_app(hub: Hub, access_log: AccessLog | None = None) -> Starlette:
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
-        Route("/docs", docs, methods=["GET"]),
+        *console_routes(),
         *sd_routes(),
         *api_routes(),
+        *preset_routes(hub),
     ]
     app = Starlette(routes=routes, lifespan=lifespan,
                     exception_handlers={MlportError: _mlport_error, HTTPException: _http_error, Exception: _internal})
     app.state.hub = hub
+    sessions = SessionStore(hub.users, hub.tokens, ttl_s=hub.settings.session_ttl_s)
+    app.state.sessions = sessions
+    app.add_middleware(BrowserGuard, sessions=sessions, public_names=public_names(hub.settings))
     reserved = [r for r in routes if isinstance(r, Route) and r.path.startswith("/deployments/")
                 and r.path != GATEWAY_ROUTE]
     app.add_middleware(_Observe, metrics=metrics, hub=hub, access_log=access_log, reserved=reserved)

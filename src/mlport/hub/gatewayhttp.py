@@ -2,8 +2,9 @@
 
 Starlette's routing, request and response objects cost more than the forwarding itself, so the hub's app
 takes gateway requests before them (except those of the hub's own routes under ``/deployments/{name}/``,
-such as ``drift``): the caller's token (:class:`mlport.hub.tokencache.TokenCache`), the
-``predict`` right on the deployment, the deployment's existence, then :meth:`mlport.deploy.gateway.Gateway.answer`.
+such as ``drift``, and requests with a cookie, which the console's guard sees first): the caller's token
+(:class:`mlport.hub.tokencache.TokenCache`), the ``predict`` right on the deployment, the deployment's
+existence, then :meth:`mlport.deploy.gateway.Gateway.answer`.
 The answers (errors included) are those the Starlette route gave: the same statuses, JSON bodies and
 ``WWW-Authenticate: Bearer`` on 401.
 """

@@ -1,11 +1,14 @@
-"""OpenAPI 3.1 description of the hub's HTTP API, and a small page that lists it (``/docs``)."""
+"""OpenAPI 3.1 description of the hub's HTTP API (the page that lists it, ``/docs``, is a template)."""
 
 from __future__ import annotations
 
 from functools import cache
 from typing import Any
 
-__all__ = ["DOCS_HTML", "build_openapi"]
+from mlport.hub.bodies import BODIES
+from mlport.hub.presets import openapi_paths
+
+__all__ = ["build_openapi"]
 
 Json = dict[str, Any]
 
@@ -94,29 +97,13 @@ def _schemas() -> Json:
     i: Json = {"type": "integer"}
     n: Json = {"type": "number"}
     strs: Json = {"type": "array", "items": s}
-    policy_props: Json = {"min_replicas": {**i, "minimum": 0, "maximum": 64},
-                          "max_replicas": {**i, "minimum": 1, "maximum": 64},
-                          "target_inflight": {**n, "exclusiveMinimum": 0},
-                          "scale_up_after_s": n, "scale_down_after_s": n, "scale_to_zero": {"type": "boolean"}}
     return {
         "Error": {"type": "object", "required": ["error"], "properties": {"error": s}},
-        "Login": {"type": "object", "required": ["username", "password"],
-                  "properties": {"username": s, "password": {**s, "format": "password"}}},
         "Token": {"type": "object", "required": ["access_token", "token_type", "expires_in"],
                   "properties": {"access_token": s, "token_type": {"const": "bearer"}, "expires_in": i,
                                  "roles": strs, "name": s, "jti": s}},
         "Principal": {"type": "object", "properties": {"subject": s, "roles": strs, "kind": s,
                                                        "deployments": {"type": ["array", "null"], "items": s}}},
-        "NewUser": {"type": "object", "required": ["name", "password", "roles"],
-                    "properties": {"name": s, "password": {**s, "minLength": 12}, "roles": strs,
-                                   "deployments": strs}},
-        "NewServiceAccount": {"type": "object", "required": ["name"],
-                              "properties": {"name": s, "roles": strs, "deployments": strs,
-                                             "ttl_s": {**i, "minimum": 60}}},
-        "Revoke": {"type": "object", "properties": {"token": s, "jti": s}},
-        "NewModel": {"type": "object", "required": ["name"],
-                     "properties": {"name": {**s, "pattern": "^[a-z0-9][a-z0-9._-]{0,62}$"}, "description": s,
-                                    "labels": {"type": "object", "additionalProperties": s}}},
         "Model": {"type": "object", "properties": {"name": s, "description": s,
                                                    "labels": {"type": "object", "additionalProperties": s},
                                                    "created_at": n, "created_by": s,
@@ -127,25 +114,14 @@ def _schemas() -> Json:
             "signature": {"type": ["object", "null"]}, "size": i, "sha256": s, "created_at": n, "created_by": s,
             "description": s, "tags": strs, "source": s, "kind": {"enum": ["file", "folder"]}, "filename": s,
             "warning": {**s, "description": "on upload: why no signature was recorded, and what to do"}}},
-        "Register": {"type": "object", "required": ["store_key"],
-                     "properties": {"store_key": s, "description": s, "tags": strs}},
         "Target": {"type": "object", "properties": {
             "model": s, "primary": i, "strategy": {"enum": ["single", "canary", "ab", "shadow"]},
             "candidate": {"type": ["integer", "null"]}, "percent": n,
             "sticky_header": {"type": ["string", "null"]}}},
-        "ScalePolicy": {"type": "object", "properties": policy_props},
-        "NewDeployment": {"type": "object", "required": ["name", "model"],
-                          "properties": {"name": s, "model": s, "version": {**i, "minimum": 1},
-                                         "trusted": {"type": "boolean"}, **policy_props}},
         "Deployment": {"type": "object", "properties": {
             "name": s, "model": s, "target": _ref("Target"), "policy": _ref("ScalePolicy"),
             "trusted": {"type": "boolean"}, "created_at": n, "created_by": s, "updated_at": n,
             "replicas": {"type": "object"}}},
-        "Experiment": {"type": "object", "required": ["version"],
-                       "properties": {"version": {**i, "minimum": 1}, "percent": {**n, "minimum": 0, "maximum": 100},
-                                      "sticky_header": s,
-                                      "force": {"type": "boolean", "description": "accept a version whose "
-                                                "signature differs from the primary's (else 409)"}}},
         "HistoryEntry": {"type": "object", "properties": {"id": i, "number": i, "at": n, "by": s, "action": s,
                                                           "target": _ref("Target"), "policy": _ref("ScalePolicy")}},
         "ShadowSummary": {"type": "object", "properties": {
@@ -153,7 +129,19 @@ def _schemas() -> Json:
             "agreed": i, "agreement_rate": {"type": ["number", "null"]}, "errors": i, "dropped": i,
             "live_latency_ms": {"type": "object"}, "shadow_latency_ms": {"type": "object"},
             "recent_disagreements": {"type": "array"}}},
+        **_body_schemas(),
     }
+
+
+def _body_schemas() -> Json:
+    """The JSON schemas of the request bodies, generated from the models the handlers parse them with."""
+    out: Json = {}
+    for name, model in BODIES.items():
+        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        out.update(schema.pop("$defs", {}))
+        schema["title"] = name
+        out[name] = schema
+    return out
 
 
 def _list_of(key: str, schema: str) -> Json:
@@ -339,47 +327,8 @@ def build_openapi() -> Json:
         "openapi": "3.1.0",
         "info": {"title": "mlport hub", "version": "1",
                  "description": "Model registry, users and tokens, deployments and their gateway."},
-        "paths": paths,
+        "paths": {**paths, **openapi_paths()},
         "components": {"schemas": _schemas(), "responses": responses,
                        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}}},
         "security": [{"bearer": []}],
     }
-
-
-DOCS_HTML = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>mlport hub API</title>
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<style>
- body { font: 15px/1.45 system-ui, sans-serif; margin: 1.2rem; color: #1d232a; }
- h1 { font-size: 1.3rem; } h2 { font-size: 1.05rem; margin-top: 1.4rem; }
- table { border-collapse: collapse; width: 100%; } td { padding: .25rem .5rem; border-top: 1px solid #d8dde3; }
- code { font: 13px ui-monospace, monospace; } .m { font-weight: 600; width: 5rem; }
-</style></head>
-<body><h1>mlport hub API</h1>
-<p>Machine-readable: <a href="/openapi.json">/openapi.json</a>. Send <code>Authorization: Bearer TOKEN</code>
-(from <code>POST /auth/token</code>) with every call.</p>
-<div id="ops">loading...</div>
-<script>
-fetch('/openapi.json').then(r => r.json()).then(spec => {
-  const byTag = {};
-  for (const [path, ops] of Object.entries(spec.paths)) {
-    for (const [method, op] of Object.entries(ops)) {
-      (byTag[op.tags[0]] = byTag[op.tags[0]] || []).push([method.toUpperCase(), path, op.summary]);
-    }
-  }
-  const root = document.getElementById('ops');
-  root.textContent = '';
-  for (const [tag, rows] of Object.entries(byTag)) {
-    const h = document.createElement('h2'); h.textContent = tag; root.appendChild(h);
-    const t = document.createElement('table');
-    for (const [m, p, s] of rows) {
-      const tr = t.insertRow();
-      tr.insertCell().textContent = m; tr.cells[0].className = 'm';
-      const c = tr.insertCell(); const code = document.createElement('code'); code.textContent = p; c.appendChild(code);
-      tr.insertCell().textContent = s;
-    }
-    root.appendChild(t);
-  }
-});
-</script></body></html>
-"""

@@ -30,6 +30,7 @@ from mlport.core.yamlfile import problems
 from mlport.errors import Conflict, InvalidInput
 from mlport.observability.requestlog import LogReader, parse_since
 from mlport.observability.requestlog.stores import is_log_file
+from mlport.protocols.jsonbody import loads
 
 __all__ = ["DeploymentLogs", "request_log_routes"]
 
@@ -110,8 +111,8 @@ def _decode_cursor(text: str) -> dict[str, int]:
     if len(text) > MAX_CURSOR:
         raise bad
     try:
-        value = orjson.loads(base64.urlsafe_b64decode(text.encode("ascii")))
-    except (ValueError, binascii.Error, UnicodeEncodeError):
+        value = loads(base64.urlsafe_b64decode(text.encode("ascii")), "cursor")
+    except (InvalidInput, ValueError, binascii.Error, UnicodeEncodeError):
         raise bad from None
     if not isinstance(value, dict) or not all(
             isinstance(k, str) and is_log_file(k) and isinstance(v, int) and v >= 0 for k, v in value.items()):

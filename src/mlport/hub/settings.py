@@ -34,6 +34,12 @@ class HubSettings(BaseSettings):
     tls_cert: Path | None = None
     tls_key: Path | None = None
     tls_client_ca: Path | None = None
+    #: Names a browser reaches the hub by (``Host`` and ``Origin`` of console requests must be one of them);
+    #: empty: the bound host, ``localhost``, ``127.0.0.1`` and ``::1`` (and this machine's names when bound to
+    #: every interface).
+    public_names: list[str] = Field(default_factory=list, max_length=64)
+    #: Lifetime of a console session (and of its bearer token), seconds.
+    session_ttl_s: int = Field(default=8 * 3600, ge=60, le=7 * 24 * 3600)
 
     #: JWT signing: HS256 with ``jwt_secret`` (generated and kept in the data folder when unset) or RS256 with
     #: a PEM key pair.

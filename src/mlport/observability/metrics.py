@@ -54,6 +54,27 @@ class Metrics:
         self.load_failures = Counter(
             "mlport_model_load_failures", "Model versions that failed to load", ["model"], registry=r
         )
+        # admission (max_concurrency, max_queue, queue_timeout_s, deadlines): see mlport.runtime.admission
+        self.queue_depth = Gauge(
+            "mlport_queue_depth", "Requests waiting in a model version's queue now", ["model", "version"],
+            registry=r,
+        )
+        self.refused = Counter(
+            "mlport_refused_requests", "Requests refused unrun because the model was overloaded (reason: "
+            "queue_full, queue_timeout)", ["model", "version", "reason"], registry=r,
+        )
+        self.expired = Counter(
+            "mlport_expired_requests", "Requests whose deadline passed before they ran (never handed to the model)",
+            ["model", "version"], registry=r,
+        )
+        self.cancelled = Counter(
+            "mlport_cancelled_requests", "Requests whose client went away before the answer (unrun when queued)",
+            ["model", "version"], registry=r,
+        )
+        self.queued = Histogram(
+            "mlport_queue_duration_seconds", "Time a request of a model with admission limits waited for its turn",
+            ["model", "version"], buckets=_LATENCY_BUCKETS, registry=r,
+        )
         self.drift = Gauge(
             "mlport_drift", "Drift of a feature over its window: psi, ks (statistic), ks_pvalue, chi2 (statistic), "
             "chi2_pvalue", ["model", "version", "feature", "method"], registry=r,
@@ -74,6 +95,9 @@ class Metrics:
         self.model_loaded.labels(model, str(version)).set(1 if ok else 0)
         if not ok:
             self.load_failures.labels(model).inc()
+
+    def on_queue_depth(self, model: str, version: str, depth: int) -> None:
+        self.queue_depth.labels(model, version).set(depth)
 
     def on_unload(self, model: str, version: int) -> None:
         self.model_loaded.labels(model, str(version)).set(0)

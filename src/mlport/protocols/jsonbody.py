@@ -1,8 +1,7 @@
 """The one reader of JSON request bodies: every API that takes JSON parses it here.
 
 orjson refuses documents nested deeper than :data:`MAX_DEPTH` levels ("depth limit exceeded"), so a hostile
-body never reaches code that recurses over it.  A faster typed reader (msgspec, on the OIP infer route) may
-be tried first, but whatever it refuses (``RecursionError`` included) comes back here.
+body never reaches code that recurses over it.
 """
 
 from __future__ import annotations

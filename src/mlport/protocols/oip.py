@@ -3,25 +3,24 @@
 Binary input tensors become read-only numpy views of the request body (no copy); binary
 outputs are written as the raw little-endian bytes of each array.
 
-Requests are read by msgspec into typed structures (names, datatypes, shapes and parameters checked in C;
-``data`` arrays become numpy arrays in one call each).  Anything the typed reading refuses goes through
-the general reader, which names what is wrong.
+Requests are read by one reader: orjson parses the JSON header, each input's name, datatype and shape are
+checked with exact type tests (the common case costs a few dictionary look-ups), ``data`` arrays become
+numpy arrays in one call each, and anything wrong is refused with a message that names it.
 """
 
 from __future__ import annotations
 
 import math
-import struct
 from dataclasses import dataclass
 from typing import Any
 
-import msgspec
 import numpy as np
 import orjson
 
 from mlport.core.inference import InferenceRequest, InferenceResponse
 from mlport.core.types import DataType, Signature
 from mlport.core.validate import as_array, check_shape_limits, fmt_shape, missing_refused
+from mlport.core.wire import from_raw, to_raw
 from mlport.errors import InvalidInput
 from mlport.limits import Limits
 from mlport.protocols.jsonbody import check_parameters, loads
@@ -30,15 +29,12 @@ from mlport.protocols.jsontensors import jsonable
 __all__ = [
     "HEADER_LENGTH",
     "EncodedResponse",
-    "decode_bytes_tensor",
     "decode_infer_request",
-    "encode_bytes_tensor",
     "encode_infer_response",
     "model_metadata",
 ]
 
 HEADER_LENGTH = "inference-header-content-length"
-_LEN = struct.Struct("<I")
 
 
 @dataclass(slots=True)
@@ -56,52 +52,6 @@ def model_metadata(name: str, versions: list[str], platform: str, signature: Sig
         "inputs": [s.oip() for s in signature.inputs],
         "outputs": [s.oip() for s in signature.outputs],
     }
-
-
-def _shape(name: str, raw: Any, limits: Limits) -> tuple[int, ...]:
-    if not isinstance(raw, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in raw):
-        raise InvalidInput(f"input '{name}': 'shape' must be a list of non-negative integers")
-    return check_shape_limits(name, tuple(raw), limits)
-
-
-def decode_bytes_tensor(name: str, buf: memoryview, count: int) -> np.ndarray[Any, Any]:
-    """Length-prefixed BYTES elements (4-byte little-endian length, then the bytes)."""
-    out = np.empty(count, dtype=object)
-    pos = 0
-    end = len(buf)
-    for i in range(count):
-        if pos + 4 > end:
-            raise InvalidInput(f"input '{name}': binary BYTES data ends after {i} of {count} elements")
-        (n,) = _LEN.unpack_from(buf, pos)
-        pos += 4
-        if pos + n > end:
-            raise InvalidInput(f"input '{name}': binary BYTES element {i} is longer than the data")
-        out[i] = bytes(buf[pos : pos + n])
-        pos += n
-    if pos != end:
-        raise InvalidInput(f"input '{name}': binary BYTES data has {end - pos} bytes after {count} elements")
-    return out
-
-
-def encode_bytes_tensor(arr: np.ndarray[Any, Any]) -> bytes:
-    parts: list[bytes] = []
-    for v in arr.ravel(order="C"):
-        b = v if isinstance(v, bytes) else str(v).encode("utf-8")
-        parts.append(_LEN.pack(len(b)))
-        parts.append(b)
-    return b"".join(parts)
-
-
-def _from_binary(name: str, dt: DataType, shape: tuple[int, ...], buf: memoryview) -> np.ndarray[Any, Any]:
-    count = math.prod(shape)
-    if dt is DataType.BYTES:
-        return decode_bytes_tensor(name, buf, count).reshape(shape)
-    expected = count * dt.itemsize
-    if len(buf) != expected:
-        raise InvalidInput(
-            f"input '{name}': {dt.value} with shape {fmt_shape(shape)} needs {expected} bytes, got {len(buf)}"
-        )
-    return np.frombuffer(buf, dtype=_LITTLE[dt]).reshape(shape)
 
 
 def _from_json(
@@ -174,35 +124,10 @@ def _check_range(name: str, dt: DataType, arr: np.ndarray[Any, Any]) -> None:
         raise InvalidInput(f"input '{name}' holds values out of the range of {dt.value} ({info.min}..{info.max})")
 
 
-class _TensorDoc(msgspec.Struct):
-    name: str
-    datatype: str
-    shape: list[int]
-    parameters: dict[str, Any] | None = None
-    data: Any = msgspec.UNSET
-
-
-class _OutputDoc(msgspec.Struct):
-    name: str
-    parameters: dict[str, Any] | None = None
-
-
-class _RequestDoc(msgspec.Struct):
-    inputs: list[_TensorDoc]
-    outputs: list[_OutputDoc] | None = None
-    id: Any = None
-    parameters: dict[str, Any] | None = None
-
-
-_read_request = msgspec.json.Decoder(_RequestDoc).decode
 _DATATYPES = {d.value: d for d in DataType}
 #: numpy dtypes of the numeric datatypes (not BOOL, not BYTES)
 _NUMBERS = {d: d.numpy for d in DataType if d.numpy.kind in "iuf"}
 _LITTLE = {d: d.numpy.newbyteorder("<") for d in DataType if d is not DataType.BYTES}
-
-
-class _Irregular(Exception):
-    """The typed reader cannot take this request as it is: the general reader decides."""
 
 
 def decode_infer_request(
@@ -213,153 +138,108 @@ def decode_infer_request(
         return _raw_single_input(body, signature), set()
     if header_length is not None and header_length > len(body):
         raise InvalidInput(f"Inference-Header-Content-Length {header_length} exceeds the body ({len(body)} bytes)")
-    json_part = body if header_length is None else memoryview(body)[:header_length]
-    try:
-        doc = _read_request(json_part)
-        return _decode_typed(doc, body, header_length, signature, limits)
-    except (msgspec.ValidationError, msgspec.DecodeError, _Irregular, RecursionError):
-        # msgspec recurses on the C stack: a deeply nested body is read (and refused) by the general reader
-        return _decode_general(bytes(json_part), body, header_length, signature, limits)
-
-
-def _decode_typed(
-    doc: _RequestDoc, body: bytes, header_length: int | None, signature: Signature, limits: Limits
-) -> tuple[InferenceRequest, set[str]]:
-    """The common case, read by msgspec; raises :class:`_Irregular` for anything the general reader must see."""
-    items = doc.inputs
-    if not items or len(items) > limits.max_tensors_per_request:
-        raise _Irregular
+    doc = loads(body if header_length is None else memoryview(body)[:header_length])
+    if type(doc) is not dict:
+        raise InvalidInput("the request must be a JSON object with an 'inputs' list")
     binary = memoryview(body)[header_length:] if header_length is not None else None
-    offset = 0
-    inputs: dict[str, np.ndarray[Any, Any]] = {}
-    for item in items:
-        name = item.name
-        dt = _DATATYPES.get(item.datatype)
-        if dt is None or name in inputs:
-            raise _Irregular
-        shape = tuple(item.shape)
-        count = 1
-        for d in shape:
-            if d < 0:
-                raise _Irregular
-            count *= d
-        if count > limits.max_tensor_elements or len(shape) > limits.max_tensor_rank:
-            check_shape_limits(name, shape, limits)  # raises, naming the limit
-        params = item.parameters
-        size = params.get("binary_data_size") if params else None
-        if size is not None:
-            if binary is None or not isinstance(size, int) or size < 0 or offset + size > len(binary):
-                raise _Irregular
-            inputs[name] = _from_binary(name, dt, shape, binary[offset: offset + size])
-            offset += size
-        elif item.data is msgspec.UNSET:
-            raise _Irregular
-        else:
-            inputs[name] = _from_json(name, dt, shape, item.data, limits, count)
-    if binary is not None and offset != len(binary):
-        raise _Irregular
-    req_params = doc.parameters or {}
-    all_binary = bool(req_params.get("binary_data_output", False))
-    outputs: list[str] | None = None
-    binary_out: set[str] = set()
-    if doc.outputs is not None:
-        outputs = []
-        for out in doc.outputs:
-            outputs.append(out.name)
-            if (out.parameters or {}).get("binary_data", all_binary):
-                binary_out.add(out.name)
-    elif all_binary:
-        binary_out = set(signature.output_names)
+    inputs = _read_inputs(doc.get("inputs"), binary, limits)
+    req_params = doc.get("parameters") or {}
+    if type(req_params) is not dict:
+        raise InvalidInput("'parameters' must be an object")
+    outputs, binary_out = _requested_outputs(doc.get("outputs"), bool(req_params.get("binary_data_output", False)),
+                                             signature)
+    rid = doc.get("id")
+    if rid is not None and (isinstance(rid, bool) or not isinstance(rid, str | int | float)):
+        raise InvalidInput("'id' must be a string")
     if "binary_data_output" in req_params:
         req_params = {k: v for k, v in req_params.items() if k != "binary_data_output"}
     check_parameters(req_params)
-    rid = doc.id
-    if rid is not None and (isinstance(rid, bool) or not isinstance(rid, str | int | float)):
-        raise _Irregular
     request = InferenceRequest(inputs=inputs, outputs=outputs, id=str(rid) if rid is not None else None,
                                parameters=req_params)
     return request, binary_out
 
 
-def _decode_general(
-    json_part: bytes, body: bytes, header_length: int | None, signature: Signature, limits: Limits
-) -> tuple[InferenceRequest, set[str]]:
-    """Any request, read as plain JSON values, with a message that names what is wrong."""
-    doc = loads(json_part)
-    if not isinstance(doc, dict):
-        raise InvalidInput("the request must be a JSON object with an 'inputs' list")
-    raw_inputs = doc.get("inputs")
-    if not isinstance(raw_inputs, list) or not raw_inputs:
+def _read_inputs(raw_inputs: Any, binary: memoryview | None, limits: Limits) -> dict[str, np.ndarray[Any, Any]]:
+    """The input tensors, from JSON ``data`` or from the binary part of the body."""
+    if type(raw_inputs) is not list or not raw_inputs:
         raise InvalidInput("the request needs a non-empty 'inputs' list")
     if len(raw_inputs) > limits.max_tensors_per_request:
         raise InvalidInput(f"too many inputs ({len(raw_inputs)}); the limit is {limits.max_tensors_per_request}")
-    binary = memoryview(body)[header_length:] if header_length is not None else memoryview(b"")
     offset = 0
     inputs: dict[str, np.ndarray[Any, Any]] = {}
     for item in raw_inputs:
-        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
-            raise InvalidInput("each input must be an object with a 'name'")
-        name = item["name"]
-        if name in inputs:
-            raise InvalidInput(f"input '{name}' is given twice")
-        try:
-            dt = DataType.parse(str(item.get("datatype", "")))
-        except ValueError:
-            raise InvalidInput(f"input '{name}': unknown datatype {item.get('datatype')!r}") from None
-        shape = _shape(name, item.get("shape"), limits)
-        params = item.get("parameters") or {}
-        if not isinstance(params, dict):
-            raise InvalidInput(f"input '{name}': 'parameters' must be an object")
-        size = params.get("binary_data_size")
+        name, dt, shape, count = _tensor_head(item, inputs, limits)
+        params = item.get("parameters")
+        size = None
+        if params:
+            if type(params) is not dict:
+                raise InvalidInput(f"input '{name}': 'parameters' must be an object")
+            size = params.get("binary_data_size")
         if size is not None:
-            if header_length is None:
+            if binary is None:
                 raise InvalidInput(f"input '{name}' has binary_data_size but no Inference-Header-Content-Length")
             if not isinstance(size, int) or size < 0 or offset + size > len(binary):
                 raise InvalidInput(f"input '{name}': binary_data_size {size!r} does not fit the body")
-            inputs[name] = _from_binary(name, dt, shape, binary[offset : offset + size])
+            inputs[name] = from_raw("input", name, dt, shape, binary[offset : offset + size], InvalidInput)
             offset += size
         elif "data" in item:
-            inputs[name] = _from_json(name, dt, shape, item["data"], limits)
+            inputs[name] = _from_json(name, dt, shape, item["data"], limits, count)
         else:
             raise InvalidInput(f"input '{name}' has neither 'data' nor binary_data_size")
-    if offset != len(binary):
+    if binary is not None and offset != len(binary):
         raise InvalidInput(f"{len(binary) - offset} bytes of binary data follow the tensors that use them")
-    req_params = doc.get("parameters") or {}
-    if not isinstance(req_params, dict):
-        raise InvalidInput("'parameters' must be an object")
-    all_binary = bool(req_params.get("binary_data_output", False))
-    outputs: list[str] | None = None
+    return inputs
+
+
+def _tensor_head(
+    item: Any, seen: dict[str, Any], limits: Limits
+) -> tuple[str, DataType, tuple[int, ...], int]:
+    """An input's name, datatype, shape and element count, checked."""
+    name = item.get("name") if type(item) is dict else None
+    if type(name) is not str:
+        raise InvalidInput("each input must be an object with a 'name'")
+    if name in seen:
+        raise InvalidInput(f"input '{name}' is given twice")
+    raw_dt = item.get("datatype", "")
+    dt = _DATATYPES.get(raw_dt) if type(raw_dt) is str else None
+    if dt is None:
+        try:
+            dt = DataType.parse(str(raw_dt))
+        except ValueError:
+            raise InvalidInput(f"input '{name}': unknown datatype {item.get('datatype')!r}") from None
+    raw_shape = item.get("shape")
+    if type(raw_shape) is not list:
+        raise InvalidInput(f"input '{name}': 'shape' must be a list of non-negative integers")
+    count = 1
+    for d in raw_shape:
+        if type(d) is not int or d < 0:
+            raise InvalidInput(f"input '{name}': 'shape' must be a list of non-negative integers")
+        count *= d
+    shape = tuple(raw_shape)
+    if count > limits.max_tensor_elements or len(shape) > limits.max_tensor_rank:
+        check_shape_limits(name, shape, limits)  # raises, naming the limit
+    return name, dt, shape, count
+
+
+def _requested_outputs(raw_outputs: Any, all_binary: bool, signature: Signature) -> tuple[list[str] | None, set[str]]:
+    """The outputs asked for (``None``: all of them) and those to send in binary form."""
+    if raw_outputs is None:
+        return None, set(signature.output_names) if all_binary else set()
+    if type(raw_outputs) is not list:
+        raise InvalidInput("'outputs' must be a list")
+    outputs: list[str] = []
     binary_out: set[str] = set()
-    raw_outputs = doc.get("outputs")
-    if raw_outputs is not None:
-        if not isinstance(raw_outputs, list):
-            raise InvalidInput("'outputs' must be a list")
-        outputs = []
-        for out in raw_outputs:
-            if not isinstance(out, dict) or not isinstance(out.get("name"), str):
-                raise InvalidInput("each requested output must be an object with a 'name'")
-            outputs.append(out["name"])
-            oparams = out.get("parameters") or {}
-            if not isinstance(oparams, dict):
-                raise InvalidInput(f"output '{out['name']}': 'parameters' must be an object")
-            if oparams.get("binary_data", all_binary):
-                binary_out.add(out["name"])
-    elif all_binary:
-        binary_out = set(signature.output_names)
-    rid = doc.get("id")
-    if rid is not None and (isinstance(rid, bool) or not isinstance(rid, str | int | float)):
-        raise InvalidInput("'id' must be a string")
-    req_params = {k: v for k, v in req_params.items() if k != "binary_data_output"}
-    check_parameters(req_params)
-    return (
-        InferenceRequest(
-            inputs=inputs,
-            outputs=outputs,
-            id=str(rid) if rid is not None else None,
-            parameters=req_params,
-        ),
-        binary_out,
-    )
+    for out in raw_outputs:
+        name = out.get("name") if type(out) is dict else None
+        if type(name) is not str:
+            raise InvalidInput("each requested output must be an object with a 'name'")
+        outputs.append(name)
+        oparams = out.get("parameters") or {}
+        if type(oparams) is not dict:
+            raise InvalidInput(f"output '{name}': 'parameters' must be an object")
+        if oparams.get("binary_data", all_binary):
+            binary_out.add(name)
+    return outputs, binary_out
 
 
 def _raw_single_input(body: bytes, signature: Signature) -> InferenceRequest:
@@ -402,11 +282,7 @@ def encode_infer_response(response: InferenceResponse, binary_out: set[str]) -> 
     for name, arr in response.outputs.items():
         dt = _OF_DTYPE.get(arr.dtype) or _datatype(name, arr.dtype)
         if binary_out and name in binary_out:
-            if dt is DataType.BYTES:
-                raw: bytes | memoryview = encode_bytes_tensor(arr)
-            else:
-                le = arr.astype(arr.dtype.newbyteorder("<"), copy=False)
-                raw = np.ascontiguousarray(le).reshape(-1).view(np.uint8).data
+            raw = to_raw(dt, arr)
             outputs.append({"name": name, "datatype": dt.value, "shape": arr.shape,
                             "parameters": {"binary_data_size": len(raw)}})
             blobs.append(raw)

@@ -1,10 +1,16 @@
-"""The one orchestration path every protocol calls: readiness, limits, metrics and prediction.
+"""The one orchestration path every protocol calls: readiness, limits, admission, metrics and prediction.
 
 Predictions go through one :class:`~mlport.runtime.batching.Runner` per model version and signature,
 which runs them inline or on the inference threads and merges concurrent requests into batches when
 the model's config asks for it.  Each request holds its version until its prediction (or the batch
 that carries it) has finished, even when the request itself has timed out, so a retired version is
 never closed under a running prediction.
+
+Admission (:mod:`mlport.runtime.admission`): a version with limits lets its requests in through its gate,
+which also holds each slot until the prediction ends.  A request has a deadline when its transport gives
+one (``X-Request-Timeout``, the gRPC deadline) or its ``timeout`` parameter (microseconds, as Triton's);
+past it, it is answered 504 and never handed to the model.  A request that had to queue watches its
+client (when the transport can tell): gone while queued, it is dropped unrun.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
 from typing import Any
@@ -29,91 +35,29 @@ from mlport.observability.access import AccessLog
 from mlport.observability.drift import DriftWatch
 from mlport.observability.metrics import Metrics
 from mlport.observability.requestlog import Pending, RequestLog
+from mlport.protocols.accounting import Inflight, Series
+from mlport.runtime.admission import NORMAL, Expired, Gate, Overloaded, parse_priority
 from mlport.runtime.batching import Runner
 from mlport.runtime.manager import ColdModel, LoadedVersion, ModelManager
 from mlport.runtime.stats import ModelStats, Timing
 
-__all__ = ["Call", "InferenceService"]
+__all__ = ["Call", "ClientGone", "InferenceService", "Watch"]
 
 log = logging.getLogger(__name__)
 
 _INTERNAL = ErrorCode.INTERNAL.value
 
-
-#: Seconds between copies of the in-flight counts into the gauges shared by worker processes.
-SHARED_GAUGE_PERIOD_S = 0.25
-
-
-class _Inflight:
-    """Requests being served, per model, as plain counts: read when the metrics are scraped (one process),
-    or copied every :data:`SHARED_GAUGE_PERIOD_S` into the gauge that worker processes write to shared files
-    (a write there costs microseconds, too much for every request)."""
-
-    def __init__(self, metrics: Metrics) -> None:
-        self._metrics = metrics
-        self._shared = bool(metrics.multiprocess_dir)
-        self.counts: dict[str, int] = {}
-        self._copying: asyncio.TimerHandle | None = None
-        self._closed = False
-
-    def gauge(self, model: str) -> _Count:
-        """What a request calls ``inc()``/``dec()`` on for ``model``."""
-        if model not in self.counts:
-            self.counts[model] = 0
-            child = self._metrics.inflight.labels(model)
-            if not self._shared:
-                child.set_function(lambda: float(self.counts.get(model, 0)))
-            elif self._copying is None:
-                self._copy()
-        return _Count(self.counts, model)
-
-    def _copy(self) -> None:
-        if self._closed:
-            return
-        for model, count in self.counts.items():
-            self._metrics.inflight.labels(model).set(count)
-        self._copying = asyncio.get_running_loop().call_later(SHARED_GAUGE_PERIOD_S, self._copy)
-
-    def close(self) -> None:
-        self._closed = True
-        if self._copying is not None:
-            self._copying.cancel()
+#: Returns once the request's client has gone away (a transport that can tell gives one per request).
+Watch = Callable[[], Awaitable[object]]
+#: Largest ``timeout`` parameter (microseconds) taken: a day.
+MAX_TIMEOUT_US = 86_400_000_000
 
 
-class _Count:
-    __slots__ = ("_counts", "_key")
+class ClientGone(MlportError):
+    """The client went away before its answer (nobody reads this error; it ends the request)."""
 
-    def __init__(self, counts: dict[str, int], key: str) -> None:
-        self._counts = counts
-        self._key = key
-
-    def inc(self) -> None:
-        self._counts[self._key] += 1
-
-    def dec(self) -> None:
-        self._counts[self._key] -= 1
-
-
-class _Series:
-    """The metric series and statistics of one model version and protocol, looked up once instead of per request."""
-
-    __slots__ = ("_labels", "_requests", "_statuses", "inference", "inflight", "latency", "stats")
-
-    def __init__(self, metrics: Metrics, inflight: _Inflight, model: str, version: str, protocol: str,
-                 stats: ModelStats) -> None:
-        self.stats = stats
-        self.inflight = inflight.gauge(model)
-        self.latency = metrics.latency.labels(model, protocol)
-        self.inference = metrics.inference.labels(model, version)
-        self._requests = metrics.requests
-        self._labels = (model, version, protocol)
-        self._statuses: dict[str, Any] = {}
-
-    def count(self, status: str) -> None:
-        child = self._statuses.get(status)
-        if child is None:
-            child = self._statuses[status] = self._requests.labels(*self._labels, status)
-        child.inc()
+    code = ErrorCode.CANCELLED
+    quiet = True
 
 
 class Call:
@@ -121,13 +65,14 @@ class Call:
     :attr:`model`, then :meth:`infer`.  Leaving the block records the outcome in the metrics, the statistics
     and the access log."""
 
-    __slots__ = ("_logged", "_name", "_series", "_service", "_started", "_version", "model", "protocol",
-                 "request_id", "status")
+    __slots__ = ("_logged", "_name", "_service", "_version", "deadline", "model", "protocol", "request_id",
+                 "series", "started", "status", "timeout_s", "watch")
 
     model: LoadedVersion
+    series: Series
 
     def __init__(self, service: InferenceService, name: str, version: str | int | None, protocol: str,
-                 request_id: str | None = None) -> None:
+                 request_id: str | None = None, timeout_s: float | None = None, watch: Watch | None = None) -> None:
         self._service = service
         self._name = name
         self._version = version
@@ -135,10 +80,17 @@ class Call:
         self.status = "ok"
         #: The request's id for the access log (the client's, else the one in the inference request).
         self.request_id = request_id
+        #: Seconds the transport gives the request (a header, the gRPC deadline); ``None``: no deadline.
+        self.timeout_s = timeout_s
+        #: When the request's deadline passes (the event loop's clock), once the call is entered.
+        self.deadline: float | None = None
+        self.watch = watch
 
     async def __aenter__(self) -> Call:
         service = self._service
-        self._started = time.perf_counter()
+        self.started = time.perf_counter()
+        if self.timeout_s is not None:
+            self.deadline = asyncio.get_running_loop().time() + self.timeout_s
         try:
             try:
                 lv = service.manager.acquire(self._name, self._version)
@@ -149,10 +101,10 @@ class Call:
             service.metrics.requests.labels(model, "", self.protocol, exc.code.value).inc()
             if service.access_log is not None:
                 service.access_log.write(self.request_id, self._name, str(self._version or ""), self.protocol,
-                                         exc.code.value, time.perf_counter() - self._started)
+                                         exc.code.value, time.perf_counter() - self.started)
             raise
         self.model = lv
-        self._series = series = service.series(lv, self.protocol)
+        self.series = series = service.series(lv, self.protocol)
         series.inflight.inc()
         rlog = service.request_log
         self._logged: Pending | None = None if rlog is None else rlog.start(
@@ -162,14 +114,14 @@ class Call:
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if exc is not None:
-            self.status = exc.code.value if isinstance(exc, MlportError) else _INTERNAL
-        series = self._series
-        series.inflight.dec()
         service = self._service
+        if exc is not None:
+            self.status = service.failed(self.model, exc)
+        series = self.series
+        series.inflight.dec()
         service.manager.release(self.model)
         series.count(self.status)
-        seconds = time.perf_counter() - self._started
+        seconds = time.perf_counter() - self.started
         series.latency.observe(seconds)
         series.stats.finished(exc is None, seconds)
         if service.access_log is not None:
@@ -182,8 +134,9 @@ class Call:
         """Run the prediction (await the result)."""
         if self.request_id is None:
             self.request_id = request.id
-        running = self._service._run(self.model, request, self._series, self._started)
-        return running if self._logged is None else self._logged.watch(request, running)
+        if self._logged is None:
+            return self._service._run(self, request)
+        return self._logged.watch(request, self._service._run_later(self, request))
 
 
 class InferenceService:
@@ -205,22 +158,24 @@ class InferenceService:
         self.limits = limits or Limits()
         self.inference_threads = max(1, inference_threads)
         self._executor = ThreadPoolExecutor(max_workers=self.inference_threads, thread_name_prefix="mlport-infer")
-        self._series: dict[tuple[str, int, str], _Series] = {}
+        self._series: dict[tuple[str, int, str], Series] = {}
         self._stats: dict[tuple[str, int], ModelStats] = {}
-        self._inflight = _Inflight(metrics)
+        self._inflight = Inflight(metrics)
         #: Drift and outlier watch of the models with a reference profile (a hook on every answered prediction).
         self.drift = DriftWatch(metrics)
 
-    def call(self, model: str, version: str | int | None, protocol: str, request_id: str | None = None) -> Call:
-        """Hold a ready version of ``model`` for one request and record its outcome in the metrics."""
-        return Call(self, model, version, protocol, request_id)
+    def call(self, model: str, version: str | int | None, protocol: str, request_id: str | None = None,
+             timeout_s: float | None = None, watch: Watch | None = None) -> Call:
+        """Hold a ready version of ``model`` for one request and record its outcome in the metrics.
+        ``timeout_s``: the deadline the transport gives the request; ``watch``: how to tell its client left."""
+        return Call(self, model, version, protocol, request_id, timeout_s, watch)
 
-    def series(self, lv: LoadedVersion, protocol: str) -> _Series:
+    def series(self, lv: LoadedVersion, protocol: str) -> Series:
         key = (lv.model, lv.version, protocol)
         found = self._series.get(key)
         if found is None:
-            found = self._series[key] = _Series(self.metrics, self._inflight, lv.model, str(lv.version), protocol,
-                                                self.stats(lv.model, lv.version))
+            found = self._series[key] = Series(self.metrics, self._inflight, lv.model, str(lv.version), protocol,
+                                               self.stats(lv.model, lv.version))
         return found
 
     def stats(self, model: str, version: int) -> ModelStats:
@@ -229,6 +184,18 @@ class InferenceService:
         if found is None:
             found = self._stats[(model, version)] = ModelStats()
         return found
+
+    def failed(self, lv: LoadedVersion, exc: BaseException) -> str:
+        """The status of a request that failed, counted as refused, expired or cancelled where it was."""
+        labels = (lv.model, str(lv.version))
+        if isinstance(exc, Overloaded):
+            self.metrics.refused.labels(*labels, exc.reason).inc()
+        elif isinstance(exc, Expired):
+            self.metrics.expired.labels(*labels).inc()
+        elif isinstance(exc, ClientGone | asyncio.CancelledError):
+            self.metrics.cancelled.labels(*labels).inc()
+            return ErrorCode.CANCELLED.value
+        return exc.code.value if isinstance(exc, MlportError) else _INTERNAL
 
     async def infer(
         self, model: str, version: str | int | None, request: InferenceRequest, protocol: str
@@ -246,37 +213,107 @@ class InferenceService:
             )
         return found
 
-    async def _run(
-        self, lv: LoadedVersion, request: InferenceRequest, series: _Series, started: float
-    ) -> InferenceResponse:
-        evaluator = lv.evaluator
+    def _run(self, call: Call, request: InferenceRequest) -> Coroutine[Any, Any, InferenceResponse]:
+        """Check the request, then the prediction (a coroutine): at once without limits or deadline, else
+        once admitted (see :meth:`_admitted`)."""
+        lv = call.model
+        evaluator: Evaluator = lv.evaluator
+        deadline, level = call.deadline, NORMAL
         params = request.parameters
-        signature_name = params.get("signature_name") if params else None
-        if signature_name:
-            evaluator = evaluator.for_signature(str(signature_name))
-        signature = evaluator.signature
+        if params:
+            signature_name = params.get("signature_name")
+            if signature_name:
+                evaluator = evaluator.for_signature(str(signature_name))
+            deadline, level = _schedule(params, deadline)
+        self._check(evaluator, request)
+        runner: Runner | None = None
+        if isinstance(evaluator, ContextEvaluator):
+            feed = check_inputs(evaluator.signature, request.inputs)
+        else:
+            runner = self.runner(lv, evaluator)
+            feed = request.inputs
+            if not runner.exact(feed):
+                feed = check_inputs(evaluator.signature, feed)
+        if lv.gate is None and deadline is None:
+            # the version is held by the prediction itself, which may outlive the request
+            lv.inflight += 1
+            done = functools.partial(self.manager.release, lv)
+            if runner is None:
+                assert isinstance(evaluator, ContextEvaluator)
+                return self._run_in_context(call, evaluator, request, feed, done, None, None)
+            return self._predict(call, runner, request, feed, done, None, None)
+        return self._admitted(call, evaluator, runner, request, feed, deadline, level)
+
+    async def _admitted(self, call: Call, evaluator: Evaluator, runner: Runner | None, request: InferenceRequest,
+                        feed: Arrays, deadline: float | None, level: int) -> InferenceResponse:
+        """The prediction of a request with a gate or a deadline: once the gate lets it in, if still in time."""
+        lv, gate = call.model, call.model.gate
+        watcher = None if gate is None else await self._admit(call, gate, deadline, level)
+        try:
+            if deadline is not None and asyncio.get_running_loop().time() >= deadline:
+                if gate is not None:
+                    gate.leave()
+                raise Expired(f"the request's deadline passed before model '{lv.model}' could run it; it was not run")
+            # the version and the gate's slot are held by the prediction itself, which may outlive the request
+            done = functools.partial(self.manager.release, lv) if gate is None else functools.partial(
+                _release, self.manager, lv, gate)
+            lv.inflight += 1
+            if runner is None:
+                assert isinstance(evaluator, ContextEvaluator)
+                return await self._run_in_context(call, evaluator, request, feed, done, deadline, watcher)
+            return await self._predict(call, runner, request, feed, done, deadline, watcher)
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+
+    async def _run_later(self, call: Call, request: InferenceRequest) -> InferenceResponse:
+        """:meth:`_run` inside a coroutine: a request it refuses fails where the request log watches it."""
+        return await self._run(call, request)
+
+    def _check(self, evaluator: Evaluator, request: InferenceRequest) -> None:
+        """Refuse what no model takes: too many inputs, outputs the model does not give."""
         if len(request.inputs) > self.limits.max_tensors_per_request:
             raise InvalidInput(f"too many inputs ({len(request.inputs)}); the limit is "
                                f"{self.limits.max_tensors_per_request}")
         wanted = request.outputs
         if wanted is not None:
+            signature = evaluator.signature
             unknown = [n for n in wanted if signature.output(n) is None]
             if unknown:
                 raise InvalidInput(
                     f"unknown output {', '.join(repr(n) for n in unknown)}; the model gives: "
                     f"{', '.join(signature.output_names)}"
                 )
-        if isinstance(evaluator, ContextEvaluator):
-            return await self._run_in_context(lv, evaluator, request, series, started)
-        runner = self.runner(lv, evaluator)
-        feed = request.inputs
-        if not runner.exact(feed):
-            feed = check_inputs(signature, feed)
-        lv.inflight += 1  # held by the prediction itself, which may outlive a timed-out request
+
+    async def _admit(self, call: Call, gate: Gate, deadline: float | None, level: int) -> asyncio.Future[object] | None:
+        """Wait for the gate to let the request in; the watch on its client when it had to queue (the caller
+        cancels it).  Raises :class:`Overloaded`, :class:`Expired` or :class:`ClientGone` instead."""
+        if gate.try_enter():
+            call.series.queued.observe(0.0)
+            return None
+        slot = gate.wait(deadline, level)
+        loop = asyncio.get_running_loop()
+        queued = loop.time()
+        watcher = None if call.watch is None else asyncio.ensure_future(call.watch())
+        try:
+            await _first(slot, watcher)
+        except BaseException:
+            gate.abandon(slot)
+            if watcher is not None:
+                watcher.cancel()
+            raise
+        finally:
+            call.series.queued.observe(loop.time() - queued)
+        return watcher
+
+    async def _predict(self, call: Call, runner: Runner, request: InferenceRequest, feed: Arrays,
+                       done: Callable[[], None], deadline: float | None,
+                       watcher: asyncio.Future[object] | None) -> InferenceResponse:
+        lv, series = call.model, call.series
         submitted = time.perf_counter()
         timing = Timing()
         try:
-            result = runner.run(feed, functools.partial(self.manager.release, lv), timing)
+            result = runner.run(feed, done, timing, deadline)
         except MlportError:
             raise
         except Exception as exc:
@@ -284,27 +321,12 @@ class InferenceService:
         if type(result) is dict:
             outputs = result
         else:
-            # the result, or the request's time limit, whichever comes first; the prediction itself goes on
-            # (and holds its version) until it ends
             assert isinstance(result, asyncio.Future)
-            timer = asyncio.get_running_loop().call_later(self.limits.inference_timeout_s, self._expire, result)
-            try:
-                outputs = await result
-            except asyncio.CancelledError:
-                task = asyncio.current_task()
-                if result.cancelled() and (task is None or not task.cancelling()):
-                    raise MlportError("the server is stopping", ErrorCode.UNAVAILABLE) from None
-                raise
-            except MlportError:
-                raise
-            except Exception as exc:
-                raise _failure(lv, exc) from exc
-            finally:
-                timer.cancel()
+            outputs = await self._outcome(lv, result, deadline, watcher)
         series.inference.observe(timing.ended - timing.started)
         parameters = self.drift.observe(lv, feed, outputs)
-        if wanted is not None:
-            outputs = {n: outputs[n] for n in wanted}
+        if request.outputs is not None:
+            outputs = {n: outputs[n] for n in request.outputs}
         response = InferenceResponse(
             model_name=lv.model,
             model_version=str(lv.version),
@@ -313,38 +335,54 @@ class InferenceService:
             parameters=parameters,
         )
         rows = _rows(feed) if runner.batched else 1
-        series.stats.ran(rows, submitted - started, timing.started - submitted, timing.ended - timing.started,
+        series.stats.ran(rows, submitted - call.started, timing.started - submitted, timing.ended - timing.started,
                          time.perf_counter() - timing.ended)
         return response
 
-    async def _run_in_context(
-        self, lv: LoadedVersion, evaluator: ContextEvaluator, request: InferenceRequest, series: _Series,
-        started: float,
-    ) -> InferenceResponse:
-        """A model that routes or cascades: it sees the request's id and routing key and answers parameters
-        (which route or stage answered). It runs on the inference threads, one request per call."""
-        params = request.parameters or {}
-        key = params.get("routing_key")
-        ctx = RequestContext(request_id=request.id, routing_key=None if key is None else str(key))
-        feed = check_inputs(evaluator.signature, request.inputs)
+    async def _outcome(self, lv: LoadedVersion, result: asyncio.Future[Arrays], deadline: float | None,
+                       watcher: asyncio.Future[object] | None) -> Arrays:
+        """The result, or the request's time limit (or deadline), whichever comes first; the prediction itself
+        goes on (and holds its version) until it ends."""
         loop = asyncio.get_running_loop()
-        lv.inflight += 1  # held by the prediction itself, which may outlive a timed-out request
-        submitted = time.perf_counter()
-        series.stats.execution_count += 1
-        future = loop.run_in_executor(self._executor, evaluator.predict_in, feed, ctx)
-        future.add_done_callback(lambda _f: self.manager.release(lv))
+        limit = self.limits.inference_timeout_s
+        message = f"the prediction took longer than {limit:g} s"
+        if deadline is not None and deadline < loop.time() + limit:
+            limit, message = deadline - loop.time(), "the request's deadline passed while its prediction ran"
+        timer = loop.call_later(limit, _expire, result, message)
         try:
-            outputs = await asyncio.wait_for(asyncio.shield(future), self.limits.inference_timeout_s)
-        except TimeoutError:
-            raise MlportError(f"the prediction took longer than {self.limits.inference_timeout_s:g} s",
-                              ErrorCode.DEADLINE_EXCEEDED) from None
+            outputs: Arrays = await _first(result, watcher)
+            return outputs
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if result.cancelled() and (task is None or not task.cancelling()):
+                raise MlportError("the server is stopping", ErrorCode.UNAVAILABLE) from None
+            raise
         except MlportError:
             raise
         except Exception as exc:
             raise _failure(lv, exc) from exc
+        finally:
+            timer.cancel()
+
+    async def _run_in_context(
+        self, call: Call, evaluator: ContextEvaluator, request: InferenceRequest, feed: Arrays,
+        done: Callable[[], None], deadline: float | None, watcher: asyncio.Future[object] | None,
+    ) -> InferenceResponse:
+        """A model that routes or cascades: it sees the request's id and routing key and answers parameters
+        (which route or stage answered). It runs on the inference threads, one request per call."""
+        lv, series = call.model, call.series
+        params = request.parameters or {}
+        key = params.get("routing_key")
+        ctx = RequestContext(request_id=request.id, routing_key=None if key is None else str(key))
+        loop = asyncio.get_running_loop()
+        submitted = time.perf_counter()
+        series.stats.execution_count += 1
+        future = loop.run_in_executor(self._executor, evaluator.predict_in, feed, ctx)
+        future.add_done_callback(lambda _f: done())
+        outputs = await self._outcome(lv, asyncio.ensure_future(asyncio.shield(future)), deadline, watcher)
         ended = time.perf_counter()
         series.inference.observe(ended - submitted)
-        series.stats.ran(1, submitted - started, 0.0, ended - submitted, 0.0)
+        series.stats.ran(1, submitted - call.started, 0.0, ended - submitted, 0.0)
         routes = ctx.parameters.get("routed_to")
         if isinstance(routes, list):
             for route in routes:
@@ -359,17 +397,47 @@ class InferenceService:
             parameters=self.drift.observe(lv, feed, outputs, dict(ctx.parameters)),
         )
 
-    def _expire(self, future: asyncio.Future[Arrays]) -> None:
-        if not future.done():
-            future.set_exception(MlportError(
-                f"the prediction took longer than {self.limits.inference_timeout_s:g} s", ErrorCode.DEADLINE_EXCEEDED))
-
     def close(self) -> None:
         self._inflight.close()
         self.drift.close()
         self._executor.shutdown(wait=False, cancel_futures=True)
         if self.request_log is not None:
             self.request_log.close()
+
+
+def _schedule(params: dict[str, Any], deadline: float | None) -> tuple[float | None, int]:
+    """The deadline and priority level a request's parameters ask for (Triton's ``timeout``, in microseconds,
+    and ``priority``), within the transport's deadline."""
+    level = parse_priority(params.get("priority"))
+    timeout = params.get("timeout")
+    if timeout is None or timeout == 0:
+        return deadline, level
+    if isinstance(timeout, bool) or not isinstance(timeout, int) or not 0 < timeout <= MAX_TIMEOUT_US:
+        raise InvalidInput(f"parameter 'timeout' is {timeout!r}; give the request's time limit in microseconds, "
+                           f"1 to {MAX_TIMEOUT_US}")
+    own = asyncio.get_running_loop().time() + timeout / 1e6
+    return (own if deadline is None else min(own, deadline)), level
+
+
+async def _first(future: asyncio.Future[Any], watcher: asyncio.Future[object] | None) -> Any:
+    """The future's result; :class:`ClientGone` (the future cancelled) when the watcher ends first."""
+    if watcher is None:
+        return await future
+    await asyncio.wait((future, watcher), return_when=asyncio.FIRST_COMPLETED)
+    if not future.done():
+        future.cancel()
+        raise ClientGone("the client went away before its answer")
+    return future.result()
+
+
+def _release(manager: ModelManager, lv: LoadedVersion, gate: Gate) -> None:
+    manager.release(lv)
+    gate.leave()
+
+
+def _expire(future: asyncio.Future[Arrays], message: str) -> None:
+    if not future.done():
+        future.set_exception(MlportError(message, ErrorCode.DEADLINE_EXCEEDED))
 
 
 def _failure(lv: LoadedVersion, exc: Exception) -> MlportError:

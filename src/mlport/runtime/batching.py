@@ -15,7 +15,9 @@ Adaptive batching (``batching`` in ``model.yaml``)
     idle is dispatched at the end of the current event loop turn (together with whatever arrived in the
     same turn, so a lone request waits for nothing); while the model is busy, requests gather until a
     prediction slot frees up, the batch reaches ``max_batch_size`` rows, or the oldest request has waited
-    ``max_delay_ms``, whichever comes first.  A request is never held past that bound.
+    ``max_delay_ms``, whichever comes first.  A request is never held past that bound.  A batch is made
+    only of requests still wanted: one whose client gave up (its future cancelled) or whose deadline passed
+    while it waited is left out, and never reaches the model.
 
     Only requests for the same evaluator (version and signature) whose inputs agree in dtype and in every
     dimension after the first are merged.  A model whose inputs or outputs lack a free batch axis is never
@@ -38,6 +40,7 @@ import numpy as np
 from mlport.core.types import Signature
 from mlport.formats.base import Arrays, Evaluator
 from mlport.formats.config import BatchingConfig
+from mlport.runtime.admission import Expired
 from mlport.runtime.stats import ModelStats, Timing
 
 __all__ = ["INLINE_BELOW_S", "Runner", "batchable"]
@@ -81,16 +84,32 @@ Done = Callable[[], None]
 
 
 class _Pending:
-    __slots__ = ("done", "feed", "future", "rows", "since", "timing")
+    __slots__ = ("deadline", "done", "feed", "future", "rows", "since", "timing")
 
     def __init__(self, feed: Arrays, rows: int, future: asyncio.Future[Arrays], since: float, done: Done,
-                 timing: Timing | None) -> None:
+                 timing: Timing | None, deadline: float | None) -> None:
         self.feed = feed
         self.rows = rows
         self.future = future
         self.since = since
         self.done = done
         self.timing = timing
+        self.deadline = deadline
+
+
+def _wanted(items: list[_Pending], now: float) -> list[_Pending]:
+    """The requests of a batch still wanted; the others are ended here, unrun (an expired one with its error)."""
+    kept = []
+    for item in items:
+        if item.future.done():  # the caller gave up on it (its client went away)
+            item.done()
+        elif item.deadline is not None and item.deadline <= now:
+            item.done()
+            item.future.set_exception(Expired("the request's deadline passed while it waited for its batch; it was "
+                                              "not run"))
+        else:
+            kept.append(item)
+    return kept
 
 
 def _settle(future: asyncio.Future[Arrays], outcome: Outcome | None, cancelled: bool = False) -> None:
@@ -225,18 +244,20 @@ class Runner:
         return True
 
     # ------------------------------------------------------------------ entry
-    def run(self, feed: Arrays, done: Done, timing: Timing | None = None) -> Arrays | asyncio.Future[Arrays]:
+    def run(self, feed: Arrays, done: Done, timing: Timing | None = None,
+            deadline: float | None = None) -> Arrays | asyncio.Future[Arrays]:
         """The outputs now (a quick prediction run inline), or a future of them.
 
         ``done`` is called once the prediction that carries this request has ended (also when the request's
         future was completed earlier, by a time limit): until then the request's model must stay open.
         Exceptions of an inline prediction are raised here; a future carries its own. ``timing``, when given,
-        receives when the prediction that carries this request started and ended.
+        receives when the prediction that carries this request started and ended.  ``deadline`` (the event
+        loop's clock): a request still queued for its batch then is ended unrun.
         """
         rows = _rows(feed)
         try:
             if self.batching and 0 < rows < self.max_batch_size and not self._lonely():
-                return self._enqueue(feed, rows, done, timing)
+                return self._enqueue(feed, rows, done, timing, deadline)
             self.stats.execution_count += 1
             if self._calls >= _WARMUP_CALLS and (
                 self._call_s * (rows / self._call_rows if rows > self._call_rows else 1.0) < INLINE_BELOW_S
@@ -283,7 +304,8 @@ class Runner:
             self._soon = asyncio.get_running_loop().call_soon(self._flush)
 
     # ------------------------------------------------------------------ batching
-    def _enqueue(self, feed: Arrays, rows: int, done: Done, timing: Timing | None) -> asyncio.Future[Arrays]:
+    def _enqueue(self, feed: Arrays, rows: int, done: Done, timing: Timing | None,
+                 deadline: float | None) -> asyncio.Future[Arrays]:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Arrays] = loop.create_future()
         key = _key(feed)
@@ -293,7 +315,7 @@ class Runner:
             queue = self._queues.get(key)
         if queue is None:
             queue = self._queues[key] = _Queue()
-        queue.items.append(_Pending(feed, rows, future, loop.time(), done, timing))
+        queue.items.append(_Pending(feed, rows, future, loop.time(), done, timing, deadline))
         queue.rows += rows
         if queue.rows >= self.max_batch_size:
             self._dispatch(key, queue, len(queue.items))
@@ -357,6 +379,10 @@ class Runner:
             self._arm(key, queue)
         else:
             del self._queues[key]
+        items = _wanted(items, asyncio.get_running_loop().time())
+        if not items:
+            return
+        rows = sum(p.rows for p in items)
         self.batches += 1
         self.batched_requests += len(items)
         self.stats.execution_count += 1

@@ -20,27 +20,22 @@ import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 
 from mlport.errors import MlportError, ModelLoading, ModelNotFound, ModelNotReady
 from mlport.formats.adapt import load_adapted
 from mlport.formats.config import ModelConfig
 from mlport.formats.registry import FormatRegistry
 from mlport.limits import Limits
-from mlport.runtime.cache import (
-    Resident,
-    format_bytes,
-    holders,
-    plan_evictions,
-    release_free_memory,
-    resident_bytes,
-)
+from mlport.runtime.admission import AdmissionPolicy
+from mlport.runtime.budget import MemoryBudget, cold_reason, file_bytes
+from mlport.runtime.cache import format_bytes, release_free_memory, resident_bytes
 from mlport.runtime.repository import ModelSource, Repository, VersionSource
 from mlport.runtime.states import (
     CacheObserver,
     ColdModel,
     LoadedVersion,
     LoadHook,
+    ModelEntry,
     ModelStatus,
     ReadinessGroup,
     VersionState,
@@ -53,30 +48,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class _Model:
-    name: str
-    source: ModelSource
-    serving: dict[int, LoadedVersion] = field(default_factory=dict)
-    loading: set[int] = field(default_factory=set)
-    failed: dict[int, tuple[tuple[tuple[str, int, int], ...], str]] = field(default_factory=dict)
-    unloaded: bool = False
-    #: Not loaded now, and loads on its next request (lazy, evicted, or refused for lack of memory).
-    cold: bool = False
-    evicted: bool = False
-    #: Why the last load found no room under the memory budget.
-    refused: str = ""
-    #: When it last served a request (the manager's request counter).
-    used: int = 0
-    #: The load that requests for this cold model wait for.
-    warming: asyncio.Task[None] | None = None
-    #: Memory measured at the last load of each version, bytes (what its next load expects to need).
-    sizes: dict[int, int] = field(default_factory=dict)
-
-    def wanted(self) -> list[int]:
-        return self.source.config.version_policy.select(list(self.source.versions))
 
 
 class ModelManager:
@@ -97,12 +68,13 @@ class ModelManager:
         max_concurrent_loads: int = 2,
         load_wait_s: float = 30.0,
         observer: CacheObserver | None = None,
+        admission: AdmissionPolicy | None = None,
     ) -> None:
         self.repository = repository
         self.formats = formats
         self.limits = limits or Limits()
         self.intra_op_threads = intra_op_threads
-        self._models: dict[str, _Model] = {}
+        self._models: dict[str, ModelEntry] = {}
         # loads, scans and closes share these threads: one more than the loads that may run at once
         workers = max(load_workers, max_concurrent_loads + 1)
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mlport-load")
@@ -114,8 +86,9 @@ class ModelManager:
         self._count_hits = observer is not None and (lazy or memory_budget is not None)
         #: Requests served so far: the clock of "least recently used".
         self._tick = 0
-        #: Memory promised to the loads running now, bytes.
-        self._reserved = 0
+        self._budget = MemoryBudget(memory_budget, self._models, self._evict, observer)
+        #: The server-wide defaults of each version's admission limits (queue, concurrency).
+        self.admission = admission or AdmissionPolicy()
         #: Formats loaded once in this process (their libraries are in memory).
         self._formats_used: set[str] = set()
         self._sync_lock = asyncio.Lock()
@@ -143,7 +116,7 @@ class ModelManager:
             self._observer.hit()  # type: ignore[union-attr]
         return lv
 
-    def _find(self, name: str, version: str | int | None) -> tuple[_Model, LoadedVersion]:
+    def _find(self, name: str, version: str | int | None) -> tuple[ModelEntry, LoadedVersion]:
         model = self._models.get(name)
         if model is None:
             raise self._unknown(name, "is not served here")
@@ -203,11 +176,11 @@ class ModelManager:
         if lv.retired and lv.inflight == 0:
             self._schedule_close(lv)
 
-    def _reason(self, model: _Model, version: int | None = None) -> str:
+    def _reason(self, model: ModelEntry, version: int | None = None) -> str:
         if model.unloaded:
             return "unloaded"
         if model.cold and not model.serving:
-            return self._cold_reason(model)
+            return cold_reason(model)
         if model.source.error:
             return model.source.error
         versions = [version] if version is not None else model.wanted() or list(model.source.errors)
@@ -242,7 +215,7 @@ class ModelManager:
             rows[v] = VersionStatus(v, VersionState.READY, "", lv.memory_bytes)
         if model.cold and not model.serving:
             state = VersionState.EVICTED if model.evicted else VersionState.NOT_LOADED
-            reason = self._cold_reason(model)
+            reason = cold_reason(model)
             for v in model.wanted():
                 if v not in model.loading:
                     rows[v] = VersionStatus(v, state, reason)
@@ -301,7 +274,7 @@ class ModelManager:
             for name, src in sources.items():
                 model = self._models.get(name)
                 if model is None:
-                    model = self._models[name] = _Model(name, src, cold=self._is_lazy(src))
+                    model = self._models[name] = ModelEntry(name, src, cold=self._is_lazy(src))
                 else:
                     if src.config != model.source.config:
                         # a changed config (options, trust, fields) reloads every version
@@ -322,7 +295,7 @@ class ModelManager:
         async with self._sync_lock:
             model = self._models.get(name)
             if model is None:
-                model = self._models[name] = _Model(name, src)
+                model = self._models[name] = ModelEntry(name, src)
             model.source = src
             model.unloaded = model.cold = model.evicted = False
             model.refused = ""
@@ -340,9 +313,9 @@ class ModelManager:
                 raise ModelNotFound(f"model '{name}' is not served here")
             model.unloaded = True
             self._retire_model(model)
-            self._report_usage()
+            self._budget.report_usage()
 
-    async def _sync_model(self, model: _Model, force: bool) -> None:
+    async def _sync_model(self, model: ModelEntry, force: bool) -> None:
         wanted = model.wanted()
         to_load: list[VersionSource] = []
         for v in wanted:
@@ -365,7 +338,7 @@ class ModelManager:
     def _is_lazy(self, src: ModelSource) -> bool:
         return self.lazy if src.config.lazy is None else src.config.lazy
 
-    async def _warm(self, model: _Model) -> None:
+    async def _warm(self, model: ModelEntry) -> None:
         """Load a cold model for the requests waiting on it."""
         started = time.perf_counter()
         model.refused = ""
@@ -383,7 +356,7 @@ class ModelManager:
         model.cold = False  # a broken model is not tried again by every request: its files must change first
         raise ModelNotReady(f"model '{model.name}' failed to load: {self._reason(model)}")
 
-    async def _load_version(self, model: _Model, src: VersionSource) -> None:
+    async def _load_version(self, model: ModelEntry, src: VersionSource) -> None:
         model.loading.add(src.version)
         try:
             async with self._load_slots:
@@ -391,11 +364,11 @@ class ModelManager:
         finally:
             model.loading.discard(src.version)
 
-    async def _load_in_slot(self, model: _Model, src: VersionSource) -> None:
+    async def _load_in_slot(self, model: ModelEntry, src: VersionSource) -> None:
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
         cfg = model.source.config
-        need = self._make_room(model, src)
+        need = self._budget.make_room(model, src)
         if need < 0:
             return
         try:
@@ -405,7 +378,7 @@ class ModelManager:
             measured = src.format in self._formats_used
             before = resident_bytes()
             evaluator = await asyncio.wait_for(loop.run_in_executor(self._executor, load), self.limits.load_timeout_s)
-            memory = _file_bytes(src)
+            memory = file_bytes(src)
             if measured:
                 memory = max(resident_bytes() - before, memory)
             self._formats_used.add(src.format)
@@ -420,12 +393,15 @@ class ModelManager:
                 self._on_load(model.name, src.version, seconds, False)
             return
         finally:
-            self._reserved -= need
+            self._budget.reserved -= need
         seconds = time.perf_counter() - started
         model.failed.pop(src.version, None)
         model.sizes[src.version] = memory
-        lv = LoadedVersion(model.name, src.version, src, evaluator, cfg, seconds, memory)
-        if model.unloaded or self._models.get(model.name) is not model or not self._fits_after_load(model, lv):
+        batch = cfg.batching.max_batch_size if cfg.batching.enabled else 0
+        gate = self.admission.gate(model.name, src.version, cfg.max_concurrency, cfg.max_queue, cfg.queue_timeout_s,
+                                   batch)
+        lv = LoadedVersion(model.name, src.version, src, evaluator, cfg, seconds, memory, gate=gate)
+        if model.unloaded or self._models.get(model.name) is not model or not self._budget.fits_after_load(model, lv):
             self._retire(lv)
             return
         old = model.serving.get(src.version)
@@ -438,85 +414,20 @@ class ModelManager:
             self._on_load(model.name, src.version, seconds, True)
         if self._observer is not None:
             self._observer.loaded(model.name)
-        self._report_usage()
+        self._budget.report_usage()
 
     # ------------------------------------------------------------ memory budget
-    def _residents(self) -> list[Resident]:
-        return [
-            Resident(m.name, sum(lv.memory_bytes for lv in m.serving.values()), m.used,
-                     sum(lv.inflight for lv in m.serving.values()), m.source.config.pinned, bool(m.loading))
-            for m in self._models.values() if m.serving
-        ]
-
-    def _make_room(self, model: _Model, src: VersionSource) -> int:
-        """Unload what the policy says to make room for loading ``src``; the bytes reserved for the load,
-        or -1 when there is no room (the refusal is recorded on the model)."""
-        if self.memory_budget is None:
-            return 0
-        need = model.sizes.get(src.version) or _file_bytes(src)
-        residents = self._residents()
-        plan = plan_evictions(residents, need, self.memory_budget, self._reserved, keep=frozenset({model.name}))
-        if not plan.fits:
-            self._refuse(model, src, need, residents)
-            return -1
-        for name in plan.evict:
-            self._evict(self._models[name])
-        self._reserved += need
-        return need
-
-    def _fits_after_load(self, model: _Model, lv: LoadedVersion) -> bool:
-        """With what the load measured: unload more models if need be; false (refused) when that is not enough."""
-        if self.memory_budget is None:
-            return True
-        residents = [r for r in self._residents() if r.name != model.name]
-        own = sum(v.memory_bytes for n, v in model.serving.items() if n != lv.version)
-        need = own + lv.memory_bytes
-        plan = plan_evictions(residents, need, self.memory_budget, self._reserved, keep=frozenset({model.name}))
-        if not plan.fits:
-            self._refuse(model, lv.source, need, residents, measured=True)
-            return False
-        for name in plan.evict:
-            self._evict(self._models[name])
-        return True
-
-    def _refuse(self, model: _Model, src: VersionSource, need: int, residents: list[Resident],
-                measured: bool = False) -> None:
-        budget = self.memory_budget or 0
-        how = "measured at its load" if measured else "expected"
-        if need > budget:
-            why = f"more than the whole memory budget of {format_bytes(budget)}"
-        else:
-            used = sum(r.bytes for r in residents if r.name != model.name) + self._reserved
-            why = (f"and {format_bytes(used)} of the memory budget of {format_bytes(budget)} is "
-                   f"{holders(residents, frozenset({model.name}))}, which cannot be unloaded now")
-        model.refused = f"no memory to load model '{model.name}': it needs {format_bytes(need)} ({how}), {why}"
-        model.failed[src.version] = (src.fingerprint, model.refused)
-        model.cold = True
-        log.warning("%s", model.refused)
-
-    def _evict(self, model: _Model) -> None:
+    def _evict(self, model: ModelEntry) -> None:
         log.info("model %s unloaded to make room under the memory budget", model.name)
         versions = tuple(model.serving)
         self._retire_model(model)
         model.cold = model.evicted = True
         if self._observer is not None:
             self._observer.evicted(model.name, versions)
-        self._report_usage()
-
-    def _report_usage(self) -> None:
-        if self._observer is not None:
-            residents = self._residents()
-            self._observer.usage(len(residents), sum(r.bytes for r in residents))
-
-    def _cold_reason(self, model: _Model) -> str:
-        if model.refused:
-            return model.refused
-        if model.evicted:
-            return "unloaded (evicted) to make room under the memory budget; it loads again on its next request"
-        return "not loaded yet (lazy): it loads on its first request"
+        self._budget.report_usage()
 
     # ---------------------------------------------------------------- unloading
-    def _retire_model(self, model: _Model) -> None:
+    def _retire_model(self, model: ModelEntry) -> None:
         for v in list(model.serving):
             self._retire(model.serving.pop(v))
 
@@ -550,11 +461,6 @@ class ModelManager:
             self._models.clear()
         self._executor.shutdown(wait=True)
         self.formats.close()  # what the formats hold for the closed models (a Java runtime...)
-
-
-def _file_bytes(src: VersionSource) -> int:
-    """The size of a version's files (what the scan recorded)."""
-    return sum(size for _, size, _ in src.fingerprint)
 
 
 def _retrieve(task: asyncio.Task[None]) -> None:

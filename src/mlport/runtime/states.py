@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import enum
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -11,13 +12,15 @@ from mlport.core.types import Signature
 from mlport.errors import ModelLoading
 from mlport.formats.base import Evaluator
 from mlport.formats.config import ModelConfig
+from mlport.runtime.admission import Gate
 from mlport.runtime.batching import Runner
-from mlport.runtime.repository import VersionSource
+from mlport.runtime.repository import ModelSource, VersionSource
 
 __all__ = [
-    "CacheObserver", "ColdModel", "LoadHook", "LoadedVersion", "ModelStatus", "ReadinessGroup", "VersionState",
-    "VersionStatus",
+    "CacheObserver", "ColdModel", "LoadHook", "LoadedVersion", "ModelEntry", "ModelStatus", "ReadinessGroup",
+    "VersionState", "VersionStatus",
 ]
+
 
 class VersionState(enum.Enum):
     LOADING = "LOADING"
@@ -51,6 +54,8 @@ class LoadedVersion:
     closed: bool = False
     #: How predictions of each signature run (made by the inference service on first use).
     runners: dict[str, Runner] = field(default_factory=dict)
+    #: Admission: requests running at once, the queue, its timeout (``None``: no limit configured).
+    gate: Gate | None = None
 
     @property
     def signature(self) -> Signature:
@@ -59,6 +64,32 @@ class LoadedVersion:
     @property
     def platform(self) -> str:
         return self.evaluator.platform or self.source.format
+
+
+@dataclass
+class ModelEntry:
+    """What the manager knows of one model: its source, the versions serving, loading and failed."""
+
+    name: str
+    source: ModelSource
+    serving: dict[int, LoadedVersion] = field(default_factory=dict)
+    loading: set[int] = field(default_factory=set)
+    failed: dict[int, tuple[tuple[tuple[str, int, int], ...], str]] = field(default_factory=dict)
+    unloaded: bool = False
+    #: Not loaded now, and loads on its next request (lazy, evicted, or refused for lack of memory).
+    cold: bool = False
+    evicted: bool = False
+    #: Why the last load found no room under the memory budget.
+    refused: str = ""
+    #: When it last served a request (the manager's request counter).
+    used: int = 0
+    #: The load that requests for this cold model wait for.
+    warming: asyncio.Task[None] | None = None
+    #: Memory measured at the last load of each version, bytes (what its next load expects to need).
+    sizes: dict[int, int] = field(default_factory=dict)
+
+    def wanted(self) -> list[int]:
+        return self.source.config.version_policy.select(list(self.source.versions))
 
 
 @dataclass(frozen=True, slots=True)

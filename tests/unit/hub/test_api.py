@@ -13,9 +13,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from mlport.core.bodies import parse_body
+from mlport.deploy.autoscale import PolicyFields, ScalePolicy
 from mlport.errors import InvalidInput, MlportError
-from mlport.hub import api
 from mlport.hub.api import MAX_JSON_BYTES, api_routes, json_response, read_json
+from mlport.hub.bodies import Experiment, NewDeployment, NewServiceAccount
+from mlport.hub.openapi import build_openapi
 
 
 def post(body: bytes, content_type: str | None = "application/json") -> tuple[int, Any]:
@@ -59,26 +62,42 @@ def test_bad_bodies_are_refused_with_their_code(body: bytes, content_type: str, 
     assert answer["error"].startswith(message)
 
 
-def test_field_checks_name_the_field() -> None:
-    data = {"name": "iris", "count": "7", "flag": True, "share": 12.5, "roles": "admin, viewer", "bad": [1]}
-    assert api._str(data, "name") == "iris"
-    assert api._str(data, "missing", default="x") == "x"
-    with pytest.raises(InvalidInput, match="field 'missing' is required"):
-        api._str(data, "missing")
-    with pytest.raises(InvalidInput, match="field 'name' must be a string of at most 3 characters"):
-        api._str(data, "name", max_len=3)
-    assert api._int(data, "count") == 7
-    with pytest.raises(InvalidInput, match="field 'flag' must be an integer from 0 to 5"):
-        api._int(data, "flag", hi=5)
-    with pytest.raises(InvalidInput, match="field 'count' must be an integer from 0 to 5"):
-        api._int(data, "count", hi=5)
-    assert api._float(data, "share", default=0.0, lo=0.0, hi=100.0) == 12.5
-    with pytest.raises(InvalidInput, match=r"field 'share' must be a number from 0\.0 to 10\.0"):
-        api._float(data, "share", default=0.0, lo=0.0, hi=10.0)
-    assert api._str_list(data, "roles") == ["admin", "viewer"]
-    assert api._str_list(data, "missing") is None
-    with pytest.raises(InvalidInput, match="field 'bad' must be a list of at most 100 strings"):
-        api._str_list(data, "bad")
+def test_bodies_name_the_field() -> None:
+    body = parse_body(NewServiceAccount, {"name": "ci", "roles": "predictor, viewer", "ttl_s": "120"})
+    assert body.roles == ["predictor", "viewer"] and body.ttl_s == 120 and body.deployments is None
+    assert parse_body(NewServiceAccount, {"name": "ci"}).roles == ["predictor"]
+    with pytest.raises(InvalidInput, match="field 'name' is required"):
+        parse_body(NewServiceAccount, {})
+    with pytest.raises(InvalidInput, match="field 'ttl_s': input should be greater than or equal to 60"):
+        parse_body(NewServiceAccount, {"name": "ci", "ttl_s": 5})
+    with pytest.raises(InvalidInput, match="unknown field 'rolez'"):
+        parse_body(NewServiceAccount, {"name": "ci", "rolez": []})
+    with pytest.raises(InvalidInput, match=r"field 'roles\.0'"):
+        parse_body(NewServiceAccount, {"name": "ci", "roles": [1]})
+    with pytest.raises(InvalidInput, match="field 'percent'"):
+        parse_body(Experiment, {"version": 2, "percent": 101})
+    with pytest.raises(InvalidInput, match="JSON object"):
+        parse_body(Experiment, [1])
+
+
+def test_a_scale_change_keeps_the_fields_it_does_not_name() -> None:
+    base = ScalePolicy(min_replicas=1, max_replicas=3, target_inflight=2.0)
+    change = parse_body(NewDeployment, {"name": "d", "model": "m", "min_replicas": 5}).policy_change()
+    assert base.updated(change) == ScalePolicy(min_replicas=5, max_replicas=5, target_inflight=2.0)
+    change = parse_body(PolicyFields, {"target_inflight": 8})
+    assert base.updated(change) == ScalePolicy(min_replicas=1, max_replicas=3, target_inflight=8.0)
+    with pytest.raises(InvalidInput, match="only with scale_to_zero"):
+        base.updated(parse_body(PolicyFields, {"min_replicas": 0}))
+
+
+def test_the_openapi_document_publishes_the_bodies_the_handlers_parse() -> None:
+    """One definition: the bounds the API enforces are those the document states (target_inflight above 0)."""
+    schemas = build_openapi()["components"]["schemas"]
+    policy = schemas["ScalePolicy"]["properties"]["target_inflight"]
+    assert policy["exclusiveMinimum"] == 0 and policy["maximum"] == 10_000
+    assert schemas["NewDeployment"]["properties"]["target_inflight"] == policy
+    assert schemas["NewServiceAccount"]["properties"]["ttl_s"]["minimum"] == 60
+    assert schemas["NewUser"]["properties"]["password"]["minLength"] == 12
 
 
 def test_json_response_serialises_numpy_and_sets_the_status() -> None:

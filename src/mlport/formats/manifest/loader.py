@@ -15,9 +15,9 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
 
+from mlport.core.yamlfile import problems, read_yaml
 from mlport.errors import MlportError
 from mlport.formats.adapt import load_adapted
 from mlport.formats.base import LoadOptions, ModelFormat, UntrustedModel
@@ -188,8 +188,7 @@ class Loader:
         try:
             return ModelConfig.model_validate({**config.model_dump(exclude_unset=True), **inline})
         except ValidationError as exc:
-            problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-            raise ManifestError(f"{here}: config: {problems}") from None
+            raise ManifestError(f"{here}: config: {problems(exc)}") from None
 
 
 def config_beside(path: Path) -> Path:
@@ -219,14 +218,7 @@ def parse_top(doc: dict[str, Any], default_name: str) -> NodeSpec:
 
 
 def read_manifest(path: Path) -> dict[str, Any]:
-    try:
-        if path.stat().st_size > MAX_MANIFEST_BYTES:
-            raise ManifestError(f"{path.name} is larger than {MAX_MANIFEST_BYTES // 1024} KiB")
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise ManifestError(f"{path.name}: not a readable manifest: {exc}") from exc
-    except RecursionError:
-        raise ManifestError(f"{path.name}: not a readable manifest: it nests too deep") from None
+    doc = read_yaml(path, path.name, max_bytes=MAX_MANIFEST_BYTES, error=ManifestError)
     if not isinstance(doc, dict):
         raise ManifestError(f"{path.name}: a manifest is a mapping")
     return doc

@@ -7,7 +7,6 @@ Outputs always go back as ``raw_output_contents``, the form tritonclient and KSe
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -16,29 +15,13 @@ import orjson
 
 from mlport.core.inference import InferenceRequest, InferenceResponse, Parameters
 from mlport.core.types import DataType
-from mlport.core.validate import check_shape_limits, fmt_shape
+from mlport.core.validate import check_shape_limits
+from mlport.core.wire import from_contents, from_raw, set_parameter, to_raw
 from mlport.errors import InvalidInput
 from mlport.limits import Limits
 from mlport.protocols.grpc.proto import inference_pb2 as pb
-from mlport.protocols.oip import decode_bytes_tensor, encode_bytes_tensor
 
 __all__ = ["decode_infer_request", "encode_infer_response", "from_parameters", "to_parameters"]
-
-#: The typed ``InferTensorContents`` field that carries each datatype (FP16 has none: raw only).
-CONTENTS_FIELD: dict[DataType, str] = {
-    DataType.BOOL: "bool_contents",
-    DataType.INT8: "int_contents",
-    DataType.INT16: "int_contents",
-    DataType.INT32: "int_contents",
-    DataType.INT64: "int64_contents",
-    DataType.UINT8: "uint_contents",
-    DataType.UINT16: "uint_contents",
-    DataType.UINT32: "uint_contents",
-    DataType.UINT64: "uint64_contents",
-    DataType.FP32: "fp32_contents",
-    DataType.FP64: "fp64_contents",
-    DataType.BYTES: "bytes_contents",
-}
 
 
 def from_parameters(params: Mapping[str, Any]) -> Parameters:
@@ -55,56 +38,12 @@ def to_parameters(target: Any, params: Parameters) -> None:
     """Fill a ``map<string, InferParameter>`` from plain values; other types travel as their text."""
     for key, value in params.items():
         param = target[key]
-        if isinstance(value, bool | np.bool_):
-            param.bool_param = bool(value)
-        elif isinstance(value, int | np.integer):
-            if value < 2**63:
-                param.int64_param = int(value)
-            else:
-                param.uint64_param = int(value)
-        elif isinstance(value, float | np.floating):
-            param.double_param = float(value)
-        elif isinstance(value, list | dict):
-            param.string_param = orjson.dumps(value).decode()
-        else:
-            param.string_param = value if isinstance(value, str) else str(value)
+        if not set_parameter(param, value):
+            param.string_param = orjson.dumps(value).decode() if isinstance(value, list | dict) else str(value)
 
 
 def _shape(name: str, dims: Any, limits: Limits) -> tuple[int, ...]:
     return check_shape_limits(name, tuple(int(d) for d in dims), limits)
-
-
-def _from_raw(name: str, dt: DataType, shape: tuple[int, ...], raw: bytes) -> np.ndarray[Any, Any]:
-    count = math.prod(shape)
-    if dt is DataType.BYTES:
-        return decode_bytes_tensor(name, memoryview(raw), count).reshape(shape)
-    expected = count * dt.itemsize
-    if len(raw) != expected:
-        raise InvalidInput(
-            f"input '{name}': {dt.value} with shape {fmt_shape(shape)} needs {expected} bytes, got {len(raw)}"
-        )
-    return np.frombuffer(raw, dtype=dt.numpy.newbyteorder("<")).reshape(shape)
-
-
-def _from_contents(name: str, dt: DataType, shape: tuple[int, ...], contents: Any) -> np.ndarray[Any, Any]:
-    field = CONTENTS_FIELD.get(dt)
-    if field is None:
-        raise InvalidInput(f"input '{name}' is {dt.value}, which travels only in raw_input_contents")
-    others = [f.name for f, _ in contents.ListFields() if f.name != field]
-    if others:
-        raise InvalidInput(f"input '{name}' is {dt.value}: its values belong in '{field}', not '{others[0]}'")
-    values = getattr(contents, field)
-    count = math.prod(shape)
-    if len(values) != count:
-        raise InvalidInput(f"input '{name}': shape {fmt_shape(shape)} needs {count} values, got {len(values)}")
-    if dt is DataType.BYTES:
-        arr = np.empty(count, dtype=object)
-        arr[:] = list(values)
-        return arr.reshape(shape)
-    try:
-        return np.array(values, dtype=dt.numpy).reshape(shape)
-    except OverflowError:
-        raise InvalidInput(f"input '{name}': a value in '{field}' does not fit {dt.value}") from None
 
 
 def decode_infer_request(request: pb.ModelInferRequest, limits: Limits) -> InferenceRequest:
@@ -133,9 +72,9 @@ def decode_infer_request(request: pb.ModelInferRequest, limits: Limits) -> Infer
         if raw:
             if item.HasField("contents") and item.contents.ListFields():
                 raise InvalidInput(f"input '{name}' has both contents and raw_input_contents")
-            inputs[name] = _from_raw(name, dt, shape, raw[i])
+            inputs[name] = from_raw("input", name, dt, shape, raw[i], InvalidInput)
         else:
-            inputs[name] = _from_contents(name, dt, shape, item.contents)
+            inputs[name] = from_contents("input", name, dt, shape, item.contents, InvalidInput)
     outputs = [o.name for o in request.outputs] or None
     return InferenceRequest(
         inputs=inputs,
@@ -150,10 +89,8 @@ def _raw_bytes(name: str, arr: np.ndarray[Any, Any]) -> tuple[DataType, bytes]:
         dt = DataType.from_numpy(arr.dtype.newbyteorder("="))
     except ValueError:
         raise InvalidInput(f"output '{name}' has dtype {arr.dtype}, which the protocol cannot carry") from None
-    if dt is DataType.BYTES:
-        return dt, encode_bytes_tensor(arr)
-    le = arr.astype(arr.dtype.newbyteorder("<"), copy=False)
-    return dt, np.ascontiguousarray(le).tobytes()
+    raw = to_raw(dt, arr)
+    return dt, raw if isinstance(raw, bytes) else raw.tobytes()
 
 
 def encode_infer_response(response: InferenceResponse) -> pb.ModelInferResponse:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -16,7 +17,7 @@ import grpc
 from grpc_health.v1 import health_pb2
 from grpc_health.v1.health import aio as health_aio
 
-from mlport.errors import ErrorCode, InvalidInput, MlportError
+from mlport.errors import ErrorCode, InvalidInput, MlportError, RetryLater
 from mlport.protocols.extensions import EXTENSIONS, model_config, model_statistics
 from mlport.protocols.grpc.codec import decode_infer_request, encode_infer_response
 from mlport.protocols.grpc.errors import GRPC_STATUS
@@ -24,7 +25,7 @@ from mlport.protocols.grpc.proto import inference_pb2 as pb
 from mlport.protocols.service import InferenceService
 from mlport.runtime.manager import VersionState
 
-__all__ = ["SERVICE_NAME", "HealthServicer", "InferenceServicer"]
+__all__ = ["SERVICE_NAME", "HealthServicer", "InferenceServicer", "retry_trailer"]
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,11 @@ def _rpc(method: Handler[Req, Resp]) -> Handler[Req, Resp]:
         except MlportError as exc:
             status = GRPC_STATUS[exc.code]
             level = logging.WARNING if exc.code in _SERVER_FAULTS else logging.INFO
+            if getattr(exc, "quiet", False):  # overload refusals: counted by the metrics, not a line each
+                level = logging.DEBUG
             log.log(level, "gRPC %s failed (%s): %s", method.__name__, status.name, exc.message)
+            if isinstance(exc, RetryLater):
+                await context.abort(status, exc.message, retry_trailer(exc.retry_after_s))
             await context.abort(status, exc.message)
         except Exception as exc:
             log.error("gRPC %s failed", method.__name__, exc_info=exc)
@@ -54,6 +59,12 @@ def _rpc(method: Handler[Req, Resp]) -> Handler[Req, Resp]:
         raise AssertionError("unreachable: abort raises")
 
     return wrapper
+
+
+def retry_trailer(seconds: float) -> tuple[tuple[str, str], ...]:
+    """When to try again, as trailing metadata: ``retry-after`` (whole seconds, as HTTP's header) and gRPC's
+    own retry pushback (milliseconds), which gRPC clients with a retry policy honour."""
+    return (("retry-after", str(max(1, math.ceil(seconds)))), ("grpc-retry-pushback-ms", str(round(seconds * 1000))))
 
 
 _SERVER_FAULTS = {ErrorCode.INTERNAL, ErrorCode.UNAVAILABLE, ErrorCode.DEADLINE_EXCEEDED}
@@ -107,7 +118,9 @@ class InferenceServicer:
     @_rpc
     async def ModelInfer(self, request: pb.ModelInferRequest, context: Any) -> pb.ModelInferResponse:
         limits = self._service.limits
-        async with self._service.call(request.model_name, request.model_version or None, "grpc") as call:
+        remaining = context.time_remaining()  # the client's deadline, if it gave one
+        async with self._service.call(request.model_name, request.model_version or None, "grpc",
+                                      timeout_s=remaining) as call:
             inference = decode_infer_request(request, limits)
             response = await call.infer(inference)
             return encode_infer_response(response)

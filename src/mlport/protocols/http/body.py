@@ -11,27 +11,44 @@ from starlette.responses import Response
 from mlport.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
 from mlport.protocols.jsonbody import loads
 
-__all__ = ["json_response", "media_type", "parse_json", "read_body"]
+__all__ = ["BodyReader", "json_response", "media_type", "parse_json", "read_body"]
+
+
+class BodyReader:
+    """The one body reader: collects a request's chunks, refused with 413 as soon as they (or ``declared``, the
+    Content-Length) are known to exceed ``limit``. The Starlette routes and the ASGI fast path feed it."""
+
+    __slots__ = ("_limit", "_parts", "_total")
+
+    def __init__(self, declared: str | bytes | None, limit: int) -> None:
+        if declared is not None:
+            try:
+                size = int(declared)
+            except ValueError:
+                raise InvalidInput("Content-Length is not a number") from None
+            if size > limit:
+                raise PayloadTooLarge(f"the body is {size} bytes; the limit is {limit}")
+        self._limit = limit
+        self._parts: list[bytes] = []
+        self._total = 0
+
+    def add(self, chunk: bytes) -> None:
+        self._total += len(chunk)
+        if self._total > self._limit:
+            raise PayloadTooLarge(f"the body exceeds the limit of {self._limit} bytes")
+        self._parts.append(chunk)
+
+    def body(self) -> bytes:
+        parts = self._parts
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 async def read_body(request: Request, limit: int) -> bytes:
     """The whole body, refused with 413 as soon as it is known to exceed ``limit``."""
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        try:
-            size = int(declared)
-        except ValueError:
-            raise InvalidInput("Content-Length is not a number") from None
-        if size > limit:
-            raise PayloadTooLarge(f"the body is {size} bytes; the limit is {limit}")
-    chunks: list[bytes] = []
-    total = 0
+    reader = BodyReader(request.headers.get("content-length"), limit)
     async for chunk in request.stream():
-        total += len(chunk)
-        if total > limit:
-            raise PayloadTooLarge(f"the body exceeds the limit of {limit} bytes")
-        chunks.append(chunk)
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        reader.add(chunk)
+    return reader.body()
 
 
 def media_type(request: Request) -> str:

@@ -20,4 +20,6 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.PERMISSION_DENIED: 403,
     ErrorCode.CONFLICT: 409,
     ErrorCode.BAD_GATEWAY: 502,
+    ErrorCode.RESOURCE_EXHAUSTED: 429,
+    ErrorCode.CANCELLED: 499,
 }

@@ -17,9 +17,10 @@ from typing import Any
 
 import orjson
 
-from mlport.errors import InvalidInput, MlportError, ModelLoading, PayloadTooLarge
+from mlport.errors import MlportError, RetryLater
+from mlport.protocols.http.body import BodyReader
 from mlport.protocols.http.errors import HTTP_STATUS
-from mlport.protocols.http.routes_oip import parse_header_length, run_infer
+from mlport.protocols.http.routes_oip import parse_header_length, parse_timeout, run_infer
 from mlport.protocols.http.state import AppState
 
 __all__ = ["INFER_PATH", "Receive", "Scope", "Send", "error_answer", "log_failure", "retry_after", "serve_infer"]
@@ -42,7 +43,9 @@ _MAX_REQUEST_ID = 128
 def log_failure(rid: str, method: str, path: str, status: int, exc: BaseException) -> None:
     """One log line per failed request, with its request id (never a traceback for the client's errors)."""
     if isinstance(exc, MlportError):
-        if status >= 500:
+        if getattr(exc, "quiet", False):  # overload refusals: counted by the metrics, not a line each
+            log.debug("request %s %s %s refused (%d): %s", rid, method, path, status, exc.message)
+        elif status >= 500:
             log.warning("request %s %s %s failed (%d): %s", rid, method, path, status, exc.message)
         else:
             log.info("request %s %s %s refused (%d): %s", rid, method, path, status, exc.message)
@@ -58,42 +61,24 @@ def error_answer(exc: BaseException, rid: str) -> tuple[int, bytes]:
 
 
 def retry_after(exc: BaseException) -> str | None:
-    """The ``Retry-After`` header of a failure worth retrying soon (a model loading), in whole seconds."""
-    if isinstance(exc, ModelLoading):
+    """The ``Retry-After`` header of a failure worth retrying soon (a model loading, a full queue), in whole
+    seconds."""
+    if isinstance(exc, RetryLater):
         return str(max(1, math.ceil(exc.retry_after_s)))
     return None
 
 
 async def _read_body(receive: Receive, declared: bytes | None, limit: int) -> bytes | None:
-    """The whole body within ``limit`` (413 beyond); ``None`` when the client went away."""
-    if declared is not None:
-        try:
-            size = int(declared)
-        except ValueError:
-            raise InvalidInput("Content-Length is not a number") from None
-        if size > limit:
-            raise PayloadTooLarge(f"the body is {size} bytes; the limit is {limit}")
-    message = await receive()
-    if message["type"] != "http.request":
-        return None
-    body: bytes = message.get("body", b"")
-    if not message.get("more_body", False):
-        if len(body) > limit:
-            raise PayloadTooLarge(f"the body exceeds the limit of {limit} bytes")
-        return body
-    chunks = [body]
-    total = len(body)
+    """The whole body, read by :class:`BodyReader` as the ASGI server receives it; ``None`` when the client
+    went away."""
+    reader = BodyReader(declared, limit)
     while True:
         message = await receive()
         if message["type"] != "http.request":
             return None
-        chunk = message.get("body", b"")
-        total += len(chunk)
-        if total > limit:
-            raise PayloadTooLarge(f"the body exceeds the limit of {limit} bytes")
-        chunks.append(chunk)
+        reader.add(message.get("body", b""))
         if not message.get("more_body", False):
-            return b"".join(chunks)
+            return reader.body()
 
 
 async def serve_infer(
@@ -103,6 +88,7 @@ async def serve_infer(
     header_length: bytes | None = None
     rid_header: bytes | None = None
     routing_key: bytes | None = None
+    timeout: bytes | None = None
     for key, value in scope["headers"]:
         if key == b"content-length":
             declared = value
@@ -112,6 +98,8 @@ async def serve_infer(
             rid_header = value
         elif key == b"x-routing-key":
             routing_key = value
+        elif key == b"x-request-timeout":
+            timeout = value
     request_id = rid_header.decode("latin-1") if rid_header is not None else None
     if request_id is None and st.service.access_log is not None:
         request_id = uuid.uuid4().hex  # the access log's line, the answer's id and an error's x-request-id agree
@@ -121,7 +109,8 @@ async def serve_infer(
         if body is None:
             return
         encoded = await run_infer(st, name, version, body, length, request_id,
-                                  routing_key.decode("latin-1") if routing_key is not None else None)
+                                  routing_key.decode("latin-1") if routing_key is not None else None,
+                                  None if timeout is None else parse_timeout(timeout), receive)
     except Exception as exc:
         rid = request_id if request_id and len(request_id) <= _MAX_REQUEST_ID else uuid.uuid4().hex
         status, payload = error_answer(exc, rid)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import math
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from starlette.requests import Request
@@ -22,7 +26,7 @@ from mlport.protocols.oip import (
 )
 from mlport.runtime.manager import VersionState
 
-__all__ = ["parse_header_length", "routes", "run_infer"]
+__all__ = ["parse_header_length", "parse_timeout", "routes", "run_infer"]
 
 EXTENSIONS = ["binary_tensor_data", *SHARED_EXTENSIONS]
 
@@ -84,15 +88,44 @@ def parse_header_length(raw: str | bytes | None) -> int | None:
     return header_length
 
 
+#: Longest ``X-Request-Timeout`` taken, seconds (a day).
+MAX_REQUEST_TIMEOUT_S = 86_400.0
+
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+
+
+def parse_timeout(raw: str | bytes) -> float:
+    """The seconds of an ``X-Request-Timeout`` header (a decimal number of seconds)."""
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = math.nan
+    if not 0 < seconds <= MAX_REQUEST_TIMEOUT_S:
+        shown = raw.decode("latin-1") if isinstance(raw, bytes) else raw
+        raise InvalidInput(f"X-Request-Timeout is {shown[:40]!r}; give the seconds the request may take, more than "
+                           f"0 and at most {MAX_REQUEST_TIMEOUT_S:g}")
+    return seconds
+
+
+async def client_gone(receive: Receive) -> None:
+    """Returns once the ASGI server reports the client disconnected (the body has been read already)."""
+    for _ in range(1000):  # a well-behaved server sends nothing else once the body is read
+        if (await receive())["type"] == "http.disconnect":
+            return
+    await asyncio.Event().wait()
+
+
 async def run_infer(
     st: AppState, name: str, version: str | None, body: bytes, header_length: int | None, request_id: str | None,
-    routing_key: str | None = None,
+    routing_key: str | None = None, timeout_s: float | None = None, receive: Receive | None = None,
 ) -> EncodedResponse:
     """One OIP infer call, from the body to the encoded answer (the route and the ASGI fast path share it).
 
     ``routing_key`` comes from the ``X-Routing-Key`` header; a ``routing_key`` request parameter wins over it.
+    ``timeout_s`` from ``X-Request-Timeout``; ``receive`` tells when the client went away.
     """
-    async with st.service.call(name, version, "v2") as call:
+    watch = None if receive is None else functools.partial(client_gone, receive)
+    async with st.service.call(name, version, "v2", timeout_s=timeout_s, watch=watch) as call:
         inference, binary_out = decode_infer_request(body, header_length, call.model.signature, st.limits)
         if inference.id is None and request_id is not None:
             inference.id = request_id
@@ -110,8 +143,10 @@ async def infer(request: Request) -> Response:
     st = state_of(request)
     header_length = parse_header_length(request.headers.get(HEADER_LENGTH))
     body = await read_body(request, st.limits.max_body_bytes)
+    timeout = request.headers.get("x-request-timeout")
     encoded = await run_infer(st, request.path_params["name"], request.path_params.get("version"), body,
-                              header_length, request.headers.get("x-request-id"), request.headers.get("x-routing-key"))
+                              header_length, request.headers.get("x-request-id"), request.headers.get("x-routing-key"),
+                              None if timeout is None else parse_timeout(timeout), request.receive)
     if encoded.header_length is None:
         return Response(encoded.body, 200, media_type="application/json")
     return Response(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mlport.errors import InvalidInput
+from mlport.errors import ErrorCode, InvalidInput
 from mlport.formats.registry import FormatRegistry, default_registry
 from mlport.observability.access import AccessLog
 from mlport.observability.cache import CacheMetrics
@@ -10,6 +10,7 @@ from mlport.observability.metrics import Metrics
 from mlport.observability.requestlog import RequestLog
 from mlport.protocols.http.state import AppState
 from mlport.protocols.service import InferenceService
+from mlport.runtime.admission import AdmissionPolicy
 from mlport.runtime.manager import ModelManager, ReadinessGroup
 from mlport.runtime.repository import Repository
 from mlport.settings import Settings
@@ -45,6 +46,11 @@ def build_state(
         # each worker process holds its own models: it gets its share of the budget
         memory_budget=None if budget is None else int(budget) // settings.workers,
         observer=CacheMetrics(metrics.registry, on_unload=metrics.on_unload),
+        admission=AdmissionPolicy(
+            settings.max_concurrency, settings.max_queue, settings.queue_timeout_s,
+            ErrorCode.RESOURCE_EXHAUSTED if settings.overload_status == 429 else ErrorCode.UNAVAILABLE,
+            threads=threads, on_depth=metrics.on_queue_depth,
+        ),
     )
     access_log = AccessLog() if settings.access_log_format == "json" else None
     request_log = RequestLog(settings.request_log_config(), metrics.registry)

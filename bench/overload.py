@@ -1,0 +1,226 @@
+"""Overload: a slow model at about ten times its capacity, with a bounded queue and without one.
+
+    python bench/overload.py                       # 512 clients, 20 s per run, max_queue 64
+    python bench/overload.py --clients 256 --seconds 10
+
+The model is a trusted Python model that takes ``--service-ms`` (50) per request, two at a time (the server's
+two inference threads), so its capacity is known: 2 / 0.05 s = 40 requests/s.  ``--clients`` (512) clients
+each send one request after another for ``--seconds``; a refused client waits what ``Retry-After`` says, as
+a well-behaved client does, then tries again.  Each run reports:
+
+- goodput: answers (200) per second, against the model's capacity;
+- p50/p99 latency of the accepted requests, against the bound (max_queue / throughput + 2 x service time);
+- refusals (503) and their latency p99;
+- the server's resident set (sampled every 0.5 s: first, peak, last);
+- ``/v2/health/live`` latency p99, probed every 50 ms by a client of its own (a thread of the bench).
+
+The clients are aiohttp (``pip install mlport[bench]``) in one process beside the server.
+
+Run once with ``--max-queue`` (64) and once without limits, the way mlport served before admission existed.
+Requests go to 127.0.0.1 only, in bounded loops.  Results go to ``bench/results/overload-<date>.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import os
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+import httpx
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+sys.path.insert(0, str(HERE))
+
+from cache import Server, pct, rss  # noqa: E402
+
+MODEL = '''
+import time
+
+class Model:
+    signature = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 4]}],
+                 "outputs": [{"name": "y", "datatype": "FP32", "shape": [-1, 4]}]}
+
+    def predict(self, inputs):
+        time.sleep(SERVICE_S)
+        return {"y": inputs["x"] * 2}
+'''
+BODY = {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [5.1, 3.5, 1.4, 0.2]}]}
+#: Longest a client waits for one answer.
+CLIENT_TIMEOUT_S = 60.0
+
+
+@dataclass
+class Run:
+    label: str
+    seconds: float
+    ok: list[float] = field(default_factory=list)
+    refused: list[float] = field(default_factory=list)
+    other: dict[str, int] = field(default_factory=dict)
+    live: list[float] = field(default_factory=list)
+    rss: list[int] = field(default_factory=list)
+
+
+def build(root: Path, service_s: float) -> Path:
+    folder = root / "slow" / "1"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "model.py").write_text(MODEL.replace("SERVICE_S", repr(service_s)))
+    (root / "slow" / "model.yaml").write_text("trusted: true\n")
+    return root
+
+
+async def client(http: aiohttp.ClientSession, url: str, until: float, run: Run) -> None:
+    """One client: request after request until ``until``; answers that come later are not counted."""
+    while time.monotonic() < until:
+        started = time.perf_counter()
+        try:
+            async with http.post(url, json=BODY) as r:
+                await r.read()
+                status, retry = r.status, r.headers.get("retry-after", "1")
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            run.other[type(exc).__name__] = run.other.get(type(exc).__name__, 0) + 1
+            continue
+        if time.monotonic() > until:
+            return
+        took = time.perf_counter() - started
+        if status == 200:
+            run.ok.append(took)
+        elif status in (429, 503):
+            run.refused.append(took)
+            await asyncio.sleep(float(retry))
+        else:
+            run.other[str(status)] = run.other.get(str(status), 0) + 1
+
+
+def probe(base: str, until: float, run: Run, pid: int) -> None:
+    """``/v2/health/live`` every 50 ms and the server's resident set every 0.5 s, from a thread of its own."""
+    with httpx.Client(base_url=base, timeout=CLIENT_TIMEOUT_S) as http:
+        while time.monotonic() < until:
+            started = time.perf_counter()
+            http.get("/v2/health/live")
+            run.live.append(time.perf_counter() - started)
+            if len(run.live) % 10 == 0:
+                run.rss.append(rss(pid))
+            time.sleep(0.05)
+
+
+async def drive(server: Server, clients: int, seconds: float, run: Run) -> None:
+    until = time.monotonic() + seconds
+    prober = threading.Thread(target=probe, args=(server.url, until, run, server.proc.pid))
+    prober.start()
+    timeout = aiohttp.ClientTimeout(total=CLIENT_TIMEOUT_S)
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), timeout=timeout) as http:
+        await asyncio.gather(*(client(http, server.url + "/v2/models/slow/infer", until, run) for _ in range(clients)))
+    prober.join()
+    run.seconds = seconds
+
+
+def one_run(label: str, root: Path, logs: Path, args: argparse.Namespace, *flags: str) -> Run:
+    server = Server(root, "--inference-threads", "2", *flags, log=logs / f"{label.split()[0]}.log")
+    run = Run(label, args.seconds)
+    try:
+        warm = Run("warm-up", 0)
+        asyncio.run(drive(server, 4, 2.0, warm))
+        asyncio.run(drive(server, args.clients, args.seconds, run))
+    finally:
+        server.stop()
+    return run
+
+
+def refusals_alone(root: Path, logs: Path, count: int = 1000) -> list[float]:
+    """Latency of refusals by themselves: one client, one keep-alive connection, the model's one slot held by
+    a blocker and no queue (``--max-concurrency 1 --max-queue 0``): what a refusal costs without the storm."""
+    server = Server(root, "--inference-threads", "2", "--max-concurrency", "1", "--max-queue", "0",
+                    log=logs / "alone.log")
+    took: list[float] = []
+    done = threading.Event()
+
+    def hold() -> None:  # requests back to back: the slot is taken nearly all the time
+        with httpx.Client(base_url=server.url, timeout=CLIENT_TIMEOUT_S) as http:
+            for _ in range(10_000):
+                if done.is_set():
+                    return
+                http.post("/v2/models/slow/infer", json=BODY)
+
+    blocker = threading.Thread(target=hold)
+    blocker.start()
+    try:
+        with httpx.Client(base_url=server.url, timeout=CLIENT_TIMEOUT_S) as own:
+            for _ in range(count * 10):
+                started = time.perf_counter()
+                if own.post("/v2/models/slow/infer", json=BODY).status_code == 503:
+                    took.append(time.perf_counter() - started)
+                    if len(took) >= count:
+                        break
+    finally:
+        done.set()
+        blocker.join()
+        server.stop()
+    return took
+
+
+def report(runs: list[Run], args: argparse.Namespace) -> str:
+    capacity = 2 / (args.service_ms / 1000)
+    lines = [
+        f"# mlport overload bench, {dt.datetime.now():%Y-%m-%d %H:%M}", "",
+        f"- shared loaded 2-core machine (load average {os.getloadavg()[0]:.2f} at the end); the clients run on it "
+        "too (one Python process, aiohttp)",
+        f"- model: trusted Python, {args.service_ms:g} ms per request, 2 inference threads: capacity "
+        f"{capacity:.0f} req/s",
+        f"- {args.clients} clients, {args.seconds:g} s per run; a refused client waits Retry-After, then retries",
+        "", "| run | goodput req/s | x capacity | accepted p50 ms | accepted p99 ms | p99 bound ms | refused | "
+        "refusal p99 ms | other | RSS first/peak/last MB | live p99 ms |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|---|---:|",
+    ]
+    for run in runs:
+        goodput = len(run.ok) / run.seconds
+        bound = (args.max_queue / goodput + 2 * args.service_ms / 1000) * 1000 if "max_queue" in run.label else 0
+        mb = [r / 2**20 for r in run.rss] or [0.0]
+        lines.append(
+            f"| {run.label} | {goodput:.1f} | {goodput / capacity:.2f} | {pct(run.ok, 50) * 1000:.0f} | "
+            f"{pct(run.ok, 99) * 1000:.0f} | {f'{bound:.0f}' if bound else '-'} | {len(run.refused)} | "
+            f"{pct(run.refused, 99) * 1000:.1f} | {run.other or '-'} | {mb[0]:.0f}/{max(mb):.0f}/{mb[-1]:.0f} | "
+            f"{pct(run.live, 99) * 1000:.1f} |")
+    if args.alone:
+        lines += ["", "Refusals by themselves (one client, keep-alive, queue full): "
+                  f"p50 {pct(args.alone, 50) * 1000:.2f} ms, p99 {pct(args.alone, 99) * 1000:.2f} ms over "
+                  f"{len(args.alone)} refusals."]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--clients", type=int, default=512)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--max-queue", type=int, default=64)
+    parser.add_argument("--service-ms", type=float, default=50.0)
+    parser.add_argument("--only-limited", action="store_true", help="skip the run without limits")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="mlport-overload-") as tmp:
+        root = build(Path(tmp) / "models", args.service_ms / 1000)
+        logs = Path(tmp)
+        runs = [one_run(f"max_queue {args.max_queue}", root, logs, args, "--max-queue", str(args.max_queue))]
+        if not args.only_limited:
+            runs.append(one_run("no limits", root, logs, args))
+        args.alone = refusals_alone(root, logs)
+    write_result("overload", report(runs, args))
+    return 0
+
+
+def write_result(kind: str, text: str) -> None:
+    """Print a report and keep it as ``bench/results/<kind>-<date>.md``."""
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{kind}-{dt.datetime.now():%Y-%m-%d-%H%M}.md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,251 @@
+"""Admission of requests to one loaded model version: a bounded number running, a bounded queue, deadlines.
+
+A :class:`Gate` lets ``max_concurrency`` requests run at once; the next ``max_queue`` wait in its queue (high
+priority first, then in arrival order) and any request beyond is refused at once (:class:`Overloaded`: 503,
+or 429 when the server is so configured, with ``Retry-After``).  A request leaves the queue when a running
+one ends, or earlier:
+
+- its own deadline passed (:class:`Expired`, 504): it is never handed to the model;
+- it waited ``queue_timeout_s`` (:class:`Overloaded`, 503): the model is too slow for the load;
+- its client went away (the caller cancels its wait): it is never handed to the model;
+- a high-priority request found the queue full: the newest waiting request of normal priority makes room
+  (:class:`Overloaded`).
+
+A version with none of these limits has no gate at all, so requests pay nothing for them.  Everything here
+runs on the event loop thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from mlport.errors import ErrorCode, MlportError, RetryLater
+
+__all__ = ["HIGH", "NORMAL", "AdmissionPolicy", "Expired", "Gate", "Overloaded", "parse_priority"]
+
+#: Priority levels (Triton's ``priority`` parameter: 1 is the highest; 0 means the default level).
+HIGH = 1
+NORMAL = 2
+
+#: Seconds a refused client is told to wait before it tries again (``Retry-After``), at least and at most: the
+#: time the queue takes to drain at the pace requests have been leaving it.
+RETRY_AFTER_S = 1.0
+MAX_RETRY_AFTER_S = 60.0
+#: Weight of the newest gap between two requests ending in its moving average.
+_PACE_ALPHA = 0.05
+
+DepthHook = Callable[[str, str, int], None]
+
+
+class Overloaded(RetryLater):
+    """Refused without running: the queue is full, or the request waited too long in it."""
+
+    #: Not logged one line each (a storm of them would cost what the refusal saves); the metrics count them.
+    quiet = True
+
+    def __init__(self, message: str, reason: str, code: ErrorCode = ErrorCode.UNAVAILABLE,
+                 retry_after_s: float = RETRY_AFTER_S) -> None:
+        super().__init__(message, retry_after_s)
+        self.code = code
+        #: ``queue_full`` or ``queue_timeout`` (the label of the refusals metric).
+        self.reason = reason
+
+
+class Expired(MlportError):
+    """The request's deadline passed before its model could run it (504 / DEADLINE_EXCEEDED)."""
+
+    code = ErrorCode.DEADLINE_EXCEEDED
+    quiet = True
+
+
+def parse_priority(value: object) -> int:
+    """The level of a request's ``priority`` parameter: 1 is high; 0 (or none) and 2 are normal."""
+    if value is None or value == 0:
+        return NORMAL
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise _bad_priority(value)
+    try:
+        level = int(value)
+    except ValueError:
+        raise _bad_priority(value) from None
+    if level not in (0, HIGH, NORMAL):
+        raise _bad_priority(value)
+    return level or NORMAL
+
+
+def _bad_priority(value: object) -> MlportError:
+    return MlportError(f"parameter 'priority' is {value!r}; use 1 (high), 2 (normal) or 0 (the default, normal)",
+                       ErrorCode.INVALID_ARGUMENT)
+
+
+@dataclass(frozen=True, slots=True)
+class AdmissionPolicy:
+    """The server-wide defaults of the limits (a model's ``model.yaml`` overrides each)."""
+
+    max_concurrency: int | None = None
+    max_queue: int | None = None
+    queue_timeout_s: float | None = None
+    #: The error code of a refusal: ``unavailable`` (503 / UNAVAILABLE) or ``resource_exhausted`` (429).
+    refuse_code: ErrorCode = ErrorCode.UNAVAILABLE
+    #: Predictions one version runs side by side when only a queue is configured (the inference threads).
+    threads: int = 2
+    #: Called with (model, version, requests waiting) whenever a queue's depth changes.
+    on_depth: DepthHook | None = None
+
+    def gate(self, model: str, version: int, max_concurrency: int | None, max_queue: int | None,
+             queue_timeout_s: float | None, batch: int = 0) -> Gate | None:
+        """The gate of one loaded version, from its config's values (``None``: the default); ``None`` when
+        no limit applies.  Without ``max_concurrency``, a version admits twice what its threads (times its batch
+        size, when it batches) run at once: the next request already waits at each thread, so a thread that
+        finishes never waits for the event loop to hand it work."""
+        concurrency = max_concurrency if max_concurrency is not None else self.max_concurrency
+        queue = max_queue if max_queue is not None else self.max_queue
+        timeout = queue_timeout_s if queue_timeout_s is not None else self.queue_timeout_s
+        if concurrency is None and queue is None and timeout is None:
+            return None
+        if concurrency is None:
+            concurrency = 2 * self.threads * max(1, batch)
+        return Gate(model, version, concurrency, queue, timeout, self.refuse_code, self.on_depth)
+
+
+class _Waiter:
+    __slots__ = ("future", "level", "since", "timer")
+
+    def __init__(self, future: asyncio.Future[None], level: int, since: float) -> None:
+        self.future = future
+        self.level = level
+        self.since = since
+        self.timer: asyncio.TimerHandle | None = None
+
+
+class Gate:
+    """Admission to one loaded version (see the module's description)."""
+
+    def __init__(self, model: str, version: int, max_concurrency: int, max_queue: int | None,
+                 queue_timeout_s: float | None, refuse_code: ErrorCode = ErrorCode.UNAVAILABLE,
+                 on_depth: DepthHook | None = None) -> None:
+        self.model = model
+        self.version = str(version)
+        self.max_concurrency = max(1, max_concurrency)
+        self.max_queue = max_queue
+        self.queue_timeout_s = queue_timeout_s
+        self.refuse_code = refuse_code
+        self._on_depth = on_depth
+        #: Requests holding a slot now.
+        self.running = 0
+        self._queues: dict[int, deque[_Waiter]] = {HIGH: deque(), NORMAL: deque()}
+        self.depth = 0
+        #: Seconds between two requests leaving a slot (moving average), and when the last one left.
+        self._pace = 0.0
+        self._left = 0.0
+
+    def retry_after_s(self) -> float:
+        """How long the queue takes to drain at the recent pace (what a refused client is told to wait)."""
+        return min(MAX_RETRY_AFTER_S, max(RETRY_AFTER_S, self.depth * self._pace))
+
+    def try_enter(self) -> bool:
+        """Take a slot at once when one is free and nobody waits (the common case: no await)."""
+        if self.running < self.max_concurrency and not self.depth:
+            self.running += 1
+            return True
+        return False
+
+    def wait(self, deadline: float | None, level: int) -> asyncio.Future[None]:
+        """Queue for a slot: a future that completes once the request holds one, or fails with
+        :class:`Overloaded` or :class:`Expired`.  Cancel it (:meth:`abandon`) if the client goes away."""
+        if self.max_queue is not None and self.depth >= self.max_queue and not self._bump(level):
+            raise Overloaded(f"model '{self.model}' is overloaded: its queue is full ({self.max_queue} requests "
+                             "waiting); try again shortly", "queue_full", self.refuse_code, self.retry_after_s())
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        waiter = _Waiter(loop.create_future(), level, now)
+        limit = deadline
+        if self.queue_timeout_s is not None and (limit is None or now + self.queue_timeout_s < limit):
+            limit = now + self.queue_timeout_s
+        if limit is not None:
+            waiter.timer = loop.call_at(limit, self._timed_out, waiter, limit == deadline)
+        self._queues[level].append(waiter)
+        self._depth(+1)
+        return waiter.future
+
+    def leave(self) -> None:
+        """A request holding a slot is done: the next one still waiting takes it."""
+        if self.depth:  # the pace of a queue that drains (an idle gap is not the model's pace)
+            now = asyncio.get_running_loop().time()
+            if self._left:
+                self._pace += _PACE_ALPHA * (min(now - self._left, MAX_RETRY_AFTER_S) - self._pace)
+            self._left = now
+        else:
+            self._left = 0.0
+        for level in (HIGH, NORMAL):
+            queue = self._queues[level]
+            while queue:
+                waiter = queue.popleft()
+                self._depth(-1)
+                if waiter.timer is not None:
+                    waiter.timer.cancel()
+                if not waiter.future.done():
+                    waiter.future.set_result(None)  # the slot passes on: running stays as it is
+                    return
+        self.running -= 1
+
+    def abandon(self, future: asyncio.Future[None]) -> None:
+        """The client of a queued request went away: take it out of the queue (or give back its slot, when it
+        was granted in the meantime)."""
+        if future.done() and not future.cancelled() and future.exception() is None:
+            self.leave()
+            return
+        future.cancel()
+        self._remove(future)
+
+    # ------------------------------------------------------------------ inside
+    def _timed_out(self, waiter: _Waiter, deadline: bool) -> None:
+        """The request's own deadline (``deadline``) or the queue timeout came while it waited."""
+        waiter.timer = None
+        if waiter.future.done():
+            return
+        self._remove(waiter.future)
+        waited = asyncio.get_running_loop().time() - waiter.since
+        if deadline:
+            waiter.future.set_exception(Expired(
+                f"the request's deadline passed after {waited * 1000:.0f} ms in the queue of model "
+                f"'{self.model}'; it was not run"))
+        else:
+            waiter.future.set_exception(Overloaded(
+                f"model '{self.model}' is overloaded: the request waited {self.queue_timeout_s:g} s in its queue "
+                "(queue_timeout) and was not run; try again shortly", "queue_timeout", self.refuse_code,
+                self.retry_after_s()))
+
+    def _bump(self, level: int) -> bool:
+        """A high-priority request at a full queue: refuse the newest normal one in its place."""
+        normal = self._queues[NORMAL]
+        if level != HIGH or not normal:
+            return False
+        waiter = normal.pop()
+        self._depth(-1)
+        if waiter.timer is not None:
+            waiter.timer.cancel()
+        if not waiter.future.done():
+            waiter.future.set_exception(Overloaded(
+                f"model '{self.model}' is overloaded: its queue is full ({self.max_queue} requests waiting) and a "
+                "request of higher priority took this one's place; try again shortly", "queue_full",
+                self.refuse_code, self.retry_after_s()))
+        return True
+
+    def _remove(self, future: asyncio.Future[None]) -> None:
+        for queue in self._queues.values():
+            for waiter in queue:
+                if waiter.future is future:
+                    queue.remove(waiter)
+                    self._depth(-1)
+                    if waiter.timer is not None:
+                        waiter.timer.cancel()
+                    return
+
+    def _depth(self, change: int) -> None:
+        self.depth += change
+        if self._on_depth is not None:
+            self._on_depth(self.model, self.version, self.depth)

@@ -1,0 +1,88 @@
+"""The admission gate on a real event loop: slots, the bounded queue, priority, deadlines, queue timeout."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from mlport.errors import ErrorCode
+from mlport.runtime.admission import HIGH, NORMAL, AdmissionPolicy, Expired, Gate, Overloaded, parse_priority
+
+
+def test_no_limit_means_no_gate() -> None:
+    assert AdmissionPolicy().gate("m", 1, None, None, None) is None
+    gate = AdmissionPolicy(max_queue=8, threads=3).gate("m", 1, None, None, None, batch=4)
+    assert gate is not None and gate.max_concurrency == 24 and gate.max_queue == 8
+    own = AdmissionPolicy(max_queue=8).gate("m", 1, 2, 0, 1.5)
+    assert own is not None and (own.max_concurrency, own.max_queue, own.queue_timeout_s) == (2, 0, 1.5)
+
+
+def test_priority_values() -> None:
+    assert parse_priority(None) == parse_priority(0) == parse_priority(2) == NORMAL
+    assert parse_priority(1) == parse_priority("1") == HIGH
+    for bad in (3, -1, "x", 1.5, True):
+        with pytest.raises(Exception, match="priority"):
+            parse_priority(bad)
+
+
+def test_slots_pass_in_priority_then_arrival_order() -> None:
+    asyncio.run(_slots_pass_in_priority_then_arrival_order())
+
+
+async def _slots_pass_in_priority_then_arrival_order() -> None:
+    depths: list[int] = []
+    gate = Gate("m", 1, 1, 3, None, on_depth=lambda m, v, d: depths.append(d))
+    assert gate.try_enter() and not gate.try_enter()
+    first, second = gate.wait(None, NORMAL), gate.wait(None, NORMAL)
+    high = gate.wait(None, HIGH)
+    with pytest.raises(Overloaded, match="queue is full") as info:
+        gate.wait(None, NORMAL)
+    assert info.value.reason == "queue_full" and info.value.code is ErrorCode.UNAVAILABLE
+    bumper = gate.wait(None, HIGH)  # full: the newest normal request makes room
+    assert isinstance(second.exception(), Overloaded)
+    gate.leave()
+    assert high.done() and not first.done()
+    gate.leave()
+    assert bumper.done() and not first.done()
+    gate.leave()
+    assert first.done() and gate.running == 1
+    gate.leave()
+    assert gate.running == 0 and gate.depth == 0 and depths[-1] == 0
+
+
+def test_deadline_and_queue_timeout_end_a_wait_unrun() -> None:
+    asyncio.run(_deadline_and_queue_timeout_end_a_wait_unrun())
+
+
+async def _deadline_and_queue_timeout_end_a_wait_unrun() -> None:
+    loop = asyncio.get_running_loop()
+    gate = Gate("m", 1, 1, None, 0.05, refuse_code=ErrorCode.RESOURCE_EXHAUSTED)
+    assert gate.try_enter()
+    expiring = gate.wait(loop.time() + 0.01, NORMAL)
+    timing_out = gate.wait(None, NORMAL)
+    with pytest.raises(Expired):
+        await expiring
+    with pytest.raises(Overloaded) as info:
+        await timing_out
+    assert info.value.reason == "queue_timeout" and info.value.code is ErrorCode.RESOURCE_EXHAUSTED
+    assert gate.depth == 0
+    gate.leave()
+    assert gate.running == 0
+
+
+def test_an_abandoned_wait_gives_back_its_place_or_its_slot() -> None:
+    asyncio.run(_an_abandoned_wait_gives_back_its_place_or_its_slot())
+
+
+async def _an_abandoned_wait_gives_back_its_place_or_its_slot() -> None:
+    gate = Gate("m", 1, 1, None, None)
+    assert gate.try_enter()
+    left = gate.wait(None, NORMAL)
+    gate.abandon(left)
+    assert left.cancelled() and gate.depth == 0
+    granted = gate.wait(None, NORMAL)
+    gate.leave()  # the slot passes to it...
+    assert granted.done()
+    gate.abandon(granted)  # ...and its client left at that moment: the slot is given back
+    assert gate.running == 0
