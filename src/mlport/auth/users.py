@@ -11,7 +11,7 @@ import functools
 import json
 import math
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
 from mlport.auth.passwords import check_password, generate_password, hash_password, needs_rehash, verify_password
@@ -85,6 +85,13 @@ class UserStore:
     def __init__(self, db: Database) -> None:
         self.db = db
         db.migrate(_SCHEMA)
+        #: called after a token is revoked or an account deleted, disabled or given other roles (caches of
+        #: verified tokens forget them)
+        self.on_change: list[Callable[[], None]] = []
+
+    def _changed(self) -> None:
+        for listener in self.on_change:
+            listener()
 
     # -- accounts ------------------------------------------------------------------------------------------------
 
@@ -129,6 +136,7 @@ class UserStore:
             row = self._row(name)
             self._keep_an_admin(row, "delete")
             self.db.changes("DELETE FROM auth_users WHERE name = ?", (name,))
+        self._changed()
 
     def set_password(self, name: str, password: str) -> None:
         pw_hash = hash_password(check_password(password))
@@ -160,6 +168,7 @@ class UserStore:
             if disabled:
                 self._keep_an_admin(row, "disable")
             self.db.changes("UPDATE auth_users SET disabled = ? WHERE name = ?", (1 if disabled else 0, name))
+        self._changed()
 
     def count_admins(self) -> int:
         """Active (not disabled) people with the admin role; service accounts do not count."""
@@ -215,6 +224,7 @@ class UserStore:
             self.db.changes("DELETE FROM auth_revoked_tokens WHERE expires_at < ?", (time.time() - REVOKED_GRACE_S,))
             self.db.execute("INSERT OR REPLACE INTO auth_revoked_tokens (jti, expires_at) VALUES (?, ?)",
                             (jti, float(expires_at)))
+        self._changed()
 
     def is_revoked(self, jti: str) -> bool:
         return self.db.one("SELECT 1 AS x FROM auth_revoked_tokens WHERE jti = ?", (jti,)) is not None

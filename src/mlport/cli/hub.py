@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import signal
 import subprocess
@@ -173,7 +172,7 @@ def _run(hub: Any, hint: str) -> int:
     print(f"mlport hub on {url} (data in {settings.data_dir}, artifacts in {settings.store_url})\n"
           f"console: open {url}/ in a browser and {hint}", flush=True)
     try:
-        asyncio.run(server.serve(sockets=[sock]))
+        server.run(sockets=[sock])  # on uvloop when it is installed (the config's loop "auto"), as the runtime
     except KeyboardInterrupt:
         return 130
     return 0 if server.started else 1

@@ -2,9 +2,11 @@
 routes the request to.
 
 A request is read within the body limit, routed with :func:`mlport.deploy.strategy.choose` and sent to the
-least-loaded ready replica of that version through one shared keep-alive HTTP client.  Only the headers a
-replica needs are forwarded (never credentials or cookies), and only the answer's status, body, content type,
-OIP binary header length and request id come back, with ``x-mlport-deployment`` and ``x-mlport-version``.
+least-loaded ready replica of that version through one pool of keep-alive connections
+(:mod:`mlport.deploy.upstream`).  Only the headers a replica needs are forwarded (never credentials or cookies),
+and only the answer's status, body, content type, OIP binary header length and request id come back, with
+``x-mlport-deployment`` and ``x-mlport-version``.  :meth:`Gateway.answer` works on the ASGI request as it is
+(the hub calls it without Starlette's objects); :meth:`Gateway.handle` is the same for a Starlette route.
 
 Replicas serve the model under the deployment's name; the gateway rewrites the model name of OIP
 (``/v2/models/{m}/...``), TF Serving (``/v1/models/{m}...``) and describe/eval (``/models/{m}/...``) paths
@@ -14,7 +16,7 @@ A request is sent again, to another replica (or, when every replica failed, to t
 for a restart), only when the connection failed before an answer arrived; an answer, whatever its status, is
 never retried.  For a shadow deployment a copy of the request goes to the shadow version in the background
 after the live answer (at most ``shadow_max_pending`` copies pending, further ones dropped and counted), and
-both answers go to :meth:`mlport.deploy.shadow.ShadowRecorder.record`.
+both answers go to :meth:`mlport.deploy.shadow.ShadowRecorder.record`, in batches, off the event loop.
 """
 
 from __future__ import annotations
@@ -24,13 +26,12 @@ import logging
 import random
 import ssl
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Protocol
 from urllib.parse import quote
 
-import httpx
 import orjson
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
@@ -39,12 +40,14 @@ from mlport.deploy.deployments import DeploymentSource
 from mlport.deploy.shadow import Reply, ShadowRecorder
 from mlport.deploy.strategy import choose
 from mlport.deploy.target import Target
+from mlport.deploy.upstream import ConnectionFailed, Upstream
 from mlport.errors import ErrorCode, Forbidden, InvalidInput, MlportError, ModelNotReady
 from mlport.protocols.http.body import read_body
 from mlport.protocols.http.errors import HTTP_STATUS
 
 __all__ = [
     "EndpointView",
+    "Forwarded",
     "Gateway",
     "ReplicaSource",
     "ReplicaView",
@@ -57,7 +60,8 @@ log = logging.getLogger(__name__)
 
 #: Request headers sent on to replicas; nothing else is (no Authorization, no cookies).
 FORWARD_HEADERS = ("content-type", "accept", "inference-header-content-length", "x-request-id", "x-routing-key")
-#: Answer headers given back to the client.
+_FORWARD = frozenset(h.encode("ascii") for h in FORWARD_HEADERS)
+#: Answer headers given back to the client (:data:`mlport.deploy.upstream.KEPT_HEADERS`).
 RETURN_HEADERS = ("content-type", "inference-header-content-length", "x-request-id")
 #: Longest path forwarded, and longest routing key used.
 MAX_PATH = 2048
@@ -67,11 +71,12 @@ COOLDOWN_S = 1.0
 #: How long a retry waits for a restarted replica once every ready one failed.
 RESTART_WAIT_S = 1.0
 _POLL_S = 0.05
-#: Copies of shadow requests sent at the same time.
-SHADOW_CONCURRENCY = 8
+#: Copies of shadow requests sent at the same time; copies wait while more live requests than this are in
+#: flight (under load the waiting copies fill their bound and further ones are dropped: the live path first).
+SHADOW_CONCURRENCY = 4
 
-_RETRYABLE = (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError, httpx.ReadError,
-              httpx.WriteError)
+_PATH_SAFE = "/:@!$&'()*+,;=~"
+_JSON = b"application/json"
 
 
 # -- what the gateway needs of the controller's replicas (structural types; deployments: DeploymentSource) -
@@ -136,6 +141,7 @@ def rewrite_model_name(path: str, model: str, deployment: str) -> str:
     return "/".join(seg)
 
 
+
 # -- the gateway ---------------------------------------------------------------------------------------------
 
 class _Retry(Exception):
@@ -145,31 +151,61 @@ class _Retry(Exception):
 @dataclass(frozen=True)
 class _Outgoing:
     method: str
-    path: str  # percent-encoded
-    query: str
-    headers: list[tuple[str, str]]
+    target: bytes  # percent-encoded path and query
+    headers: list[tuple[bytes, bytes]]
     body: bytes
+
+
+@dataclass(frozen=True)
+class Forwarded:
+    """The gateway's answer to one request: the replica's (its kept headers) or the gateway's own error."""
+
+    status: int
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
+    #: the version that answered (None when the request failed before one was chosen)
+    version: int | None = None
+
+    def response(self) -> Response:
+        return Response(self.body, self.status, {k.decode("latin-1"): v.decode("latin-1") for k, v in self.headers})
 
 
 @dataclass(frozen=True)
 class _Answer:
     status: int
     body: bytes
-    headers: dict[str, str]
+    headers: list[tuple[bytes, bytes]]
     latency_s: float
 
     def reply(self) -> Reply:
-        return Reply(self.status, self.body, self.headers.get("content-type", ""), self.latency_s)
+        ctype = next((v for k, v in self.headers if k == b"content-type"), b"")
+        return Reply(self.status, self.body, ctype.decode("latin-1"), self.latency_s)
 
 
-def _error(code: ErrorCode, message: str, deployment: str | None = None, version: int | None = None) -> Response:
-    """``{"error": message}`` with the HTTP status of ``code`` (the one table of :mod:`mlport.errors` codes)."""
-    headers: dict[str, str] = {}
-    if deployment is not None:
-        headers["x-mlport-deployment"] = deployment
+def _named(deployment: str, version: int | None) -> list[tuple[bytes, bytes]]:
+    out = [(b"x-mlport-deployment", deployment.encode("utf-8"))]
     if version is not None:
-        headers["x-mlport-version"] = str(version)
-    return Response(orjson.dumps({"error": message}), HTTP_STATUS[code], headers, media_type="application/json")
+        out.append((b"x-mlport-version", str(version).encode("ascii")))
+    return out
+
+
+def _error(code: ErrorCode, message: str, deployment: str, version: int | None = None) -> Forwarded:
+    """``{"error": message}`` with the HTTP status of ``code`` (the one table of :mod:`mlport.errors` codes)."""
+    return Forwarded(HTTP_STATUS[code], [(b"content-type", _JSON), *_named(deployment, version)],
+                     orjson.dumps({"error": message}), version)
+
+
+def _pick_headers(headers: Iterable[tuple[bytes, bytes]], sticky: bytes) -> tuple[list[tuple[bytes, bytes]],
+                                                                                  bytes | None]:
+    """The first value of each forwarded header, and of the routing-key header ``sticky``."""
+    picked: dict[bytes, bytes] = {}
+    key: bytes | None = None
+    for name, value in headers:
+        if name in _FORWARD and name not in picked:
+            picked[name] = value
+        if name == sticky and key is None:
+            key = value
+    return list(picked.items()), key
 
 
 class Gateway:
@@ -205,14 +241,20 @@ class Gateway:
         self._rng = rng if rng is not None else random.Random()
         self._shadow_max_pending = shadow_max_pending
         self._max_response_bytes = max_response_bytes
-        self._max_connections = max_connections
+        #: idle connections kept per replica
+        self._max_idle = max(max_connections // 2, 1)
         #: how replicas' certificates are verified when they serve HTTPS (the hub's TLS)
         self._verify = verify
-        self._client: httpx.AsyncClient | None = None
+        self._upstream: Upstream | None = None
         self._cooling: dict[str, float] = {}
         self._turn = 0
         self._shadow_tasks: set[asyncio.Task[None]] = set()
         self._shadow_gate: asyncio.Semaphore | None = None
+        #: live requests being forwarded, and whether they are few enough for shadow copies to go out
+        self._live = 0
+        self._quiet: asyncio.Event | None = None
+        self._to_record: list[tuple[str, int, int, Reply, Reply]] = []
+        self._recording: asyncio.Task[None] | None = None
         self._closed = False
 
     # -- public --------------------------------------------------------------------------------------------
@@ -223,23 +265,28 @@ class Gateway:
         return len(self._shadow_tasks)
 
     async def handle(self, request: Request, deployment: str, path: str) -> Response:
-        """Answer one request to ``deployment`` (the caller checked the credentials); never raises."""
+        """Answer one request of a Starlette route to ``deployment`` (the caller checked the credentials)."""
+        forwarded = await self.answer(request.method, deployment, path, request.scope.get("query_string", b""),
+                                      request.scope["headers"], lambda: read_body(request, self.max_body_bytes))
+        return forwarded.response()
+
+    async def answer(self, method: str, deployment: str, path: str, query: bytes,
+                     headers: Sequence[tuple[bytes, bytes]], read: Callable[[], Awaitable[bytes]]) -> Forwarded:
+        """Answer one request to ``deployment`` (the caller checked the credentials); ``headers`` are the ASGI
+        request's (lower-case names), ``read`` reads its body within :attr:`max_body_bytes`.  Never raises."""
         version: int | None = None
         try:
             target = self._target(deployment)
             sent = rewrite_model_name(forward_path(path), target.model, deployment)
-            body = await read_body(request, self.max_body_bytes)
-            key = request.headers.get(target.sticky_header or "x-routing-key")
-            route = choose(target, key=key[:MAX_KEY] if key is not None else None, rand=self._rng.random())
+            body = await read()
+            sticky = (target.sticky_header or "x-routing-key").lower().encode("latin-1")
+            forwarded, key = _pick_headers(headers, sticky)
+            route = choose(target, key=key.decode("latin-1")[:MAX_KEY] if key is not None else None,
+                           rand=self._rng.random())
             version = route.serve
-            out = _Outgoing(
-                method=request.method,
-                path=quote(sent, safe="/:@!$&'()*+,;=~"),
-                query=request.scope.get("query_string", b"").decode("latin-1"),
-                headers=[(h, v) for h in FORWARD_HEADERS if (v := request.headers.get(h)) is not None],
-                body=body,
-            )
-            answer = await self._forward(deployment, version, out)
+            encoded = quote(sent, safe=_PATH_SAFE).encode("ascii")
+            out = _Outgoing(method, encoded + b"?" + query if query else encoded, forwarded, body)
+            answer = await self._live_forward(deployment, version, out)
         except MlportError as exc:
             return _error(exc.code, exc.message, deployment, version)
         except ClientDisconnect:
@@ -249,23 +296,24 @@ class Gateway:
             log.exception("gateway request to deployment %r failed", deployment)
             return _error(ErrorCode.INTERNAL, "internal error in the gateway", deployment, version)
         if route.shadow is not None:
-            self._copy_to_shadow(deployment, route.serve, route.shadow, out, answer.reply())
-        headers = {h: v for h in RETURN_HEADERS if (v := answer.headers.get(h)) is not None}
-        headers["x-mlport-deployment"] = deployment
-        headers["x-mlport-version"] = str(route.serve)
-        return Response(answer.body, answer.status, headers)
+            self._copy_to_shadow(deployment, route.serve, route.shadow, out, answer)
+        return Forwarded(answer.status, [*answer.headers, *_named(deployment, version)], answer.body, version)
 
     async def aclose(self) -> None:
-        """Stop the shadow copies still pending, write the shadow counts and close the HTTP client."""
+        """Stop the shadow copies still pending, write the shadow counts and close the connections."""
         self._closed = True
         tasks = list(self._shadow_tasks)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self._recording is not None:
+            await asyncio.gather(self._recording, return_exceptions=True)
+        batch, self._to_record = self._to_record, []
+        await asyncio.to_thread(self._record_batch, batch)
         await asyncio.to_thread(self._shadow.flush)
-        if self._client is not None:
-            client, self._client = self._client, None
-            await client.aclose()
+        if self._upstream is not None:
+            upstream, self._upstream = self._upstream, None
+            await upstream.aclose()
 
     # -- routing -------------------------------------------------------------------------------------------
 
@@ -275,21 +323,13 @@ class Gateway:
                 return record.target
         raise MlportError(f"no deployment '{deployment}'", ErrorCode.NOT_FOUND)
 
-    def _client_now(self) -> httpx.AsyncClient:
-        if self._client is None:
+    def _upstream_now(self) -> Upstream:
+        if self._upstream is None:
             if self._closed:
                 raise ModelNotReady("the gateway is shutting down")
-            self._client = httpx.AsyncClient(
-                timeout=httpx.Timeout(self.timeout_s, connect=min(self.timeout_s, 5.0)),
-                limits=httpx.Limits(max_connections=self._max_connections,
-                                    max_keepalive_connections=max(self._max_connections // 4, 1),
-                                    keepalive_expiry=30.0),
-                headers={"accept-encoding": "identity", "user-agent": "mlport-gateway"},
-                follow_redirects=False,
-                trust_env=False,  # replicas are on this host: never through a proxy from the environment
-                verify=self._verify,
-            )
-        return self._client
+            self._upstream = Upstream(max_response_bytes=self._max_response_bytes, verify=self._verify,
+                                      connect_timeout_s=min(self.timeout_s, 5.0), max_idle=self._max_idle)
+        return self._upstream
 
     @staticmethod
     def _ready(replicas: ReplicaView | None) -> list[EndpointView]:
@@ -297,6 +337,8 @@ class Gateway:
 
     def _pick(self, endpoints: Sequence[EndpointView], failed: set[str]) -> EndpointView | None:
         """The least-loaded endpoint not tried yet, preferring those without a recent connection failure."""
+        if len(endpoints) == 1 and not failed:  # the usual case; the one replica even when cooling
+            return endpoints[0]
         usable = [e for e in endpoints if e.url not in failed]
         if not usable:
             return None
@@ -310,8 +352,7 @@ class Gateway:
 
     def _cool(self, url: str) -> None:
         now = time.monotonic()
-        if len(self._cooling) > 256:
-            self._cooling = {u: t for u, t in self._cooling.items() if t > now}
+        self._cooling = {u: t for u, t in self._cooling.items() if t > now}
         self._cooling[url] = now + COOLDOWN_S
 
     async def _endpoint(self, deployment: str, version: int, failed: set[str], deadline: float) -> EndpointView:
@@ -344,17 +385,18 @@ class Gateway:
     # -- forwarding ----------------------------------------------------------------------------------------
 
     async def _forward(self, deployment: str, version: int, out: _Outgoing) -> _Answer:
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        deadline = started + self.timeout_s
+        started = time.perf_counter()  # the loop's clock may count whole milliseconds only (uvloop)
+        deadline = asyncio.get_running_loop().time() + self.timeout_s
         failed: set[str] = set()
         reason = ""
         for attempt in range(self.retries + 1):
             endpoint = await self._endpoint(deployment, version, failed, deadline)
             try:
                 with endpoint.track():
-                    status, headers, body = await self._send(endpoint.url, out, deadline)
-            except _Retry as exc:
+                    async with asyncio.timeout_at(deadline):
+                        answer = await self._upstream_now().request(endpoint.url, out.method, out.target,
+                                                                    out.headers, out.body)
+            except ConnectionFailed as exc:
                 failed.add(endpoint.url)
                 self._cool(endpoint.url)
                 reason = str(exc)
@@ -364,63 +406,42 @@ class Gateway:
             except TimeoutError:
                 raise MlportError(f"deployment '{deployment}' version {version} did not answer within "
                                   f"{self.timeout_s:g} s", ErrorCode.DEADLINE_EXCEEDED) from None
-            return _Answer(status, body, headers, loop.time() - started)
+            return _Answer(answer.status, answer.body, answer.headers, time.perf_counter() - started)
         raise ModelNotReady(f"no replica of deployment '{deployment}' version {version} answered "
                             f"({self.retries + 1} attempts; last: {reason})")
 
-    async def _send(self, base: str, out: _Outgoing, deadline: float) -> tuple[int, dict[str, str], bytes]:
-        """One attempt: :class:`_Retry` when the connection failed before an answer, :class:`TimeoutError`
-        past the deadline, :class:`MlportError` (``BAD_GATEWAY``) when the answer broke off or was too large."""
-        client = self._client_now()
-        url = base.rstrip("/") + out.path + ("?" + out.query if out.query else "")
-        request = client.build_request(out.method, url, headers=out.headers, content=out.body)
+    async def _live_forward(self, deployment: str, version: int, out: _Outgoing) -> _Answer:
+        """:meth:`_forward` for a live request, counted: shadow copies wait while many are in flight."""
+        self._live += 1
+        if self._live > SHADOW_CONCURRENCY and self._quiet is not None:
+            self._quiet.clear()
         try:
-            async with asyncio.timeout_at(deadline):
-                try:
-                    response = await client.send(request, stream=True)
-                except _RETRYABLE as exc:
-                    raise _Retry(str(exc) or type(exc).__name__) from exc
-                except AttributeError as exc:
-                    # httpcore on anyio reads the peer of a socket that a dying replica closed while the
-                    # connection was being set up (its raw socket is already None): no answer came, so retry
-                    raise _Retry(f"connection lost while connecting: {exc}") from exc
-                try:
-                    body = await self._read_answer(response)
-                finally:
-                    await response.aclose()
-        except httpx.TimeoutException:
-            raise TimeoutError from None
-        except httpx.HTTPError as exc:
-            raise MlportError(f"the replica's answer broke off: {exc or type(exc).__name__}",
-                              ErrorCode.BAD_GATEWAY) from None
-        return response.status_code, {h: response.headers[h] for h in RETURN_HEADERS if h in response.headers}, body
-
-    async def _read_answer(self, response: httpx.Response) -> bytes:
-        chunks: list[bytes] = []
-        total = 0
-        async for chunk in response.aiter_raw():
-            total += len(chunk)
-            if total > self._max_response_bytes:
-                raise MlportError(f"the replica's answer exceeds {self._max_response_bytes} bytes",
-                                  ErrorCode.BAD_GATEWAY)
-            chunks.append(chunk)
-        return b"".join(chunks)
+            return await self._forward(deployment, version, out)
+        finally:
+            self._live -= 1
+            if self._live <= SHADOW_CONCURRENCY and self._quiet is not None:
+                self._quiet.set()
 
     # -- shadow copies -------------------------------------------------------------------------------------
 
-    def _copy_to_shadow(self, deployment: str, primary: int, shadow: int, out: _Outgoing, live: Reply) -> None:
+    def _copy_to_shadow(self, deployment: str, primary: int, shadow: int, out: _Outgoing, live: _Answer) -> None:
         if self._closed or len(self._shadow_tasks) >= self._shadow_max_pending:
             self._shadow.record_dropped(deployment, primary, shadow)
             return
-        task = asyncio.create_task(self._shadow_copy(deployment, primary, shadow, out, live),
+        task = asyncio.create_task(self._shadow_copy(deployment, primary, shadow, out, live.reply()),
                                    name=f"mlport-shadow-{deployment}")
         self._shadow_tasks.add(task)
         task.add_done_callback(self._shadow_tasks.discard)
 
     async def _shadow_copy(self, deployment: str, primary: int, shadow: int, out: _Outgoing, live: Reply) -> None:
-        if self._shadow_gate is None:
+        if self._shadow_gate is None or self._quiet is None:
             self._shadow_gate = asyncio.Semaphore(SHADOW_CONCURRENCY)
+            self._quiet = asyncio.Event()
         try:
+            # the live path first: a copy waits while more live requests than copies at once are in flight
+            while self._live > SHADOW_CONCURRENCY:
+                self._quiet.clear()
+                await self._quiet.wait()
             async with self._shadow_gate:
                 started = time.monotonic()
                 try:
@@ -428,11 +449,27 @@ class Gateway:
                 except MlportError as exc:
                     copy = Reply(HTTP_STATUS[exc.code], orjson.dumps({"error": exc.message}), "application/json",
                                  time.monotonic() - started)
-            await asyncio.to_thread(self._record_if_current, deployment, primary, shadow, live, copy)
         except asyncio.CancelledError:
             raise
         except Exception:
             log.exception("shadow copy of deployment %r to version %s failed", deployment, shadow)
+            return
+        self._to_record.append((deployment, primary, shadow, live, copy))
+        if self._recording is None or self._recording.done():
+            self._recording = asyncio.create_task(self._record_soon(), name="mlport-shadow-record")
+
+    async def _record_soon(self) -> None:
+        """Record the pairs gathered so far, in batches, in a thread (comparing and counting is off the loop)."""
+        while self._to_record:
+            batch, self._to_record = self._to_record, []
+            try:
+                await asyncio.to_thread(self._record_batch, batch)
+            except Exception:
+                log.exception("recording shadow copies failed")
+
+    def _record_batch(self, batch: list[tuple[str, int, int, Reply, Reply]]) -> None:
+        for deployment, primary, shadow, live, copy in batch:
+            self._record_if_current(deployment, primary, shadow, live, copy)
 
     def _record_if_current(self, deployment: str, primary: int, shadow: int, live: Reply, copy: Reply) -> None:
         """Record the pair unless the deployment's target changed while the copy was out (a late copy would

@@ -24,6 +24,7 @@ import httpx
 
 from mlport.deploy.autoscale import MAX_REPLICAS
 from mlport.deploy.backoff import Backoff
+from mlport.deploy.endpoint import Endpoint
 from mlport.deploy.procs import free_port, log_tail, rotate_log, spawn, terminate
 from mlport.errors import InvalidInput, MlportError
 from mlport.protocols.tls import ServerTls
@@ -51,41 +52,6 @@ HEALTH_TIMEOUT = httpx.Timeout(2.0, connect=1.0)
 #: A replica that exits with a port clash right after start is started again on another port, this often.
 BIND_RETRIES = 5
 _BIND_ERROR = re.compile(r"address already in use|errno 98|eaddrinuse", re.IGNORECASE)
-
-
-@dataclass(eq=False)
-class Endpoint:
-    """One ready replica as the gateway sees it.
-
-    ``inflight`` counts the requests the gateway is forwarding to it: wrap each forwarded request in
-    ``with endpoint.track(): ...`` (or call :meth:`acquire` before and :meth:`release` after, also on errors).
-    The replica set reads it to drain a replica before stopping it and to sample the load for autoscaling.
-    Use it from the event loop's thread only.  ``healthy`` turns False when the process exited, failed its
-    health checks or is being removed; ``draining`` marks a replica that gets no new requests.
-    """
-
-    url: str
-    pid: int
-    port: int = 0
-    inflight: int = 0
-    healthy: bool = False
-    draining: bool = False
-
-    def acquire(self) -> None:
-        self.inflight += 1
-
-    def release(self) -> None:
-        if self.inflight > 0:
-            self.inflight -= 1
-
-    @contextlib.contextmanager
-    def track(self) -> Iterator[Endpoint]:
-        """Count one request in flight for the duration of the ``with`` block."""
-        self.acquire()
-        try:
-            yield self
-        finally:
-            self.release()
 
 
 @dataclass(eq=False)

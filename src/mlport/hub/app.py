@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
@@ -13,7 +13,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mlport.errors import MlportError
@@ -21,6 +21,7 @@ from mlport.hub.api import api_routes, json_response
 from mlport.hub.console.pages import console_routes, public_names
 from mlport.hub.console.security import BrowserGuard
 from mlport.hub.console.sessions import SessionStore
+from mlport.hub.gatewayhttp import GATEWAY_METHODS, GATEWAY_ROUTE, GatewayHTTP, split_gateway_path
 from mlport.hub.observe import gateway_request_id, sd_routes, write_gateway_line
 from mlport.hub.openapi import build_openapi
 from mlport.hub.presets import preset_routes
@@ -71,19 +72,30 @@ class _Metrics:
 
 class _Observe:
     """Counts every answer; gateway answers also by deployment and the version that served them, and writes
-    their access-log lines."""
+    their access-log lines.  Gateway requests without a cookie are answered here, without Starlette
+    (:mod:`mlport.hub.gatewayhttp`)."""
 
-    def __init__(self, app: ASGIApp, metrics: _Metrics, hub: Hub, access_log: AccessLog | None) -> None:
+    def __init__(self, app: ASGIApp, metrics: _Metrics, hub: Hub, access_log: AccessLog | None,
+                 reserved: Sequence[Route] = ()) -> None:
         self.app = app
         self.metrics = metrics
         self.hub = hub
         self.access_log = access_log
+        self.gateway = GatewayHTTP(hub)
+        #: the hub's own routes under /deployments/{name}/ (Starlette's, matched before the gateway's)
+        self.reserved = tuple(reserved)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         path: str = scope["path"]
+        split = split_gateway_path(path) if scope["method"] in GATEWAY_METHODS else None
+        # a request with a cookie goes through the console's guard (sessions, CSRF, Host and Origin checks)
+        if (split is not None and not any(key == b"cookie" for key, _ in scope["headers"])
+                and not any(r.matches(scope)[0] is Match.FULL for r in self.reserved)):
+            await self._gateway(scope, receive, send, *split)
+            return
         started = time.perf_counter()
         status = 500
         version = ""
@@ -106,20 +118,30 @@ class _Observe:
             await self.app(scope, receive, send_wrapped)
         finally:
             if gateway:
-                # only deployments that exist are labels: unknown names must not grow the metric's label set
-                name = path.split("/", 3)[2]
-                if not any(d.name == name for d in self.hub.deployments.deployments()):
-                    name = "-"
-                self.metrics.gateway.labels(name, version, str(status)).inc()
-                self.metrics.gateway_seconds.labels(name, version).observe(time.perf_counter() - started)
-                kind = "gateway"
-                if self.access_log is not None:
-                    write_gateway_line(self.access_log, self.hub, path, rid, version, status, started)
-            elif path.startswith("/api/") or path.startswith("/auth/"):
-                kind = "api"
+                self._count_gateway(path, path.split("/", 3)[2], rid, version, status, started)
             else:
-                kind = "other"
-            self.metrics.requests.labels(kind, str(status)).inc()
+                kind = "api" if path.startswith("/api/") or path.startswith("/auth/") else "other"
+                self.metrics.requests.labels(kind, str(status)).inc()
+
+    async def _gateway(self, scope: Scope, receive: Receive, send: Send, name: str, rest: str) -> None:
+        started = time.perf_counter()
+        rid = gateway_request_id(scope) if self.access_log is not None else ""
+        status, version = 500, ""
+        try:
+            answer = await self.gateway(scope, receive, send, name, rest, rid)
+            status, version = answer.status, "" if answer.version is None else str(answer.version)
+        finally:
+            self._count_gateway(scope["path"], name, rid, version, status, started)
+
+    def _count_gateway(self, path: str, name: str, rid: str, version: str, status: int, started: float) -> None:
+        # only deployments that exist are labels: unknown names must not grow the metric's label set
+        if not any(d.name == name for d in self.hub.deployments.deployments()):
+            name = "-"
+        self.metrics.gateway.labels(name, version, str(status)).inc()
+        self.metrics.gateway_seconds.labels(name, version).observe(time.perf_counter() - started)
+        if self.access_log is not None:
+            write_gateway_line(self.access_log, self.hub, path, rid, version, status, started)
+        self.metrics.requests.labels("gateway", str(status)).inc()
 
 
 def build_app(hub: Hub, access_log: AccessLog | None = None) -> Starlette:
@@ -159,5 +181,7 @@ def build_app(hub: Hub, access_log: AccessLog | None = None) -> Starlette:
     sessions = SessionStore(hub.users, hub.tokens, ttl_s=hub.settings.session_ttl_s)
     app.state.sessions = sessions
     app.add_middleware(BrowserGuard, sessions=sessions, public_names=public_names(hub.settings))
-    app.add_middleware(_Observe, metrics=metrics, hub=hub, access_log=access_log)
+    reserved = [r for r in routes if isinstance(r, Route) and r.path.startswith("/deployments/")
+                and r.path != GATEWAY_ROUTE]
+    app.add_middleware(_Observe, metrics=metrics, hub=hub, access_log=access_log, reserved=reserved)
     return app
