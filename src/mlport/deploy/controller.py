@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mlport.core.backoff import Backoff
 from mlport.deploy.autoscale import LoadSample, ScalePolicy, desired_replicas
-from mlport.deploy.backoff import Backoff
 from mlport.deploy.deployments import Deployment, DeploymentSource
 from mlport.deploy.layout import versioned_layout
 from mlport.deploy.replicas import ReplicaSet

@@ -22,8 +22,8 @@ from typing import Any
 
 import httpx
 
+from mlport.core.backoff import Backoff
 from mlport.deploy.autoscale import MAX_REPLICAS
-from mlport.deploy.backoff import Backoff
 from mlport.deploy.endpoint import Endpoint
 from mlport.deploy.procs import free_port, log_tail, rotate_log, spawn, terminate
 from mlport.errors import InvalidInput, MlportError

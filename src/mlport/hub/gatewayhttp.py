@@ -22,12 +22,13 @@ from starlette.types import Receive, Scope, Send
 
 from mlport.auth import Action, authorize
 from mlport.deploy.gateway import Forwarded
-from mlport.errors import ErrorCode, InvalidInput, MlportError, PayloadTooLarge
+from mlport.errors import ErrorCode, MlportError
 from mlport.hub.service import Hub
 from mlport.hub.tokencache import TokenCache
+from mlport.protocols.http.body import read_asgi_body
 from mlport.protocols.http.errors import HTTP_STATUS
 
-__all__ = ["GATEWAY_METHODS", "GATEWAY_ROUTE", "GatewayHTTP", "read_asgi_body", "split_gateway_path"]
+__all__ = ["GATEWAY_METHODS", "GATEWAY_ROUTE", "GatewayHTTP", "split_gateway_path"]
 
 log = logging.getLogger("mlport.hub")
 
@@ -49,33 +50,13 @@ def split_gateway_path(path: str) -> tuple[str, str] | None:
     return name, rest
 
 
-async def read_asgi_body(receive: Callable[[], Awaitable[MutableMapping[str, Any]]], declared: bytes | None,
-                         limit: int) -> bytes:
-    """The whole body of an ASGI request within ``limit`` (413 as soon as it is known to exceed it);
-    :class:`ClientDisconnect` when the client went away first."""
-    if declared is not None:
-        try:
-            size = int(declared)
-        except ValueError:
-            raise InvalidInput("Content-Length is not a number") from None
-        if size > limit:
-            raise PayloadTooLarge(f"the body is {size} bytes; the limit is {limit}")
-    parts: list[bytes] = []
-    total = 0
-    more = True
-    while more:
-        message = await receive()
-        if message["type"] != "http.request":
-            raise ClientDisconnect()
-        part: bytes = message.get("body", b"")
-        total += len(part)
-        if total > limit:
-            raise PayloadTooLarge(f"the body exceeds the limit of {limit} bytes")
-        if part:
-            parts.append(part)
-        more = bool(message.get("more_body", False))
-    return parts[0] if len(parts) == 1 else b"".join(parts)
-
+async def _read_body(receive: Callable[[], Awaitable[MutableMapping[str, Any]]], declared: bytes | None,
+                     limit: int) -> bytes:
+    """The whole body within ``limit``; :class:`ClientDisconnect` when the client went away first."""
+    body = await read_asgi_body(receive, declared, limit)
+    if body is None:
+        raise ClientDisconnect()
+    return body
 
 
 class GatewayHTTP:
@@ -102,7 +83,7 @@ class GatewayHTTP:
             gateway = self.hub.gateway
             limit = gateway.max_body_bytes
             answer = await gateway.answer(scope["method"], name, rest, scope.get("query_string", b""),
-                                          scope["headers"], lambda: read_asgi_body(receive, declared, limit))
+                                          scope["headers"], lambda: _read_body(receive, declared, limit))
         except MlportError as exc:
             status = HTTP_STATUS.get(exc.code, 500)
             headers = [(b"content-type", _JSON)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 import orjson
@@ -11,7 +12,7 @@ from starlette.responses import Response
 from mlport.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
 from mlport.protocols.jsonbody import loads
 
-__all__ = ["BodyReader", "json_response", "media_type", "parse_json", "read_body"]
+__all__ = ["BodyReader", "json_response", "media_type", "parse_json", "read_asgi_body", "read_body"]
 
 
 class BodyReader:
@@ -41,6 +42,20 @@ class BodyReader:
     def body(self) -> bytes:
         parts = self._parts
         return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+async def read_asgi_body(receive: Callable[[], Awaitable[MutableMapping[str, Any]]], declared: bytes | None,
+                         limit: int) -> bytes | None:
+    """The whole body of an ASGI request, read by :class:`BodyReader` as the server receives it; ``None`` when
+    the client went away first."""
+    reader = BodyReader(declared, limit)
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return None
+        reader.add(message.get("body", b""))
+        if not message.get("more_body", False):
+            return reader.body()
 
 
 async def read_body(request: Request, limit: int) -> bytes:

@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 
 from mlport.errors import MlportError, RetryLater
-from mlport.protocols.http.body import BodyReader
+from mlport.protocols.http.body import read_asgi_body
 from mlport.protocols.http.errors import HTTP_STATUS
 from mlport.protocols.http.routes_oip import parse_header_length, parse_timeout, run_infer
 from mlport.protocols.http.state import AppState
@@ -68,19 +68,6 @@ def retry_after(exc: BaseException) -> str | None:
     return None
 
 
-async def _read_body(receive: Receive, declared: bytes | None, limit: int) -> bytes | None:
-    """The whole body, read by :class:`BodyReader` as the ASGI server receives it; ``None`` when the client
-    went away."""
-    reader = BodyReader(declared, limit)
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            return None
-        reader.add(message.get("body", b""))
-        if not message.get("more_body", False):
-            return reader.body()
-
-
 async def serve_infer(
     st: AppState, scope: Scope, receive: Receive, send: Send, name: str, version: str | None
 ) -> None:
@@ -105,7 +92,7 @@ async def serve_infer(
         request_id = uuid.uuid4().hex  # the access log's line, the answer's id and an error's x-request-id agree
     try:
         length = parse_header_length(header_length)
-        body = await _read_body(receive, declared, st.limits.max_body_bytes)
+        body = await read_asgi_body(receive, declared, st.limits.max_body_bytes)
         if body is None:
             return
         encoded = await run_infer(st, name, version, body, length, request_id,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from mlport.deploy.backoff import Backoff
+from mlport.core.backoff import Backoff
 from mlport.deploy.replicas import ReplicaSet, _Replica
 
 
