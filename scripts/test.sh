@@ -16,6 +16,7 @@ python3 -m pip install --quiet --disable-pip-version-check --no-deps 'tensorflow
 apt_missing=()
 command -v chromium >/dev/null 2>&1 || apt_missing+=(chromium)
 command -v java >/dev/null 2>&1 || apt_missing+=(default-jre-headless)
+command -v curl >/dev/null 2>&1 || apt_missing+=(curl)
 for tool in buildah mmdebstrap skopeo docker-registry; do
     command -v "$tool" >/dev/null 2>&1 || apt_missing+=("$tool")
 done
