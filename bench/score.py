@@ -2,6 +2,7 @@
 
     python bench/score.py                 # 1,000,000 rows (CSV and Parquet)
     python bench/score.py --rows 200000   # a quicker run
+    python bench/score.py --gigabytes 1   # also the peak RSS on a 1 GB CSV
 
 Both read the same file, run the same ONNX model in mini-batches and write Parquet. The floor is the least
 a batch scorer must do (read the chunk, one predict, write); mlport adds column mapping, labels, bad-row
@@ -110,9 +111,37 @@ def _data(folder: Path, rows: int) -> tuple[Path, Path]:
     return csv, parquet
 
 
+def _big_csv(path: Path, gigabytes: float) -> int:
+    """A CSV of iris rows of about ``gigabytes`` GB, written a million rows at a time; its row count."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    rows, rng = 0, np.random.default_rng(1)
+    with pacsv.CSVWriter(path, pa.schema([("id", pa.int64()), *[(f, pa.float64()) for f in FIELDS]])) as out:
+        while path.stat().st_size < gigabytes * 1e9:
+            x = rng.uniform(0, 8, (1_000_000, 4)).round(2)
+            out.write_table(pa.table({"id": np.arange(rows, rows + len(x)), **{f: x[:, i] for i, f in
+                                                                              enumerate(FIELDS)}}))
+            rows += len(x)
+    return rows
+
+
+def _memory_point(folder: Path, model: Path, gigabytes: float) -> str:
+    """``mlport score`` on a CSV of ``gigabytes`` GB with one worker: its time and peak RSS (memory stays bounded
+    by a few chunks whatever the input size)."""
+    src = folder / "big.csv"
+    rows = _big_csv(src, gigabytes)
+    seconds, rss, _ = _run([sys.executable, "-m", "mlport.cli.main", "score", str(model), str(src), "-o",
+                            str(folder / "big.parquet"), "--keep", "id", "--batch-size", str(CHUNK), "--workers",
+                            "1", "--progress", "none"])
+    return (f"{src.stat().st_size / 1e9:.2f} GB CSV ({rows:,} rows), 1 worker: {seconds:.1f} s, "
+            f"{rows / seconds:,.0f} rows/s, peak RSS {rss / 2**20:.0f} MB")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rows", type=int, default=1_000_000)
+    p.add_argument("--gigabytes", type=float, default=0.0, help="also score a CSV of this size (peak RSS)")
     args = p.parse_args(argv)
     lines = [f"# mlport score vs pandas + onnxruntime: iris, {args.rows} rows, chunks of {CHUNK}",
              f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} cores", "",
@@ -140,6 +169,9 @@ def main(argv: list[str] | None = None) -> int:
                 lines.append(f"| {src.suffix[1:]} | {name} | {seconds:.2f} | {args.rows / seconds:,.0f} | "
                              f"{floor / seconds:.2f} | {own} | {rss / 2**20:.0f} |")
                 print(lines[-1], flush=True)
+        if args.gigabytes > 0:
+            lines += ["", _memory_point(folder, model, args.gigabytes)]
+            print(lines[-1], flush=True)
     text = "\n".join(lines) + "\n"
     results = Path(__file__).resolve().parent / "results"
     results.mkdir(exist_ok=True)
