@@ -180,16 +180,23 @@ def test_an_expired_deadline_never_reaches_the_model(server: Server) -> None:
         assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
         bad = httpx.post(server.url + "/v2/models/slow/infer", json=body(204), headers={"X-Request-Timeout": "soon"})
         assert bad.status_code == 400 and "X-Request-Timeout" in bad.json()["error"]
+        # the describe/eval and TF Serving routes take the same header
+        r = httpx.post(server.url + "/models/slow/eval", json={"x": [[206.0]]}, timeout=10,
+                       headers={"X-Request-Timeout": "0.2"})
+        assert r.status_code == 504, r.text
+        r = httpx.post(server.url + "/v1/models/slow:predict", json={"instances": [[207.0]]}, timeout=10,
+                       headers={"X-Request-Timeout": "0.2"})
+        assert r.status_code == 504, r.text
     finally:
         release()
     bg.join()
     # one more request runs after the blocker: the expired ones would have run before it
     assert httpx.post(server.url + "/v2/models/slow/infer", json=body(205), timeout=30).status_code == 200
     seen = calls(server)
-    assert 205 in seen and not {201, 202, 203, 204} & set(seen)
+    assert 205 in seen and not {201, 202, 203, 204, 206, 207} & set(seen)
     expired = metric(server, "mlport_expired_requests_total", model="slow") - before
     cancelled = metric(server, "mlport_cancelled_requests_total", model="slow")
-    assert expired >= 2 and expired + cancelled >= 3  # gRPC's own deadline may end the call first: cancelled
+    assert expired >= 4 and expired + cancelled >= 5  # gRPC's own deadline may end the call first: cancelled
 
 
 def test_a_batched_request_past_its_deadline_is_left_out_of_its_batch(server: Server) -> None:

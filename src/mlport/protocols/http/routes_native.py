@@ -16,6 +16,7 @@ from mlport.formats.base import send_feedback
 from mlport.limits import Limits
 from mlport.protocols.http.body import json_response, media_type, parse_json, read_body
 from mlport.protocols.http.negotiation import decoders, encoders, pick_decoder, pick_encoder
+from mlport.protocols.http.routes_oip import deadline_of
 from mlport.protocols.http.state import state_of
 from mlport.protocols.native import decode_eval_json, describe, encode_eval_json
 from mlport.runtime.manager import LoadedVersion
@@ -56,7 +57,7 @@ async def _eval(request: Request, name: str) -> Response:
     decoder = pick_decoder(media_type(request))
     body = await read_body(request, st.limits.max_body_bytes)
     async with st.service.call(name, request.path_params.get("version"), "eval",
-                               request.headers.get("x-request-id")) as call:
+                               request.headers.get("x-request-id"), **deadline_of(request)) as call:
         inference = await decoder(body, request, call.model, st.limits)
         key = request.headers.get("x-routing-key")
         if key is not None:

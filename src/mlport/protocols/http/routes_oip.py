@@ -26,7 +26,7 @@ from mlport.protocols.oip import (
 )
 from mlport.runtime.manager import VersionState
 
-__all__ = ["parse_header_length", "parse_timeout", "routes", "run_infer"]
+__all__ = ["deadline_of", "parse_header_length", "parse_timeout", "routes", "run_infer"]
 
 EXTENSIONS = ["binary_tensor_data", *SHARED_EXTENSIONS]
 
@@ -113,6 +113,14 @@ async def client_gone(receive: Receive) -> None:
         if (await receive())["type"] == "http.disconnect":
             return
     await asyncio.Event().wait()
+
+
+def deadline_of(request: Request) -> dict[str, Any]:
+    """``service.call``'s ``timeout_s`` (``X-Request-Timeout``) and ``watch`` (the client leaving) for a route
+    that has read its request's body."""
+    raw = request.headers.get("x-request-timeout")
+    return {"timeout_s": None if raw is None else parse_timeout(raw),
+            "watch": functools.partial(client_gone, request.receive)}
 
 
 async def run_infer(

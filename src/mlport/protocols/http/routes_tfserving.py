@@ -13,6 +13,7 @@ from starlette.routing import Route
 
 from mlport.errors import ErrorCode, MlportError, ModelNotFound, UnsupportedMediaType
 from mlport.protocols.http.body import json_response, media_type, read_body
+from mlport.protocols.http.routes_oip import deadline_of
 from mlport.protocols.http.state import AppState, state_of
 from mlport.protocols.tfserving import (
     ModelPath,
@@ -66,7 +67,8 @@ async def _predict(request: Request, target: ModelPath) -> Response:
         raise UnsupportedMediaType(f"unsupported Content-Type {mt!r}; send application/json")
     body = await read_body(request, st.limits.max_body_bytes)
     version = _version(st, target)
-    async with st.service.call(target.name, version, "v1", request.headers.get("x-request-id")) as call:
+    async with st.service.call(target.name, version, "v1", request.headers.get("x-request-id"),
+                               **deadline_of(request)) as call:
         doc = parse_json_body(body)
         ev = call.model.evaluator
         wanted = doc.get("signature_name") if isinstance(doc, dict) else None
