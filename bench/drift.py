@@ -18,7 +18,6 @@ import asyncio
 import csv
 import datetime as dt
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -32,6 +31,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from models import iris_onnx
+from requestlog import serve_mlport
 
 FIELDS = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
 SETTINGS = {
@@ -39,12 +39,6 @@ SETTINGS = {
     "drift": "drift: {window_rows: 1000, interval_s: 1}\n",
     "drift + outliers": "drift: {window_rows: 1000, interval_s: 1}\noutliers: true\n",
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _model(root: Path) -> Path:
@@ -85,24 +79,6 @@ async def _load(url: str, clients: int, requests: int, rows: np.ndarray) -> tupl
         return time.perf_counter() - started, latencies
 
 
-def _serve(folder: Path, log: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    with log.open("wb") as f:
-        proc = subprocess.Popen([sys.executable, "-m", "mlport.cli.main", "serve", str(folder), "--http-port",
-                                 str(port), "--grpc-port", "0"], stdout=f, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url + "/v2/health/ready", timeout=2).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    proc.terminate()
-    raise RuntimeError(f"the server did not start: {log.read_text()}")
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--clients", type=int, default=64)
@@ -119,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, yaml in SETTINGS.items():
             base = (folder / "model.yaml").read_text().split("drift:")[0]
             (folder / "model.yaml").write_text(base + yaml)
-            proc, url = _serve(folder, Path(tmp) / f"serve-{len(lines)}.log")
+            proc, url = serve_mlport(folder, [], Path(tmp))
             try:
                 infer = url + "/v2/models/iris/infer"
                 asyncio.run(_load(infer, args.clients, min(2000, args.requests), rows))  # warm-up

@@ -43,10 +43,11 @@ LABELS = {"off": "off", "jsonl": "jsonl, 100% sampled, payload all", "parquet": 
           "jsonl-10%": "jsonl, 10% sampled, payload all"}
 
 
-def _serve(model: Path, args: list[str], scratch: Path) -> tuple[subprocess.Popen[bytes], str]:
+def serve_mlport(model: Path, args: list[str], scratch: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """``mlport serve MODEL ARGS`` on a free port, once ready: the process and its URL (its log in ``scratch``)."""
     port = bench_run.free_port()
     cmd = [sys.executable, "-m", "mlport.cli.main", "serve", str(model), "--http-port", str(port), "--grpc-port", "0",
-           "--name", "iris", *args]
+           *args]
     log = (scratch / f"server-{port}.log").open("wb")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
@@ -98,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
         lua = scratch / "post.lua"
         lua.write_text(bench_run.WRK_LUA)
         points: dict[str, list[dict[str, float]]] = {s: [] for s in SETTINGS}
-        servers = {s: _serve(model, [a.replace("{logs}", str(scratch / f"logs-{s}")) for a in args_], scratch)
+        servers = {s: serve_mlport(model, ["--name", "iris", *(a.replace("{logs}", str(scratch / f"logs-{s}"))
+                                                              for a in args_)], scratch)
                    for s, args_ in SETTINGS.items()}
         try:
             body = bodies["iris-json"]
