@@ -1,0 +1,227 @@
+"""The deployment page's monitoring in a real browser against a real hub and replica: the drift panel over a
+shifted stream, the recent requests panel (logging turned on from the page, records with the version that
+answered, a record's tensors, filters), and Try it's explain button. Names from the hub are shown as text."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from playwright.sync_api import Page, expect
+
+from mlport.observability.requestlog.records import encode_tensor
+from tests.builders import scale_onnx
+from tests.hubutil import ADMIN_PASSWORD, HubProc, cli, ready_versions, wait_for
+from tests.integration.console.conftest import shot, sign_in
+from tests.integration.drift_util import REFERENCE_ROWS, send
+
+pytestmark = pytest.mark.slow
+
+DEPLOYMENT = "m-d"
+INFER = f"/deployments/{DEPLOYMENT}/v2/models/{DEPLOYMENT}/infer"
+#: A feature name that would run as script if the page put it in as HTML.
+HOSTILE = "<script>window.pwned=1</script>c"
+HOSTILE_ID = "<img src=x onerror=window.pwned=2>"
+START_S = 120_000  # ms: a replica starting on a loaded machine
+
+
+def _profiled_model(folder: Path) -> tuple[Path, Path]:
+    """y = 2x over inputs a, b and HOSTILE (one input x [-1, 3]), ``m.model.yaml`` beside ``m.onnx``, and a profile
+    of standard normal reference data made by ``mlport profile``."""
+    model = scale_onnx(folder / "m.onnx", 2.0)
+    config = folder / "m.model.yaml"
+    config.write_text(f'fields: {{x: {{a: 0, b: 1, "{HOSTILE}": 2}}}}\n'
+                      "drift: {window_rows: 300, interval_s: 0.1}\n")
+    data = folder.parent / "reference.csv"
+    with data.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["a", "b", HOSTILE])
+        w.writerows(np.random.default_rng(0).normal(size=(REFERENCE_ROWS, 3)).tolist())
+    built = folder.parent / "built"
+    (built / "1").mkdir(parents=True)
+    shutil.copy(model, built / "1" / "model.onnx")
+    shutil.copy(config, built / "model.yaml")
+    profile = folder.parent / "profile.json"
+    done = subprocess.run([sys.executable, "-m", "mlport.cli.main", "profile", str(data), "--model", str(built),
+                           "-o", str(profile)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return model, profile
+
+
+@pytest.fixture(scope="module")
+def admin(hub: HubProc, tmp_path_factory: pytest.TempPathFactory) -> httpx.Client:
+    """The deployment ``m-d`` of a model with a profile, ready."""
+    folder = tmp_path_factory.mktemp("monitored") / "upload"
+    folder.mkdir()
+    model, profile = _profiled_model(folder)
+    token = hub.login()
+    client = hub.client(token)
+    assert client.post("/api/v1/models", json={"name": "m"}).status_code == 201
+    done = cli(folder.parent / "cfg", "versions", "upload", "m", str(model), "--profile", str(profile),
+               "--hub", hub.url, "--token", token)
+    assert done.returncode == 0, done.stderr
+    r = client.post("/api/v1/deployments", json={"name": DEPLOYMENT, "model": "m", "version": 1})
+    assert r.status_code == 201, r.text
+    wait_for(lambda: ready_versions(client, DEPLOYMENT).get(1), 120, what="version 1 ready")
+    return client
+
+
+def _watch_csp(page: Page) -> list[str]:
+    blocked: list[str] = []  # what the Content-Security-Policy refused: the panels must need nothing it forbids
+    page.on("console", lambda m: blocked.append(m.text) if "Content Security Policy" in m.text else None)
+    page.on("dialog", lambda dialog: dialog.accept())
+    return blocked
+
+
+def _open(page: Page, hub: HubProc) -> None:
+    sign_in(page, hub.url, "admin", ADMIN_PASSWORD)
+    page.goto(f"{hub.url}/ui/deployments/{DEPLOYMENT}")
+    expect(page.locator("#replicas tbody tr:has(td:text-is('v1'))")).to_contain_text("1 / 1", timeout=START_S)
+
+
+def _oip(rows: list[list[float]], rid: str) -> dict[str, Any]:
+    data = np.asarray(rows, dtype=np.float32)
+    return {"id": rid, "inputs": [{"name": "x", "datatype": "FP32", "shape": list(data.shape),
+                                   "data": data.ravel().tolist()}]}
+
+
+def test_drift_panel_shows_the_shifted_feature(hub: HubProc, admin: httpx.Client, page: Page, shots: Path) -> None:
+    blocked = _watch_csp(page)
+    _open(page, hub)
+    # no request answered yet: the replica watches nothing, and the panel says why and how
+    expect(page.locator("#drift-none")).to_be_visible(timeout=30_000)
+    expect(page.locator("#drift-reason")).to_contain_text("reference profile")
+    expect(page.locator("#drift-summary .state")).to_have_text("unwatched")
+
+    rows = np.random.default_rng(7).normal(size=(300, 3))
+    rows[:, 2] += 1.5
+    send(admin, INFER, rows, per_request=30)
+
+    def computed() -> bool:
+        replicas = admin.get(f"/api/v1/deployments/{DEPLOYMENT}/drift").json()["replicas"]
+        versions = replicas[0].get("versions") or [{}]
+        return versions[0].get("rows_seen") == 300 and versions[0].get("status") != "insufficient"
+
+    wait_for(computed, what="the replica's figures over 300 rows")
+    table = page.locator("#drift-versions table.drift")
+    shifted = table.locator("tbody tr").filter(has_text=HOSTILE)
+    expect(shifted.locator(".state")).to_have_text("drift", timeout=30_000)
+    expect(table.locator("tbody tr:has(td:text-is('a')) .state")).to_have_text("ok")
+    expect(table.locator("tbody tr:has(td:text-is('y[2]')) .state")).to_have_text("drift")
+    expect(page.locator("#drift-summary .state")).to_have_text("drift")
+    expect(page.locator("#drift-none")).to_be_hidden()
+    expect(shifted).to_contain_text("300 of 300 rows")
+    expect(shifted).to_contain_text(f"{REFERENCE_ROWS} rows")
+    expect(shifted).to_contain_text("(p=")  # the Kolmogorov-Smirnov p-value
+    assert shifted.locator("td").first.inner_text() == HOSTILE  # the name, as text
+    assert page.locator("#drift script").count() == 0 and page.evaluate("window.pwned") is None
+    shot(page, shots, "08-deployment-drift")
+    assert not blocked, blocked
+
+
+def _logged(admin: httpx.Client) -> Callable[[], bool]:
+    probes = iter(range(10_000))
+
+    def probe() -> bool:  # the replica starts again with the log on: a request until one is kept
+        admin.post(INFER, json=_oip([[0.0, 0.0, 0.0]], f"probe-{next(probes)}"))
+        return bool(admin.get(f"/api/v1/deployments/{DEPLOYMENT}/logs").json()["records"])
+
+    return probe
+
+
+def test_recent_requests_panel(hub: HubProc, admin: httpx.Client, page: Page, shots: Path) -> None:
+    blocked = _watch_csp(page)
+    _open(page, hub)
+    off = page.locator("#requests-off")
+    expect(off).to_be_visible(timeout=30_000)
+    expect(off).to_contain_text(f"mlport logging {DEPLOYMENT}")
+    expect(off).to_contain_text(f"PUT /api/v1/deployments/{DEPLOYMENT}/logging")
+    page.click("#logging-on")
+    expect(off).to_be_hidden()
+    assert admin.get(f"/api/v1/deployments/{DEPLOYMENT}/logging").json()["logging"]["payload"] == "all"
+    wait_for(_logged(admin), 120, what="a logged request")
+
+    r = admin.post(INFER, json=_oip([[1.0, 2.0, 3.0], [4.0, 5.0, 6.5]], HOSTILE_ID))
+    assert r.status_code == 200, r.text
+    bad = admin.post(INFER, json={"id": "wrong-shape", "inputs": [
+        {"name": "x", "datatype": "FP32", "shape": [1, 2], "data": [1.0, 2.0]}]})
+    assert bad.status_code == 400, bad.text
+    table = page.locator("#requests-table")
+    row = table.locator("tbody tr").filter(has_text=HOSTILE_ID)
+    expect(row).to_contain_text("v1", timeout=30_000)
+    expect(row).to_contain_text("ok")
+    expect(row).to_contain_text("v2")  # the protocol
+    row.locator("a.request-id").click()
+    detail = page.locator("#request-detail")
+    expect(detail).to_contain_text("Version that answered")
+    expect(detail.locator("dd").first).to_have_text(HOSTILE_ID)
+    expect(detail.locator("pre.tensor").first).to_have_text("[1, 2, 3]\n[4, 5, 6.5]")
+    expect(detail.locator("pre.tensor").nth(1)).to_have_text("[2, 4, 6]\n[8, 10, 13]")
+    assert page.evaluate("window.pwned") is None and page.locator("#requests img").count() == 0
+    shot(page, shots, "09-deployment-requests")
+
+    # the filters: the failed request alone, then the answers of v1 with status ok
+    failed = table.locator("tbody tr").filter(has_text="wrong-shape")
+    expect(failed).to_have_count(1, timeout=30_000)
+    status = failed.locator(".state").inner_text()
+    assert status != "ok"
+    page.select_option("#requests-filter select[name=status]", status)
+    expect(table.locator("tbody tr")).to_have_count(1)
+    page.select_option("#requests-filter select[name=status]", "ok")
+    page.select_option("#requests-filter select[name=version]", "1")
+    expect(table.locator("tbody tr").filter(has_text="wrong-shape")).to_have_count(0)
+    expect(row).to_be_visible()
+    assert not blocked, blocked
+
+
+def test_explain_shows_the_error_of_the_gateway(hub: HubProc, admin: httpx.Client, page: Page) -> None:
+    blocked = _watch_csp(page)
+    _open(page, hub)
+    button = page.locator("#explain")
+    expect(button).to_be_disabled()
+    page.fill("#try input[name=path]", f"v2/models/{DEPLOYMENT}/infer")
+    page.fill("#try textarea[name=body]", '{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 3], '
+                                          '"data": [1, 2, 3]}]}')
+    page.click("#try button[type=submit]")
+    expect(page.locator("#try-answer")).to_contain_text("HTTP 200 - version 1", timeout=60_000)
+    expect(button).to_be_enabled()
+    direct = admin.post(f"/deployments/{DEPLOYMENT}/v2/models/{DEPLOYMENT}/explain", json=_oip([[1, 2, 3]], "e"))
+    button.click()
+    error = page.locator("#explain-result .error")
+    expect(error).to_contain_text(f"HTTP {direct.status_code}", timeout=60_000)
+    assert direct.status_code in (404, 501), direct.text
+    assert not blocked, blocked
+
+
+def test_logged_tensors_are_decoded_capped_and_shown_as_text(hub: HubProc, admin: httpx.Client, page: Page) -> None:
+    """The page's decoder against the request log's own encoder: every datatype, text and bytes, and a tensor
+    larger than what is shown."""
+    _open(page, hub)
+    words = np.empty(3, dtype=object)
+    words[:] = [b"abc", b"\xff\x00", "\u00e9" * 300]
+    cases: list[tuple[np.ndarray, str]] = [
+        (np.array([[1.5, -2.0]], np.float16), "[1.5, -2]"),
+        (np.array([2**40, -3], np.int64), "[1099511627776, -3]"),
+        (np.array([2**64 - 1], np.uint64), "[18446744073709551615]"),
+        (np.array([True, False]), "[true, false]"),
+        (np.array([[0.1, np.nan, np.inf]]), "[0.1, NaN, Infinity]"),
+        (np.array([[-7, 200]], np.int16), "[-7, 200]"),
+        (words, '["abc", 0xff00, "' + "\u00e9" * 199 + '...]'),
+        (np.array(["<b>bold</b>"], dtype=object), '["<b>bold</b>"]'),
+        (np.array(["\u00e9" * 2000], dtype=object), '["' + "\u00e9" * 199 + '...]'),  # cut inside a character
+    ]
+    decode = "t => MlportTensors.format(t)"
+    for array, shown in cases:
+        assert page.evaluate(decode, encode_tensor("t", array)) == shown, array
+    big = np.arange(1000, dtype=np.float32).reshape(10, 100)
+    lines = page.evaluate(decode, encode_tensor("t", big)).split("\n")
+    assert lines[0] == "[" + ", ".join(str(i) for i in range(100)) + "]" and len(lines) == 3
+    assert lines[2] == "... 800 more elements not shown"
