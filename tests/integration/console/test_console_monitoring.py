@@ -127,6 +127,51 @@ def test_drift_panel_shows_the_shifted_feature(hub: HubProc, admin: httpx.Client
     assert not blocked, blocked
 
 
+def test_explain_shows_the_error_of_the_gateway(hub: HubProc, admin: httpx.Client, page: Page) -> None:
+    blocked = _watch_csp(page)
+    _open(page, hub)
+    button = page.locator("#explain")
+    expect(button).to_be_disabled()
+    page.fill("#try input[name=path]", f"v2/models/{DEPLOYMENT}/infer")
+    page.fill("#try textarea[name=body]", '{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 3], '
+                                          '"data": [1, 2, 3]}]}')
+    page.click("#try button[type=submit]")
+    expect(page.locator("#try-answer")).to_contain_text("HTTP 200 - version 1", timeout=60_000)
+    expect(button).to_be_enabled()
+    direct = admin.post(f"/deployments/{DEPLOYMENT}/v2/models/{DEPLOYMENT}/explain", json=_oip([[1, 2, 3]], "e"))
+    button.click()
+    error = page.locator("#explain-result .error")
+    expect(error).to_contain_text(f"HTTP {direct.status_code}", timeout=60_000)
+    assert direct.status_code in (404, 501), direct.text
+    assert not blocked, blocked
+
+
+def test_logged_tensors_are_decoded_capped_and_shown_as_text(hub: HubProc, admin: httpx.Client, page: Page) -> None:
+    """The page's decoder against the request log's own encoder: every datatype, text and bytes, and a tensor
+    larger than what is shown."""
+    _open(page, hub)
+    words = np.empty(3, dtype=object)
+    words[:] = [b"abc", b"\xff\x00", "\u00e9" * 300]
+    cases: list[tuple[np.ndarray, str]] = [
+        (np.array([[1.5, -2.0]], np.float16), "[1.5, -2]"),
+        (np.array([2**40, -3], np.int64), "[1099511627776, -3]"),
+        (np.array([2**64 - 1], np.uint64), "[18446744073709551615]"),
+        (np.array([True, False]), "[true, false]"),
+        (np.array([[0.1, np.nan, np.inf]]), "[0.1, NaN, Infinity]"),
+        (np.array([[-7, 200]], np.int16), "[-7, 200]"),
+        (words, '["abc", 0xff00, "' + "\u00e9" * 199 + '...]'),
+        (np.array(["<b>bold</b>"], dtype=object), '["<b>bold</b>"]'),
+        (np.array(["\u00e9" * 2000], dtype=object), '["' + "\u00e9" * 199 + '...]'),  # cut inside a character
+    ]
+    decode = "t => MlportTensors.format(t)"
+    for array, shown in cases:
+        assert page.evaluate(decode, encode_tensor("t", array)) == shown, array
+    big = np.arange(1000, dtype=np.float32).reshape(10, 100)
+    lines = page.evaluate(decode, encode_tensor("t", big)).split("\n")
+    assert lines[0] == "[" + ", ".join(str(i) for i in range(100)) + "]" and len(lines) == 3
+    assert lines[2] == "... 800 more elements not shown"
+
+
 def _logged(admin: httpx.Client) -> Callable[[], bool]:
     probes = iter(range(10_000))
 
@@ -182,46 +227,42 @@ def test_recent_requests_panel(hub: HubProc, admin: httpx.Client, page: Page, sh
     assert not blocked, blocked
 
 
-def test_explain_shows_the_error_of_the_gateway(hub: HubProc, admin: httpx.Client, page: Page) -> None:
+def test_recent_requests_of_a_canary_by_version_and_page(hub: HubProc, admin: httpx.Client, page: Page,
+                                                         tmp_path: Path) -> None:
+    """Each record names the version that answered it; the version filter keeps one; pages of 20, newest first."""
+    if admin.get(f"/api/v1/deployments/{DEPLOYMENT}/logging").json()["logging"] is None:
+        assert admin.put(f"/api/v1/deployments/{DEPLOYMENT}/logging", json={"sample": 1.0}).status_code == 200
+        wait_for(_logged(admin), 120, what="a logged request")
     blocked = _watch_csp(page)
     _open(page, hub)
-    button = page.locator("#explain")
-    expect(button).to_be_disabled()
-    page.fill("#try input[name=path]", f"v2/models/{DEPLOYMENT}/infer")
-    page.fill("#try textarea[name=body]", '{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 3], '
-                                          '"data": [1, 2, 3]}]}')
-    page.click("#try button[type=submit]")
-    expect(page.locator("#try-answer")).to_contain_text("HTTP 200 - version 1", timeout=60_000)
-    expect(button).to_be_enabled()
-    direct = admin.post(f"/deployments/{DEPLOYMENT}/v2/models/{DEPLOYMENT}/explain", json=_oip([[1, 2, 3]], "e"))
-    button.click()
-    error = page.locator("#explain-result .error")
-    expect(error).to_contain_text(f"HTTP {direct.status_code}", timeout=60_000)
-    assert direct.status_code in (404, 501), direct.text
+    v2 = scale_onnx(tmp_path / "m2.onnx", 3.0).read_bytes()
+    r = admin.post("/api/v1/models/m/versions", params={"filename": "m.onnx"}, content=v2)
+    assert r.status_code == 201, r.text
+    assert admin.post(f"/api/v1/deployments/{DEPLOYMENT}/canary", json={"version": 2, "percent": 50}).status_code == 200
+    wait_for(lambda: ready_versions(admin, DEPLOYMENT).get(2), 120, what="version 2 ready")
+    answered: dict[str, str] = {}
+    for i in range(40):
+        r = admin.post(INFER, json=_oip([[1.0, 1.0, 1.0]], f"canary-{i}"))
+        assert r.status_code == 200, r.text
+        answered[f"canary-{i}"] = r.json()["model_version"]
+    assert set(answered.values()) == {"1", "2"}
+    table = page.locator("#requests-table")
+    expect(page.locator("#requests-filter select[name=version] option[value='2']")).to_have_count(1, timeout=30_000)
+    page.select_option("#requests-filter select[name=version]", "2")
+    newest = min(i for i in range(40) if answered[f"canary-{39 - i}"] == "2")
+    expect(table.locator("tbody tr").first).to_contain_text(f"canary-{39 - newest}", timeout=30_000)
+    shown = table.locator("tbody tr")
+    assert all(text == "v2" for text in shown.locator("td:nth-child(3)").all_inner_texts())
+    twos = sum(1 for v in answered.values() if v == "2")
+    expect(shown).to_have_count(min(twos, 20))
+
+    page.select_option("#requests-filter select[name=version]", "")
+    pages = page.locator("#requests-page")
+    expect(pages).to_contain_text("requests 1-20 of")
+    first = shown.first.inner_text()
+    page.click("#requests-older")
+    expect(pages).to_contain_text("requests 21-40 of")
+    expect(shown.first).not_to_have_text(first)
+    page.click("#requests-newer")
+    expect(pages).to_contain_text("requests 1-20 of")
     assert not blocked, blocked
-
-
-def test_logged_tensors_are_decoded_capped_and_shown_as_text(hub: HubProc, admin: httpx.Client, page: Page) -> None:
-    """The page's decoder against the request log's own encoder: every datatype, text and bytes, and a tensor
-    larger than what is shown."""
-    _open(page, hub)
-    words = np.empty(3, dtype=object)
-    words[:] = [b"abc", b"\xff\x00", "\u00e9" * 300]
-    cases: list[tuple[np.ndarray, str]] = [
-        (np.array([[1.5, -2.0]], np.float16), "[1.5, -2]"),
-        (np.array([2**40, -3], np.int64), "[1099511627776, -3]"),
-        (np.array([2**64 - 1], np.uint64), "[18446744073709551615]"),
-        (np.array([True, False]), "[true, false]"),
-        (np.array([[0.1, np.nan, np.inf]]), "[0.1, NaN, Infinity]"),
-        (np.array([[-7, 200]], np.int16), "[-7, 200]"),
-        (words, '["abc", 0xff00, "' + "\u00e9" * 199 + '...]'),
-        (np.array(["<b>bold</b>"], dtype=object), '["<b>bold</b>"]'),
-        (np.array(["\u00e9" * 2000], dtype=object), '["' + "\u00e9" * 199 + '...]'),  # cut inside a character
-    ]
-    decode = "t => MlportTensors.format(t)"
-    for array, shown in cases:
-        assert page.evaluate(decode, encode_tensor("t", array)) == shown, array
-    big = np.arange(1000, dtype=np.float32).reshape(10, 100)
-    lines = page.evaluate(decode, encode_tensor("t", big)).split("\n")
-    assert lines[0] == "[" + ", ".join(str(i) for i in range(100)) + "]" and len(lines) == 3
-    assert lines[2] == "... 800 more elements not shown"
