@@ -266,3 +266,27 @@ def test_recent_requests_of_a_canary_by_version_and_page(hub: HubProc, admin: ht
     page.click("#requests-newer")
     expect(pages).to_contain_text("requests 1-20 of")
     assert not blocked, blocked
+
+
+def test_attributions_are_drawn_as_bars_with_names_as_text(hub: HubProc, admin: httpx.Client, page: Page) -> None:
+    """The drawing of an explanation answer (the endpoint's JSON layout): a bar per feature, largest first, the
+    features past 20 summed in one bar, the base value and the prediction, hostile names shown as text."""
+    _open(page, hub)
+    features = [HOSTILE] + [f"f{i}" for i in range(1, 25)]
+    values = [-3.0] + [0.1 * i for i in range(1, 25)]
+    answer = {"model_name": DEPLOYMENT, "model_version": "1", "method": "kernel_shap", "features": features,
+              "outputs": [{"name": "y", "element": 0, "base_value": [0.5], "values": [values], "prediction": [1.25]}],
+              "limits": {"rows": 1, "evaluations": 2048, "seconds": 0.5}}
+    drawn = page.evaluate("""answer => {
+        const box = document.createElement("div");
+        box.id = "drawn";
+        document.body.appendChild(box);
+        MlportAttributions.show(box, answer);
+        return Array.from(box.querySelectorAll("svg.bars text.feature"), (t) => t.firstChild.nodeValue);
+    }""", answer)
+    box = page.locator("#drawn")
+    assert drawn[0] == HOSTILE[:25] + "..." and drawn[1] == "f24" and drawn[-1] == "(6 other features)", drawn
+    assert box.locator("svg.bars rect").count() == 20 and box.locator("rect.down").count() == 1
+    expect(box.locator(".explain-base")).to_have_text("y [0]: base value 0.5, prediction 1.25")
+    expect(box.locator(".explain-facts")).to_contain_text("method kernel_shap")
+    assert page.evaluate("window.pwned") is None and box.locator("script").count() == 0

@@ -1,18 +1,20 @@
 // Try it's "Explain" button: the last prediction tried, sent with the same body to the gateway's
-// POST /deployments/NAME/v2/models/NAME/explain. Per-feature attributions are drawn as horizontal bars (SVG, ours)
-// with the base value and the prediction; an image tried gets a heat map (the PNG the model server draws when
-// asked with Accept: image/png, or the "map" of a JSON answer drawn on a canvas). Errors are shown as they come.
+// POST /deployments/NAME/v2/models/NAME/explain (a describe/eval body is first written as the OIP request it
+// stands for, from the signature; a TF Serving body goes to v1/models/NAME:explain). The answer is drawn by
+// attributions.js; an image tried is sent with Accept: image/png and its heat map shown. Errors are shown as
+// they come.
 "use strict";
 
 window.MlportExplain = (() => {
   const C = window.MlportConsole;
-  const SVG = "http://www.w3.org/2000/svg";
-  const MAX_BARS = 20;
-  const MAX_OPTIONS = 100;
-  const MAX_MAP_SIDE = 1024;
+
+  const OIP_TYPES = { bool: "BOOL", uint8: "UINT8", uint16: "UINT16", uint32: "UINT32", uint64: "UINT64", int8: "INT8",
+    int16: "INT16", int32: "INT32", int64: "INT64", float16: "FP16", float32: "FP32", float64: "FP64", string: "BYTES",
+    bytes: "BYTES" };
 
   let ctx = null;
   let last = null;
+  let signature = null;
 
   function tried(path, init, status) {
     // called by Try it after each request: a POST answered 2xx can be explained
@@ -20,113 +22,62 @@ window.MlportExplain = (() => {
     document.getElementById("explain").disabled = last === null;
   }
 
-  function svg(tag, attrs, text) {
-    const node = document.createElementNS(SVG, tag);
-    for (const [k, v] of Object.entries(attrs || {})) node.setAttribute(k, String(v));
-    if (text !== undefined) node.textContent = text;
-    return node;
-  }
-
-  function num(x) {
-    return typeof x === "number" ? String(Number(x.toPrecision(4))) : String(x);
-  }
-
-  function topBars(features, values) {
-    // [name, value] by decreasing size, at most MAX_BARS; the rest summed in one bar
-    const pairs = features.map((f, i) => [String(f), Number(values[i])]).sort((a, b) => Math.abs(b[1]) - Math.abs(a[1]));
-    if (pairs.length <= MAX_BARS) return pairs;
-    const rest = pairs.slice(MAX_BARS - 1);
-    return [...pairs.slice(0, MAX_BARS - 1), ["(" + rest.length + " other features)", rest.reduce((s, p) => s + p[1], 0)]];
-  }
-
-  function bars(title, features, values) {
-    const pairs = topBars(features, values);
-    const labelW = 170, barW = 330, valueW = 70, rowH = 22, top = 8;
-    const lo = Math.min(0, ...pairs.map((p) => p[1])), hi = Math.max(0, ...pairs.map((p) => p[1]));
-    const span = hi - lo || 1;
-    const x = (v) => labelW + barW * (v - lo) / span;
-    const h = top + rowH * pairs.length + 6;
-    const chart = svg("svg", { viewBox: "0 0 " + (labelW + barW + valueW) + " " + h, class: "bars", role: "img",
-      "aria-label": title });
-    chart.appendChild(svg("line", { x1: x(0), x2: x(0), y1: 2, y2: h - 2, class: "zero" }));
-    pairs.forEach(([name, value], i) => {
-      const y = top + i * rowH;
-      const label = svg("text", { x: labelW - 6, y: y + 14, "text-anchor": "end", class: "feature" },
-        name.length > 26 ? name.slice(0, 25) + "..." : name);
-      label.appendChild(svg("title", {}, name));
-      const rect = svg("rect", { x: Math.min(x(0), x(value)), y: y + 3, height: rowH - 6,
-        width: Math.max(Math.abs(x(value) - x(0)), 1), class: value >= 0 ? "up" : "down" });
-      rect.appendChild(svg("title", {}, name + ": " + num(value)));
-      chart.append(label, rect, svg("text", { x: labelW + barW + 4, y: y + 14, class: "value" }, num(value)));
-    });
-    return chart;
-  }
-
-  function heatmap(rowMap) {
-    // a 2-D map (further dimensions summed): red where it raised the output, blue where it lowered it
-    const plane = rowMap.map((line) => line.map((v) => (Array.isArray(v) ? v.flat(Infinity).reduce((s, x) => s + Number(x), 0) : Number(v))));
-    const hgt = Math.min(plane.length, MAX_MAP_SIDE), wid = Math.min((plane[0] || []).length, MAX_MAP_SIDE);
-    const canvas = C.el("canvas", { width: wid, height: hgt, class: "heatmap", role: "img", "aria-label": "heat map" });
-    const max = Math.max(1e-12, ...plane.slice(0, hgt).map((l) => Math.max(...l.slice(0, wid).map(Math.abs))));
-    const g = canvas.getContext("2d");
-    const img = g.createImageData(wid, hgt);
-    for (let i = 0; i < hgt; i++) {
-      for (let j = 0; j < wid; j++) {
-        const v = plane[i][j] / max, at = 4 * (i * wid + j);
-        img.data[at] = v > 0 ? 255 : 255 * (1 + v);
-        img.data[at + 1] = 255 * (1 - Math.abs(v));
-        img.data[at + 2] = v < 0 ? 255 : 255 * (1 - v);
-        img.data[at + 3] = 255;
-      }
+  async function describe() {
+    if (!signature) {
+      const r = await ctx.gatewayFetch("describe", { method: "GET" });
+      if (!r.ok) throw new Error("describe through the gateway answered HTTP " + r.status);
+      signature = await r.json();
     }
-    g.putImageData(img, 0, 0);
-    return canvas;
+    return signature;
   }
 
-  function select(label, items, onChange) {
-    const node = C.el("select", { "aria-label": label, onchange: onChange });
-    items.slice(0, MAX_OPTIONS).forEach((text, i) => node.appendChild(C.el("option", { value: String(i), text })));
-    return C.el("label", {}, label + " ", node);
+  function shapeOf(value, rank) {
+    const shape = [];
+    for (let v = value; Array.isArray(v); v = v[0]) shape.push(v.length);
+    while (shape.length < rank) shape.unshift(1);
+    return shape;
   }
 
-  function showJson(box, a) {
-    const outputs = Array.isArray(a.outputs) ? a.outputs : [];
-    const limits = a.limits || {};
-    box.appendChild(C.el("p", { class: "explain-facts", text: "method " + a.method + ", model " + a.model_name + " version " +
-      a.model_version + " - " + limits.rows + " rows, " + limits.evaluations + " evaluations, " + num(limits.seconds) + " s" }));
-    if (!outputs.length) { box.appendChild(C.el("p", { text: "the explanation has no output" })); return; }
-    const view = C.el("div", { class: "explain-view" });
-    let o = 0, row = 0;
-    const draw = () => {
-      view.textContent = "";
-      const out = outputs[o];
-      const base = (out.base_value || [])[row], pred = (out.prediction || [])[row];
-      const what = String(out.name) + (out.element === null || out.element === undefined ? "" : " [" + String(out.element) + "]");
-      view.appendChild(C.el("p", { class: "explain-base", text: what + ": base value " + num(base) + ", prediction " + num(pred) }));
-      if (out.map) view.appendChild(heatmap(out.map[row] || []));
-      else view.appendChild(bars("attributions to " + what, a.features || [], (out.values || [])[row] || []));
-    };
-    const rows = (outputs[0].prediction || []).map((_, i) => "row " + (i + 1));
-    const controls = C.el("p", { class: "bar" });
-    if (outputs.length > 1) controls.appendChild(select("output", outputs.map((x) => String(x.name) +
-      (x.element === null || x.element === undefined ? "" : " [" + String(x.element) + "]")), (e) => { o = Number(e.target.value); draw(); }));
-    if (rows.length > 1) controls.appendChild(select("row", rows, (e) => { row = Number(e.target.value); draw(); }));
-    box.append(controls, view);
-    draw();
+  async function oipBody(text) {
+    // an OIP inference request as it is; a describe/eval body ({input name: values}) made into one
+    const body = JSON.parse(text);
+    if (body && Array.isArray(body.inputs)) return text;
+    const inputs = [];
+    for (const i of (await describe()).inputs || []) {
+      if (!body || !(i.name in body)) continue;
+      const type = String(i.type || i.datatype || "");
+      const value = body[i.name];
+      inputs.push({ name: i.name, datatype: OIP_TYPES[type.toLowerCase()] || type.toUpperCase(),
+        shape: shapeOf(value, (i.shape || []).length), data: Array.isArray(value) ? value.flat(Infinity) : [value] });
+    }
+    if (!inputs.length) throw new Error("the body tried names none of the model's inputs: send an inference request");
+    return JSON.stringify({ inputs });
+  }
+
+  async function request() {
+    // the path and init of the explanation of the last prediction tried
+    const type = String((last.init.headers || {})["content-type"] || "");
+    const name = encodeURIComponent(ctx.name);
+    if (!type.includes("json")) {
+      return ["v2/models/" + name + "/explain", { method: "POST", body: last.init.body,
+        headers: { "content-type": type, accept: "image/png" } }];
+    }
+    const headers = { "content-type": "application/json", accept: "application/json" };
+    if (last.path.startsWith("v1/")) { // a TF Serving predict body: TF Serving's explain verb
+      return ["v1/models/" + name + ":explain", { method: "POST", body: last.init.body, headers }];
+    }
+    return ["v2/models/" + name + "/explain", { method: "POST", body: await oipBody(last.init.body), headers }];
   }
 
   async function explain() {
     if (!last) return;
     const status = document.getElementById("explain-status");
     const box = document.getElementById("explain-result");
-    const image = !(String((last.init.headers || {})["content-type"] || "").includes("json"));
-    const init = { method: "POST", body: last.init.body, headers: Object.assign({}, last.init.headers,
-      { accept: image ? "image/png" : "application/json" }) };
-    const name = encodeURIComponent(ctx.name);
     status.textContent = "explaining...";
     box.textContent = "";
     box.hidden = false;
-    const r = await ctx.gatewayFetch("v2/models/" + name + "/explain", init);
+    const [path, init] = await request();
+    const r = await ctx.gatewayFetch(path, init);
     status.textContent = "HTTP " + r.status + " - version " + (r.headers.get("x-mlport-version") || "-");
     const type = r.headers.get("content-type") || "";
     if (r.ok && type.startsWith("image/")) {
@@ -141,13 +92,15 @@ window.MlportExplain = (() => {
       box.appendChild(C.el("p", { class: "error", role: "alert", text: "the explanation failed: HTTP " + r.status + ": " + message }));
       return;
     }
-    showJson(box, answer);
+    window.MlportAttributions.show(box, answer);
   }
 
   return { tried, setup: (context) => {
     ctx = context;
     document.getElementById("explain").addEventListener("click", () => explain().catch((e) => {
-      document.getElementById("explain-status").textContent = "the explanation failed: " + e.message;
+      document.getElementById("explain-status").textContent = "";
+      document.getElementById("explain-result").appendChild(C.el("p", { class: "error", role: "alert",
+        text: "the explanation failed: " + e.message }));
     }));
   } };
 })();
