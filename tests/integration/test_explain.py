@@ -270,3 +270,107 @@ def test_unknown_model_is_404(served: tuple[Server, dict[str, Any]]) -> None:
     r = httpx.post(f"{server.url}/v1/models/nope:explain", json={"instances": [[1, 2, 3, 4]]}, timeout=30)
     assert r.status_code == 404, r.text
     _explain(server, "xgb", _oip("wrong", np.ones((1, 4), np.float32)), status=400)
+
+
+# ------------------------------------------------------------------------------ the explanation threads
+#: y = x0 + x1 + x2, taking half a millisecond per row; it marks the first batch larger than one request's rows.
+SLOW_MODEL = """
+import time
+from pathlib import Path
+
+class Model:
+    signature = {{
+        "inputs": [{{"name": "x", "datatype": "FP32", "shape": [-1, 3]}}],
+        "outputs": [{{"name": "y", "datatype": "FP32", "shape": [-1]}}],
+    }}
+
+    def predict(self, inputs):
+        x = inputs["x"]
+        if len(x) > 100:
+            Path({marker!r}).touch()
+        time.sleep(0.0005 * len(x))
+        return {{"y": x.sum(axis=1)}}
+"""
+
+
+@pytest.fixture
+def slow(tmp_path: Path) -> Iterator[tuple[Server, Path]]:
+    marker = tmp_path / "explaining"
+    (tmp_path / "slow" / "1").mkdir(parents=True)
+    (tmp_path / "slow" / "1" / "model.py").write_text(textwrap.dedent(SLOW_MODEL.format(marker=str(marker))))
+    (tmp_path / "slow" / "model.yaml").write_text("trusted: true\n")
+    server = start_server(tmp_path / "slow", "--inference-threads", "1", "--explain-threads", "1",
+                          log_dir=tmp_path, timeout=120)
+    try:
+        yield server, marker
+    finally:
+        server.stop()
+
+
+def test_predictions_are_answered_while_a_long_explanation_runs(slow: tuple[Server, Path]) -> None:
+    import threading
+
+    from tests.waiting import wait_for
+
+    server, marker = slow
+    rows = _x(8, 3, 6).astype(np.float32)
+    background = _x(200, 3, 7).tolist()
+    answer: dict[str, Any] = {}
+
+    def explain() -> None:  # about 8 * 6 * 200 rows at 0.5 ms each: several seconds of model time
+        answer["doc"] = _explain(server, "slow", _oip("x", rows, background=background, nsamples=6))
+
+    worker = threading.Thread(target=explain)
+    worker.start()
+    try:
+        wait_for(marker.exists, what="the explanation to run the model")
+        with httpx.Client(base_url=server.url, timeout=30) as c:
+            for i in range(10):
+                r = c.post("/v2/models/slow/infer", json=_oip("x", rows[i % 8:i % 8 + 1]))
+                assert r.status_code == 200, r.text
+                assert r.json()["outputs"][0]["data"] == pytest.approx([float(rows[i % 8].sum())], rel=1e-6)
+        assert worker.is_alive(), "the explanation ended before the predictions: it was not long enough to tell"
+    finally:
+        worker.join(120)
+    [out] = answer["doc"]["outputs"]
+    _additive(out, 1e-4)
+    np.testing.assert_allclose(out["prediction"], rows.sum(axis=1), rtol=1e-5)
+
+
+def test_an_explanation_past_its_time_bound_is_504(slow: tuple[Server, Path]) -> None:
+    server, _ = slow
+    rows = _x(8, 3, 6).astype(np.float32)
+    doc = _explain(server, "slow", _oip("x", rows, background=_x(200, 3, 7).tolist(), nsamples=6, timeout_s=0.5),
+                   status=504)
+    assert "time bound of 0.5 s" in doc["error"]
+
+
+# ------------------------------------------------------------------------------------------------- gRPC
+def test_grpc_model_infer_with_explain_answers_the_explanation(served: tuple[Server, dict[str, Any]]) -> None:
+    import json
+
+    import grpc
+
+    from mlport.protocols.grpc.proto import inference_pb2 as pb
+    from mlport.protocols.grpc.proto import inference_pb2_grpc
+
+    server, _ = served
+    rows = _x(3, 3, 8).astype(np.float32)
+    with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
+        stub = inference_pb2_grpc.GRPCInferenceServiceStub(channel)
+        req = pb.ModelInferRequest(model_name="scale", id="why")
+        req.inputs.add(name="x", datatype="FP32", shape=[3, 3]).contents.fp32_contents.extend(rows.ravel())
+        req.parameters["explain"].bool_param = True
+        req.parameters["background_rows"].int64_param = 20
+        res = stub.ModelInfer(req, timeout=60)
+        assert res.id == "why" and not res.outputs
+        doc = json.loads(res.parameters["explanation"].string_param)
+        rest = _explain(server, "scale", _oip("x", rows, background_rows=20))
+        assert doc["method"] == "kernel_shap" and doc["outputs"] == rest["outputs"]
+
+        req = pb.ModelInferRequest(model_name="iris")
+        req.inputs.add(name="input", datatype="FP32", shape=[1, 4]).contents.fp32_contents.extend([5.0, 3.0, 1.5, 0.2])
+        req.parameters["explain"].bool_param = True
+        with pytest.raises(grpc.RpcError) as err:
+            stub.ModelInfer(req, timeout=60)
+        assert err.value.code() is grpc.StatusCode.FAILED_PRECONDITION and "background" in (err.value.details() or "")

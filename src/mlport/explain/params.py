@@ -8,14 +8,15 @@ its parameters may only lower them (a larger value is refused with 400, naming t
   for SHAP, occluded images for occlusion);
 - ``timeout_s``: seconds the explanation may run (beyond: 504).
 
-Other parameters: ``method`` (``kernel_shap`` or ``occlusion``; trees always use ``tree_shap``), ``background``
-(rows of feature values), ``background_rows``, ``nsamples`` (coalitions per row for Kernel SHAP), ``patch``,
-``stride``, ``baseline`` (``mean`` or ``zeros``) and ``element`` (which element of a wide output to explain
-for images).
+Other parameters: ``method`` (``tree_shap``, ``kernel_shap`` or ``occlusion``; left out, the model decides),
+``background`` (rows of feature values; JSON text over gRPC), ``background_rows``, ``nsamples`` (coalitions per
+row for Kernel SHAP), ``patch``, ``stride``, ``baseline`` (``mean`` or ``zeros``) and ``element`` (which element of
+a wide output to explain).
 """
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -97,6 +98,11 @@ def parse_params(params: dict[str, Any] | None, limits: ExplainLimits) -> Explai
     if baseline not in ("mean", "zeros"):
         raise InvalidInput(f"parameter 'baseline' is {baseline!r}; give 'mean' or 'zeros'")
     background = p.get("background")
+    if isinstance(background, str):  # gRPC parameters carry it as JSON text
+        try:
+            background = json.loads(background)
+        except ValueError:
+            raise InvalidInput("parameter 'background' is not JSON: give a list of rows") from None
     if background is not None and not isinstance(background, list):
         raise InvalidInput("parameter 'background' must be a list of rows, each a list of feature values")
     return ExplainParams(
