@@ -5,6 +5,7 @@ answered, a record's tensors, filters), and Try it's explain button. Names from 
 from __future__ import annotations
 
 import csv
+import json
 import shutil
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+from PIL import Image
 from playwright.sync_api import Page, expect
 
 from mlport.observability.requestlog.records import encode_tensor
@@ -127,23 +129,88 @@ def test_drift_panel_shows_the_shifted_feature(hub: HubProc, admin: httpx.Client
     assert not blocked, blocked
 
 
-def test_explain_shows_the_error_of_the_gateway(hub: HubProc, admin: httpx.Client, page: Page) -> None:
+def _try(page: Page, path: str, body: str) -> None:
+    before = page.locator("#try-answer").inner_text()
+    page.fill("#try input[name=path]", path)
+    page.fill("#try textarea[name=body]", body)
+    page.click("#try button[type=submit]")
+    expect(page.locator("#try-answer")).not_to_have_text(before, timeout=60_000)
+    expect(page.locator("#try-answer")).to_contain_text("HTTP 200 - version 1")
+
+
+def _bars(page: Page) -> list[tuple[str, float]]:
+    """The explanation's bars as drawn: (feature label, value), top to bottom."""
+    labels = page.eval_on_selector_all("#explain-result svg.bars text.feature",
+                                       "ts => ts.map(t => t.firstChild.nodeValue)")
+    values = page.eval_on_selector_all("#explain-result svg.bars text.value", "ts => ts.map(t => t.textContent)")
+    return [(label, float(value)) for label, value in zip(labels, values, strict=True)]
+
+
+def test_explain_button_draws_the_attributions(hub: HubProc, admin: httpx.Client, page: Page, shots: Path) -> None:
     blocked = _watch_csp(page)
     _open(page, hub)
     button = page.locator("#explain")
     expect(button).to_be_disabled()
-    page.fill("#try input[name=path]", f"v2/models/{DEPLOYMENT}/infer")
-    page.fill("#try textarea[name=body]", '{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 3], '
-                                          '"data": [1, 2, 3]}]}')
+    # the form of the signature's inputs: an eval body, explained as the OIP request it stands for
+    for name, value in (("a", "1"), ("b", "2"), (HOSTILE, "3")):
+        page.fill(f'#try-fields input[data-input="{name}"]', f"[{value}]")
+    page.click("#try-fill")
+    _try(page, "eval", page.locator("#try textarea[name=body]").input_value())
+    expect(button).to_be_enabled()
+    button.click()
+    result = page.locator("#explain-result")
+    expect(result.locator("svg.bars")).to_be_visible(timeout=60_000)
+    expect(page.locator("#explain-status")).to_have_text("HTTP 200 - version 1")
+    expect(result.locator(".explain-facts")).to_contain_text("method kernel_shap, model m-d version 1 - 1 rows")
+    # y = 2x: each output element is explained by its own feature alone, and base value + attributions = prediction
+    for element, feature, prediction in ((0, "a", 2.0), (2, HOSTILE, 6.0)):
+        page.select_option("#explain-result select[aria-label=output]", str(element))
+        expect(result.locator(".explain-base")).to_contain_text(f"y [{element}]: base value ")
+        bars = _bars(page)
+        assert bars[0][0] == (feature if len(feature) <= 26 else feature[:25] + "..."), bars
+        assert all(abs(value) < 1e-3 for _, value in bars[1:]), bars
+        base = float(result.locator(".explain-base").inner_text().split("base value ")[1].split(",")[0])
+        assert abs(base + bars[0][1] - prediction) < 0.01, (base, bars)
+        expect(result.locator(".explain-base")).to_contain_text(f"prediction {prediction:g}")
+    assert sorted(name for name, _ in _bars(page)) == sorted(["a", "b", HOSTILE[:25] + "..."])
+    assert page.evaluate("window.pwned") is None
+    shot(page, shots, "10-deployment-explain")
+    assert not blocked, blocked
+
+
+def test_explain_shows_the_error_of_the_explanation(hub: HubProc, admin: httpx.Client, page: Page) -> None:
+    """A prediction of 17 rows is answered, its explanation (at most 16 rows) refused: the page says why."""
+    _open(page, hub)
+    rows = np.ones((17, 3)).tolist()
+    _try(page, f"v2/models/{DEPLOYMENT}/infer", json.dumps(_oip(rows, "many")))
+    page.click("#explain")
+    error = page.locator("#explain-result .error")
+    expect(error).to_contain_text("HTTP 413", timeout=60_000)
+    expect(error).to_contain_text("16")
+
+
+def test_explain_an_image_shows_the_heat_map(hub: HubProc, admin: httpx.Client, page: Page, shots: Path,
+                                            tmp_path: Path) -> None:
+    """An image tried (sent to eval) is explained by occlusion: the page asks for the PNG heat map and shows it."""
+    model = scale_onnx(tmp_path / "double.onnx", 2.0, shape=(None, 4, 4, 3))
+    assert admin.post("/api/v1/models", json={"name": "double"}).status_code == 201
+    r = admin.post("/api/v1/models/double/versions", params={"filename": "double.onnx"}, content=model.read_bytes())
+    assert r.status_code == 201, r.text
+    assert admin.post("/api/v1/deployments", json={"name": "double", "model": "double"}).status_code == 201
+    png = tmp_path / "square.png"
+    Image.fromarray(np.arange(48, dtype=np.uint8).reshape(4, 4, 3) * 5, "RGB").save(png)
+    sign_in(page, hub.url, "admin", ADMIN_PASSWORD)
+    page.goto(f"{hub.url}/ui/deployments/double")
+    expect(page.locator("#replicas tbody tr:has(td:text-is('v1'))")).to_contain_text("1 / 1", timeout=START_S)
+    page.set_input_files("#try input[name=image]", str(png))
     page.click("#try button[type=submit]")
     expect(page.locator("#try-answer")).to_contain_text("HTTP 200 - version 1", timeout=60_000)
-    expect(button).to_be_enabled()
-    direct = admin.post(f"/deployments/{DEPLOYMENT}/v2/models/{DEPLOYMENT}/explain", json=_oip([[1, 2, 3]], "e"))
-    button.click()
-    error = page.locator("#explain-result .error")
-    expect(error).to_contain_text(f"HTTP {direct.status_code}", timeout=60_000)
-    assert direct.status_code in (404, 501), direct.text
-    assert not blocked, blocked
+    page.click("#explain")
+    heat = page.locator("#explain-result img.heatmap")
+    expect(heat).to_be_visible(timeout=60_000)
+    size = heat.evaluate("img => [img.naturalWidth, img.naturalHeight]")
+    assert size[0] >= 4 and size[1] >= 4, size
+    shot(page, shots, "11-deployment-explain-image")
 
 
 def test_logged_tensors_are_decoded_capped_and_shown_as_text(hub: HubProc, admin: httpx.Client, page: Page) -> None:
@@ -290,3 +357,17 @@ def test_attributions_are_drawn_as_bars_with_names_as_text(hub: HubProc, admin: 
     expect(box.locator(".explain-base")).to_have_text("y [0]: base value 0.5, prediction 1.25")
     expect(box.locator(".explain-facts")).to_contain_text("method kernel_shap")
     assert page.evaluate("window.pwned") is None and box.locator("script").count() == 0
+    # an image's JSON answer: its map drawn on a canvas, red where it raised the score, blue where it lowered it
+    image = {**answer, "method": "occlusion", "features": ["image"],
+             "outputs": [{"name": "y", "element": None, "base_value": [0.0], "map": [[[1.0, 0.0], [-1.0, 0.5]]],
+                          "prediction": [1.0]}]}
+    pixels = page.evaluate("""answer => {
+        const box = document.getElementById("drawn");
+        box.textContent = "";
+        MlportAttributions.show(box, answer);
+        const canvas = box.querySelector("canvas.heatmap");
+        return [canvas.width, canvas.height, Array.from(canvas.getContext("2d").getImageData(0, 0, 2, 2).data)];
+    }""", image)
+    assert pixels[:2] == [2, 2]
+    rgba = [pixels[2][i:i + 4] for i in range(0, 16, 4)]
+    assert rgba[0] == [255, 0, 0, 255] and rgba[1] == [255, 255, 255, 255] and rgba[2] == [0, 0, 255, 255], rgba

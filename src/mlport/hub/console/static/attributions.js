@@ -31,7 +31,7 @@ window.MlportAttributions = (() => {
 
   function bars(title, features, values) {
     const pairs = topBars(features, values);
-    const labelW = 170, barW = 330, valueW = 70, rowH = 22, top = 8;
+    const labelW = 200, barW = 330, valueW = 70, rowH = 22, top = 8;
     const lo = Math.min(0, ...pairs.map((p) => p[1])), hi = Math.max(0, ...pairs.map((p) => p[1]));
     const span = hi - lo || 1;
     const x = (v) => labelW + barW * (v - lo) / span;

@@ -8,27 +8,24 @@
 window.MlportExplain = (() => {
   const C = window.MlportConsole;
 
-  const OIP_TYPES = { bool: "BOOL", uint8: "UINT8", uint16: "UINT16", uint32: "UINT32", uint64: "UINT64", int8: "INT8",
-    int16: "INT16", int32: "INT32", int64: "INT64", float16: "FP16", float32: "FP32", float64: "FP64", string: "BYTES",
-    bytes: "BYTES" };
-
   let ctx = null;
   let last = null;
-  let signature = null;
+  const cache = {};
 
   function tried(path, init, status) {
     // called by Try it after each request: a POST answered 2xx can be explained
     last = init.method === "POST" && status >= 200 && status < 300 ? { path, init } : null;
+    for (const key of Object.keys(cache)) delete cache[key]; // the signature is read again: a new version may differ
     document.getElementById("explain").disabled = last === null;
   }
 
-  async function describe() {
-    if (!signature) {
-      const r = await ctx.gatewayFetch("describe", { method: "GET" });
-      if (!r.ok) throw new Error("describe through the gateway answered HTTP " + r.status);
-      signature = await r.json();
+  async function read(path) {
+    if (!(path in cache)) {
+      const r = await ctx.gatewayFetch(path, { method: "GET" });
+      if (!r.ok) throw new Error(path + " through the gateway answered HTTP " + r.status);
+      cache[path] = await r.json();
     }
-    return signature;
+    return cache[path];
   }
 
   function shapeOf(value, rank) {
@@ -38,18 +35,34 @@ window.MlportExplain = (() => {
     return shape;
   }
 
+  function tensor(spec, value) {
+    return { name: spec.name, datatype: spec.datatype, shape: shapeOf(value, (spec.shape || []).length),
+      data: Array.isArray(value) ? value.flat(Infinity) : [value] };
+  }
+
+  function columns(spec, values) {
+    // named fields (a value or a list of values each) as the columns of one input, in the order describe gives
+    const lists = values.map((v) => (Array.isArray(v) ? v.flat(Infinity) : [v]));
+    const data = [];
+    for (let row = 0; row < lists[0].length; row++) for (const list of lists) data.push(list[row]);
+    return { name: spec.name, datatype: spec.datatype, shape: [lists[0].length, lists.length], data };
+  }
+
   async function oipBody(text) {
-    // an OIP inference request as it is; a describe/eval body ({input name: values}) made into one
+    // an OIP inference request as it is; a describe/eval body made into the one it stands for: its inputs by
+    // name (from the OIP metadata), and the fields a model config maps onto the columns of one input
     const body = JSON.parse(text);
     if (body && Array.isArray(body.inputs)) return text;
-    const inputs = [];
-    for (const i of (await describe()).inputs || []) {
-      if (!body || !(i.name in body)) continue;
-      const type = String(i.type || i.datatype || "");
-      const value = body[i.name];
-      inputs.push({ name: i.name, datatype: OIP_TYPES[type.toLowerCase()] || type.toUpperCase(),
-        shape: shapeOf(value, (i.shape || []).length), data: Array.isArray(value) ? value.flat(Infinity) : [value] });
+    if (!body || typeof body !== "object" || Array.isArray(body)) throw new Error("the body tried is not a JSON object");
+    const specs = (await read("v2/models/" + encodeURIComponent(ctx.name))).inputs || [];
+    const inputs = specs.filter((s) => s.name in body).map((s) => tensor(s, body[s.name]));
+    const fields = ((await read("describe")).inputs || []).map((i) => i.name)
+      .filter((f) => f in body && !inputs.some((t) => t.name === f));
+    const left = specs.filter((s) => !inputs.some((t) => t.name === s.name));
+    if (fields.length && left.length !== 1) {
+      throw new Error("send an inference request: the fields " + fields.join(", ") + " are not the columns of one input");
     }
+    if (fields.length) inputs.push(columns(left[0], fields.map((f) => body[f])));
     if (!inputs.length) throw new Error("the body tried names none of the model's inputs: send an inference request");
     return JSON.stringify({ inputs });
   }
@@ -81,7 +94,8 @@ window.MlportExplain = (() => {
     status.textContent = "HTTP " + r.status + " - version " + (r.headers.get("x-mlport-version") || "-");
     const type = r.headers.get("content-type") || "";
     if (r.ok && type.startsWith("image/")) {
-      box.appendChild(C.el("img", { class: "heatmap", alt: "heat map of the attributions", src: URL.createObjectURL(await r.blob()) }));
+      box.append(C.el("p", { text: "heat map of the attributions over the image (drawn by the model server)" }),
+        C.el("img", { class: "heatmap", alt: "heat map of the attributions", src: URL.createObjectURL(await r.blob()) }));
       return;
     }
     const text = await r.text();
