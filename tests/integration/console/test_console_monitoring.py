@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -175,6 +176,11 @@ def test_explain_button_draws_the_attributions(hub: HubProc, admin: httpx.Client
     assert sorted(name for name, _ in _bars(page)) == sorted(["a", "b", HOSTILE[:25] + "..."])
     assert page.evaluate("window.pwned") is None
     shot(page, shots, "10-deployment-explain")
+    # a TF Serving predict body goes to TF Serving's explain verb
+    _try(page, f"v1/models/{DEPLOYMENT}:predict", '{"instances": [[1, 2, 3]]}')
+    page.click("#explain")
+    expect(result.locator(".explain-base")).to_contain_text("y [0]: base value ", timeout=60_000)
+    assert _bars(page)[0][0] == "a"
     assert not blocked, blocked
 
 
@@ -211,6 +217,22 @@ def test_explain_an_image_shows_the_heat_map(hub: HubProc, admin: httpx.Client, 
     size = heat.evaluate("img => [img.naturalWidth, img.naturalHeight]")
     assert size[0] >= 4 and size[1] >= 4, size
     shot(page, shots, "11-deployment-explain-image")
+
+
+def test_the_deployment_page_has_no_inline_script_or_style(hub: HubProc, admin: httpx.Client) -> None:
+    with httpx.Client(base_url=hub.url, timeout=30) as browser:
+        assert browser.post("/ui/login", data={"username": "admin", "password": ADMIN_PASSWORD}).status_code == 303
+        r = browser.get(f"/ui/deployments/{DEPLOYMENT}")
+        assert r.status_code == 200
+        assert "script-src 'self';" in r.headers["content-security-policy"]
+        assert "style-src 'self';" in r.headers["content-security-policy"]
+        scripts = re.findall(r"<script[^>]*>", r.text)
+        assert scripts and all(re.fullmatch(r'<script src="/ui/static/[a-z]+\.js" defer>', s) for s in scripts), scripts
+        assert "<style" not in r.text and " style=" not in r.text and " on" + "click=" not in r.text
+        for name in ("tensors", "drift", "requests", "attributions", "explain"):
+            assert f'<script src="/ui/static/{name}.js" defer>' in r.text
+            static = browser.get(f"/ui/static/{name}.js")
+            assert static.status_code == 200 and "innerHTML" not in static.text and "eval(" not in static.text
 
 
 def test_logged_tensors_are_decoded_capped_and_shown_as_text(hub: HubProc, admin: httpx.Client, page: Page) -> None:
