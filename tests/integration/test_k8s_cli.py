@@ -64,3 +64,24 @@ def test_kserve_objects_load_with_the_kserve_sdk(tmp_path: Path, kserve_python: 
     isvc.write_text(isvc.read_text().replace("storageUri", "storageURI"))
     loaded = subprocess.run([str(kserve_python), str(TOOL), str(isvc)], capture_output=True, text=True, timeout=120)
     assert loaded.returncode != 0 and "has no field(s) ['storageURI']" in loaded.stderr
+
+
+@pytest.mark.slow
+def test_the_kserve_ab_graph_loads_with_the_kserve_sdk(tmp_path: Path, kserve_python: Path) -> None:
+    ab = tmp_path / "ab.yaml"
+    done = mlport("k8s", "render", "--name", "iris", "--target", "kserve", "--image", "reg.example/mlport:0.1.0",
+                  "--storage-uri", "s3://models/iris/1", "--ab", "reg.example/mlport:0.1.0",
+                  "--candidate-storage-uri", "s3://models/iris/2", "--percent", "25", "-o", str(ab))
+    assert done.returncode == 0, done.stderr
+    loaded = subprocess.run([str(kserve_python), str(TOOL), str(ab)], capture_output=True, text=True, timeout=120)
+    assert loaded.returncode == 0, loaded.stderr[-3000:]
+    assert loaded.stdout.split("\n")[:-1] == ["ClusterServingRuntime mlport", "InferenceService iris-v1",
+                                              "InferenceService iris-v2", "InferenceGraph iris"]
+    # a misspelt field of the graph is refused
+    ab.write_text(ab.read_text().replace("serviceName", "service_name"))
+    loaded = subprocess.run([str(kserve_python), str(TOOL), str(ab)], capture_output=True, text=True, timeout=120)
+    assert loaded.returncode != 0 and "has no field(s) ['service_name']" in loaded.stderr
+    done = mlport("k8s", "render", "--name", "iris", "--target", "kserve", "--image", "reg.example/mlport:0.1.0",
+                  "--storage-uri", "s3://models/iris/1", "--shadow", "reg.example/mlport:0.1.0",
+                  "--candidate-storage-uri", "s3://models/iris/2")
+    assert done.returncode == 2 and "RequestMirror" in done.stderr and "Traceback" not in done.stderr
