@@ -18,6 +18,7 @@ apt_missing=()
 command -v chromium >/dev/null 2>&1 || apt_missing+=(chromium)
 command -v java >/dev/null 2>&1 || apt_missing+=(default-jre-headless)
 command -v curl >/dev/null 2>&1 || apt_missing+=(curl)
+command -v npm >/dev/null 2>&1 || apt_missing+=(npm)  # the Gateway API models that check the HTTPRoutes
 for tool in buildah podman mmdebstrap skopeo docker-registry; do
     command -v "$tool" >/dev/null 2>&1 || apt_missing+=("$tool")
 done

@@ -3,9 +3,13 @@ the KServe SDK's model classes (unknown fields fail)."""
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import kubernetes_validate
 import pytest
@@ -14,6 +18,9 @@ import yaml
 from tests.conftest import __file__ as _conftest
 
 TOOL = Path(_conftest).parent / "tools" / "kserve_load.py"
+GATEWAY_CHECK = Path(_conftest).parent / "tools" / "gateway_api_check.mjs"
+#: The npm package whose validators (generated from the Gateway API's Go types) check the HTTPRoutes.
+GATEWAY_MODELS = "@kubernetes-models/gateway-api@2.0.0"
 
 
 def mlport(*args: str) -> subprocess.CompletedProcess[str]:
@@ -85,3 +92,53 @@ def test_the_kserve_ab_graph_loads_with_the_kserve_sdk(tmp_path: Path, kserve_py
                   "--storage-uri", "s3://models/iris/1", "--shadow", "reg.example/mlport:0.1.0",
                   "--candidate-storage-uri", "s3://models/iris/2")
     assert done.returncode == 2 and "RequestMirror" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.fixture(scope="module")
+def gateway_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder with the Gateway API models from the npm registry, installed once for the module."""
+    if shutil.which("npm") is None or shutil.which("node") is None:
+        if os.environ.get("CI"):
+            pytest.fail("node and npm are needed to validate the Gateway API objects")
+        pytest.skip("needs node and npm")
+    prefix = tmp_path_factory.mktemp("gateway-api")
+    done = subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--silent", "--prefix", str(prefix),
+                           GATEWAY_MODELS], capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
+    if done.returncode != 0:
+        message = f"{GATEWAY_MODELS} could not be installed: {done.stderr[-2000:]}"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return prefix
+
+
+def check_gateway(prefix: Path, objects: list[dict[str, Any]]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["node", str(GATEWAY_CHECK), str(prefix)], input=json.dumps(objects), capture_output=True,
+                          text=True, timeout=120)
+
+
+@pytest.mark.slow
+def test_http_routes_validate_against_the_gateway_api_models(gateway_models: Path) -> None:
+    """Canary and A/B weights and the shadow mirror pass the Gateway API's own validators; a wrong enum, a weight
+    out of range or a missing required field fails them (fields the validators do not know are not refused)."""
+    routes = []
+    for flag in ("--canary", "--ab", "--shadow"):
+        done = mlport("k8s", "render", "--name", "iris", "--image", "reg.example/iris:v1", flag, "reg.example/iris:v2",
+                      "--percent", "12.5")
+        assert done.returncode == 0, done.stderr
+        routes += [o for o in yaml.safe_load_all(done.stdout) if o["kind"] == "HTTPRoute"]
+    assert len(routes) == 3
+    checked = check_gateway(gateway_models, routes)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert checked.stdout.split("\n")[:-1] == ["ok HTTPRoute iris"] * 3
+    canary, _, shadow = routes
+    bad_enum = json.loads(json.dumps(shadow))
+    bad_enum["spec"]["rules"][0]["filters"][0]["type"] = "Mirror"
+    bad_weight = json.loads(json.dumps(canary))
+    bad_weight["spec"]["rules"][0]["backendRefs"][0]["weight"] = -5
+    no_name = json.loads(json.dumps(canary))
+    no_name["spec"]["rules"][0]["backendRefs"][1]["nmae"] = no_name["spec"]["rules"][0]["backendRefs"][1].pop("name")
+    for bad, message in ((bad_enum, "type must be equal to one of the allowed values"),
+                         (bad_weight, "weight must be >= 0"), (no_name, "must have required property name")):
+        checked = check_gateway(gateway_models, [bad])
+        assert checked.returncode == 1 and message in checked.stdout, checked.stdout + checked.stderr
