@@ -19,8 +19,10 @@ from tests.conftest import __file__ as _conftest
 
 TOOL = Path(_conftest).parent / "tools" / "kserve_load.py"
 GATEWAY_CHECK = Path(_conftest).parent / "tools" / "gateway_api_check.mjs"
-#: The npm package whose validators (generated from the Gateway API's Go types) check the HTTPRoutes.
-GATEWAY_MODELS = "@kubernetes-models/gateway-api@2.0.0"
+#: The npm packages that check the HTTPRoutes: the Gateway API's models (validators and TypeScript types generated
+#: from the Gateway API's Go types) and the TypeScript compiler (its excess-property check refuses unknown fields).
+GATEWAY_PACKAGES = ("@kubernetes-models/gateway-api@2.0.0", "typescript@5.9.3")
+_ROUTE_TYPE = '"@kubernetes-models/gateway-api/gateway.networking.k8s.io/v1/HTTPRoute"'
 
 
 def mlport(*args: str) -> subprocess.CompletedProcess[str]:
@@ -96,31 +98,42 @@ def test_the_kserve_ab_graph_loads_with_the_kserve_sdk(tmp_path: Path, kserve_py
 
 @pytest.fixture(scope="module")
 def gateway_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A folder with the Gateway API models from the npm registry, installed once for the module."""
+    """A folder with the Gateway API models and TypeScript from the npm registry, installed once for the module."""
     if shutil.which("npm") is None or shutil.which("node") is None:
         if os.environ.get("CI"):
             pytest.fail("node and npm are needed to validate the Gateway API objects")
         pytest.skip("needs node and npm")
     prefix = tmp_path_factory.mktemp("gateway-api")
     done = subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--silent", "--prefix", str(prefix),
-                           GATEWAY_MODELS], capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
+                           *GATEWAY_PACKAGES], capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
     if done.returncode != 0:
-        message = f"{GATEWAY_MODELS} could not be installed: {done.stderr[-2000:]}"
+        message = f"{' '.join(GATEWAY_PACKAGES)} could not be installed: {done.stderr[-2000:]}"
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
     return prefix
 
 
-def check_gateway(prefix: Path, objects: list[dict[str, Any]]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["node", str(GATEWAY_CHECK), str(prefix)], input=json.dumps(objects), capture_output=True,
-                          text=True, timeout=120)
+def check_gateway(prefix: Path, objects: list[dict[str, Any]]) -> tuple[bool, str]:
+    """The package's validators (types, enumerations, bounds, required fields), then TypeScript's check of each
+    object as a literal of the package's ``IHTTPRoute`` type (a field the type does not have fails)."""
+    validated = subprocess.run(["node", str(GATEWAY_CHECK), str(prefix)], input=json.dumps(objects),
+                               capture_output=True, text=True, timeout=120)
+    source = prefix / "routes.ts"
+    lines = [f"import type {{ IHTTPRoute }} from {_ROUTE_TYPE};"]
+    lines += [f"export const route{i}: IHTTPRoute = {json.dumps(obj)};" for i, obj in enumerate(objects)]
+    source.write_text("\n".join(lines) + "\n")
+    typed = subprocess.run([str(prefix / "node_modules" / ".bin" / "tsc"), "--noEmit", "--strict", "--skipLibCheck",
+                            "--module", "nodenext", "--moduleResolution", "nodenext", "--target", "es2022",
+                            str(source)], capture_output=True, text=True, timeout=300)
+    ok = validated.returncode == 0 and typed.returncode == 0
+    return ok, validated.stdout + validated.stderr + typed.stdout + typed.stderr
 
 
 @pytest.mark.slow
 def test_http_routes_validate_against_the_gateway_api_models(gateway_models: Path) -> None:
-    """Canary and A/B weights and the shadow mirror pass the Gateway API's own validators; a wrong enum, a weight
-    out of range or a missing required field fails them (fields the validators do not know are not refused)."""
+    """Canary and A/B weights and the shadow mirror pass the Gateway API models' checks; a wrong enum, a weight out
+    of range, a missing required field or a misspelt optional one fails them."""
     routes = []
     for flag in ("--canary", "--ab", "--shadow"):
         done = mlport("k8s", "render", "--name", "iris", "--image", "reg.example/iris:v1", flag, "reg.example/iris:v2",
@@ -128,9 +141,9 @@ def test_http_routes_validate_against_the_gateway_api_models(gateway_models: Pat
         assert done.returncode == 0, done.stderr
         routes += [o for o in yaml.safe_load_all(done.stdout) if o["kind"] == "HTTPRoute"]
     assert len(routes) == 3
-    checked = check_gateway(gateway_models, routes)
-    assert checked.returncode == 0, checked.stdout + checked.stderr
-    assert checked.stdout.split("\n")[:-1] == ["ok HTTPRoute iris"] * 3
+    ok, output = check_gateway(gateway_models, routes)
+    assert ok, output
+    assert output.split("\n")[:-1] == ["ok HTTPRoute iris"] * 3
     canary, _, shadow = routes
     bad_enum = json.loads(json.dumps(shadow))
     bad_enum["spec"]["rules"][0]["filters"][0]["type"] = "Mirror"
@@ -138,7 +151,11 @@ def test_http_routes_validate_against_the_gateway_api_models(gateway_models: Pat
     bad_weight["spec"]["rules"][0]["backendRefs"][0]["weight"] = -5
     no_name = json.loads(json.dumps(canary))
     no_name["spec"]["rules"][0]["backendRefs"][1]["nmae"] = no_name["spec"]["rules"][0]["backendRefs"][1].pop("name")
+    misspelt = json.loads(json.dumps(canary))
+    misspelt["spec"]["rules"][0]["backendRefs"][0]["wieght"] = misspelt["spec"]["rules"][0]["backendRefs"][0].pop(
+        "weight")
     for bad, message in ((bad_enum, "type must be equal to one of the allowed values"),
-                         (bad_weight, "weight must be >= 0"), (no_name, "must have required property name")):
-        checked = check_gateway(gateway_models, [bad])
-        assert checked.returncode == 1 and message in checked.stdout, checked.stdout + checked.stderr
+                         (bad_weight, "weight must be >= 0"), (no_name, "must have required property name"),
+                         (misspelt, """'"wieght"' does not exist in type 'IHTTPBackendRef'""")):
+        ok, output = check_gateway(gateway_models, [bad])
+        assert not ok and message in output, output

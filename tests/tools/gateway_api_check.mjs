@@ -1,5 +1,6 @@
 // Validates Gateway API objects with the validators of the npm package @kubernetes-models/gateway-api (generated
-// from the Gateway API's Go types: field types, enumerations, bounds and required fields).
+// from the Gateway API's Go types: field types, enumerations, bounds and required fields; unknown fields are not
+// refused here: the test checks those with the TypeScript compiler against the package's types).
 // Usage: node gateway_api_check.mjs PREFIX < objects.json, where PREFIX is the folder `npm install --prefix` filled
 // and objects.json a JSON array.  Prints one line per object ("ok KIND NAME" or "invalid KIND NAME: errors") and
 // exits 1 when any object is invalid.
