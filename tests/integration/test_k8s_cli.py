@@ -8,13 +8,17 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import kubernetes_validate
 import pytest
 import yaml
 
+from tests.builders import scale_onnx
+from tests.conftest import Server
 from tests.conftest import __file__ as _conftest
 
 TOOL = Path(_conftest).parent / "tools" / "kserve_load.py"
@@ -159,3 +163,25 @@ def test_http_routes_validate_against_the_gateway_api_models(gateway_models: Pat
                          (misspelt, """'"wieght"' does not exist in type 'IHTTPBackendRef'""")):
         ok, output = check_gateway(gateway_models, [bad])
         assert not ok and message in output, output
+
+
+def test_a_kserve_ab_version_answers_where_the_graph_router_posts(tmp_path: Path,
+                                                                   serve: Callable[..., Server]) -> None:
+    """KServe's router posts to /v2/models/<InferenceService name>/infer: a version started with its
+    InferenceService's args on a folder like the one the storage initializer fills answers there."""
+    done = mlport("k8s", "render", "--name", "iris", "--target", "kserve", "--image", "reg.example/mlport:0.1.0",
+                  "--storage-uri", "s3://models/iris/1", "--ab", "reg.example/mlport:0.1.0",
+                  "--candidate-storage-uri", "s3://models/iris/2", "--percent", "25")
+    assert done.returncode == 0, done.stderr
+    runtime, _, candidate, graph = yaml.safe_load_all(done.stdout)
+    assert runtime["spec"]["containers"][0]["args"][:2] == ["serve", "/mnt/models"]
+    step = graph["spec"]["nodes"]["root"]["steps"][1]
+    assert step["serviceName"] == candidate["metadata"]["name"] == "iris-v2"
+    models = tmp_path / "mnt-models"
+    models.mkdir()
+    scale_onnx(models / "scale.onnx", 3.0)  # the artifact under the storage URI, as the initializer leaves it
+    server = serve(models, *candidate["spec"]["predictor"]["model"]["args"], "--grpc-port", "0")
+    body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 3], "data": [1.0, 2.0, 3.0]}]}
+    answer = httpx.post(f"{server.url}/v2/models/{step['serviceName']}/infer", json=body, timeout=30)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["outputs"][0]["data"] == [3.0, 6.0, 9.0]
