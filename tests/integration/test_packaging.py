@@ -45,6 +45,17 @@ def inspect(image: str) -> dict[str, Any]:
     return dict(json.loads(out)["OCIv1"])
 
 
+def assert_serves_scale(image: str, root: Path, factor: float) -> None:
+    """Run ``image``'s server (``buildah run``, loopback ports) and check its OIP answer is ``X * factor``."""
+    http = free_port()
+    argv = ["mlport", "serve", "/models", "--host", "127.0.0.1", "--http-port", str(http), "--grpc-port", "0"]
+    url = f"http://127.0.0.1:{http}"
+    with run_image(image, argv, root, url + "/v2/health/ready"):
+        body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [2, 3], "data": X.ravel().tolist()}]}
+        answer = httpx.post(url + "/v2/models/scale/infer", json=body).json()
+        np.testing.assert_allclose(np.array(answer["outputs"][0]["data"]).reshape(2, 3), X * factor, rtol=1e-6)
+
+
 @pytest.fixture(scope="module")
 def work(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """The Debian base, two versions of an ONNX model and their images (built once for the module)."""
@@ -129,13 +140,7 @@ def test_podman_builds_the_same_image_as_buildah(work: dict[str, Any]) -> None:
             config["Labels"].pop("org.opencontainers.image.created")
         for key in ("Labels", "User", "Entrypoint", "Cmd", "ExposedPorts", "Env", "WorkingDir", "StopSignal"):
             assert by_podman["config"].get(key) == by_buildah["config"].get(key), key
-        http = free_port()
-        argv = ["mlport", "serve", "/models", "--host", "127.0.0.1", "--http-port", str(http), "--grpc-port", "0"]
-        url = f"http://127.0.0.1:{http}"
-        with run_image(tag, argv, work["root"], url + "/v2/health/ready"):
-            body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [2, 3], "data": X.ravel().tolist()}]}
-            answer = httpx.post(url + "/v2/models/scale/infer", json=body).json()
-            np.testing.assert_allclose(np.array(answer["outputs"][0]["data"]).reshape(2, 3), X * 2.0, rtol=1e-6)
+        assert_serves_scale(tag, work["root"], 2.0)
     finally:
         for image in (tag, built.get("base"), parent):
             if image:
@@ -186,13 +191,7 @@ def test_push_inspect_pull_by_digest_and_run(work: dict[str, Any]) -> None:
         subprocess.run(["buildah", "rmi", "-f", f"{reg.host}/scale:2"], capture_output=True, check=False)
         subprocess.run(["buildah", "pull", "--tls-verify=false", "-q", by_digest], check=True, capture_output=True,
                        timeout=600)
-        http = free_port()
-        argv = ["mlport", "serve", "/models", "--host", "127.0.0.1", "--http-port", str(http), "--grpc-port", "0"]
-        url = f"http://127.0.0.1:{http}"
-        with run_image(by_digest, argv, work["root"], url + "/v2/health/ready"):
-            body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [2, 3], "data": X.ravel().tolist()}]}
-            answer = httpx.post(url + "/v2/models/scale/infer", json=body).json()
-            np.testing.assert_allclose(np.array(answer["outputs"][0]["data"]).reshape(2, 3), X * 3.0, rtol=1e-6)
+        assert_serves_scale(by_digest, work["root"], 3.0)
 
 
 def test_the_manifest_args_ports_and_probes_are_what_the_image_answers_on(work: dict[str, Any]) -> None:
