@@ -40,7 +40,7 @@ window.MlportDrift = (() => {
 
   function seenText(v) {
     const w = v.window || {};
-    return v.rows_seen + " rows seen, figures from " + w.min_rows + " rows in the window";
+    return v.rows_seen + " rows seen; figures once the window holds " + w.min_rows + " rows";
   }
 
   function versionTable(v) {
