@@ -11,6 +11,7 @@ window.MlportExplain = (() => {
   let ctx = null;
   let last = null;
   const cache = {};
+  let imageUrl = null;
 
   function tried(path, init, status) {
     // called by Try it after each request: a POST answered 2xx can be explained
@@ -89,13 +90,16 @@ window.MlportExplain = (() => {
     status.textContent = "explaining...";
     box.textContent = "";
     box.hidden = false;
+    if (imageUrl) URL.revokeObjectURL(imageUrl);
+    imageUrl = null;
     const [path, init] = await request();
     const r = await ctx.gatewayFetch(path, init);
     status.textContent = "HTTP " + r.status + " - version " + (r.headers.get("x-mlport-version") || "-");
     const type = r.headers.get("content-type") || "";
     if (r.ok && type.startsWith("image/")) {
+      imageUrl = URL.createObjectURL(await r.blob());
       box.append(C.el("p", { text: "heat map of the attributions over the image (drawn by the model server)" }),
-        C.el("img", { class: "heatmap", alt: "heat map of the attributions", src: URL.createObjectURL(await r.blob()) }));
+        C.el("img", { class: "heatmap", alt: "heat map of the attributions", src: imageUrl }));
       return;
     }
     const text = await r.text();
@@ -111,10 +115,14 @@ window.MlportExplain = (() => {
 
   return { tried, setup: (context) => {
     ctx = context;
-    document.getElementById("explain").addEventListener("click", () => explain().catch((e) => {
-      document.getElementById("explain-status").textContent = "";
-      document.getElementById("explain-result").appendChild(C.el("p", { class: "error", role: "alert",
-        text: "the explanation failed: " + e.message }));
-    }));
+    const button = document.getElementById("explain");
+    button.addEventListener("click", () => {
+      button.disabled = true; // one explanation at a time
+      explain().catch((e) => {
+        document.getElementById("explain-status").textContent = "";
+        document.getElementById("explain-result").appendChild(C.el("p", { class: "error", role: "alert",
+          text: "the explanation failed: " + e.message }));
+      }).finally(() => { button.disabled = last === null; });
+    });
   } };
 })();
