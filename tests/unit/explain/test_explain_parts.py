@@ -141,3 +141,14 @@ def test_heat_map_is_red_where_attribution_is_positive() -> None:
     assert img[1, 2, 0] > 150 and img[1, 2, 2] < 50  # red
     assert img[4, 5, 2] > 150 and img[4, 5, 0] < 50  # blue
     assert img[0, 0, 0] == img[0, 0, 2]  # gray
+
+
+def test_without_shap_the_error_says_to_install_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from mlport.explain.shapload import import_shap
+
+    monkeypatch.setitem(sys.modules, "shap", None)  # an import of shap now fails as if it were not installed
+    with pytest.raises(MlportError) as err:
+        import_shap()
+    assert "pip install 'mlport[explain]'" in str(err.value)
