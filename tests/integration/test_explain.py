@@ -55,6 +55,12 @@ def _build(root: Path) -> dict[str, Any]:
     booster = xgb.train({"objective": "binary:logistic", "max_depth": 3}, xgb.DMatrix(x, label=y), 20)
     (root / "xgb" / "1").mkdir(parents=True)
     booster.save_model(root / "xgb" / "1" / "model.json")
+    classes = np.digitize(x[:, 0] + x[:, 3], [-0.5, 0.5])
+    multi = xgb.train({"objective": "multi:softprob", "num_class": 3, "max_depth": 2}, xgb.DMatrix(x, label=classes),
+                      10)
+    (root / "xgb3" / "1").mkdir(parents=True)
+    multi.save_model(root / "xgb3" / "1" / "model.json")
+    (root / "xgb3" / "model.yaml").write_text("labels: {label: [low, mid, high]}\n")
     reg = lgb.train({"objective": "regression", "verbose": -1, "num_leaves": 8},
                     lgb.Dataset(x, x[:, 0] * 2 + np.sin(x[:, 1])), 15)
     (root / "lgb" / "1").mkdir(parents=True)
@@ -67,7 +73,7 @@ def _build(root: Path) -> dict[str, Any]:
     (root / "region" / "1").mkdir(parents=True)
     (root / "region" / "1" / "model.py").write_text(textwrap.dedent(REGION_MODEL))
     (root / "region" / "model.yaml").write_text("trusted: true\n")
-    return {"xgb": booster, "lgb": reg, "forest": forest}
+    return {"xgb": booster, "xgb3": multi, "lgb": reg, "forest": forest}
 
 
 @pytest.fixture(scope="module")
@@ -122,6 +128,22 @@ def test_xgboost_values_are_tree_shap_and_add_up_to_the_margin(served: tuple[Ser
     explainer = shap.TreeExplainer(booster)
     np.testing.assert_allclose(out["values"], explainer.shap_values(rows), atol=1e-5)
     np.testing.assert_allclose(out["base_value"], np.full(5, explainer.expected_value), atol=1e-5)
+
+
+def test_xgboost_classes_are_explained_each_under_its_label(served: tuple[Server, dict[str, Any]]) -> None:
+    import shap
+    import xgboost as xgb
+
+    server, models = served
+    rows = _x(3, 4, 9).astype(np.float32)
+    doc = _explain(server, "xgb3", _oip("input", rows))
+    assert [(o["name"], o["element"]) for o in doc["outputs"]] == [("probabilities", c) for c in ("low", "mid", "high")]
+    margins = models["xgb3"].predict(xgb.DMatrix(rows), output_margin=True)
+    want = shap.TreeExplainer(models["xgb3"]).shap_values(rows)
+    for k, out in enumerate(doc["outputs"]):
+        np.testing.assert_allclose(out["prediction"], margins[:, k], atol=1e-4)
+        np.testing.assert_allclose(out["values"], want[:, :, k], atol=1e-5)
+        _additive(out, 1e-4)
 
 
 def test_lightgbm_and_forest_values_are_tree_shap(served: tuple[Server, dict[str, Any]]) -> None:
