@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.builders import iris_onnx
+from tests.builders import iris_onnx, scale_onnx
 from tests.conftest import Server, start_server
 from tests.integration.drift_util import profiled_model
 
@@ -70,6 +70,10 @@ def _build(root: Path) -> dict[str, Any]:
     skops.io.dump(forest, root / "forest" / "1" / "model.skops")
     profiled_model(root / "scale", "")
     iris_onnx(root / "iris" / "1" / "model.onnx")
+    for factor in (1.0, 3.0):  # a manifest: the mean of x and 3x, that is 2x
+        scale_onnx(root / "ens" / "1" / "parts" / f"x{int(factor)}.onnx", factor)
+    (root / "ens" / "1" / "ens.yaml").write_text("ensemble:\n  children: [{model: parts/x1.onnx}, "
+                                                 "{model: parts/x3.onnx}]\n")
     (root / "region" / "1").mkdir(parents=True)
     (root / "region" / "1" / "model.py").write_text(textwrap.dedent(REGION_MODEL))
     (root / "region" / "model.yaml").write_text("trusted: true\n")
@@ -219,6 +223,19 @@ def test_onnx_without_background_is_422_and_request_rows_do(served: tuple[Server
         _additive(out, 1e-5)
     # 14 coalitions (every one of 4 features) over 20 background rows for 2 rows, the background and the rows
     assert doc["limits"]["evaluations"] == 2 * 14 * 20 + 20 + 2 + 2
+
+
+def test_a_manifest_is_explained_through_its_own_evaluation(served: tuple[Server, dict[str, Any]]) -> None:
+    server, _ = served
+    rows = np.array([[1.0, 2.0, -1.0]], dtype=np.float32)
+    background = [[0.0, 0.0, 0.0], [2.0, 2.0, 2.0]]
+    doc = _explain(server, "ens", _oip("x", rows, background=background))
+    assert doc["method"] == "kernel_shap" and doc["features"] == ["x[0]", "x[1]", "x[2]"]
+    for k, out in enumerate(doc["outputs"]):
+        assert out["prediction"] == pytest.approx([2 * rows[0, k]], rel=1e-6)
+        _additive(out, 1e-5)
+        assert out["base_value"] == pytest.approx([2.0])  # the mean of 2x over the background
+        assert out["values"][0][k] == pytest.approx(2 * rows[0, k] - 2.0, abs=1e-5)
 
 
 # ------------------------------------------------------------------------------------------- images
