@@ -223,6 +223,10 @@ def test_onnx_without_background_is_422_and_request_rows_do(served: tuple[Server
         _additive(out, 1e-5)
     # 14 coalitions (every one of 4 features) over 20 background rows for 2 rows, the background and the rows
     assert doc["limits"]["evaluations"] == 2 * 14 * 20 + 20 + 2 + 2
+    metrics = httpx.get(f"{server.url}/metrics").text
+    assert 'mlport_explanations_total{method="",model="iris",status="unprocessable"} 1.0' in metrics
+    assert 'mlport_explanations_total{method="kernel_shap",model="iris",status="ok"} 1.0' in metrics
+    assert 'mlport_explanation_seconds_count{method="kernel_shap",model="iris"} 1.0' in metrics
 
 
 def test_a_manifest_is_explained_through_its_own_evaluation(served: tuple[Server, dict[str, Any]]) -> None:
