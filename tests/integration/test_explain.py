@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.builders import iris_onnx
+from tests.builders import iris_onnx, scale_onnx
 from tests.conftest import Server, start_server
 from tests.integration.drift_util import profiled_model
 
@@ -55,6 +55,12 @@ def _build(root: Path) -> dict[str, Any]:
     booster = xgb.train({"objective": "binary:logistic", "max_depth": 3}, xgb.DMatrix(x, label=y), 20)
     (root / "xgb" / "1").mkdir(parents=True)
     booster.save_model(root / "xgb" / "1" / "model.json")
+    classes = np.digitize(x[:, 0] + x[:, 3], [-0.5, 0.5])
+    multi = xgb.train({"objective": "multi:softprob", "num_class": 3, "max_depth": 2}, xgb.DMatrix(x, label=classes),
+                      10)
+    (root / "xgb3" / "1").mkdir(parents=True)
+    multi.save_model(root / "xgb3" / "1" / "model.json")
+    (root / "xgb3" / "model.yaml").write_text("labels: {label: [low, mid, high]}\n")
     reg = lgb.train({"objective": "regression", "verbose": -1, "num_leaves": 8},
                     lgb.Dataset(x, x[:, 0] * 2 + np.sin(x[:, 1])), 15)
     (root / "lgb" / "1").mkdir(parents=True)
@@ -64,10 +70,14 @@ def _build(root: Path) -> dict[str, Any]:
     skops.io.dump(forest, root / "forest" / "1" / "model.skops")
     profiled_model(root / "scale", "")
     iris_onnx(root / "iris" / "1" / "model.onnx")
+    for factor in (1.0, 3.0):  # a manifest: the mean of x and 3x, that is 2x
+        scale_onnx(root / "ens" / "1" / "parts" / f"x{int(factor)}.onnx", factor)
+    (root / "ens" / "1" / "ens.yaml").write_text("ensemble:\n  children: [{model: parts/x1.onnx}, "
+                                                 "{model: parts/x3.onnx}]\n")
     (root / "region" / "1").mkdir(parents=True)
     (root / "region" / "1" / "model.py").write_text(textwrap.dedent(REGION_MODEL))
     (root / "region" / "model.yaml").write_text("trusted: true\n")
-    return {"xgb": booster, "lgb": reg, "forest": forest}
+    return {"xgb": booster, "xgb3": multi, "lgb": reg, "forest": forest}
 
 
 @pytest.fixture(scope="module")
@@ -122,6 +132,22 @@ def test_xgboost_values_are_tree_shap_and_add_up_to_the_margin(served: tuple[Ser
     explainer = shap.TreeExplainer(booster)
     np.testing.assert_allclose(out["values"], explainer.shap_values(rows), atol=1e-5)
     np.testing.assert_allclose(out["base_value"], np.full(5, explainer.expected_value), atol=1e-5)
+
+
+def test_xgboost_classes_are_explained_each_under_its_label(served: tuple[Server, dict[str, Any]]) -> None:
+    import shap
+    import xgboost as xgb
+
+    server, models = served
+    rows = _x(3, 4, 9).astype(np.float32)
+    doc = _explain(server, "xgb3", _oip("input", rows))
+    assert [(o["name"], o["element"]) for o in doc["outputs"]] == [("probabilities", c) for c in ("low", "mid", "high")]
+    margins = models["xgb3"].predict(xgb.DMatrix(rows), output_margin=True)
+    want = shap.TreeExplainer(models["xgb3"]).shap_values(rows)
+    for k, out in enumerate(doc["outputs"]):
+        np.testing.assert_allclose(out["prediction"], margins[:, k], atol=1e-4)
+        np.testing.assert_allclose(out["values"], want[:, :, k], atol=1e-5)
+        _additive(out, 1e-4)
 
 
 def test_lightgbm_and_forest_values_are_tree_shap(served: tuple[Server, dict[str, Any]]) -> None:
@@ -197,6 +223,23 @@ def test_onnx_without_background_is_422_and_request_rows_do(served: tuple[Server
         _additive(out, 1e-5)
     # 14 coalitions (every one of 4 features) over 20 background rows for 2 rows, the background and the rows
     assert doc["limits"]["evaluations"] == 2 * 14 * 20 + 20 + 2 + 2
+    metrics = httpx.get(f"{server.url}/metrics").text
+    assert 'mlport_explanations_total{method="",model="iris",status="unprocessable"} 1.0' in metrics
+    assert 'mlport_explanations_total{method="kernel_shap",model="iris",status="ok"} 1.0' in metrics
+    assert 'mlport_explanation_seconds_count{method="kernel_shap",model="iris"} 1.0' in metrics
+
+
+def test_a_manifest_is_explained_through_its_own_evaluation(served: tuple[Server, dict[str, Any]]) -> None:
+    server, _ = served
+    rows = np.array([[1.0, 2.0, -1.0]], dtype=np.float32)
+    background = [[0.0, 0.0, 0.0], [2.0, 2.0, 2.0]]
+    doc = _explain(server, "ens", _oip("x", rows, background=background))
+    assert doc["method"] == "kernel_shap" and doc["features"] == ["x[0]", "x[1]", "x[2]"]
+    for k, out in enumerate(doc["outputs"]):
+        assert out["prediction"] == pytest.approx([2 * rows[0, k]], rel=1e-6)
+        _additive(out, 1e-5)
+        assert out["base_value"] == pytest.approx([2.0])  # the mean of 2x over the background
+        assert out["values"][0][k] == pytest.approx(2 * rows[0, k] - 2.0, abs=1e-5)
 
 
 # ------------------------------------------------------------------------------------------- images

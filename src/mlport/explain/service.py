@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from mlport.core.inference import InferenceRequest
 from mlport.core.validate import check_inputs
@@ -59,9 +60,16 @@ class Answer:
 
 
 class ExplainService:
-    def __init__(self, manager: ModelManager, limits: ExplainLimits | None = None) -> None:
+    def __init__(self, manager: ModelManager, limits: ExplainLimits | None = None,
+                 registry: CollectorRegistry | None = None) -> None:
         self.manager = manager
         self.limits = limits or ExplainLimits()
+        r = registry or CollectorRegistry()
+        self._count = Counter("mlport_explanations", "Explanations by model, method and outcome (ok, or the error "
+                              "code)", ["model", "method", "status"], registry=r)
+        self._seconds = Histogram("mlport_explanation_seconds", "Time explanations took to run, seconds",
+                                  ["model", "method"], registry=r,
+                                  buckets=(0.01, 0.05, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0))
         self._executor = ThreadPoolExecutor(max_workers=max(1, self.limits.threads),
                                             thread_name_prefix="mlport-explain")
         #: Explanations running or waiting for a thread.
@@ -76,6 +84,7 @@ class ExplainService:
         except ColdModel:
             lv = await self.manager.acquire_cold(name, version)
         handed = False
+        method = ""
         try:
             request = decode(lv)
             params = parse_params(request.parameters, self.limits)
@@ -96,7 +105,13 @@ class ExplainService:
             except TimeoutError:
                 raise MlportError(f"the explanation ran past its time bound of {params.timeout_s:g} s",
                                   ErrorCode.DEADLINE_EXCEEDED) from None
+            method = explanation.method
+            self._seconds.labels(lv.model, method).observe(explanation.seconds)
+            self._count.labels(lv.model, method, "ok").inc()
             return Answer(lv.model, str(lv.version), explanation, explanation.png)
+        except MlportError as exc:
+            self._count.labels(lv.model, method, exc.code.value).inc()
+            raise
         finally:
             if not handed:
                 self.manager.release(lv)

@@ -166,7 +166,7 @@ class InferenceService:
         #: Drift and outlier watch of the models with a reference profile (a hook on every answered prediction).
         self.drift = DriftWatch(metrics)
         #: Explanations of predictions, on their own threads (never the inference threads).
-        self.explain = ExplainService(manager, explain_limits)
+        self.explain = ExplainService(manager, explain_limits, metrics.registry)
 
     def call(self, model: str, version: str | int | None, protocol: str, request_id: str | None = None,
              timeout_s: float | None = None, watch: Watch | None = None) -> Call:
