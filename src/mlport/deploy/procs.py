@@ -1,5 +1,5 @@
-"""Child-process helpers for replica sets: free ports, spawning tied to the parent's life (and, for shadow
-replicas, at a lower CPU priority), stopping, log tails."""
+"""Child-process helpers for replica sets: free ports, spawning tied to the parent's life, CPU priority (shadow
+replicas serve at a lower one), stopping, log tails."""
 
 from __future__ import annotations
 
@@ -59,22 +59,17 @@ def _prctl() -> Callable[..., int] | None:
 _PRCTL = _prctl()
 
 
-def die_with(parent: int, nice: int | None = None) -> Callable[[], None] | None:
-    """A ``preexec_fn`` asking Linux to send SIGTERM to the child when ``parent`` ends (PR_SET_PDEATHSIG), and
-    setting the child's niceness to ``nice`` (``None``: the parent's; every thread it starts inherits it).
+def die_with(parent: int) -> Callable[[], None] | None:
+    """A ``preexec_fn`` asking Linux to send SIGTERM to the child when ``parent`` ends (PR_SET_PDEATHSIG).
 
     The signal follows the *thread* that forked: spawn from a thread that lives as long as the process (the
     event loop's), never from a short-lived worker thread.
     """
     prctl = _PRCTL
-    if prctl is None and nice is None:
+    if prctl is None:
         return None
 
     def setup() -> None:
-        if nice is not None:
-            os.setpriority(os.PRIO_PROCESS, 0, nice)
-        if prctl is None:
-            return
         prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
         if os.getppid() != parent:  # the parent ended before the request took effect
             os.kill(os.getpid(), signal.SIGTERM)
@@ -113,18 +108,16 @@ def set_nice(pid: int, nice: int | None) -> bool:
     return done
 
 
-def spawn(cmd: Sequence[str], log_path: Path, *, env: Mapping[str, str] | None = None,
-          nice: int | None = None) -> subprocess.Popen[bytes]:
+def spawn(cmd: Sequence[str], log_path: Path, *, env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
     """Start ``cmd`` with stdout and stderr appended to ``log_path``, in its own process group (a Ctrl-C in
-    the parent's terminal is the parent's to handle), ending with the parent (Linux), at niceness ``nice``
-    (``None``: the parent's)."""
+    the parent's terminal is the parent's to handle), and ending with the parent (Linux)."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
         log.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} starting: {' '.join(cmd)}\n".encode())
         log.flush()
         return subprocess.Popen(
             list(cmd), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, close_fds=True,
-            env=dict(env) if env is not None else None, preexec_fn=die_with(os.getpid(), nice), process_group=0,
+            env=dict(env) if env is not None else None, preexec_fn=die_with(os.getpid()), process_group=0,
         )
 
 

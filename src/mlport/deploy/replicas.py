@@ -95,7 +95,8 @@ class ReplicaSet:
         #: TLS between the hub and its replicas: they serve HTTPS with the hub's certificate
         self.tls = tls
         self.ready_timeout_s = float(ready_timeout_s)
-        #: niceness of the processes, ``None``: the hub's (a shadow version's run at a lower CPU priority)
+        #: niceness of the processes once ready (they start at the hub's, so that loading the model is not
+        #: starved on a busy machine), ``None``: the hub's; a shadow version's serve at a lower CPU priority
         self.nice = nice
         self.last_error: str | None = None
         self.last_error_at: float | None = None
@@ -164,7 +165,7 @@ class ReplicaSet:
                 if r.proc is not None and r.proc.poll() is None]
 
     def set_nice(self, nice: int | None) -> bool:
-        """Run the processes (those running and those started from now on) at niceness ``nice`` (``None``: the
+        """Run the processes (those running and those ready from now on) at niceness ``nice`` (``None``: the
         hub's own); False when a running one could not be set (raising the priority back needs CAP_SYS_NICE: it
         then keeps the lower priority until it is restarted)."""
         self.nice = nice
@@ -275,7 +276,7 @@ class ReplicaSet:
                 r.log_start = r.log_path.stat().st_size
             except OSError:
                 r.log_start = 0
-            proc = spawn(self._command(port), r.log_path, env={**os.environ, "PYTHONUNBUFFERED": "1"}, nice=self.nice)
+            proc = spawn(self._command(port), r.log_path, env={**os.environ, "PYTHONUNBUFFERED": "1"})
         except OSError as exc:
             self._error(f"cannot start a replica of {self.key}: {exc}")
             r.proc, r.endpoint = None, None
@@ -413,6 +414,8 @@ class ReplicaSet:
             return  # exited meanwhile: the next step handles it
         if ok:
             if not r.ready:
+                if self.nice is not None:  # started at the hub's priority (a quick load), serves at its own
+                    set_nice(ep.pid, self.nice)
                 log.info("replica %s r%d ready: %s (pid %d)", self.key, r.index, ep.url, ep.pid)
                 r.bind_retries = 0
                 self.last_ready_at = time.time()

@@ -4,9 +4,10 @@ A shadow deployment's live answer goes back to the client first; a copy of the r
 queue (at most ``max_pending`` copies queued or out, and ``max_pending_bytes`` of their bodies).  A copy that
 finds the queue full is dropped and counted (:meth:`mlport.deploy.shadow.ShadowRecorder.record_dropped`), never
 queued without limit.  At most :data:`CONCURRENCY` copies are out at once, sent by as many long-lived worker
-tasks (no task per copy), and a copy only goes out while few live requests are in flight
-(:data:`LIVE_BUSY`): under load the queue fills and the further copies are dropped, so the live path keeps the
-hub's event loop.  The shadow replicas themselves run at a lower CPU priority
+tasks (no task per copy), and a copy only goes out while few live requests are in flight (:data:`LIVE_BUSY`)
+and the hub's process used at most ``max_cpu`` of one core over the last :data:`SAMPLE_S` (:data:`BUSY_CPU` by
+default; the event loop runs on one core): when the hub is busy, copies are dropped (counted) instead of taking
+CPU from live requests.  The shadow replicas themselves serve at a lower CPU priority
 (:data:`mlport.deploy.controller.SHADOW_NICE`), so they get the cores only when the live path leaves them.
 
 The pairs of answers are compared and counted in batches in a thread, at most every :data:`RECORD_EVERY_S`,
@@ -29,7 +30,7 @@ from mlport.deploy.shadow import Reply, ShadowRecorder
 from mlport.errors import MlportError
 from mlport.protocols.http.errors import HTTP_STATUS
 
-__all__ = ["CONCURRENCY", "LIVE_BUSY", "RECORD_EVERY_S", "ShadowCopies"]
+__all__ = ["BUSY_CPU", "CONCURRENCY", "LIVE_BUSY", "RECORD_EVERY_S", "SAMPLE_S", "ShadowCopies"]
 
 log = logging.getLogger("mlport.deploy.gateway")
 
@@ -37,6 +38,10 @@ log = logging.getLogger("mlport.deploy.gateway")
 CONCURRENCY = 4
 #: Copies wait while more live requests than this are in flight.
 LIVE_BUSY = 4
+#: The hub counts as busy (copies are dropped) while its process used more than this share of one core ...
+BUSY_CPU = 0.7
+#: ... over the last this many seconds (measured at most this often).
+SAMPLE_S = 0.1
 #: Pairs of answers are compared and counted at most this often (in one batch, in a thread).
 RECORD_EVERY_S = 0.05
 
@@ -60,10 +65,14 @@ Pair = tuple[str, int, int, Reply, Reply]
 class ShadowCopies(Generic[Out]):
     """The copies of one gateway.  ``send(deployment, version, out)`` forwards a copy and returns the shadow
     version's answer (raising :class:`MlportError` for the gateway's own errors); ``record(batch)`` compares and
-    counts pairs (it runs in a thread).  Use from one event loop; :meth:`aclose` at the end."""
+    counts pairs (it runs in a thread).  ``max_cpu``: the share of one core the hub's process may have used for
+    copies to go out (``None``: no such rule); ``cpu_clock`` and ``clock`` measure it.  Use from one event loop;
+    :meth:`aclose` at the end."""
 
     def __init__(self, send: Callable[[str, int, Out], Awaitable[Reply]], record: Callable[[list[Pair]], None],
-                 recorder: ShadowRecorder, *, max_pending: int, max_pending_bytes: int) -> None:
+                 recorder: ShadowRecorder, *, max_pending: int, max_pending_bytes: int,
+                 max_cpu: float | None = BUSY_CPU, cpu_clock: Callable[[], float] = time.process_time,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._send = send
         self._record = record
         self._recorder = recorder
@@ -77,6 +86,10 @@ class ShadowCopies(Generic[Out]):
         self._workers: list[asyncio.Task[None]] = []
         self._pairs: list[Pair] = []
         self._recording: asyncio.Task[None] | None = None
+        self._max_cpu = max_cpu
+        self._cpu_clock, self._clock = cpu_clock, clock
+        self._sampled_at, self._cpu_at = clock(), cpu_clock()
+        self._busy = False
         self._closed = False
 
     @property
@@ -94,10 +107,23 @@ class ShadowCopies(Generic[Out]):
         if self._live <= LIVE_BUSY and self._queue and self._wake is not None:
             self._wake.set()
 
+    def busy(self) -> bool:
+        """Whether the hub's process used more than ``max_cpu`` of one core over the last :data:`SAMPLE_S` (or
+        longer: measured when asked, at most that often)."""
+        if self._max_cpu is None:
+            return False
+        now = self._clock()
+        if now - self._sampled_at >= SAMPLE_S:
+            cpu = self._cpu_clock()
+            self._busy = cpu - self._cpu_at > self._max_cpu * (now - self._sampled_at)
+            self._sampled_at, self._cpu_at = now, cpu
+        return self._busy
+
     def offer(self, deployment: str, primary: int, shadow: int, out: Out, size: int, live: Reply) -> None:
-        """Queue a copy (``size``: its body's bytes), or drop and count it when the queue is full."""
+        """Queue a copy (``size``: its body's bytes), or drop and count it when the queue is full or the hub is
+        busy."""
         if (self._closed or self.pending >= self._max_pending
-                or (self._bytes + size > self._max_bytes and self.pending)):
+                or (self._bytes + size > self._max_bytes and self.pending) or self.busy()):
             self._recorder.record_dropped(deployment, primary, shadow)
             return
         self._queue.append(_Copy(deployment, primary, shadow, out, size, live))
@@ -113,10 +139,13 @@ class ShadowCopies(Generic[Out]):
 
     async def _work(self, wake: asyncio.Event) -> None:
         while not self._closed:
-            # the live path first: a copy goes out only while few live requests are in flight
+            # the live path first: a copy goes out only while few live requests are in flight and the hub has CPU
             if not self._queue or self._live > LIVE_BUSY:
                 wake.clear()
                 await wake.wait()
+                continue
+            if self.busy():
+                await asyncio.sleep(SAMPLE_S)
                 continue
             copy = self._queue.popleft()
             self._bytes -= copy.size

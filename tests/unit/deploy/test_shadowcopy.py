@@ -7,7 +7,7 @@ from pathlib import Path
 
 from mlport.core.sqlitedb import Database
 from mlport.deploy.shadow import Reply, ShadowRecorder
-from mlport.deploy.shadowcopy import CONCURRENCY, LIVE_BUSY, Pair, ShadowCopies
+from mlport.deploy.shadowcopy import BUSY_CPU, CONCURRENCY, LIVE_BUSY, SAMPLE_S, Pair, ShadowCopies
 from mlport.errors import ModelNotReady
 from tests.hubutil import until
 
@@ -29,7 +29,7 @@ def test_copies_wait_for_the_live_path_and_drops_are_counted(tmp_path: Path) -> 
 
     async def scenario() -> None:
         copies: ShadowCopies[bytes] = ShadowCopies(send, recorded.extend, recorder, max_pending=8,
-                                                   max_pending_bytes=100)
+                                                   max_pending_bytes=100, max_cpu=None)
         for _ in range(LIVE_BUSY + 1):  # the live path is busy: copies wait in the queue
             copies.live_started()
         for i in range(10):
@@ -60,7 +60,7 @@ def test_a_copy_larger_than_the_byte_bound_goes_when_alone_and_close_counts_the_
 
     async def scenario() -> None:
         copies: ShadowCopies[bytes] = ShadowCopies(send, recorded.extend, recorder, max_pending=4,
-                                                   max_pending_bytes=10)
+                                                   max_pending_bytes=10, max_cpu=None)
         copies.offer("d", 1, 2, b"{}", 50, LIVE)
         await until(lambda: len(recorded) == 1, what="the large copy recorded")
         for _ in range(LIVE_BUSY + 1):
@@ -73,3 +73,39 @@ def test_a_copy_larger_than_the_byte_bound_goes_when_alone_and_close_counts_the_
     asyncio.run(scenario())
     assert len(recorded) == 1
     assert recorder.summary("d")["dropped"] == 3
+
+
+def test_copies_are_dropped_while_the_hub_is_busy(tmp_path: Path) -> None:
+    recorder = ShadowRecorder(Database(tmp_path / "hub.db"))
+    recorded: list[Pair] = []
+    clock = {"wall": 100.0, "cpu": 5.0}
+
+    async def send(deployment: str, version: int, out: bytes) -> Reply:
+        return Reply(200, out, "application/json", 0.001)
+
+    def tick(wall: float, cpu: float) -> None:
+        clock["wall"] += wall
+        clock["cpu"] += cpu
+
+    async def scenario() -> None:
+        copies: ShadowCopies[bytes] = ShadowCopies(
+            send, recorded.extend, recorder, max_pending=64, max_pending_bytes=1000,
+            cpu_clock=lambda: clock["cpu"], clock=lambda: clock["wall"])
+        tick(SAMPLE_S, SAMPLE_S * BUSY_CPU * 0.9)  # just under the bound: copies go out
+        for _ in range(3):
+            copies.offer("d", 1, 2, b"{}", 2, LIVE)
+        assert not copies.busy()
+        await until(lambda: len(recorded) == 3, what="3 copies recorded")
+        tick(SAMPLE_S, SAMPLE_S * BUSY_CPU * 1.1)  # the hub used more than its share: copies are dropped
+        for _ in range(5):
+            copies.offer("d", 1, 2, b"{}", 2, LIVE)
+        assert copies.busy() and copies.pending == 0
+        tick(SAMPLE_S / 2, 0.0)  # measured at most every SAMPLE_S: still busy
+        copies.offer("d", 1, 2, b"{}", 2, LIVE)
+        tick(SAMPLE_S, 0.0)  # a quiet sample: copies go out again
+        copies.offer("d", 1, 2, b"{}", 2, LIVE)
+        await until(lambda: len(recorded) == 4, what="the copy after the busy spell")
+        await copies.aclose()
+
+    asyncio.run(scenario())
+    assert recorder.summary("d")["dropped"] == 6
