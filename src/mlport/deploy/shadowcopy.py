@@ -39,7 +39,7 @@ CONCURRENCY = 4
 #: Copies wait while more live requests than this are in flight.
 LIVE_BUSY = 4
 #: The hub counts as busy (copies are dropped) while its process used more than this share of one core ...
-BUSY_CPU = 0.7
+BUSY_CPU = 0.5
 #: ... over the last this many seconds (measured at most this often).
 SAMPLE_S = 0.1
 #: Pairs of answers are compared and counted at most this often (in one batch, in a thread).
