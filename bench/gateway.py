@@ -199,7 +199,7 @@ def hub_rows(runner: Runner, url: str, proc: subprocess.Popen[bytes], model: Pat
 def ray_rows(runner: Runner, model: Path, levels: list[int]) -> None:
     """Ray Serve (bench/peers/ray_serve.py, its own venv) on the same model and body, ``--rounds`` times."""
     bench_run.ensure_venv("ray")
-    spec = bench_run.ServerSpec("ray", 1, bench_run.RAY_LABEL, {}, venv="ray")
+    spec = bench_run.ServerSpec("ray", bench_run.RAY_REPLICAS, bench_run.RAY_LABEL, {}, venv="ray")
     bodies = {"iris-json": runner.body}
     with tempfile.TemporaryDirectory(prefix="mlport-bench-ray-") as tmp, \
             bench_run.serving(spec, {"iris": model}, bodies, Path(tmp)) as running:

@@ -68,8 +68,9 @@ if header_length ~= nil and header_length ~= "" then
   wrk.headers["Inference-Header-Content-Length"] = header_length
 end
 """
-#: Ray Serve as bench/peers/ray_serve.py tunes it (1 replica, max_ongoing_requests 64: see there).
-RAY_LABEL = "Ray Serve 2.60 (1 replica, 64 ongoing)"
+#: Ray Serve as bench/peers/ray_serve.py tunes it (2 replicas, max_ongoing_requests 64: see there).
+RAY_REPLICAS = 2
+RAY_LABEL = f"Ray Serve 2.60 ({RAY_REPLICAS} replicas, 64 ongoing)"
 #: Longest a server may take to answer its first request.
 START_TIMEOUT_S = 180
 #: Longest one request may take before wrk counts it as a timeout.
@@ -389,7 +390,7 @@ def plan(quick: bool, only: set[str] | None) -> list[ServerSpec]:
                    venv="mlserver"),
         ServerSpec("kserve", 2, "KServe 0.21 (2 workers)", {"iris-json": iris, "cnn-json": cnn}, venv="kserve"),
         ServerSpec("bentoml", 1, "BentoML 1.4 (defaults)", {"iris-json": iris, "cnn-json": cnn}, venv="bentoml"),
-        ServerSpec("ray", 1, RAY_LABEL, {"iris-json": iris}, venv="ray"),
+        ServerSpec("ray", RAY_REPLICAS, RAY_LABEL, {"iris-json": iris}, venv="ray"),
     ]
     return [s for s in specs if only is None or s.name in only]
 
