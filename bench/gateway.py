@@ -113,9 +113,17 @@ def set_up(url: str, model: Path) -> tuple[httpx.Client, str, str]:
     return admin, str(r.json()["access_token"]), direct
 
 
+def versions_running(admin: httpx.Client) -> set[int]:
+    r = admin.get(f"/api/v1/deployments/{DEPLOYMENT}")
+    r.raise_for_status()
+    return {int(row["version"]) for row in (r.json().get("replicas") or {}).get("versions") or []}
+
+
 def experiment(admin: httpx.Client, strategy: str | None) -> None:
     if strategy is None:
         admin.post(f"/api/v1/deployments/{DEPLOYMENT}/rollback")
+        # version 2's replica gone before the next point (a process ending mid-point would skew its CPU figure)
+        wait(lambda: versions_running(admin) == {1}, START_TIMEOUT_S, "version 2's replica to stop")
         return
     body: dict[str, Any] = {"version": 2}
     if strategy == "canary":
