@@ -219,9 +219,14 @@ def test_explain_an_image_shows_the_heat_map(hub: HubProc, admin: httpx.Client, 
     shot(page, shots, "11-deployment-explain-image")
 
 
-def test_the_deployment_page_has_no_inline_script_or_style(hub: HubProc, admin: httpx.Client) -> None:
+def test_page_scripts_are_files_and_a_viewer_gets_no_logging_button(hub: HubProc, admin: httpx.Client) -> None:
     with httpx.Client(base_url=hub.url, timeout=30) as browser:
         assert browser.post("/ui/login", data={"username": "admin", "password": ADMIN_PASSWORD}).status_code == 303
+        assert 'id="logging-on"' in browser.get(f"/ui/deployments/{DEPLOYMENT}").text
+    r = admin.post("/api/v1/users", json={"name": "vic", "password": "vic-password-long", "roles": ["viewer"]})
+    assert r.status_code == 201, r.text
+    with httpx.Client(base_url=hub.url, timeout=30) as browser:  # a viewer reads the panels, and gets no button
+        assert browser.post("/ui/login", data={"username": "vic", "password": "vic-password-long"}).status_code == 303
         r = browser.get(f"/ui/deployments/{DEPLOYMENT}")
         assert r.status_code == 200
         assert "script-src 'self';" in r.headers["content-security-policy"]
@@ -229,6 +234,9 @@ def test_the_deployment_page_has_no_inline_script_or_style(hub: HubProc, admin: 
         scripts = re.findall(r"<script[^>]*>", r.text)
         assert scripts and all(re.fullmatch(r'<script src="/ui/static/[a-z]+\.js" defer>', s) for s in scripts), scripts
         assert "<style" not in r.text and " style=" not in r.text and " on" + "click=" not in r.text
+        assert 'id="requests-table"' in r.text and 'id="drift-versions"' in r.text and 'id="logging-on"' not in r.text
+        assert browser.get(f"/api/v1/deployments/{DEPLOYMENT}/logging").status_code == 200
+        assert browser.get(f"/api/v1/deployments/{DEPLOYMENT}/drift").status_code == 200
         for name in ("tensors", "drift", "requests", "attributions", "explain"):
             assert f'<script src="/ui/static/{name}.js" defer>' in r.text
             static = browser.get(f"/ui/static/{name}.js")
