@@ -408,3 +408,17 @@ def test_attributions_are_drawn_as_bars_with_names_as_text(hub: HubProc, admin: 
     assert pixels[:2] == [2, 2]
     rgba = [pixels[2][i:i + 4] for i in range(0, 16, 4)]
     assert rgba[0] == [255, 0, 0, 255] and rgba[1] == [255, 255, 255, 255] and rgba[2] == [0, 0, 255, 255], rgba
+
+
+def test_records_kept_by_a_receiver_are_said_to_be_there(hub: HubProc, admin: httpx.Client, page: Page) -> None:
+    """A deployment logging to a CloudEvents receiver: the hub cannot read its records, and the panel says where."""
+    receiver = "http://127.0.0.1:9/events"
+    r = admin.put(f"/api/v1/deployments/{DEPLOYMENT}/logging", json={"sample": 1.0, "sink": receiver})
+    assert r.status_code == 200, r.text
+    sign_in(page, hub.url, "admin", ADMIN_PASSWORD)
+    page.goto(f"{hub.url}/ui/deployments/{DEPLOYMENT}")
+    status = page.locator("#requests-status")
+    expect(status).to_contain_text(f"logs to the receiver {receiver}", timeout=30_000)
+    expect(status).to_have_class("error")
+    assert admin.delete(f"/api/v1/deployments/{DEPLOYMENT}/logging").status_code == 204
+    expect(page.locator("#requests-off")).to_be_visible(timeout=30_000)
