@@ -279,6 +279,7 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 (hits if loaded else misses).append(took)
             metrics = client.get(server.url + "/metrics").text
+            end_rss = rss(server.proc.pid)
         finally:
             done.set()
             sampler.join()
@@ -286,6 +287,8 @@ def main(argv: list[str] | None = None) -> int:
         peer = None if args.no_peer else mlserver_stream(root, names, stream, body, client, log_dir)
 
     peak = max(r for _, r in samples)
+    distinct = len(set(stream.tolist()) | {order[0]})
+    loaded = int(metric(metrics, "mlport_loaded_model_bytes"))
     evictions = sum(float(v) for v in re.findall(r"^mlport_model_evictions_total\{[^}]*\} (\S+)$", metrics, re.M))
     cold_n = metric(metrics, "mlport_cold_load_seconds_count")
     cold_mean = metric(metrics, "mlport_cold_load_seconds_sum") / cold_n * 1000 if cold_n else float("nan")
@@ -315,6 +318,9 @@ def main(argv: list[str] | None = None) -> int:
         f"| server RSS peak / end | {peak / 2**20:.0f} / {samples[-1][1] / 2**20:.0f} MiB |",
         f"| peak RSS within base + budget ({(base + budget) / 2**20:.0f} MiB) | "
         f"{'yes' if peak <= base + budget else 'NO'} |",
+        f"| at the end: RSS - base - loaded models' bytes, over the {distinct} models served | "
+        f"{(end_rss - base - loaded) / 2**20:.1f} MiB ({(end_rss - base - loaded) / max(1, distinct) / 1024:.1f} "
+        "KiB per model) |",
         "",
         *_peer_lines(peer, ready_s, hits + misses, peak),
         "RSS over time (s, MiB), every 20th sample:",

@@ -27,8 +27,10 @@ from mlport.formats.config import ModelConfig
 from mlport.formats.registry import FormatRegistry
 from mlport.limits import Limits
 from mlport.runtime.admission import AdmissionPolicy
-from mlport.runtime.budget import MemoryBudget, cold_reason, file_bytes
+from mlport.runtime.budget import MemoryBudget, file_bytes
 from mlport.runtime.cache import format_bytes, release_free_memory, resident_bytes
+from mlport.runtime.describing import from_files, remembered, requested_version
+from mlport.runtime.reporting import model_status, reason
 from mlport.runtime.repository import ModelSource, Repository, VersionSource
 from mlport.runtime.states import (
     CacheObserver,
@@ -178,21 +180,7 @@ class ModelManager:
             self._schedule_close(lv)
 
     def _reason(self, model: ModelEntry, version: int | None = None) -> str:
-        if model.unloaded:
-            return "unloaded"
-        if model.cold and not model.serving:
-            return cold_reason(model)
-        if model.source.error:
-            return model.source.error
-        versions = [version] if version is not None else model.wanted() or list(model.source.errors)
-        for v in versions:
-            if v in model.loading:
-                return f"version {v} is loading"
-            if v in model.failed:
-                return model.failed[v][1]
-            if v in model.source.errors:
-                return model.source.errors[v]
-        return "no version is loaded"
+        return reason(model, version)
 
     # ------------------------------------------------------------------- status
     def names(self) -> list[str]:
@@ -202,29 +190,7 @@ class ModelManager:
         model = self._models.get(name)
         if model is None:
             raise self._unknown(name, "is not served here")
-        rows: dict[int, VersionStatus] = {}
-        for v, err in model.source.errors.items():
-            rows[v] = VersionStatus(v, VersionState.UNAVAILABLE, err)
-        for v in model.wanted():
-            rows[v] = VersionStatus(v, VersionState.UNAVAILABLE, self._reason(model, v))
-        for v in model.loading:
-            rows[v] = VersionStatus(v, VersionState.LOADING, "")
-        for v, (_, err) in model.failed.items():
-            if v not in model.serving:
-                rows[v] = VersionStatus(v, VersionState.UNAVAILABLE, err)
-        for v, lv in model.serving.items():
-            rows[v] = VersionStatus(v, VersionState.READY, "", lv.memory_bytes)
-        if model.cold and not model.serving:
-            state = VersionState.EVICTED if model.evicted else VersionState.NOT_LOADED
-            reason = cold_reason(model)
-            for v in model.wanted():
-                if v not in model.loading:
-                    rows[v] = VersionStatus(v, state, reason)
-        if model.unloaded:
-            rows = {v: VersionStatus(v, VersionState.UNAVAILABLE, "unloaded") for v in rows or [0]}
-        if model.source.error and not rows:
-            rows = {0: VersionStatus(0, VersionState.UNAVAILABLE, model.source.error)}
-        return ModelStatus(name, tuple(rows[v] for v in sorted(rows, reverse=True)))
+        return model_status(model)
 
     def all_status(self) -> list[ModelStatus]:
         return [self.status(n) for n in self.names()]
@@ -263,25 +229,37 @@ class ModelManager:
 
     def describe_version(self, name: str, version: str | int | None = None) -> Described:
         """The signature, config and platform of the version that would serve: the loaded one's, or for a model
-        not loaded now (evicted, or lazy and loaded before) what its last load read from the same files.  A
-        version never loaded yet raises :class:`ColdModel` (503): its signature is known only once loaded."""
+        not loaded now what its files said when last read (see :mod:`mlport.runtime.describing`).  A version
+        never described yet raises :class:`ColdModel` (503): :meth:`describe` reads its files."""
         try:
             lv = self._find(name, version)[1]
         except ColdModel:
             model = self._models[name]
-            wanted = model.wanted()
-            if version in (None, "", "latest"):
-                if not wanted:
-                    raise
-                v = max(wanted)
-            else:
-                v = int(version)  # type: ignore[arg-type]  # _find read it as a number
-            src = model.source.versions.get(v)
-            known = model.described.get(v)
-            if src is None or known is None or known[0] != src.fingerprint:
+            v = requested_version(model, version)
+            known = remembered(model, v) if v is not None else None
+            if known is None:
                 raise
-            return known[1]
+            return known
         return Described(lv.version, lv.signature, lv.config, lv.platform)
+
+    async def describe(self, name: str, version: str | int | None = None) -> Described:
+        """:meth:`describe_version`, reading the files of a version not loaded yet where its format can tell
+        the signature without loading it (in a worker thread; the model stays unloaded)."""
+        try:
+            return self.describe_version(name, version)
+        except ColdModel:
+            model = self._models[name]
+            v = requested_version(model, version)
+            src = model.source.versions.get(v) if v is not None else None
+            if src is None:
+                raise
+            loop = asyncio.get_running_loop()
+            known = await loop.run_in_executor(self._executor, from_files, self.formats, model.source.config, src)
+            if known is None:
+                raise
+            if model.source.versions.get(src.version) is src:  # the files did not change meanwhile
+                model.described[src.version] = (src.fingerprint, known)
+            return known
 
     # ------------------------------------------------------------------ loading
     async def sync(self, sources: dict[str, ModelSource] | None = None, force: bool = False) -> None:
@@ -404,6 +382,7 @@ class ModelManager:
             memory = file_bytes(src)
             if measured:
                 memory = max(resident_bytes() - before, memory)
+                self._budget.learn(src, memory)
             self._formats_used.add(src.format)
         except Exception as exc:
             seconds = time.perf_counter() - started
