@@ -8,7 +8,6 @@ from outside the replicas.
 from __future__ import annotations
 
 import json
-import textwrap
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -17,30 +16,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.hubutil import ADMIN_PASSWORD, HubProc, cli, start_hub
+from tests.builders import counted_python_model
+from tests.hubutil import HubProc, cli_login, start_hub
+from tests.hubutil import cli_ok as _ok
 
 pytestmark = pytest.mark.slow
 
 GATEWAY_TIMEOUT_S = 30.0
-
-MODEL = '''
-import time
-
-import numpy as np
-
-
-class Counted:
-    signature = {{"inputs": [{{"name": "x", "datatype": "FP32", "shape": [-1]}}],
-                 "outputs": [{{"name": "y", "datatype": "FP32", "shape": [-1]}}]}}
-
-    def load(self, folder):
-        with open({loads!r}, "a") as f:
-            f.write("load\\n")
-        time.sleep({load_delay})
-
-    def predict(self, inputs):
-        return {{"y": inputs["x"] * 2}}
-'''
 
 
 @pytest.fixture(scope="module")
@@ -54,21 +36,11 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubProc]:
 
 @pytest.fixture
 def home(hub: HubProc, tmp_path: Path) -> Path:
-    r = cli(tmp_path, "login", "--hub", hub.url, "--password-stdin", stdin=ADMIN_PASSWORD + "\n")
-    assert r.returncode == 0, r.stderr
-    return tmp_path
-
-
-def _ok(home: Path, *args: str) -> str:
-    r = cli(home, *args)
-    assert r.returncode == 0, (args, r.stdout, r.stderr)
-    return r.stdout
+    return cli_login(hub, tmp_path)
 
 
 def _register(home: Path, name: str, loads: Path, load_delay: float) -> None:
-    folder = home / f"{name}-model"
-    folder.mkdir()
-    (folder / "model.py").write_text(textwrap.dedent(MODEL.format(loads=str(loads), load_delay=load_delay)).lstrip())
+    folder = counted_python_model(home / f"{name}-model", loads, name, load_delay=load_delay)
     _ok(home, "models", "create", name)
     _ok(home, "versions", "upload", name, str(folder))  # not trusted: the hub does not run it to read a signature
 
@@ -78,7 +50,7 @@ def _loads(loads: Path) -> int:
 
 
 def _infer(api: httpx.Client, deployment: str) -> httpx.Response:
-    body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [2], "data": [1.0, 2.0]}]}
+    body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [2], "data": [0.0, 2.0]}]}
     return api.post(f"/deployments/{deployment}/v2/models/{deployment}/infer", json=body)
 
 
@@ -97,7 +69,7 @@ def test_a_lazy_deployment_loads_its_model_once_on_the_first_requests(hub: HubPr
     with ThreadPoolExecutor(20) as pool:
         answers = list(pool.map(lambda _: _infer(api, "cold-dep"), range(20)))
     assert [a.status_code for a in answers] == [200] * 20, answers[0].text
-    assert answers[0].json()["outputs"][0]["data"] == [2.0, 4.0]
+    assert answers[0].json()["outputs"][0]["data"] == [1.0, 3.0]
     assert _loads(loads) == 1
     assert _infer(api, "cold-dep").status_code == 200 and _loads(loads) == 1
     # the replica's flags come from the deployment: switching lazy off starts eager replicas, which load at start

@@ -19,7 +19,7 @@ import functools
 import logging
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from mlport.errors import MlportError, ModelLoading, ModelNotFound, ModelNotReady
 from mlport.formats.adapt import load_adapted
@@ -51,6 +51,9 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+#: Longest time a load under a memory budget waits for the unloads that made its room to finish, seconds.
+CLOSE_WAIT_S = 10.0
 
 
 class ModelManager:
@@ -96,6 +99,8 @@ class ModelManager:
         self._formats_used: set[str] = set()
         self._sync_lock = asyncio.Lock()
         self._close_lock = threading.Lock()
+        #: Closes running or queued: a load under a memory budget waits for them (their memory is free then).
+        self._closing: set[Future[None]] = set()
         self._on_load = on_load
         self._group = group
         self.scanned = asyncio.Event()
@@ -373,6 +378,7 @@ class ModelManager:
         if need < 0:
             return
         try:
+            await self._closes_done()
             fmt = self.formats.get(src.format)
             load = functools.partial(load_adapted, fmt, src.path, cfg, intra_op_threads=self.intra_op_threads)
             # the first loads of a format (those begun before one ended) also load its library: not measured
@@ -446,7 +452,22 @@ class ModelManager:
                 return
             lv.closed = True
         log.info("model %s version %d unloaded", lv.model, lv.version)
-        self._executor.submit(self._close, lv)
+        closing = self._executor.submit(self._close, lv)
+        with self._close_lock:
+            self._closing.add(closing)
+        closing.add_done_callback(self._closed)
+
+    async def _closes_done(self) -> None:
+        """Under a memory budget, wait for the unloads under way (those that made room for a load): their memory
+        is given back before the load takes its own."""
+        with self._close_lock:
+            closing = [asyncio.wrap_future(f) for f in self._closing] if self.memory_budget is not None else []
+        if closing:
+            await asyncio.wait(closing, timeout=CLOSE_WAIT_S)
+
+    def _closed(self, closing: Future[None]) -> None:
+        with self._close_lock:
+            self._closing.discard(closing)
 
     def _close(self, lv: LoadedVersion) -> None:
         try:
