@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -119,3 +121,13 @@ def cli_ok(config_home: Path, *args: str) -> str:
     assert r.returncode == 0, (args, r.stdout, r.stderr)
     assert "Traceback" not in r.stderr
     return r.stdout
+
+
+@contextlib.contextmanager
+def running_hub(data_dir: Path, *args: str, env: dict[str, str] | None = None) -> Iterator[HubProc]:
+    """:func:`start_hub` for the length of a ``with`` block (a module fixture's body)."""
+    proc = start_hub(data_dir, *args, env=env)
+    try:
+        yield proc
+    finally:
+        proc.stop()

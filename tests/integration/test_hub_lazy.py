@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from tests.builders import counted_python_model
-from tests.hubutil import HubProc, cli_login, start_hub
+from tests.hubutil import HubProc, cli_login, running_hub
 from tests.hubutil import cli_ok as _ok
 
 pytestmark = pytest.mark.slow
@@ -27,11 +27,9 @@ GATEWAY_TIMEOUT_S = 30.0
 
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubProc]:
-    proc = start_hub(tmp_path_factory.mktemp("hub"), env={"MLPORT_HUB_GATEWAY_TIMEOUT_S": str(GATEWAY_TIMEOUT_S)})
-    try:
-        yield proc
-    finally:
-        proc.stop()
+    env = {"MLPORT_HUB_GATEWAY_TIMEOUT_S": str(GATEWAY_TIMEOUT_S)}
+    with running_hub(tmp_path_factory.mktemp("hub"), env=env) as hub:
+        yield hub
 
 
 @pytest.fixture
