@@ -1,5 +1,5 @@
-"""A lazy server describes a never-loaded ONNX model from its file (metadata over REST and gRPC, model config,
-describe) exactly as after loading it, and the model stays unloaded."""
+"""A lazy server describes a never-loaded ONNX model from its file (OIP metadata over REST and gRPC, model config,
+describe, TF Serving metadata) exactly as after loading it, and the model stays unloaded."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ from tests.builders import iris_onnx, scale_onnx
 def _views(c: httpx.Client, grpc: tgrpc.InferenceServerClient, name: str) -> dict[str, Any]:
     views: dict[str, Any] = {}
     for key, path in (("metadata", f"/v2/models/{name}"), ("version", f"/v2/models/{name}/versions/1"),
-                      ("config", f"/v2/models/{name}/config"), ("describe", f"/models/{name}/describe")):
+                      ("config", f"/v2/models/{name}/config"), ("describe", f"/models/{name}/describe"),
+                      ("tfserving", f"/v1/models/{name}/metadata")):
         r = c.get(path)
         assert r.status_code == 200, (path, r.text)
         views[key] = r.json()
