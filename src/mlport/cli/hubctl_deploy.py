@@ -59,6 +59,10 @@ def _deploy(args: argparse.Namespace) -> int:
             body["version"] = args.version
         if args.trusted:
             body["trusted"] = True
+        if args.lazy is not None:
+            body["lazy"] = args.lazy
+        if args.load_timeout is not None:
+            body["load_timeout_s"] = args.load_timeout
         data = call(calls, "POST", "/api/v1/deployments", json=body)
     if args.wait:
         data = _wait(calls, name, args.timeout if args.timeout is not None else DEFAULT_WAIT_S)
@@ -152,7 +156,9 @@ def describe_deployment(d: dict[str, Any]) -> str:
         what = f"v{t['primary']} + {t['strategy']} v{t['candidate']} at {t['percent']:g}%"
     rows = _rows(d)
     counts = ", ".join(f"v{v.get('version')}: {v.get('ready', 0)}/{v.get('desired', 0)} ready" for v in rows)
-    lines = [f"{d['name']}: {d['model']} {what}" + (f"  [{counts}]" if counts else "")]
+    serving = d.get("serving") or {}
+    lazy = "  (lazy)" if isinstance(serving, dict) and serving.get("lazy") else ""
+    lines = [f"{d['name']}: {d['model']} {what}" + (f"  [{counts}]" if counts else "") + lazy]
     replicas = d.get("replicas") or {}
     if isinstance(replicas, dict) and replicas.get("error"):
         lines.append(f"  error: {replicas['error']}")
@@ -228,6 +234,7 @@ def add_deploy_commands(sub: Any) -> None:
     p = add_parser(sub, "deploy", "deploy a model version, or start a canary/A-B/shadow", """
 mlport deploy iris-prod --model iris                        # the latest version
 mlport deploy iris-prod --model iris --version 3 --wait     # exit 1 with the reason if v3 does not start
+mlport deploy iris-prod --model iris --lazy                 # replicas load the model on its first request
 mlport deploy iris-prod --canary 10 --version 4             # 10% of traffic to v4
 mlport deploy iris-prod --ab 50 --version 4 --sticky-header x-user
 mlport deploy iris-prod --shadow --version 4                # copy traffic to v4 and compare
@@ -246,6 +253,12 @@ mlport deploy fr --preset sentiment-fr --wait              # the hub builds the 
                                                         "differs from the primary's")
     _policy_args(p)
     p.add_argument("--trusted", action="store_true", help="let the model run code (pickles, Python; admin only)")
+    p.add_argument("--lazy", action="store_true", default=None,
+                   help="replicas start without loading the model; its first request loads it (kept until changed)")
+    p.add_argument("--no-lazy", dest="lazy", action="store_false", help="replicas load the model at start again")
+    p.add_argument("--load-timeout", type=float, metavar="SECONDS",
+                   help="lazy replicas: how long a request waits for the load before 503 with Retry-After "
+                        "(default 30, at most 0.8 x the hub's gateway timeout)")
     p.add_argument("--wait", action="store_true", help="wait until the versions are ready; exit 1 with the reason "
                                                        "when one fails, or after --timeout (default "
                                                        f"{DEFAULT_WAIT_S:g} s)")
