@@ -22,13 +22,14 @@ both answers go to :meth:`mlport.deploy.shadow.ShadowRecorder.record`, in batche
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 from urllib.parse import quote
 
@@ -36,7 +37,8 @@ import orjson
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
-from mlport.deploy.deployments import DeploymentSource
+from mlport.deploy.admission_gate import DeploymentGates, Watch, retry_after_header
+from mlport.deploy.deployments import Deployment, DeploymentSource
 from mlport.deploy.shadow import Reply, ShadowRecorder
 from mlport.deploy.strategy import choose
 from mlport.deploy.target import Target
@@ -44,6 +46,7 @@ from mlport.deploy.upstream import ConnectionFailed, Upstream
 from mlport.errors import ErrorCode, Forbidden, InvalidInput, MlportError, ModelNotReady
 from mlport.protocols.http.body import read_body
 from mlport.protocols.http.errors import HTTP_STATUS
+from mlport.protocols.http.routes_oip import client_gone
 
 __all__ = [
     "EndpointView",
@@ -59,7 +62,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 #: Request headers sent on to replicas; nothing else is (no Authorization, no cookies).
-FORWARD_HEADERS = ("content-type", "accept", "inference-header-content-length", "x-request-id", "x-routing-key")
+FORWARD_HEADERS = ("content-type", "accept", "inference-header-content-length", "x-request-id", "x-routing-key",
+                   "x-request-timeout")
 _FORWARD = frozenset(h.encode("ascii") for h in FORWARD_HEADERS)
 #: Answer headers given back to the client (:data:`mlport.deploy.upstream.KEPT_HEADERS`).
 RETURN_HEADERS = ("content-type", "inference-header-content-length", "x-request-id")
@@ -155,6 +159,12 @@ class _Outgoing:
     headers: list[tuple[bytes, bytes]]
     body: bytes
 
+    def with_header(self, header: tuple[bytes, bytes] | None) -> _Outgoing:
+        """This request with ``header`` set (replacing one of the same name)."""
+        if header is None:
+            return self
+        return replace(self, headers=[*(h for h in self.headers if h[0] != header[0]), header])
+
 
 @dataclass(frozen=True)
 class Forwarded:
@@ -189,10 +199,13 @@ def _named(deployment: str, version: int | None) -> list[tuple[bytes, bytes]]:
     return out
 
 
-def _error(code: ErrorCode, message: str, deployment: str, version: int | None = None) -> Forwarded:
+def _error(code: ErrorCode, message: str, deployment: str, version: int | None = None,
+           retry_after: bytes | None = None) -> Forwarded:
     """``{"error": message}`` with the HTTP status of ``code`` (the one table of :mod:`mlport.errors` codes)."""
-    return Forwarded(HTTP_STATUS[code], [(b"content-type", _JSON), *_named(deployment, version)],
-                     orjson.dumps({"error": message}), version)
+    headers = [(b"content-type", _JSON), *_named(deployment, version)]
+    if retry_after is not None:
+        headers.append((b"retry-after", retry_after))
+    return Forwarded(HTTP_STATUS[code], headers, orjson.dumps({"error": message}), version)
 
 
 def _pick_headers(headers: Iterable[tuple[bytes, bytes]], sticky: bytes) -> tuple[list[tuple[bytes, bytes]],
@@ -229,6 +242,7 @@ class Gateway:
         max_response_bytes: int = 256 * 1024**2,
         max_connections: int = 512,
         verify: bool | ssl.SSLContext = True,
+        admission: DeploymentGates | None = None,
     ) -> None:
         if timeout_s <= 0 or retries < 0 or max_body_bytes < 0 or shadow_max_pending < 0:
             raise ValueError("timeout_s must be positive; retries, max_body_bytes and shadow_max_pending >= 0")
@@ -256,6 +270,8 @@ class Gateway:
         self._to_record: list[tuple[str, int, int, Reply, Reply]] = []
         self._recording: asyncio.Task[None] | None = None
         self._closed = False
+        #: the queues of deployments with admission limits (:mod:`mlport.deploy.admission_gate`)
+        self.admission = admission if admission is not None else DeploymentGates()
 
     # -- public --------------------------------------------------------------------------------------------
 
@@ -267,16 +283,20 @@ class Gateway:
     async def handle(self, request: Request, deployment: str, path: str) -> Response:
         """Answer one request of a Starlette route to ``deployment`` (the caller checked the credentials)."""
         forwarded = await self.answer(request.method, deployment, path, request.scope.get("query_string", b""),
-                                      request.scope["headers"], lambda: read_body(request, self.max_body_bytes))
+                                      request.scope["headers"], lambda: read_body(request, self.max_body_bytes),
+                                      functools.partial(client_gone, request.receive))
         return forwarded.response()
 
     async def answer(self, method: str, deployment: str, path: str, query: bytes,
-                     headers: Sequence[tuple[bytes, bytes]], read: Callable[[], Awaitable[bytes]]) -> Forwarded:
+                     headers: Sequence[tuple[bytes, bytes]], read: Callable[[], Awaitable[bytes]],
+                     watch: Watch | None = None) -> Forwarded:
         """Answer one request to ``deployment`` (the caller checked the credentials); ``headers`` are the ASGI
-        request's (lower-case names), ``read`` reads its body within :attr:`max_body_bytes`.  Never raises."""
+        request's (lower-case names), ``read`` reads its body within :attr:`max_body_bytes`, ``watch`` returns
+        when its client went away.  Never raises."""
         version: int | None = None
         try:
-            target = self._target(deployment)
+            record = self._deployment(deployment)
+            target = record.target
             sent = rewrite_model_name(forward_path(path), target.model, deployment)
             body = await read()
             sticky = (target.sticky_header or "x-routing-key").lower().encode("latin-1")
@@ -286,9 +306,12 @@ class Gateway:
             version = route.serve
             encoded = quote(sent, safe=_PATH_SAFE).encode("ascii")
             out = _Outgoing(method, encoded + b"?" + query if query else encoded, forwarded, body)
-            answer = await self._live_forward(deployment, version, out)
+            if record.policy.gated:
+                answer = await self._admitted(record, version, out, sent, headers, watch)
+            else:
+                answer = await self._live_forward(deployment, version, out)
         except MlportError as exc:
-            return _error(exc.code, exc.message, deployment, version)
+            return _error(exc.code, exc.message, deployment, version, retry_after_header(exc))
         except ClientDisconnect:
             return _error(ErrorCode.INVALID_ARGUMENT, "the client went away before the request body was read",
                           deployment, version)
@@ -317,11 +340,23 @@ class Gateway:
 
     # -- routing -------------------------------------------------------------------------------------------
 
-    def _target(self, deployment: str) -> Target:
+    def _deployment(self, deployment: str) -> Deployment:
         for record in self._state.deployments():
             if record.name == deployment:
-                return record.target
+                return record
         raise MlportError(f"no deployment '{deployment}'", ErrorCode.NOT_FOUND)
+
+    def _target(self, deployment: str) -> Target:
+        return self._deployment(deployment).target
+
+    def _admitted(self, record: Deployment, version: int, out: _Outgoing, path: str,
+                  headers: Sequence[tuple[bytes, bytes]], watch: Watch | None) -> Awaitable[_Answer]:
+        """:meth:`_live_forward` once the deployment's queue lets the request through."""
+        name = record.name
+        return self.admission.run(name, version, record.policy,
+                                  lambda: len(self._ready(self._controller.replicas(name, version))), path, headers,
+                                  out.body, watch, lambda limit: self._live_forward(name, version,
+                                                                                    out.with_header(limit)))
 
     def _upstream_now(self) -> Upstream:
         if self._upstream is None:

@@ -180,6 +180,18 @@ class Gate:
             self._left = now
         else:
             self._left = 0.0
+        if self.running > self.max_concurrency or not self._hand_on():
+            self.running -= 1
+
+    def resize(self, max_concurrency: int) -> None:
+        """Let ``max_concurrency`` requests run at once from now on (a gateway whose replicas came or went);
+        when it grew, requests still waiting take the new slots at once."""
+        self.max_concurrency = max(1, max_concurrency)
+        while self.running < self.max_concurrency and self.depth and self._hand_on():
+            self.running += 1
+
+    def _hand_on(self) -> bool:
+        """Give a slot to the next request still waiting, if any (``running`` is the caller's to count)."""
         for level in (HIGH, NORMAL):
             queue = self._queues[level]
             while queue:
@@ -188,9 +200,9 @@ class Gate:
                 if waiter.timer is not None:
                     waiter.timer.cancel()
                 if not waiter.future.done():
-                    waiter.future.set_result(None)  # the slot passes on: running stays as it is
-                    return
-        self.running -= 1
+                    waiter.future.set_result(None)
+                    return True
+        return False
 
     def abandon(self, future: asyncio.Future[None]) -> None:
         """The client of a queued request went away: take it out of the queue (or give back its slot, when it
