@@ -28,7 +28,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from mlport.deploy.autoscale import ScalePolicy
 from mlport.errors import ErrorCode, InvalidInput, MlportError
 from mlport.protocols.http.routes_oip import parse_timeout
-from mlport.runtime.admission import NORMAL, Expired, Gate, Overloaded, parse_priority
+from mlport.runtime.admission import Expired, Gate, Overloaded
 
 __all__ = ["ClientGone", "DeploymentGates", "Ticket", "retry_after_header"]
 
@@ -132,7 +132,7 @@ class DeploymentGates:
         (counted) instead.  ``ready`` counts the version's ready replicas now."""
         key = (deployment, version)
         gate = self._gate(key, policy, ready)
-        deadline, level = _schedule(path, headers, body)
+        deadline, level = _schedule(path, headers, body, gate)
         labels = (deployment, str(version))
         if deadline is not None and deadline <= asyncio.get_running_loop().time():
             self._metrics.expired.labels(*labels).inc()
@@ -233,23 +233,23 @@ class DeploymentGates:
                 self._metrics.depth.remove(key[0], str(key[1]))
 
 
-def _schedule(path: str, headers: Sequence[tuple[bytes, bytes]], body: bytes) -> tuple[float | None, int]:
+def _schedule(path: str, headers: Sequence[tuple[bytes, bytes]], body: bytes, gate: Gate) -> tuple[float | None, int]:
     """The deadline (event loop clock) and priority level of a request: its headers, then the OIP parameters
     of an infer call's JSON body (the earlier deadline and the parameter's priority win)."""
     seconds: float | None = None
-    level = NORMAL
+    level = 0  # the default level
     binary: int | None = None
     for name, value in headers:
         if name == TIMEOUT_HEADER:
             seconds = parse_timeout(value)
         elif name == PRIORITY_HEADER:
-            level = _priority(value.decode("latin-1"), "header X-Request-Priority")
+            level = _priority(gate, value.decode("latin-1"), "header X-Request-Priority")
         elif name == b"inference-header-content-length":
             binary = int(value) if value.isdigit() else None
     params = _parameters(path, body, binary)
     if params:
         if params.get("priority") is not None:
-            level = parse_priority(params["priority"])
+            level = gate.priority(params["priority"])
         timeout = params.get("timeout")
         if timeout is not None and timeout != 0:
             if isinstance(timeout, bool) or not isinstance(timeout, int) or not 0 < timeout <= MAX_TIMEOUT_US:
@@ -259,9 +259,9 @@ def _schedule(path: str, headers: Sequence[tuple[bytes, bytes]], body: bytes) ->
     return (None if seconds is None else asyncio.get_running_loop().time() + seconds), level
 
 
-def _priority(value: str, what: str) -> int:
+def _priority(gate: Gate, value: str, what: str) -> int:
     try:
-        return parse_priority(value)
+        return gate.priority(value)
     except MlportError as exc:
         raise InvalidInput(f"{what}: {exc.message}") from None
 
