@@ -13,12 +13,13 @@ import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.hubutil import HubProc, ready_versions, start_hub, wait_for
+from tests.hubutil import ADMIN_PASSWORD, HubProc, cli, ready_versions, start_hub, wait_for
 from tests.integration import test_overload as overload
 from tests.integration.test_overload import MODEL, body  # the recording, blocking model and its request
 
@@ -119,7 +120,7 @@ def test_a_full_queue_refuses_and_priority_goes_first(hub: HubProc, admin: httpx
                        timeout=30)
         assert r.status_code == 503, r.text
         assert int(r.headers["retry-after"]) >= 1
-        assert "queue is full" in r.json()["error"] and "gated" in r.json()["error"]
+        assert "deployment 'gated' is overloaded: its queue is full" in r.json()["error"]
         assert time.monotonic() - started < 10  # refused at once, not after waiting
         # a high-priority request at the full queue takes the place of the newest normal one (11)
         bg.send("gated", 13, headers={"x-request-priority": "1"})
@@ -231,3 +232,22 @@ def test_a_deployment_without_limits_has_no_queue(hub: HubProc, admin: httpx.Cli
     # limits set and removed again with the scale call
     r = admin.post("/api/v1/deployments/free/scale", json={"max_queue": 4})
     assert r.status_code == 400 and "max_concurrency" in r.json()["error"]
+
+
+def test_the_cli_sets_shows_and_removes_the_limits(hub: HubProc, admin: httpx.Client, tmp_path: Path) -> None:
+    r = cli(tmp_path, "login", "--hub", hub.url, "--password-stdin", stdin=ADMIN_PASSWORD + "\n")
+    assert r.returncode == 0, r.stderr
+    r = cli(tmp_path, "deploy", "by-cli", "--model", "slow", "--trusted", "--max-concurrency", "2", "--max-queue", "4",
+            "--queue-timeout", "3", "--overload-status", "429")
+    assert r.returncode == 0, r.stderr
+    assert "limits: 2 at once per replica, queue 4, queue timeout 3 s, refusals 429" in r.stdout
+    policy = admin.get("/api/v1/deployments/by-cli").json()["policy"]
+    assert (policy["max_concurrency"], policy["max_queue"], policy["queue_timeout_s"]) == (2, 4, 3.0)
+    r = cli(tmp_path, "scale", "by-cli", "--max-queue", "8")
+    assert r.returncode == 0 and "queue 8" in r.stdout, r.stderr
+    r = cli(tmp_path, "scale", "by-cli", "--no-limits")
+    assert r.returncode == 0 and "limits:" not in r.stdout, r.stderr
+    assert admin.get("/api/v1/deployments/by-cli").json()["policy"]["max_concurrency"] is None
+    r = cli(tmp_path, "scale", "by-cli", "--max-queue", "8")  # a queue needs a concurrency limit
+    assert r.returncode == 1 and "max_concurrency" in r.stderr
+    assert admin.delete("/api/v1/deployments/by-cli").status_code in (200, 204)

@@ -191,6 +191,7 @@ class DeploymentGates:
         if found is None:
             gate = Gate(key[0], key[1], per_replica * max(1, ready()), policy.max_queue, policy.queue_timeout_s,
                         code, self._depth)
+            gate.kind = "deployment"  # the messages name the deployment
             self._gates[key] = (gate, per_replica)
         else:
             gate = found[0]

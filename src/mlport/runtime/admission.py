@@ -155,6 +155,8 @@ class Gate:
                  queue_timeout_s: float | None, refuse_code: ErrorCode = ErrorCode.UNAVAILABLE,
                  on_depth: DepthHook | None = None, order: QueueOrder | None = None) -> None:
         self.model = model
+        #: What the messages call ``model``: a model, or a deployment (the hub's gateway).
+        self.kind = "model"
         self.version = str(version)
         self.max_concurrency = max(1, max_concurrency)
         self.max_queue = max_queue
@@ -192,8 +194,9 @@ class Gate:
         ``level`` 0 is the default level."""
         level = min(level or self.order.default_level, self.order.levels)
         if self.max_queue is not None and self.depth >= self.max_queue and not self._bump(level):
-            raise Overloaded(f"model '{self.model}' is overloaded: its queue is full ({self.max_queue} requests "
-                             "waiting); try again shortly", "queue_full", self.refuse_code, self.retry_after_s())
+            raise Overloaded(f"{self.kind} '{self.model}' is overloaded: its queue is full ({self.max_queue} "
+                             "requests waiting); try again shortly", "queue_full", self.refuse_code,
+                             self.retry_after_s())
         loop = asyncio.get_running_loop()
         now = loop.time()
         waiter = _Waiter(loop.create_future(), level, now)
@@ -261,12 +264,12 @@ class Gate:
         waited = loop.time() - waiter.since
         if own:
             waiter.future.set_exception(Expired(
-                f"the request's deadline passed after {waited * 1000:.0f} ms in the queue of model "
+                f"the request's deadline passed after {waited * 1000:.0f} ms in the queue of {self.kind} "
                 f"'{self.model}'; it was not run"))
         else:
             waiter.future.set_exception(Overloaded(
-                f"model '{self.model}' is overloaded: the request waited {self.queue_timeout_s:g} s in its queue "
-                "(queue_timeout) and was not run; try again shortly", "queue_timeout", self.refuse_code,
+                f"{self.kind} '{self.model}' is overloaded: the request waited {self.queue_timeout_s:g} s in its "
+                "queue (queue_timeout) and was not run; try again shortly", "queue_timeout", self.refuse_code,
                 self.retry_after_s()))
 
     def _delay(self, waiter: _Waiter, deadline: float | None) -> None:
@@ -292,8 +295,8 @@ class Gate:
             waiter.timer.cancel()
         if not waiter.future.done():
             waiter.future.set_exception(Overloaded(
-                f"model '{self.model}' is overloaded: its queue is full ({self.max_queue} requests waiting) and a "
-                "request of higher priority took this one's place; try again shortly", "queue_full",
+                f"{self.kind} '{self.model}' is overloaded: its queue is full ({self.max_queue} requests waiting) "
+                "and a request of higher priority took this one's place; try again shortly", "queue_full",
                 self.refuse_code, self.retry_after_s()))
         return True
 
