@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from tests.builders import scale_onnx
-from tests.conftest import Server, start_server
-from tests.integration.test_overload import MODEL, Background, block, body, calls
+from tests.conftest import Server
+from tests.integration.test_overload import Background, block, body, calls, start_recording
 from tests.waiting import wait_for
 
 TRITON = """
@@ -31,17 +31,10 @@ dynamic_batching {
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     root = tmp_path_factory.mktemp("levels")
-    repo = root / "models"
-    (repo / "levels" / "1").mkdir(parents=True)
-    (repo / "levels" / "1" / "model.py").write_text(MODEL)
-    (repo / "levels" / "model.yaml").write_text("trusted: true\nmax_concurrency: 1\nmax_queue: 8\n"
-                                                "priority_levels: 3\ndefault_priority_level: 2\n")
-    scale_onnx(repo / "triton" / "1" / "model.onnx", 2.0)
-    (repo / "triton" / "config.pbtxt").write_text(TRITON)
-    logs = root / "logs"
-    logs.mkdir()
-    proc = start_server(repo, "--poll-interval", "0", "--inference-threads", "1", log_dir=logs,
-                        env={"OVERLOAD_CALLS": str(root / "calls.log")})
+    scale_onnx(root / "models" / "triton" / "1" / "model.onnx", 2.0)
+    (root / "models" / "triton" / "config.pbtxt").write_text(TRITON)
+    proc = start_recording(root, {"levels": "max_concurrency: 1\nmax_queue: 8\npriority_levels: 3\n"
+                                            "default_priority_level: 2\n"})
     try:
         yield proc
     finally:
