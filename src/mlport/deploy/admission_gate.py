@@ -30,7 +30,7 @@ from mlport.errors import ErrorCode, InvalidInput, MlportError
 from mlport.protocols.http.routes_oip import parse_timeout
 from mlport.runtime.admission import Expired, Gate, Overloaded
 
-__all__ = ["ClientGone", "DeploymentGates", "Ticket", "retry_after_header"]
+__all__ = ["ClientGone", "DeploymentGates", "Ticket", "retry_after_header", "with_header"]
 
 #: Header giving a request's priority level (as the OIP ``priority`` parameter: 1 high, 0 or 2 normal).
 PRIORITY_HEADER = b"x-request-priority"
@@ -50,6 +50,13 @@ class ClientGone(MlportError):
 
     code = ErrorCode.CANCELLED
     quiet = True
+
+
+def with_header(headers: list[tuple[bytes, bytes]], header: tuple[bytes, bytes] | None) -> list[tuple[bytes, bytes]]:
+    """``headers`` with ``header`` set (replacing one of the same name); unchanged when it is ``None``."""
+    if header is None:
+        return headers
+    return [*(h for h in headers if h[0] != header[0]), header]
 
 
 def retry_after_header(exc: BaseException) -> bytes | None:

@@ -37,11 +37,10 @@ import orjson
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
-from mlport.deploy.admission_gate import DeploymentGates, Watch, retry_after_header
+from mlport.deploy.admission_gate import DeploymentGates, Watch, retry_after_header, with_header
 from mlport.deploy.deployments import Deployment, DeploymentSource
 from mlport.deploy.shadow import Reply, ShadowRecorder
 from mlport.deploy.strategy import choose
-from mlport.deploy.target import Target
 from mlport.deploy.upstream import ConnectionFailed, Upstream
 from mlport.errors import ErrorCode, Forbidden, InvalidInput, MlportError, ModelNotReady
 from mlport.protocols.http.body import read_body
@@ -158,12 +157,6 @@ class _Outgoing:
     target: bytes  # percent-encoded path and query
     headers: list[tuple[bytes, bytes]]
     body: bytes
-
-    def with_header(self, header: tuple[bytes, bytes] | None) -> _Outgoing:
-        """This request with ``header`` set (replacing one of the same name)."""
-        if header is None:
-            return self
-        return replace(self, headers=[*(h for h in self.headers if h[0] != header[0]), header])
 
 
 @dataclass(frozen=True)
@@ -306,8 +299,12 @@ class Gateway:
             version = route.serve
             encoded = quote(sent, safe=_PATH_SAFE).encode("ascii")
             out = _Outgoing(method, encoded + b"?" + query if query else encoded, forwarded, body)
-            if record.policy.gated:
-                answer = await self._admitted(record, version, out, sent, headers, watch)
+            if record.policy.gated:  # through the deployment's queue first
+                answer = await self.admission.run(
+                    deployment, version, record.policy, lambda: len(self._ready(self._controller.replicas(
+                        deployment, version))), sent, headers, body, watch,
+                    lambda limit: self._live_forward(deployment, version, replace(out, headers=with_header(
+                        out.headers, limit))))
             else:
                 answer = await self._live_forward(deployment, version, out)
         except MlportError as exc:
@@ -346,17 +343,6 @@ class Gateway:
                 return record
         raise MlportError(f"no deployment '{deployment}'", ErrorCode.NOT_FOUND)
 
-    def _target(self, deployment: str) -> Target:
-        return self._deployment(deployment).target
-
-    def _admitted(self, record: Deployment, version: int, out: _Outgoing, path: str,
-                  headers: Sequence[tuple[bytes, bytes]], watch: Watch | None) -> Awaitable[_Answer]:
-        """:meth:`_live_forward` once the deployment's queue lets the request through."""
-        name = record.name
-        return self.admission.run(name, version, record.policy,
-                                  lambda: len(self._ready(self._controller.replicas(name, version))), path, headers,
-                                  out.body, watch, lambda limit: self._live_forward(name, version,
-                                                                                    out.with_header(limit)))
 
     def _upstream_now(self) -> Upstream:
         if self._upstream is None:
@@ -510,7 +496,7 @@ class Gateway:
         """Record the pair unless the deployment's target changed while the copy was out (a late copy would
         otherwise start the counts of the old pair afresh)."""
         try:
-            target = self._target(deployment)
+            target = self._deployment(deployment).target
         except MlportError:
             return
         if target.strategy != "shadow" or (target.primary, target.candidate) != (primary, shadow):
