@@ -7,8 +7,9 @@ per ready replica are forwarded at once, the next ``max_queue`` wait (high prior
 order), and the rest are refused at once with ``overload_status`` (503 or 429) and ``Retry-After``.  A request
 leaves the queue unsent when it waited ``queue_timeout_s`` (503/429), when its own deadline passed (504: the
 ``X-Request-Timeout`` header, seconds, or the OIP ``timeout`` parameter, microseconds) or when its client went
-away.  What is left of its deadline goes to the replica as ``X-Request-Timeout``.  ``priority`` (the OIP
-parameter or the ``X-Request-Priority`` header; 1 is high) puts it before the normal ones.
+away; without ``queue_timeout_s``, the gateway's own timeout bounds the wait.  What is left of its deadline
+goes to the replica as ``X-Request-Timeout``.  ``priority`` (the OIP parameter or the ``X-Request-Priority``
+header; 1 is high) puts it before the normal ones.
 
 The queue depth of each version counts as load for the autoscaler (:meth:`DeploymentGates.waiting`), so queued
 requests add replicas before the queue fills (up to ``max_replicas``), and each new ready replica lets
@@ -114,8 +115,10 @@ class Ticket:
 class DeploymentGates:
     """The gates of every limited deployment version, and their metrics (see the module's description)."""
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(self, registry: CollectorRegistry | None = None, max_wait_s: float = 60.0) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
+        #: The queue timeout of a deployment that sets none (the gateway's timeout): no wait is unbounded.
+        self.max_wait_s = max_wait_s
         self._metrics = _Metrics(self.registry)
         self._gates: dict[tuple[str, int], tuple[Gate, int]] = {}
         #: ready replicas per version, as last told (the gateway and the controller tell)
@@ -194,15 +197,15 @@ class DeploymentGates:
         """The version's gate, made or brought up to date with ``policy``."""
         per_replica = policy.max_concurrency or 1
         code = ErrorCode.RESOURCE_EXHAUSTED if policy.overload_status == 429 else ErrorCode.UNAVAILABLE
+        timeout = policy.queue_timeout_s if policy.queue_timeout_s is not None else self.max_wait_s
         found = self._gates.get(key)
         if found is None:
-            gate = Gate(key[0], key[1], per_replica * max(1, ready()), policy.max_queue, policy.queue_timeout_s,
-                        code, self._depth)
+            gate = Gate(key[0], key[1], per_replica * max(1, ready()), policy.max_queue, timeout, code, self._depth)
             gate.kind = "deployment"  # the messages name the deployment
             self._gates[key] = (gate, per_replica)
         else:
             gate = found[0]
-            gate.max_queue, gate.queue_timeout_s, gate.refuse_code = policy.max_queue, policy.queue_timeout_s, code
+            gate.max_queue, gate.queue_timeout_s, gate.refuse_code = policy.max_queue, timeout, code
             if found[1] != per_replica:
                 self._gates[key] = (gate, per_replica)
         self._ready[key] = ready

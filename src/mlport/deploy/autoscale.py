@@ -1,6 +1,7 @@
 """How many replicas a version should run, from recent load samples.  Pure: time is passed in.
 
-The controller samples each replica set once per interval (requests in flight, replicas ready) and asks
+The controller samples each replica set once per interval (requests in flight, plus those waiting in the
+gateway's queue of a deployment with ``max_concurrency``; replicas ready) and asks
 :func:`desired_replicas` for the count.  Decisions need the load to hold for a while: a spike shorter than
 ``scale_up_after_s`` does not add a replica, and a replica is only removed after ``scale_down_after_s`` of
 low load, one at a time.  The samples themselves are the memory: a step down waits until the window holds no

@@ -64,7 +64,7 @@ class Hub:
         tls = server_tls(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
         self.request_logs = DeploymentLogs(self.db, settings.data_dir / "requestlog")
         #: the gateway's queues of deployments with admission limits, whose depth the autoscaler counts as load
-        self.admission = DeploymentGates()
+        self.admission = DeploymentGates(max_wait_s=settings.gateway_timeout_s)
         self.controller = Controller(state=self.deployments, fetch=self._fetch, run_dir=settings.data_dir / "run",
                                      interval_s=settings.controller_interval_s, tls=tls,
                                      replica_args=self.request_logs.replica_args, queued=self.admission.waiting,

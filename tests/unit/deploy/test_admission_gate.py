@@ -130,9 +130,10 @@ def test_policy_changes_apply_in_place_and_forget_drops_the_gate() -> None:
 
 
 async def _changes() -> None:
-    gates = DeploymentGates()
+    gates = DeploymentGates(max_wait_s=30.0)
     ticket = await gates.admit("d", 1, POLICY, lambda: 1, INFER, [], b"", None)
     gate = ticket.gate
+    assert gate.queue_timeout_s == 30.0  # no queue timeout set: no wait is longer than the gateway's timeout
     ticket.leave()
     again = await gates.admit("d", 1, ScalePolicy(max_concurrency=3, max_queue=5, queue_timeout_s=2.0), lambda: 2,
                               INFER, [], b"", None)
