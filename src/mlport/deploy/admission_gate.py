@@ -108,7 +108,8 @@ class Ticket:
         return TIMEOUT_HEADER, f"{max(left, 0.001):.3f}".encode("ascii")
 
     def leave(self) -> None:
-        self._gates.resize(self.key, self.gate)
+        if self.gate.depth:  # a replica that became ready lets more of the waiting ones through
+            self._gates.resize(self.key, self.gate)
         self.gate.leave()
 
 
@@ -121,8 +122,10 @@ class DeploymentGates:
         self.max_wait_s = max_wait_s
         self._metrics = _Metrics(self.registry)
         self._gates: dict[tuple[str, int], tuple[Gate, int]] = {}
-        #: ready replicas per version, as last told (the gateway and the controller tell)
+        #: how to count the ready replicas of each version (the gateway tells)
         self._ready: dict[tuple[str, int], Callable[[], int]] = {}
+        #: the queue-duration histogram of each version (its labels looked up once)
+        self._queued: dict[tuple[str, int], Any] = {}
 
     # -- the gateway's side ------------------------------------------------------------------------------
     async def run(self, deployment: str, version: int, policy: ScalePolicy, ready: Callable[[], int], path: str,
@@ -149,11 +152,11 @@ class DeploymentGates:
             raise Expired(f"the request's deadline passed before deployment '{deployment}' could send it; "
                           "it was not sent")
         if gate.try_enter():
-            self._metrics.queued.labels(*labels).observe(0.0)
+            self._queued[key].observe(0.0)
             return Ticket(self, key, gate, deadline)
         self.resize(key, gate)
         if gate.try_enter():
-            self._metrics.queued.labels(*labels).observe(0.0)
+            self._queued[key].observe(0.0)
             return Ticket(self, key, gate, deadline)
         await self._wait(gate, labels, deadline, level, watch)
         return Ticket(self, key, gate, deadline)
@@ -202,6 +205,7 @@ class DeploymentGates:
         if found is None:
             gate = Gate(key[0], key[1], per_replica * max(1, ready()), policy.max_queue, timeout, code, self._depth)
             gate.kind = "deployment"  # the messages name the deployment
+            self._queued[key] = self._metrics.queued.labels(key[0], str(key[1]))
             self._gates[key] = (gate, per_replica)
         else:
             gate = found[0]
@@ -240,6 +244,7 @@ class DeploymentGates:
         for key in [k for k in self._gates if k[0] not in keep]:
             gate = self._gates.pop(key)[0]
             self._ready.pop(key, None)
+            self._queued.pop(key, None)
             if not gate.depth:
                 self._metrics.depth.remove(key[0], str(key[1]))
 
@@ -282,6 +287,8 @@ def _parameters(path: str, body: bytes, binary: int | None) -> dict[str, Any] | 
     if not path.endswith("/infer") or "/v2/models/" not in path or not body or len(body) > MAX_PARAMETER_BODY:
         return None
     head = body[:binary] if binary is not None else body
+    if b'"parameters"' not in head:  # the common case: nothing to parse
+        return None
     try:
         doc = orjson.loads(head)
     except orjson.JSONDecodeError:
