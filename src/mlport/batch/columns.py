@@ -96,6 +96,14 @@ class ColumnPlan:
         raise InvalidInput(f"input '{spec.name}' has no column: the input needs {wanted}, or map columns with "
                            f"--map COLUMN={spec.name}[:INDEX]; it has: {', '.join(sorted(have)) or 'no columns'}")
 
+    @property
+    def numeric(self) -> frozenset[str]:
+        """The columns that feed only numeric inputs (a reader may parse them as numbers)."""
+        def feeds(text: bool) -> set[str]:
+            return {c for s in self.sources if (s.image or s.spec.datatype is DataType.BYTES) == text
+                    for c in s.columns}
+        return frozenset(feeds(False) - feeds(True))
+
     @staticmethod
     def _mapped(spec: TensorSpec, have: set[str], mapped: list[tuple[str, int | None]]) -> _Source:
         missing = [c for c, _ in mapped if c not in have]
