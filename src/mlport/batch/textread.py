@@ -163,7 +163,7 @@ class CsvReader(_TextReader):
             yield self._parse(chunk, names, types), after
 
     def _parse(self, chunk: bytes, names: list[str], types: dict[str, pa.DataType]) -> pa.RecordBatch:
-        read = pacsv.ReadOptions(column_names=self.columns, use_threads=False, block_size=len(chunk) + 1)
+        read = pacsv.ReadOptions(column_names=self.columns, use_threads=False)
         convert = pacsv.ConvertOptions(column_types=types, include_columns=names, strings_can_be_null=True,
                                        null_values=[""], quoted_strings_can_be_null=False)
         try:  # the fast path: numbers parsed while reading

@@ -10,7 +10,7 @@ import contextlib
 import os
 import tempfile
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -142,10 +142,30 @@ def _jsonl_bytes(table: pa.Table) -> bytes:
 def write_segments(loc: Location, fmt: str, segments: Iterable[tuple[Path, dict[str, Any]]]) -> None:
     """Join the chunks' segment files (with their records, in output order) into the output at ``loc``."""
     if fmt == "parquet":
-        tables = (_read_arrow(path) for path, rec in segments if rec["scored"])
+        tables = _row_groups(_read_arrow(path) for path, rec in segments if rec["scored"])
         write_tables(loc, fmt, tables, pa.schema([]))
     else:
         _through_temp(loc, lambda sink: _copy(sink, segments))
+
+
+#: Rows per Parquet row group when chunks are joined (whatever the batch size).
+ROW_GROUP_ROWS = 131_072
+
+
+def _row_groups(tables: Iterable[pa.Table]) -> Iterator[pa.Table]:
+    """``tables`` joined into tables of about ``ROW_GROUP_ROWS`` rows (each written as one row group)."""
+    pending: list[pa.Table] = []
+    rows = 0
+    for table in tables:
+        if pending and table.schema != pending[0].schema:
+            table = table.cast(pending[0].schema)
+        pending.append(table)
+        rows += table.num_rows
+        if rows >= ROW_GROUP_ROWS:
+            yield pa.concat_tables(pending)
+            pending, rows = [], 0
+    if pending:
+        yield pa.concat_tables(pending)
 
 
 def _read_arrow(path: Path) -> pa.Table:
