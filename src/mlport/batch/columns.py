@@ -21,7 +21,6 @@ from mlport.batch.model import ScoringModel
 from mlport.core.types import DataType, TensorSpec
 from mlport.errors import InvalidInput
 from mlport.limits import Limits
-from mlport.protocols.images import decode_image
 
 __all__ = ["IMAGE_COLUMN", "ColumnPlan", "Prepared", "parse_maps"]
 
@@ -142,6 +141,8 @@ class ColumnPlan:
 
     def _images(self, spec: TensorSpec, column: pa.Array, bad: dict[int, str]) -> Array:
         """The image files' bytes decoded for ``spec`` (one decode per file: the image library has no batch call)."""
+        from mlport.protocols.images import decode_image  # the image library only for image inputs
+
         rows: list[Array | None] = []
         for i, data in enumerate(column.to_pylist()):
             try:
