@@ -36,6 +36,9 @@ __all__ = ["MAX_BATCH_SIZE", "ScoreJob", "Summary", "score"]
 MAX_BATCH_SIZE = 1_000_000
 #: Most worker processes.
 MAX_WORKERS = 256
+#: The model runtime's threads per worker: a run scores rows side by side in worker processes (one per core
+#: by default), and one thread each wastes no time waiting on the others (it is also the floor's setting).
+INTRA_OP_THREADS = 1
 
 
 @dataclass
@@ -133,7 +136,7 @@ def score(job: ScoreJob, progress: Progress | None = None) -> Summary:
     # the workers are forked before this process loads the model (no model library state is copied)
     pool = _start_pool(job, ctx, queue, stop) if job.workers > 1 else None
     try:
-        run = _part_run(job, 0, reader, start=True)
+        run = _part_run(job, INTRA_OP_THREADS, reader, start=True)
         try:
             plan = run.checkpoint.plan(lambda: reader.parts(job.workers))
             resumed = _resumed(run.checkpoint, len(plan), progress)
@@ -157,9 +160,8 @@ def score(job: ScoreJob, progress: Progress | None = None) -> Summary:
 
 
 def _start_pool(job: ScoreJob, ctx: Any, queue: Any, stop: Any) -> ProcessPoolExecutor:
-    threads = max(1, (os.cpu_count() or 1) // job.workers)
     pool = ProcessPoolExecutor(job.workers, mp_context=ctx, initializer=init_worker,
-                               initargs=(_part_run, job, threads, os.getpid(), queue, stop))
+                               initargs=(_part_run, job, INTRA_OP_THREADS, os.getpid(), queue, stop))
     pool.submit(int)  # starts the workers now, while they load the model
     return pool
 
