@@ -26,7 +26,7 @@ from mlport.formats.adapt import load_adapted
 from mlport.formats.config import ModelConfig
 from mlport.formats.registry import FormatRegistry
 from mlport.limits import Limits
-from mlport.runtime.admission import AdmissionPolicy
+from mlport.runtime.admission import AdmissionPolicy, QueueOrder
 from mlport.runtime.budget import MemoryBudget, file_bytes
 from mlport.runtime.cache import format_bytes, release_free_memory, resident_bytes
 from mlport.runtime.describing import from_files, remembered, requested_version
@@ -409,7 +409,7 @@ class ModelManager:
                                                                    evaluator.platform or src.format))
         batch = cfg.batching.max_batch_size if cfg.batching.enabled else 0
         gate = self.admission.gate(model.name, src.version, cfg.max_concurrency, cfg.max_queue, cfg.queue_timeout_s,
-                                   batch)
+                                   batch, QueueOrder(*cfg.queue_order()))
         lv = LoadedVersion(model.name, src.version, src, evaluator, cfg, seconds, memory, gate=gate)
         if model.unloaded or self._models.get(model.name) is not model or not self._budget.fits_after_load(model, lv):
             self._retire(lv)
