@@ -3,6 +3,7 @@ every tensor to a file sink (JSON Lines, and Parquet).
 
     python bench/requestlog.py                 # 5 s per point, 8 rounds
     python bench/requestlog.py --seconds 3 --rounds 2
+    python bench/requestlog.py --settings off,jsonl,parquet --rounds 10
 
 The servers (off; JSON Lines and Parquet at 100%; JSON Lines at 10%) run side by side; each round drives
 every one in turn (the order reversed every other round), so that a change of the machine's load hits every
@@ -90,7 +91,13 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--rounds", type=int, default=8)
+    ap.add_argument("--settings", default=",".join(SETTINGS),
+                    help=f"comma-separated, 'off' first (default: {','.join(SETTINGS)})")
     args = ap.parse_args(argv)
+    names = ["off", *(s for s in args.settings.split(",") if s and s != "off")]
+    if unknown := set(names) - set(SETTINGS):
+        ap.error(f"unknown settings {', '.join(sorted(unknown))}; known: {', '.join(SETTINGS)}")
+    chosen = {s: SETTINGS[s] for s in names}
     wrk = bench_run.ensure_wrk()
     with tempfile.TemporaryDirectory(prefix="mlport-bench-log-") as tmp:
         scratch = Path(tmp)
@@ -98,16 +105,16 @@ def main(argv: list[str] | None = None) -> int:
         bodies = bench_models.write_bodies(scratch)
         lua = scratch / "post.lua"
         lua.write_text(bench_run.WRK_LUA)
-        points: dict[str, list[dict[str, float]]] = {s: [] for s in SETTINGS}
+        points: dict[str, list[dict[str, float]]] = {s: [] for s in chosen}
         servers = {s: serve_mlport(model, ["--name", "iris", *(a.replace("{logs}", str(scratch / f"logs-{s}"))
                                                               for a in args_)], scratch)
-                   for s, args_ in SETTINGS.items()}
+                   for s, args_ in chosen.items()}
         try:
             body = bodies["iris-json"]
             for server in servers.values():
                 _measure(server, wrk, lua, body, 2)  # warm-up
             for round_ in range(args.rounds):
-                order = list(SETTINGS) if round_ % 2 == 0 else list(reversed(SETTINGS))
+                order = list(chosen) if round_ % 2 == 0 else list(reversed(chosen))
                 for setting in order:
                     r = _measure(servers[setting], wrk, lua, body, args.seconds)
                     points[setting].append(r)
@@ -118,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
             for proc, _url in servers.values():
                 proc.terminate()
                 proc.wait(60)
-        written = {s: sum(p.stat().st_size for p in (scratch / f"logs-{s}").glob("*")) for s in SETTINGS}
+        written = {s: sum(p.stat().st_size for p in (scratch / f"logs-{s}").glob("*")) for s in chosen}
     base = statistics.median(p["rps"] for p in points["off"])
     base_cpu = statistics.median(p["cpu_us"] for p in points["off"])
     lines = [
@@ -144,6 +151,9 @@ def main(argv: list[str] | None = None) -> int:
     lines.append("")
     rounds = {s: ", ".join(f"{p['rps']:.0f}" for p in runs) for s, runs in points.items()}
     lines.append("Rounds (req/s): " + "; ".join(f"{s}: {text}" for s, text in rounds.items()))
+    lines.append("")
+    cpu = {s: ", ".join(f"{p['cpu_us']:.0f}" for p in runs) for s, runs in points.items()}
+    lines.append("Rounds (CPU us per request): " + "; ".join(f"{s}: {text}" for s, text in cpu.items()))
     text = "\n".join(lines) + "\n"
     out = bench_run.RESULTS / f"requestlog-{dt.datetime.now(dt.UTC):%Y-%m-%d-%H%M}.md"
     out.write_text(text)
