@@ -20,7 +20,9 @@ from mlport.observability.requestlog.stores import FolderStore, LogStore, open_s
 __all__ = ["RotatingFiles", "parquet_rows"]
 
 #: Parquet rows buffered before they are written as one row group (also written at rotation and close).
-ROW_GROUP = 1024
+ROW_GROUP = 16384
+#: Bytes of Arrow data buffered at most before they are written as one row group (large tensors).
+ROW_GROUP_BYTES = 64 * 1024 * 1024
 
 
 def parquet_rows(data: bytes) -> list[dict[str, Any]]:
@@ -73,6 +75,7 @@ class RotatingFiles:
         self._parquet: Any = None
         self._tables: list[Any] = []
         self._rows = 0
+        self._buffered = 0
 
     # ------------------------------------------------------------------ writing
     def encode(self, batch: list[Captured]) -> Any:
@@ -90,7 +93,8 @@ class RotatingFiles:
         if self.sink.format == "parquet":
             self._tables.extend(encoded)
             self._rows += sum(t.num_rows for t in encoded)
-            if self._rows >= ROW_GROUP:
+            self._buffered += sum(t.nbytes for t in encoded)
+            if self._rows >= ROW_GROUP or self._buffered >= ROW_GROUP_BYTES:
                 self._write_rows()
         else:
             assert self._file is not None
@@ -121,7 +125,7 @@ class RotatingFiles:
             if self._file is not None:
                 self._file.close()
         finally:
-            self._parquet, self._file, self._tables, self._rows = None, None, [], 0
+            self._parquet, self._file, self._tables, self._rows, self._buffered = None, None, [], 0, 0
         final = path.with_name(self._final)
         if path != final:
             os.replace(path, final)
@@ -154,7 +158,7 @@ class RotatingFiles:
         import pyarrow as pa
 
         table = pa.concat_tables(self._tables)
-        self._tables, self._rows = [], 0
+        self._tables, self._rows, self._buffered = [], 0, 0
         self._parquet.write_table(table)
 
     def _size(self) -> int:
