@@ -12,12 +12,14 @@ python3 -m pip install --quiet --disable-pip-version-check -e '.[test,torch]'
 python3 -m pip install --quiet --disable-pip-version-check --no-deps 'tensorflow-serving-api>=2.16,<3'
 
 # Debian packages the tests use: a real browser (chromium) for the web pages, a Java runtime for PMML, and for
-# images: buildah (builds and runs them), mmdebstrap (a base from Debian packages), skopeo and docker-registry.
+# images: buildah (builds and runs them), podman (builds them too), mmdebstrap (a base from Debian packages),
+# skopeo and docker-registry.
 apt_missing=()
 command -v chromium >/dev/null 2>&1 || apt_missing+=(chromium)
 command -v java >/dev/null 2>&1 || apt_missing+=(default-jre-headless)
 command -v curl >/dev/null 2>&1 || apt_missing+=(curl)
-for tool in buildah mmdebstrap skopeo docker-registry; do
+command -v npm >/dev/null 2>&1 || apt_missing+=(npm)  # the Gateway API models that check the HTTPRoutes
+for tool in buildah podman mmdebstrap skopeo docker-registry; do
     command -v "$tool" >/dev/null 2>&1 || apt_missing+=("$tool")
 done
 if [ "${#apt_missing[@]}" -gt 0 ] && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then

@@ -83,6 +83,20 @@ def test_images_and_manifests_of_a_deployment(hub: HubProc, tmp_path: Path) -> N
     predictor = isvc["spec"]["predictor"]
     assert predictor["canaryTrafficPercent"] == 20
     assert predictor["model"]["storageUri"] == f"s3://{hub.bucket}/hub/models/iris/2/iris.onnx"  # type: ignore[attr-defined]
+    # A/B: an InferenceService per version behind an InferenceGraph's Splitter; shadow: refused, the way named
+    kserve = {"target": "kserve", "image": "registry.example/mlport:0.1.0", "format": "json"}
+    r = admin.post("/api/v1/deployments/iris-prod/ab", json={"version": 2, "percent": 30, "force": True})
+    assert r.status_code == 200, r.text
+    r = admin.get("/api/v1/deployments/iris-prod/manifests", params=kserve)
+    assert r.status_code == 200, r.text
+    assert [o["kind"] for o in r.json()["objects"]] == ["ClusterServingRuntime", "InferenceService",
+                                                        "InferenceService", "InferenceGraph"]
+    steps = r.json()["objects"][3]["spec"]["nodes"]["root"]["steps"]
+    assert [(s["serviceName"], s["weight"]) for s in steps] == [("iris-prod-v1", 70), ("iris-prod-v2", 30)]
+    r = admin.post("/api/v1/deployments/iris-prod/shadow", json={"version": 2, "force": True})
+    assert r.status_code == 200, r.text
+    r = admin.get("/api/v1/deployments/iris-prod/manifests", params=kserve)
+    assert r.status_code == 400 and "RequestMirror" in r.json()["error"], r.text
     # refusals
     assert admin.get("/api/v1/deployments/iris-prod/manifests", params={"target": "kserve"}).status_code == 400
     assert admin.get("/api/v1/deployments/iris-prod/manifests", params={"target": "nomad"}).status_code == 400

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -42,6 +43,17 @@ def inspect(image: str) -> dict[str, Any]:
     out = subprocess.run(["buildah", "inspect", "--type", "image", image], check=True, capture_output=True,
                          text=True).stdout
     return dict(json.loads(out)["OCIv1"])
+
+
+def assert_serves_scale(image: str, root: Path, factor: float) -> None:
+    """Run ``image``'s server (``buildah run``, loopback ports) and check its OIP answer is ``X * factor``."""
+    http = free_port()
+    argv = ["mlport", "serve", "/models", "--host", "127.0.0.1", "--http-port", str(http), "--grpc-port", "0"]
+    url = f"http://127.0.0.1:{http}"
+    with run_image(image, argv, root, url + "/v2/health/ready"):
+        body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [2, 3], "data": X.ravel().tolist()}]}
+        answer = httpx.post(url + "/v2/models/scale/infer", json=body).json()
+        np.testing.assert_allclose(np.array(answer["outputs"][0]["data"]).reshape(2, 3), X * factor, rtol=1e-6)
 
 
 @pytest.fixture(scope="module")
@@ -109,6 +121,32 @@ def test_each_image_serves_as_uid_1000_and_stops_cleanly(work: dict[str, Any]) -
             assert run.proc.wait(30) == 0, run.log.read_text()[-3000:]
 
 
+@pytest.mark.skipif(shutil.which("podman") is None and not os.environ.get("CI"), reason="needs podman")
+def test_podman_builds_the_same_image_as_buildah(work: dict[str, Any]) -> None:
+    """``--builder podman`` (podman's build, chroot isolation) builds the base layer (RUN steps, the pip cache
+    mount, build args) and the model layer; the model layer and the labels equal buildah's, and it serves."""
+    parent = "localhost/mlport-test-debian:podman"  # a parent of its own, so podman builds a base of its own
+    tag = "localhost/mlport-test-scale:1-podman"
+    subprocess.run(["buildah", "tag", work["base"], parent], check=True, capture_output=True)
+    built: dict[str, Any] = {}
+    try:
+        built = build(work["models"][1], tag, parent, work["cache"], "--builder", "podman", "--rebuild-base",
+                      "--model-version", "1")
+        assert built["base"] != work["images"][1]["base"]
+        assert built["model_layer"] == work["images"][1]["model_layer"]
+        by_podman, by_buildah = inspect(tag), inspect("localhost/mlport-test-scale:1")
+        assert by_podman["rootfs"]["diff_ids"][-1] == built["model_layer"]
+        for config in (by_podman["config"], by_buildah["config"]):
+            config["Labels"].pop("org.opencontainers.image.created")
+        for key in ("Labels", "User", "Entrypoint", "Cmd", "ExposedPorts", "Env", "WorkingDir", "StopSignal"):
+            assert by_podman["config"].get(key) == by_buildah["config"].get(key), key
+        assert_serves_scale(tag, work["root"], 2.0)
+    finally:
+        for image in (tag, built.get("base"), parent):
+            if image:
+                subprocess.run(["podman", "rmi", "--force", image], capture_output=True, check=False)
+
+
 def test_a_manifest_file_takes_the_files_it_uses_into_its_image(work: dict[str, Any]) -> None:
     folder = work["root"] / "flow"
     (folder / "steps").mkdir(parents=True)
@@ -153,13 +191,7 @@ def test_push_inspect_pull_by_digest_and_run(work: dict[str, Any]) -> None:
         subprocess.run(["buildah", "rmi", "-f", f"{reg.host}/scale:2"], capture_output=True, check=False)
         subprocess.run(["buildah", "pull", "--tls-verify=false", "-q", by_digest], check=True, capture_output=True,
                        timeout=600)
-        http = free_port()
-        argv = ["mlport", "serve", "/models", "--host", "127.0.0.1", "--http-port", str(http), "--grpc-port", "0"]
-        url = f"http://127.0.0.1:{http}"
-        with run_image(by_digest, argv, work["root"], url + "/v2/health/ready"):
-            body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [2, 3], "data": X.ravel().tolist()}]}
-            answer = httpx.post(url + "/v2/models/scale/infer", json=body).json()
-            np.testing.assert_allclose(np.array(answer["outputs"][0]["data"]).reshape(2, 3), X * 3.0, rtol=1e-6)
+        assert_serves_scale(by_digest, work["root"], 3.0)
 
 
 def test_the_manifest_args_ports_and_probes_are_what_the_image_answers_on(work: dict[str, Any]) -> None:

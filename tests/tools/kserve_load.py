@@ -42,7 +42,7 @@ def build(type_name: str, value: Any, where: str) -> Any:
 
 
 KINDS = {"InferenceService": "V1beta1InferenceService", "ClusterServingRuntime": "V1alpha1ClusterServingRuntime",
-         "ServingRuntime": "V1alpha1ServingRuntime"}
+         "ServingRuntime": "V1alpha1ServingRuntime", "InferenceGraph": "V1alpha1InferenceGraph"}
 
 with open(sys.argv[1]) as stream:
     for doc in yaml.safe_load_all(stream):

@@ -15,6 +15,8 @@ _EXAMPLES = """examples:
   mlport k8s render --name iris --image registry.example.com/iris:v1 --max-replicas 4 | kubectl apply -f -
   mlport k8s render --name iris --image reg/iris:v1 --canary reg/iris:v2 --percent 20 | kubectl apply -f -
   mlport k8s render --name iris --target kserve --image reg/mlport:0.1.0 --storage-uri s3://models/iris/1
+  mlport k8s render --name iris --target kserve --image reg/mlport:0.1.0 --storage-uri s3://models/iris/1 \
+      --ab reg/mlport:0.1.0 --candidate-storage-uri s3://models/iris/2 --percent 30   # an InferenceGraph
   mlport k8s render iris-prod | kubectl apply -f -                # a hub deployment, with its recorded images
   mlport k8s render iris-prod --target kserve --image reg/mlport:0.1.0
 """
@@ -48,7 +50,8 @@ def _render_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ca", metavar="PEM", help="CA certificate to verify an https:// hub with (default: MLPORT_CA)")
     p.add_argument("--name", help="the deployment's name (a Kubernetes name: a-z, 0-9, '-') for --image")
     p.add_argument("--target", choices=["kubernetes", "kserve"], default="kubernetes",
-                   help="plain Kubernetes objects (default) or a KServe InferenceService")
+                   help="plain Kubernetes objects (default) or a KServe InferenceService (with --ab: one per "
+                        "version behind an InferenceGraph)")
     p.add_argument("--image", help="image of the primary version (kserve: the runtime image)")
     p.add_argument("--model", help="model name used in labels (default: the deployment's name)")
     p.add_argument("--version", type=int, default=1, help="the primary version's number (default 1)")

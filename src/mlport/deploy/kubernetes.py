@@ -9,7 +9,9 @@ listens on all interfaces, HTTP on 8080 and gRPC on 8081, as uid 1000, with a wr
   ``HTTPRoute`` (``gateway.networking.k8s.io/v1``): backend weights for canary and A/B, a ``RequestMirror``
   filter for shadow.
 - ``kserve``: the ``ClusterServingRuntime`` for mlport (:func:`cluster_serving_runtime`) and an
-  ``InferenceService`` whose predictor uses it, with ``canaryTrafficPercent`` for a canary.
+  ``InferenceService`` whose predictor uses it, with ``canaryTrafficPercent`` for a canary; for A/B an
+  ``InferenceService`` per version and an ``InferenceGraph`` (``serving.kserve.io/v1alpha1``) whose ``Splitter``
+  root node sends each request to one of them by weight.  KServe has no mirroring, so shadow is refused.
 """
 
 from __future__ import annotations
@@ -137,7 +139,10 @@ def render(plan: ClusterPlan, target: str) -> list[dict[str, Any]]:
     if target == "kserve":
         image = plan.runtime_image or plan.versions[plan.target.primary].image
         formats = sorted({plan.versions[v].format for v in plan.target.versions()})
-        return [cluster_serving_runtime(image, formats), _inference_service(plan)]
+        runtime = cluster_serving_runtime(image, formats)
+        if plan.target.strategy == "ab":
+            return [runtime, *_ab_graph(plan)]
+        return [runtime, _inference_service(plan)]
     raise InvalidInput(f"unknown target {target!r}: use one of {', '.join(TARGETS)}")
 
 
@@ -322,26 +327,56 @@ def _inference_service(plan: ClusterPlan) -> dict[str, Any]:
     """One InferenceService.  KServe's canary routes ``canaryTrafficPercent`` to the latest rolled-out spec and the
     rest to the previous one, so a canary manifest names the candidate and is applied over the primary's."""
     target = plan.target
-    if target.strategy in ("ab", "shadow"):
-        raise InvalidInput(f"KServe has no {target.strategy!r} split for one InferenceService: render the "
-                           "'kubernetes' target (its HTTPRoute expresses it) or deploy a canary")
+    if target.strategy == "shadow":
+        raise InvalidInput("KServe has no 'shadow' (traffic mirroring): an InferenceGraph's Ensemble would answer "
+                           "with both versions' outputs, not mirror one; render the 'kubernetes' target, whose "
+                           "HTTPRoute mirrors requests with a Gateway API RequestMirror filter")
     version = target.candidate if target.strategy == "canary" and target.candidate is not None else target.primary
-    spec = plan.versions[version]
-    if not spec.storage_uri:
-        raise InvalidInput(f"version {version} has no storage URI: KServe's storage initializer needs one "
-                           "(an s3:// or gs:// URI, or pvc://)")
-    predictor: dict[str, Any] = {
-        "minReplicas": plan.policy.min_replicas if plan.policy.scale_to_zero else max(plan.policy.min_replicas, 1),
-        "maxReplicas": max(plan.policy.max_replicas, 1),
-        "model": {"modelFormat": {"name": spec.format}, "runtime": RUNTIME_NAME, "protocolVersion": "v2",
-                  "storageUri": spec.storage_uri, "resources": plan.resources.to_k8s()},
-    }
+    predictor = _predictor(plan, version)
     if target.strategy == "canary":
         predictor["canaryTrafficPercent"] = round(target.percent)
     return {"apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService",
             "metadata": {**_meta(plan, plan.name, version),
                          "annotations": {f"{_LABEL_PREFIX}/primary-version": str(target.primary)}},
             "spec": {"predictor": predictor}}
+
+
+def _predictor(plan: ClusterPlan, version: int, model_name: str | None = None) -> dict[str, Any]:
+    spec = plan.versions[version]
+    if not spec.storage_uri:
+        raise InvalidInput(f"version {version} has no storage URI: KServe's storage initializer needs one "
+                           "(an s3:// or gs:// URI, or pvc://)")
+    model: dict[str, Any] = {"modelFormat": {"name": spec.format}, "runtime": RUNTIME_NAME, "protocolVersion": "v2",
+                             "storageUri": spec.storage_uri, "resources": plan.resources.to_k8s()}
+    if model_name is not None:
+        model["args"] = ["--name", model_name]  # appended to the runtime's args by KServe
+    return {
+        "minReplicas": plan.policy.min_replicas if plan.policy.scale_to_zero else max(plan.policy.min_replicas, 1),
+        "maxReplicas": max(plan.policy.max_replicas, 1),
+        "model": model,
+    }
+
+
+def _ab_graph(plan: ClusterPlan) -> list[dict[str, Any]]:
+    """A/B on KServe: an InferenceService per version and an InferenceGraph whose root ``Splitter`` sends each
+    request to one of them at random by weight (whole percents summing to 100; no sticky key).  The graph's router
+    posts to ``/v2/models/<InferenceService name>/infer`` (KServe names the model after the InferenceService when
+    its args give no ``--model_name``), so each version serves its model under that name (``--name``)."""
+    target = plan.target
+    assert target.candidate is not None
+    share = round(target.percent)
+    objects: list[dict[str, Any]] = []
+    steps: list[dict[str, Any]] = []
+    for version, weight in ((target.primary, 100 - share), (target.candidate, share)):
+        name = _version_name(plan.name, version)
+        objects.append({"apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService",
+                        "metadata": _meta(plan, name, version), "spec": {"predictor": _predictor(plan, version, name)}})
+        steps.append({"name": f"v{version}", "serviceName": name, "weight": weight})
+    objects.append({"apiVersion": "serving.kserve.io/v1alpha1", "kind": "InferenceGraph",
+                    "metadata": {**_meta(plan, plan.name),
+                                 "annotations": {f"{_LABEL_PREFIX}/primary-version": str(target.primary)}},
+                    "spec": {"nodes": {"root": {"routerType": "Splitter", "steps": steps}}}})
+    return objects
 
 
 # --- checks -----------------------------------------------------------------------------------------------------

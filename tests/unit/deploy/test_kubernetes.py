@@ -134,8 +134,28 @@ def test_bad_plans_are_refused_with_the_value_named(change: dict[str, Any], mess
         render(ClusterPlan(**{**values, **change}), "kubernetes")
 
 
+def test_kserve_ab_is_two_inference_services_behind_a_splitter_graph() -> None:
+    objects = render(plan("ab", 30.4), "kserve")
+    assert [o["kind"] for o in objects] == ["ClusterServingRuntime", "InferenceService", "InferenceService",
+                                            "InferenceGraph"]
+    v1, v2, graph = objects[1:]
+    assert (v1["metadata"]["name"], v2["metadata"]["name"]) == ("iris-prod-v1", "iris-prod-v2")
+    for isvc, uri in ((v1, "s3://models/iris/1"), (v2, "s3://models/iris/2")):
+        model = isvc["spec"]["predictor"]["model"]
+        assert model["storageUri"] == uri and model["runtime"] == "mlport"
+        # KServe's router posts to /v2/models/<InferenceService name>/infer: the model is served under that name
+        assert model["args"] == ["--name", isvc["metadata"]["name"]]
+        assert "canaryTrafficPercent" not in isvc["spec"]["predictor"]
+    assert graph["apiVersion"] == "serving.kserve.io/v1alpha1" and graph["metadata"]["name"] == "iris-prod"
+    assert graph["spec"]["nodes"] == {"root": {"routerType": "Splitter", "steps": [
+        {"name": "v1", "serviceName": "iris-prod-v1", "weight": 70},
+        {"name": "v2", "serviceName": "iris-prod-v2", "weight": 30}]}}
+    edge = render(plan("ab", 100.0), "kserve")[3]["spec"]["nodes"]["root"]["steps"]
+    assert [s["weight"] for s in edge] == [0, 100]
+
+
 def test_kserve_refuses_what_one_inference_service_cannot_express() -> None:
-    with pytest.raises(InvalidInput, match="no 'shadow' split"):
+    with pytest.raises(InvalidInput, match=r"no 'shadow'.*RequestMirror"):
         render(plan("shadow"), "kserve")
     no_uri = ClusterPlan("iris", Target(model="iris", primary=1), ScalePolicy(), {1: VersionImage("reg/i:1")})
     with pytest.raises(InvalidInput, match="no storage URI"):
