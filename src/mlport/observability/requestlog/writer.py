@@ -112,8 +112,10 @@ class _Warner:
 class _Channel:
     """One sink's queue and writer thread.
 
-    The queue is a deque the request path appends to without a lock or a wake-up; the writer looks every
-    :data:`FLUSH_S` and takes everything there, so the two threads hand over the GIL rarely.
+    The request path appends to a list (no lock, no wake-up); the event loop encodes that list as one batch and
+    appends the encoded batch, with its record count per model, to a deque, letting the records (and the tensors
+    they hold) go there and then; the writer looks every :data:`FLUSH_S` and takes everything there, so the two
+    threads hand over the GIL rarely.
     """
 
     def __init__(self, sink: SinkConfig, metrics: LogMetrics, opener: Callable[[SinkConfig], Sink]) -> None:
