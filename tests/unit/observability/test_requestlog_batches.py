@@ -17,7 +17,7 @@ import orjson
 import pytest
 from prometheus_client import CollectorRegistry
 
-from mlport.core.inference import InferenceRequest
+from mlport.core.inference import InferenceRequest, InferenceResponse
 from mlport.core.logconfig import RequestLogConfig, SinkConfig
 from mlport.observability.requestlog import LogReader, RequestLog, as_arrays
 from mlport.observability.requestlog import writer as writer_module
@@ -180,3 +180,22 @@ def test_records_are_encoded_in_batches_and_let_go_once_encoded() -> None:
         sink.release.set()
     wait_for(lambda: sink.written == 100 + big, timeout=30)
     rlog.close()
+
+
+def test_a_record_that_cannot_be_encoded_is_dropped_alone(tmp_path: Path) -> None:
+    registry = CollectorRegistry()
+    sink = SinkConfig(url=str(tmp_path))
+    rlog = RequestLog(RequestLogConfig(sink=sink), registry)
+
+    async def requests() -> None:
+        for i, output in enumerate([np.ones(2), np.ones(2, dtype=np.complex128), np.zeros(2)]):
+            pending = rlog.start("m", 1, None, "v2")
+            assert pending is not None
+            pending.response = InferenceResponse(model_name="m", model_version="1", outputs={"y": output})
+            pending.finish(f"r{i}", "ok", 0.001)
+
+    asyncio.run(requests())
+    rlog.close()  # encodes what waits, as one batch
+    assert [r["id"] for r in LogReader(sink).records()] == ["r0", "r2"]
+    assert registry.get_sample_value("mlport_log_dropped_total", {"model": "m", "reason": "sink_error"}) == 1
+    assert registry.get_sample_value("mlport_log_records_total", {"model": "m"}) == 2

@@ -158,13 +158,19 @@ class _Channel:
 
     def _encode(self) -> None:
         batch, self._pending = self._pending, []
-        if not batch:
-            return
+        if batch:
+            self._encode_batch(batch)
+
+    def _encode_batch(self, batch: list[Captured]) -> None:
         counts = _per_model(batch)
         try:
             encoded = self._sink.encode(batch)
         except Exception as exc:
-            self._failed(counts, exc)
+            if len(batch) == 1:
+                self._failed(counts, exc)
+                return
+            for record in batch:  # a record the sink cannot encode (a tensor of no datatype) fails alone
+                self._encode_batch([record])
             return
         self._encoded += len(batch)
         self._items.append((counts, encoded))
