@@ -163,6 +163,7 @@ class InferenceService:
         self._series: dict[tuple[str, int, str], Series] = {}
         self._stats: dict[tuple[str, int], ModelStats] = {}
         self._inflight = Inflight(metrics)
+        metrics.on_forget(self._forget_series)
         #: Drift and outlier watch of the models with a reference profile (a hook on every answered prediction).
         self.drift = DriftWatch(metrics)
         #: Explanations of predictions, on their own threads (never the inference threads).
@@ -181,6 +182,12 @@ class InferenceService:
             found = self._series[key] = Series(self.metrics, self._inflight, lv.model, str(lv.version), protocol,
                                                self.stats(lv.model, lv.version))
         return found
+
+    def _forget_series(self, model: str) -> None:
+        """The metrics removed the series of ``model`` (evicted): look them up afresh when it serves again."""
+        for key in [k for k in self._series if k[0] == model]:
+            del self._series[key]
+        self._inflight.forget(model)
 
     def stats(self, model: str, version: int) -> ModelStats:
         """The statistics of one model version (kept across reloads of the same version)."""
