@@ -3,7 +3,11 @@ service's own stubs: answers, token rules, errors, ``x-mlport-version`` and a ca
 
 from __future__ import annotations
 
+import os
+import signal
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,7 +22,7 @@ from mlport.protocols.grpc.proto import inference_pb2 as pb
 from mlport.protocols.grpc.proto import inference_pb2_grpc as pb_grpc
 from tests.builders import iris_onnx, ort_run
 from tests.conftest import free_port
-from tests.hubutil import HubProc, ready_versions, start_hub, wait_for
+from tests.hubutil import HubProc, ready_versions, start_hub, version_status, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -88,9 +92,10 @@ def _refused(s: Setup, token: str | None, model: str = "iris-b") -> str:
     return str(info.value.status())
 
 
-def _raw_infer(channel: grpc.Channel, token: str) -> tuple[pb.ModelInferResponse, dict[str, str]]:
+def _raw_infer(channel: grpc.Channel, token: str, model: str = "iris-b") -> tuple[pb.ModelInferResponse,
+                                                                                 dict[str, str]]:
     """A ModelInfer call with the service's own stub: the answer and its trailing metadata."""
-    request = pb.ModelInferRequest(model_name="iris-b", raw_input_contents=[ROWS.tobytes()])
+    request = pb.ModelInferRequest(model_name=model, raw_input_contents=[ROWS.tobytes()])
     request.inputs.add(name="input", datatype="FP32", shape=list(ROWS.shape))
     answer, call = pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer.with_call(
         request, metadata=tuple(_bearer(token).items()), timeout=60)
@@ -158,3 +163,34 @@ def test_a_canary_answers_from_both_versions(setup: Setup) -> None:
             if len(seen) == 2 and min(seen.values()) >= 5:
                 break
     assert set(seen) == {"1", "2"}, seen
+
+
+def test_a_replica_killed_under_load_loses_no_call(setup: Setup) -> None:
+    r = setup.admin.post("/api/v1/deployments", json={"name": "iris-two", "model": "iris", "version": 1,
+                                                      "min_replicas": 2, "max_replicas": 2})
+    assert r.status_code == 201, r.text
+    wait_for(lambda: ready_versions(setup.admin, "iris-two").get(1) == 2, 180, "two ready replicas")
+    victim = version_status(setup.admin, "iris-two", 1)["pids"][0]
+    done = threading.Event()
+    answered = [0]
+    lock = threading.Lock()
+
+    def call(channel: grpc.Channel) -> str:
+        try:
+            answer, _ = _raw_infer(channel, setup.admin_token, "iris-two")
+            _check(answer, setup.want[1])
+            status = "OK"
+        except grpc.RpcError as exc:
+            status = f"{exc.code()}: {exc.details()}"  # type: ignore[attr-defined]
+        with lock:
+            answered[0] += 1
+            if answered[0] == 60:
+                done.set()
+        return status
+
+    with grpc.insecure_channel(setup.grpc_url) as channel, ThreadPoolExecutor(4) as pool:
+        futures = [pool.submit(call, channel) for _ in range(300)]
+        assert done.wait(120)
+        os.kill(victim, signal.SIGKILL)
+        results = [f.result(timeout=120) for f in futures]
+    assert results.count("OK") == len(results), {x: results.count(x) for x in set(results)}

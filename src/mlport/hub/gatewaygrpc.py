@@ -69,8 +69,8 @@ class _Channels:
         """The unary call object of ``method`` on the channel to ``target`` (opened on first use)."""
         entry = self._channels.get(target)
         if entry is None:
-            options = [("grpc.max_receive_message_length", MAX_ANSWER_BYTES), ("grpc.max_send_message_length", -1),
-                       ("grpc.enable_retries", 0)]
+            # no retry policy: gRPC's own transparent retry only resends a call that never left this process
+            options = [("grpc.max_receive_message_length", MAX_ANSWER_BYTES), ("grpc.max_send_message_length", -1)]
             channel = (grpc.aio.insecure_channel(target, options=options) if self._credentials is None
                        else grpc.aio.secure_channel(target, self._credentials, options=options))
             entry = self._channels[target] = (channel, {})
@@ -121,6 +121,13 @@ async def _connected(channel: grpc.aio.Channel, timeout_s: float) -> bool:
             return False
         state = channel.get_state(try_to_connect=True)
     return True
+
+
+def _dropped(exc: grpc.aio.AioRpcError, channel: grpc.aio.Channel) -> bool:
+    """Whether a failed call lost its connection before any answer: UNAVAILABLE, with the channel no longer
+    connected.  A replica's own UNAVAILABLE answer (not ready, overloaded) leaves its channel connected."""
+    return exc.code() is grpc.StatusCode.UNAVAILABLE and \
+        channel.get_state(try_to_connect=False) is not grpc.ChannelConnectivity.READY
 
 
 class GatewayGRPC:
@@ -256,7 +263,16 @@ class GatewayGRPC:
                 left = deadline - loop.time()
                 if left <= 0:
                     break
-                answer: bytes = await call(request, timeout=left, metadata=metadata)
+                try:
+                    answer: bytes = await call(request, timeout=left, metadata=metadata)
+                except grpc.aio.AioRpcError as exc:
+                    if not _dropped(exc, self.channels.channel(target)):
+                        raise
+                    failed.add(endpoint.url)
+                    gateway.connection_failed(endpoint.url)
+                    log.info("deployment %r version %s: gRPC connection to %s lost before an answer (%s)",
+                             deployment, version, target, exc.details())
+                    continue
                 return answer
         if loop.time() >= deadline:
             raise MlportError(f"deployment '{deployment}' version {version} did not answer in time",
