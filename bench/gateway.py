@@ -1,8 +1,9 @@
 """The hub's gateway under load: the same replica called directly and through ``mlport hub``.
 
-    python bench/gateway.py                 # 10 s per point, c = 1, 8, 64
-    python bench/gateway.py --quick         # 3 s per point
-    python bench/gateway.py --profile       # also py-spy on the hub during the gateway row at c=64
+    python bench/gateway.py                   # 10 s per point, c = 1, 8, 64, every row once
+    python bench/gateway.py --quick           # 3 s per point
+    python bench/gateway.py --rounds 3        # every row 3 times, alternating; medians
+    python bench/gateway.py --profile shadow  # also py-spy on the hub during the shadow row at c=64
 
 A hub on 127.0.0.1 gets the iris model (bench/models.py) as two versions of one model, a deployment
 ``iris-b`` with one replica, and a predictor service account.  wrk (one thread, pinned to one core, as in
@@ -11,7 +12,9 @@ bench/run.py) then sends iris OIP JSON:
 - ``direct``: to the replica's own port (``/v2/models/iris-b/infer``), no hub;
 - ``gateway``: to ``/deployments/iris-b/v2/models/iris-b/infer`` with the predictor's bearer token;
 - ``gateway + shadow``: the same, with version 2 as a shadow receiving a copy of every request;
-- ``gateway + canary``: the same, with version 2 as a 10 % canary (the two versions' replicas answer).
+- ``gateway + canary``: the same, with version 2 as a 10 % canary (the two versions' replicas answer);
+- ``Ray Serve``: bench/peers/ray_serve.py (its own venv, tuned as it says) on the same model and body, after the
+  hub has stopped; the table gives the gateway's throughput over Ray's at each c.
 
 The hub and its replicas share the machine's cores with wrk.  Results go to ``bench/results/gateway-<date>.md``.
 """
@@ -22,6 +25,7 @@ import argparse
 import contextlib
 import datetime as dt
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -109,9 +113,17 @@ def set_up(url: str, model: Path) -> tuple[httpx.Client, str, str]:
     return admin, str(r.json()["access_token"]), direct
 
 
+def versions_running(admin: httpx.Client) -> set[int]:
+    r = admin.get(f"/api/v1/deployments/{DEPLOYMENT}")
+    r.raise_for_status()
+    return {int(row["version"]) for row in (r.json().get("replicas") or {}).get("versions") or []}
+
+
 def experiment(admin: httpx.Client, strategy: str | None) -> None:
     if strategy is None:
         admin.post(f"/api/v1/deployments/{DEPLOYMENT}/rollback")
+        # version 2's replica gone before the next point (a process ending mid-point would skew its CPU figure)
+        wait(lambda: versions_running(admin) == {1}, START_TIMEOUT_S, "version 2's replica to stop")
         return
     body: dict[str, Any] = {"version": 2}
     if strategy == "canary":
@@ -120,88 +132,169 @@ def experiment(admin: httpx.Client, strategy: str | None) -> None:
     wait(lambda: replica_urls(admin, 2), START_TIMEOUT_S, "the replica of version 2")
 
 
+ROWS = {"direct": ("direct", None), "gateway": ("gateway", None), "shadow": ("gateway + shadow", "shadow"),
+        "canary": ("gateway + canary", "canary")}
+
+
+def cpu_s(pid: int, tree: bool = True) -> float:
+    """CPU seconds (user + system) used so far by ``pid`` and (``tree``) every process below it (Linux /proc)."""
+    total, todo, seen = 0.0, [pid], 0
+    tick = os.sysconf("SC_CLK_TCK")
+    while todo and seen < 4096:
+        p = todo.pop()
+        seen += 1
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+            for task in Path(f"/proc/{p}/task").iterdir() if tree else ():
+                todo.extend(int(c) for c in (task / "children").read_text().split())
+    return total
+
+
+class Runner:
+    """Measures points with wrk, with the CPU per request of the processes serving them."""
+
+    def __init__(self, args: argparse.Namespace, wrk: str, lua: Path, body: tuple[Path, int | None]) -> None:
+        self.args, self.wrk, self.lua, self.body = args, wrk, lua, body
+        self.results: list[tuple[str, int, dict[str, float]]] = []
+        self.profile: list[tuple[float, str]] = []
+        self.started = dt.datetime.now()
+
+    def point(self, label: str, target: str, c: int, pid: int, profile: bool = False) -> None:
+        seconds = self.args.seconds
+        bench_run.run_wrk(self.wrk, self.lua, target, self.body, c, 1.0, bench_run.pinned_core())
+        cpu, own = cpu_s(pid), cpu_s(pid, tree=False)
+        if profile:
+            from concurrent.futures import ThreadPoolExecutor
+
+            raw = bench_run.RESULTS / f"gateway-{self.started:%Y-%m-%d-%H%M}-profile.txt"
+            with ThreadPoolExecutor(1) as side:
+                job = side.submit(bench_run.profile, pid, seconds - 1, raw)
+                r = bench_run.run_wrk(self.wrk, self.lua, target, self.body, c, seconds, bench_run.pinned_core())
+                self.profile = job.result()
+        else:
+            r = bench_run.run_wrk(self.wrk, self.lua, target, self.body, c, seconds, bench_run.pinned_core())
+        n = r["requests"] or float("nan")
+        r["cpu_us"], r["own_us"] = (cpu_s(pid) - cpu) * 1e6 / n, (cpu_s(pid, tree=False) - own) * 1e6 / n
+        self.results.append((label, c, r))
+        bench_run.log(f"{label:18} c={c:<3} {r['rps']:9,.0f} req/s  p50 {r['p50']:7.2f} ms  p99 {r['p99']:7.2f} ms  "
+                      f"CPU {r['cpu_us']:6.0f} (front {r['own_us']:4.0f}) us/req  errors {int(r['errors'])}")
+
+
+def hub_rows(runner: Runner, url: str, proc: subprocess.Popen[bytes], model: Path, rows: list[str],
+             levels: list[int]) -> dict[str, Any]:
+    """The hub's rows, ``--rounds`` times over; the shadow counts after them."""
+    admin, token, direct = set_up(url, model)
+    os.environ["BENCH_AUTH"] = "Bearer " + token
+    gateway = f"{url}/deployments/{DEPLOYMENT}/v2/models/{DEPLOYMENT}/infer"
+    targets = {"direct": f"{direct.rstrip('/')}/v2/models/{DEPLOYMENT}/infer"}
+    for _ in range(runner.args.rounds):
+        for key in [r for r in ROWS if r in rows]:
+            label, strategy = ROWS[key]
+            if strategy:
+                experiment(admin, strategy)
+            for c in levels:
+                runner.point(label, targets.get(key, gateway), c, proc.pid,
+                             profile=runner.args.profile == key and c == max(levels))
+            if strategy:
+                experiment(admin, None)
+    if "shadow" not in rows:
+        return {}
+    s = admin.get(f"/api/v1/deployments/{DEPLOYMENT}/shadow").json()
+    return {k: s.get(k) for k in ("requests", "agreed", "dropped", "errors")}
+
+
+def ray_rows(runner: Runner, model: Path, levels: list[int]) -> None:
+    """Ray Serve (bench/peers/ray_serve.py, its own venv) on the same model and body, ``--rounds`` times."""
+    bench_run.ensure_venv("ray")
+    spec = bench_run.ServerSpec("ray", bench_run.RAY_REPLICAS, bench_run.RAY_LABEL, {}, venv="ray")
+    bodies = {"iris-json": runner.body}
+    with tempfile.TemporaryDirectory(prefix="mlport-bench-ray-") as tmp, \
+            bench_run.serving(spec, {"iris": model}, bodies, Path(tmp)) as running:
+        target = f"http://127.0.0.1:{running.port}/v2/models/iris/infer"
+        for _ in range(runner.args.rounds):
+            for c in levels:
+                runner.point(bench_run.RAY_LABEL, target, c, running.proc.pid)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="3 s per point")
     parser.add_argument("--seconds", type=float, help="seconds per point (default 10, quick 3)")
     parser.add_argument("--levels", default="1,8,64", help="concurrency levels (default 1,8,64)")
-    parser.add_argument("--rows", default="direct,gateway,shadow,canary", help="rows to measure")
-    parser.add_argument("--profile", action="store_true", help="py-spy on the hub during the gateway row, c=64")
+    parser.add_argument("--rows", default="direct,gateway,shadow,canary,ray", help="rows to measure")
+    parser.add_argument("--rounds", type=int, default=1, help="measure the rows this many times, alternating; "
+                        "the table gives each point's median (default 1)")
+    parser.add_argument("--profile", choices=sorted(ROWS), help="py-spy on the hub during this row at the highest c")
     args = parser.parse_args(argv)
-    seconds = args.seconds or (3.0 if args.quick else 10.0)
+    args.seconds = args.seconds or (3.0 if args.quick else 10.0)
     levels = [int(c) for c in args.levels.split(",")]
     rows = args.rows.split(",")
-    started = dt.datetime.now()
     wrk = bench_run.ensure_wrk()
     cache = bench_run.CACHE
     model = bench_models.build(cache / "models")["iris"]
-    body = bench_models.write_bodies(cache / "bodies")["iris-json"]
     lua = cache / "gateway.lua"
     lua.write_text(LUA)
+    runner = Runner(args, wrk, lua, bench_models.write_bodies(cache / "bodies")["iris-json"])
     load = [bench_run.load_average()]
-    results: list[tuple[str, int, dict[str, float]]] = []
-    profile: list[tuple[float, str]] = []
-    with tempfile.TemporaryDirectory(prefix="mlport-bench-hub-") as tmp, hub_process(Path(tmp)) as (url, proc):
-        admin, token, direct = set_up(url, model)
-        os.environ["BENCH_AUTH"] = "Bearer " + token
-        gateway = f"{url}/deployments/{DEPLOYMENT}/v2/models/{DEPLOYMENT}/infer"
-        plan = [("direct", None, f"{direct.rstrip('/')}/v2/models/{DEPLOYMENT}/infer"), ("gateway", None, gateway),
-                ("gateway + shadow", "shadow", gateway), ("gateway + canary", "canary", gateway)]
-        for label, strategy, target in plan:
-            if label.split(" + ")[-1] not in rows:
-                continue
-            if strategy:
-                experiment(admin, strategy)
-            for c in levels:
-                bench_run.run_wrk(wrk, lua, target, body, c, 1.0, bench_run.pinned_core())
-                if args.profile and label == "gateway" and c == max(levels):
-                    from concurrent.futures import ThreadPoolExecutor
-
-                    raw = bench_run.RESULTS / f"gateway-{started:%Y-%m-%d-%H%M}-profile.txt"
-                    with ThreadPoolExecutor(1) as side:
-                        job = side.submit(bench_run.profile, proc.pid, seconds - 1, raw)
-                        r = bench_run.run_wrk(wrk, lua, target, body, c, seconds, bench_run.pinned_core())
-                        profile = job.result()
-                else:
-                    r = bench_run.run_wrk(wrk, lua, target, body, c, seconds, bench_run.pinned_core())
-                results.append((label, c, r))
-                bench_run.log(f"{label:18} c={c:<3} {r['rps']:9,.0f} req/s  p50 {r['p50']:7.2f} ms  "
-                              f"p99 {r['p99']:7.2f} ms  errors {int(r['errors'])}")
-            if strategy:
-                experiment(admin, None)
-        if "shadow" in rows:
-            s = admin.get(f"/api/v1/deployments/{DEPLOYMENT}/shadow").json()
-            shadow_counts = {k: s.get(k) for k in ("requests", "agreed", "dropped", "errors")}
-        else:
-            shadow_counts = {}
+    shadow_counts: dict[str, Any] = {}
+    if any(r in ROWS for r in rows):
+        with tempfile.TemporaryDirectory(prefix="mlport-bench-hub-") as tmp, hub_process(Path(tmp)) as (url, proc):
+            shadow_counts = hub_rows(runner, url, proc, model, rows, levels)
+    if "ray" in rows:
+        ray_rows(runner, model, levels)
     load.append(bench_run.load_average())
-    text = report(started, seconds, results, load, shadow_counts, profile)
+    text = report(runner, load, shadow_counts)
     bench_run.RESULTS.mkdir(exist_ok=True)
-    out = bench_run.RESULTS / f"gateway-{started:%Y-%m-%d-%H%M}{'-quick' if args.quick else ''}.md"
+    out = bench_run.RESULTS / f"gateway-{runner.started:%Y-%m-%d-%H%M}{'-quick' if args.quick else ''}.md"
     out.write_text(text)
     print(text)
     bench_run.log(f"written to {out.relative_to(bench_run.REPO)}")
     return 0
 
 
-def report(started: dt.datetime, seconds: float, results: list[tuple[str, int, dict[str, float]]],
-           load: list[str], shadow: dict[str, Any], profile: list[tuple[float, str]]) -> str:
+def medians(results: list[tuple[str, int, dict[str, float]]]) -> list[tuple[str, int, dict[str, float]]]:
+    """One row per (label, c), in the order first measured: each figure's median over the rounds."""
+    grouped: dict[tuple[str, int], list[dict[str, float]]] = {}
+    for label, c, r in results:
+        grouped.setdefault((label, c), []).append(r)
+    return [(label, c, {k: statistics.median(r[k] for r in rs) for k in rs[0]}) for (label, c), rs in grouped.items()]
+
+
+def report(runner: Runner, load: list[str], shadow: dict[str, Any]) -> str:
+    results = medians(runner.results)
     direct = {c: r for label, c, r in results if label == "direct"}
-    lines = [f"# The hub's gateway, {started:%Y-%m-%d %H:%M}", "",
+    plain = {c: r for label, c, r in results if label == "gateway"}
+    ray = {c: r for label, c, r in results if label == bench_run.RAY_LABEL}
+    rounds = runner.args.rounds
+    lines = [f"# The hub's gateway, {runner.started:%Y-%m-%d %H:%M}", "",
              f"- machine: {bench_run.cores()} cores, shared with other work (load average before / after: "
              f"{load[0]} / {load[-1]})",
-             f"- wrk: 1 thread pinned to core {bench_run.pinned_core()}, {seconds:g} s per point after 1 s of "
-             "warm-up; iris OIP JSON; one replica per version",
-             "", "| row | c | req/s | p50 ms | p99 ms | errors | ÷ direct |", "|---|---:|---:|---:|---:|---:|---:|"]
+             f"- wrk: 1 thread pinned to core {bench_run.pinned_core()}, {runner.args.seconds:g} s per point after "
+             f"1 s of warm-up; iris OIP JSON; one replica per version; "
+             f"{f'median of {rounds} alternating rounds' if rounds > 1 else 'one round'}",
+             "- CPU µs/req: CPU time per request of the serving processes (the hub and its replicas; Ray's "
+             "processes), and of the front process alone (the hub; Ray's driver, not its proxy)",
+             "", "| row | c | req/s | p50 ms | p99 ms | CPU µs/req (front) | errors | ÷ direct | ÷ gateway | ÷ Ray |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+
+    def ratio(r: dict[str, float], base: dict[int, dict[str, float]], c: int) -> str:
+        return f"{r['rps'] / base[c]['rps']:.2f}x" if c in base and base[c]["rps"] else ""
+
     for label, c, r in results:
-        ratio = f"{r['rps'] / direct[c]['rps']:.2f}x" if c in direct and direct[c]["rps"] and label != "direct" else ""
-        lines.append(f"| {label} | {c} | {r['rps']:,.0f} | {r['p50']:.2f} | {r['p99']:.2f} | {int(r['errors'])} | "
-                     f"{ratio} |")
+        lines.append(f"| {label} | {c} | {r['rps']:,.0f} | {r['p50']:.2f} | {r['p99']:.2f} | "
+                     f"{r['cpu_us']:,.0f} ({r['own_us']:,.0f}) | {int(r['errors'])} | "
+                     f"{ratio(r, direct, c) if label != 'direct' else ''} | "
+                     f"{ratio(r, plain, c) if label.startswith('gateway +') else ''} | "
+                     f"{ratio(r, ray, c) if label.startswith('gateway') else ''} |")
+    if direct and plain:
+        lines += ["", "p99 of the gateway ÷ p99 direct: " + ", ".join(
+            f"c={c} {plain[c]['p99'] / direct[c]['p99']:.1f}x" for c in plain if c in direct and direct[c]["p99"])]
     if shadow:
         lines += ["", "Shadow counts after the shadow rows: " + ", ".join(f"{k} {v}" for k, v in shadow.items())]
-    if profile:
-        lines += ["", "## Profile (py-spy, the hub, gateway c=max: functions most on CPU)", "",
-                  *[f"- {share:.1f}% {frame}" for share, frame in profile]]
+    if runner.profile:
+        lines += ["", f"## Profile (py-spy, the hub, {runner.args.profile} at the highest c: functions most on CPU)",
+                  "", *[f"- {share:.1f}% {frame}" for share, frame in runner.profile]]
     return "\n".join(lines) + "\n"
 
 

@@ -9,9 +9,10 @@ Servers, started one after another on 127.0.0.1 and stopped after their points:
 
 - mlport, 1 and 2 workers, adaptive batching on (and off, to measure what batching gains);
 - the floor: a bare ASGI app (orjson + onnxruntime, no framework) under uvicorn, 1 and 2 workers;
-- MLServer 1.7 (parallel_workers=0), KServe 0.21's Python server (2 workers), BentoML 1.4 (defaults), each in
-  its own virtual environment under ``bench/.venvs/`` (installed from PyPI on first use), each with a small
-  server of ours that runs the model with onnxruntime.
+- MLServer 1.7 (parallel_workers=0), KServe 0.21's Python server (2 workers), BentoML 1.4 (defaults), Ray Serve
+  2.60 (iris only; tuned as bench/peers/ray_serve.py says), each in its own virtual environment under
+  ``bench/.venvs/`` (installed from PyPI on first use), each with a small server of ours that runs the model
+  with onnxruntime.
 
 onnxruntime threads: iris 1 everywhere; the CNN the cores a worker gets for the servers that run one prediction
 at a time (the peers, the floor), and mlport's default (1 thread per prediction, two side by side) for mlport.
@@ -53,6 +54,7 @@ PEER_PACKAGES = {
     "kserve": ["kserve==0.21.0", "onnxruntime", "numpy"],
     # 1.4.40 needs a certifi newer than PyPI mirrors may have; 1.4.39 is the same 1.4 series
     "bentoml": ["bentoml==1.4.39", "onnxruntime", "numpy"],
+    "ray": ["ray[serve]==2.60.0", "onnxruntime", "numpy"],
     "tools": ["py-spy", "pyinstrument"],
 }
 WRK_LUA = """
@@ -66,6 +68,9 @@ if header_length ~= nil and header_length ~= "" then
   wrk.headers["Inference-Header-Content-Length"] = header_length
 end
 """
+#: Ray Serve as bench/peers/ray_serve.py tunes it (2 replicas, max_ongoing_requests 64: see there).
+RAY_REPLICAS = 2
+RAY_LABEL = f"Ray Serve 2.60 ({RAY_REPLICAS} replicas, 64 ongoing)"
 #: Longest a server may take to answer its first request.
 START_TIMEOUT_S = 180
 #: Longest one request may take before wrk counts it as a timeout.
@@ -208,6 +213,8 @@ def command(spec: ServerSpec, port: int, paths: dict[str, Path], scratch: Path) 
     if spec.name == "kserve":
         return ([str(python), "kserve_server.py", "--http_port", str(port), "--grpc_port", str(free_port()),
                  "--workers", str(spec.workers)], env, PEERS)
+    if spec.name == "ray":
+        return ([str(python), "ray_serve.py", "--port", str(port), "--replicas", str(spec.workers)], env, PEERS)
     if spec.name == "bentoml":
         env["BENTOML_HOME"] = str(scratch / "bentoml-home")
         return ([str(python.parent / "bentoml"), "serve", "bentoml_service:Onnx", "--port", str(port),
@@ -383,6 +390,7 @@ def plan(quick: bool, only: set[str] | None) -> list[ServerSpec]:
                    venv="mlserver"),
         ServerSpec("kserve", 2, "KServe 0.21 (2 workers)", {"iris-json": iris, "cnn-json": cnn}, venv="kserve"),
         ServerSpec("bentoml", 1, "BentoML 1.4 (defaults)", {"iris-json": iris, "cnn-json": cnn}, venv="bentoml"),
+        ServerSpec("ray", RAY_REPLICAS, RAY_LABEL, {"iris-json": iris}, venv="ray"),
     ]
     return [s for s in specs if only is None or s.name in only]
 
@@ -560,7 +568,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="3 s per point and fewer points")
     parser.add_argument("--seconds", type=float, help="seconds per point (default 20, quick 3)")
-    parser.add_argument("--only", help="comma-separated servers: mlport,floor,mlserver,kserve,bentoml")
+    parser.add_argument("--only", help="comma-separated servers: mlport,floor,mlserver,kserve,bentoml,ray")
     parser.add_argument("--profile", action="store_true", help="py-spy on mlport during iris c=64")
     args = parser.parse_args(argv)
     seconds = args.seconds or (3.0 if args.quick else 20.0)
@@ -591,7 +599,7 @@ def main(argv: list[str] | None = None) -> int:
         if spec.venv:
             try:
                 venv = ensure_venv(spec.venv)
-                dist = {"mlserver": "mlserver", "kserve": "kserve", "bentoml": "bentoml"}[spec.name]
+                dist = {"mlserver": "mlserver", "kserve": "kserve", "bentoml": "bentoml", "ray": "ray"}[spec.name]
                 report.versions[dist] = package_version(venv / "bin" / "python", dist)
             except subprocess.CalledProcessError as exc:
                 report.failures.append(f"{spec.label}: installing failed ({exc})")

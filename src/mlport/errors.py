@@ -23,6 +23,7 @@ __all__ = [
     "PayloadTooLarge",
     "RetryLater",
     "Unauthorized",
+    "Unprocessable",
     "UnsupportedMediaType",
     "valid_name",
 ]
@@ -47,6 +48,9 @@ class ErrorCode(enum.Enum):
     RESOURCE_EXHAUSTED = "resource_exhausted"
     #: The client went away before its request ran (no answer reaches it; HTTP 499 in logs).
     CANCELLED = "cancelled"
+    #: Well-formed, but the server lacks what it needs to answer it (an explanation without background data):
+    #: HTTP 422.
+    UNPROCESSABLE = "unprocessable"
 
 
 class MlportError(Exception):
@@ -99,6 +103,12 @@ class PayloadTooLarge(MlportError):
 
 class UnsupportedMediaType(MlportError):
     code = ErrorCode.UNSUPPORTED_MEDIA
+
+
+class Unprocessable(MlportError):
+    """Understood, but not answerable as the model stands (HTTP 422): the message says what to provide."""
+
+    code = ErrorCode.UNPROCESSABLE
 
 
 class Unauthorized(MlportError):

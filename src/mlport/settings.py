@@ -128,6 +128,15 @@ class Settings(BaseSettings):
         503, "HTTP status of a request refused because its model's queue is full (503, or 429 Too Many "
              "Requests; gRPC UNAVAILABLE or RESOURCE_EXHAUSTED)")
 
+    explain_threads: int = option(
+        1, "threads running explanations (/explain), apart from the prediction threads (default 1)", ge=1, le=64)
+    explain_max_rows: int = option(16, "rows one explanation request may hold (default 16; more: 413)", ge=1,
+                                   le=10_000)
+    explain_max_evaluations: int = option(
+        500_000, "rows the model may be run on for one explanation (default 500000)", ge=1, le=100_000_000)
+    explain_timeout_s: float = option(30.0, "seconds one explanation may run (default 30; beyond: 504)",
+                                      flag="--explain-timeout", gt=0, le=3600)
+
     max_body_bytes: int = option(64 * 1024 * 1024, "largest request body (default 64 MiB)", ge=1024)
     max_tensor_elements: int = Field(default=64 * 1024 * 1024, ge=1)
     max_image_pixels: int = Field(default=40_000_000, ge=1)
@@ -182,6 +191,11 @@ class Settings(BaseSettings):
         if self.request_log:
             sink = SinkConfig(url=self.request_log, format=self.request_log_format, endpoint_url=self.s3_endpoint_url)
         return RequestLogConfig(sample=self.request_log_sample, payload=self.request_log_payload, sink=sink)
+
+    def explain_limits(self) -> dict[str, Any]:
+        """The bounds of explanations (the fields of :class:`mlport.explain.ExplainLimits`)."""
+        return {"threads": self.explain_threads, "max_rows": self.explain_max_rows,
+                "max_evaluations": self.explain_max_evaluations, "timeout_s": self.explain_timeout_s}
 
     def limits(self) -> Limits:
         return Limits(

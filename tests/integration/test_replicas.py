@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 from collections.abc import Awaitable, Callable
@@ -12,7 +13,7 @@ import httpx
 import pytest
 
 from mlport.deploy.autoscale import ScalePolicy
-from mlport.deploy.controller import Controller
+from mlport.deploy.controller import SHADOW_NICE, Controller
 from mlport.deploy.deployments import DeploymentSpec
 from mlport.deploy.replicas import Endpoint, ReplicaSet
 from mlport.deploy.target import Target
@@ -314,5 +315,48 @@ def test_a_replica_that_stops_answering_leaves_the_rotation(tmp_path: Path, mode
                 os.kill(frozen, signal.SIGCONT)
             await rs.close()
         assert rs.pids() == []
+
+    asyncio.run(scenario())
+
+
+def niceness(pid: int) -> set[int]:
+    """The niceness of every thread of ``pid`` (field 19 of /proc/PID/task/TID/stat)."""
+    found = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):  # the thread ended meanwhile
+            found.add(int((task / "stat").read_text().rsplit(")", 1)[1].split()[16]))
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads niceness from /proc")
+def test_shadow_replicas_run_at_a_lower_cpu_priority(tmp_path: Path, models: dict[int, Path]) -> None:
+    own = os.getpriority(os.PRIO_PROCESS, 0)
+    state = State(DeploymentSpec("iris-prod", Target("iris", 1, "shadow", candidate=2), ScalePolicy()))
+    ctl = Controller(state=state, fetch=lambda m, v: models[v], run_dir=tmp_path / "run", interval_s=0.2)
+
+    def ready(version: int) -> bool:
+        rs = ctl.replicas("iris-prod", version)
+        return rs is not None and rs.ready_count == 1
+
+    async def scenario() -> None:
+        await ctl.start()
+        try:
+            await until(lambda: ready(1) and ready(2), what="both versions ready")
+            live, shadow = ctl.replicas("iris-prod", 1), ctl.replicas("iris-prod", 2)
+            assert live is not None and shadow is not None
+            [shadow_pid], [live_pid] = shadow.pids(), live.pids()
+            assert niceness(shadow_pid) == {SHADOW_NICE}  # every thread, onnxruntime's and the server's
+            assert niceness(live_pid) == {own}
+            assert ctl.status("iris-prod")["versions"][1]["nice"] == SHADOW_NICE
+            # promoted to live: the same processes get the hub's priority back (when it may raise it)
+            state.records = [DeploymentSpec("iris-prod", Target("iris", 2), ScalePolicy())]
+            await until(lambda: ctl.replicas("iris-prod", 1) is None, what="version 1 to be dropped")
+            if os.geteuid() == 0:
+                await until(lambda: niceness(shadow_pid) == {own}, timeout=10, what="the priority raised back")
+            # a version that becomes a shadow is lowered at once
+            state.records = [DeploymentSpec("iris-prod", Target("iris", 1, "shadow", candidate=2), ScalePolicy())]
+            await until(lambda: niceness(shadow_pid) == {SHADOW_NICE}, timeout=10, what="the priority lowered")
+        finally:
+            await ctl.stop()
 
     asyncio.run(scenario())

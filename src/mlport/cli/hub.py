@@ -46,6 +46,11 @@ def add_hub_command(sub: Any) -> None:
                      help="PEM public key (RS256; derived from the private key when absent)")
     hub.add_argument("--controller-interval", dest="controller_interval_s", type=float,
                      help="seconds between two passes of the deployment controller (default 1)")
+    hub.add_argument("--shadow-max-pending", type=int, metavar="N",
+                     help="shadow copies waiting at most; beyond it they are dropped and counted (default 64)")
+    hub.add_argument("--shadow-max-cpu", type=float, metavar="CORES",
+                     help="send no shadow copy while the hub used more than this share of a core over the last "
+                          "0.1 s (default 0.5; 0: no CPU rule)")
     hub.add_argument("--log-level", help="debug, info, warning, error (default info)")
     hub.add_argument("--access-log", action="store_true", default=None, help="log one line per request")
     hub.add_argument("--access-log-format", choices=["text", "json"],
@@ -63,7 +68,7 @@ def _settings(args: argparse.Namespace) -> Any:
 
     fields = ["data_dir", "store", "s3_endpoint_url", "host", "port", "grpc_port", "jwt_algorithm", "jwt_private_key",
               "jwt_public_key", "controller_interval_s", "log_level", "access_log", "access_log_format",
-              "tls_cert", "tls_key", "tls_client_ca", "public_names"]
+              "tls_cert", "tls_key", "tls_client_ca", "public_names", "shadow_max_pending", "shadow_max_cpu"]
     given = {f: getattr(args, f) for f in fields if getattr(args, f, None) is not None}
     return HubSettings(**given)
 

@@ -5,7 +5,8 @@ name (in a thread: it is blocking I/O), keeps one :class:`~mlport.deploy.replica
 version (key ``"{deployment}/v{version}"``), samples each set's load, scales it with
 :func:`~mlport.deploy.autoscale.desired_replicas`, supervises it, and closes sets no target names any more.
 A failure of one deployment (the fetch fails, the model does not load, the record is invalid) is recorded in
-its :meth:`Controller.status` and never stops the loop for the others.
+its :meth:`Controller.status` and never stops the loop for the others.  A shadow version's replicas run at
+niceness :data:`SHADOW_NICE` (set again when the version's role changes).
 """
 
 from __future__ import annotations
@@ -28,13 +29,16 @@ from mlport.deploy.replicas import ReplicaSet
 from mlport.errors import MlportError, ModelNotReady, valid_name
 from mlport.protocols.tls import ServerTls
 
-__all__ = ["Controller"]
+__all__ = ["SHADOW_NICE", "Controller"]
 
 log = logging.getLogger("mlport.deploy")
 
 #: Fetch retries: after 2 s, doubling up to 60 s.
 FETCH_RETRY_START_S = 2.0
 FETCH_RETRY_MAX_S = 60.0
+#: Niceness of a shadow version's replicas: the kernel gives the cores to the live versions' replicas (and the
+#: hub) first, so a shadow version never slows the live path down by competing for CPU.
+SHADOW_NICE = 19
 #: Longest wait accepted by :meth:`Controller.ensure_ready`.
 MAX_READY_WAIT_S = 600.0
 #: Most load samples kept per version (at one per interval this is far more than any policy window needs).
@@ -185,8 +189,20 @@ class Controller:
                 self._versions[key] = entry
             entry.role = "primary" if version == target.primary else (
                 "shadow" if target.strategy == "shadow" else "candidate")
+            self._prioritize(entry)
             entry.policy = policy
             wanted[key] = entry
+
+    @staticmethod
+    def _prioritize(entry: _Version) -> None:
+        """A shadow version's replicas run at niceness :data:`SHADOW_NICE` (the live versions' get the cores
+        first); another role's at the hub's own."""
+        nice = SHADOW_NICE if entry.role == "shadow" else None
+        rs = entry.replicas
+        if rs is not None and rs.nice != nice and not rs.set_nice(nice):
+            log.warning("deployment %s version %d: the CPU priority of its replicas could not be raised back "
+                        "(needs CAP_SYS_NICE); they keep the lower one until restarted", entry.deployment,
+                        entry.version)
 
     async def _step(self, entry: _Version) -> None:
         """Fetch, create, sample, scale and supervise one version; errors end up in its status."""
@@ -242,6 +258,7 @@ class Controller:
         entry.replicas = ReplicaSet(
             entry.key, entry.path, name=entry.deployment, trusted=entry.trusted, log_dir=self.run_dir / "logs",
             host=self.host, ready_timeout_s=self.ready_timeout_s, tls=self.tls, extra_args=entry.args,
+            nice=SHADOW_NICE if entry.role == "shadow" else None,
         )
         entry.samples.clear()
 

@@ -15,8 +15,10 @@ from the registry's model name or the deployment's name to the deployment's name
 A request is sent again, to another replica (or, when every replica failed, to the same set after a short wait
 for a restart), only when the connection failed before an answer arrived; an answer, whatever its status, is
 never retried.  For a shadow deployment a copy of the request goes to the shadow version in the background
-after the live answer (at most ``shadow_max_pending`` copies pending, further ones dropped and counted), and
-both answers go to :meth:`mlport.deploy.shadow.ShadowRecorder.record`, in batches, off the event loop.
+after the live answer, best-effort and behind the live path (:mod:`mlport.deploy.shadowcopy`: at most
+``shadow_max_pending`` copies pending, none while the hub's process uses more than ``shadow_max_cpu`` of a
+core, further ones dropped and counted), and both answers go to
+:meth:`mlport.deploy.shadow.ShadowRecorder.record`, in batches, off the event loop.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ from starlette.responses import Response
 
 from mlport.deploy.deployments import DeploymentSource
 from mlport.deploy.shadow import Reply, ShadowRecorder
+from mlport.deploy.shadowcopy import BUSY_CPU as SHADOW_BUSY_CPU
+from mlport.deploy.shadowcopy import Pair, ShadowCopies
 from mlport.deploy.strategy import choose
 from mlport.deploy.target import Target
 from mlport.deploy.upstream import ConnectionFailed, Upstream
@@ -71,9 +75,8 @@ COOLDOWN_S = 1.0
 #: How long a retry waits for a restarted replica once every ready one failed.
 RESTART_WAIT_S = 1.0
 _POLL_S = 0.05
-#: Copies of shadow requests sent at the same time; copies wait while more live requests than this are in
-#: flight (under load the waiting copies fill their bound and further ones are dropped: the live path first).
-SHADOW_CONCURRENCY = 4
+#: Bodies of the shadow copies queued or out, at most (besides ``shadow_max_pending`` copies).
+SHADOW_MAX_PENDING_BYTES = 64 * 1024**2
 
 _PATH_SAFE = "/:@!$&'()*+,;=~"
 _JSON = b"application/json"
@@ -226,6 +229,7 @@ class Gateway:
         retries: int = 2,
         rng: random.Random | None = None,
         shadow_max_pending: int = 64,
+        shadow_max_cpu: float | None = SHADOW_BUSY_CPU,
         max_response_bytes: int = 256 * 1024**2,
         max_connections: int = 512,
         verify: bool | ssl.SSLContext = True,
@@ -248,13 +252,9 @@ class Gateway:
         self._upstream: Upstream | None = None
         self._cooling: dict[str, float] = {}
         self._turn = 0
-        self._shadow_tasks: set[asyncio.Task[None]] = set()
-        self._shadow_gate: asyncio.Semaphore | None = None
-        #: live requests being forwarded, and whether they are few enough for shadow copies to go out
-        self._live = 0
-        self._quiet: asyncio.Event | None = None
-        self._to_record: list[tuple[str, int, int, Reply, Reply]] = []
-        self._recording: asyncio.Task[None] | None = None
+        self._copies: ShadowCopies[_Outgoing] = ShadowCopies(
+            self._send_copy, self._record_batch, shadow, max_pending=shadow_max_pending,
+            max_pending_bytes=max(SHADOW_MAX_PENDING_BYTES, max_body_bytes), max_cpu=shadow_max_cpu)
         self._closed = False
 
     # -- public --------------------------------------------------------------------------------------------
@@ -262,7 +262,7 @@ class Gateway:
     @property
     def shadow_pending(self) -> int:
         """Shadow copies queued or being sent."""
-        return len(self._shadow_tasks)
+        return self._copies.pending
 
     async def handle(self, request: Request, deployment: str, path: str) -> Response:
         """Answer one request of a Starlette route to ``deployment`` (the caller checked the credentials)."""
@@ -296,20 +296,13 @@ class Gateway:
             log.exception("gateway request to deployment %r failed", deployment)
             return _error(ErrorCode.INTERNAL, "internal error in the gateway", deployment, version)
         if route.shadow is not None:
-            self._copy_to_shadow(deployment, route.serve, route.shadow, out, answer)
+            self._copies.offer(deployment, route.serve, route.shadow, out, len(out.body), answer.reply())
         return Forwarded(answer.status, [*answer.headers, *_named(deployment, version)], answer.body, version)
 
     async def aclose(self) -> None:
         """Stop the shadow copies still pending, write the shadow counts and close the connections."""
         self._closed = True
-        tasks = list(self._shadow_tasks)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        if self._recording is not None:
-            await asyncio.gather(self._recording, return_exceptions=True)
-        batch, self._to_record = self._to_record, []
-        await asyncio.to_thread(self._record_batch, batch)
+        await self._copies.aclose()
         await asyncio.to_thread(self._shadow.flush)
         if self._upstream is not None:
             upstream, self._upstream = self._upstream, None
@@ -428,62 +421,18 @@ class Gateway:
 
     async def _live_forward(self, deployment: str, version: int, out: _Outgoing) -> _Answer:
         """:meth:`_forward` for a live request, counted: shadow copies wait while many are in flight."""
-        self._live += 1
-        if self._live > SHADOW_CONCURRENCY and self._quiet is not None:
-            self._quiet.clear()
+        self._copies.live_started()
         try:
             return await self._forward(deployment, version, out)
         finally:
-            self._live -= 1
-            if self._live <= SHADOW_CONCURRENCY and self._quiet is not None:
-                self._quiet.set()
+            self._copies.live_ended()
 
-    # -- shadow copies -------------------------------------------------------------------------------------
+    # -- shadow copies (:mod:`mlport.deploy.shadowcopy`) ----------------------------------------------------
 
-    def _copy_to_shadow(self, deployment: str, primary: int, shadow: int, out: _Outgoing, live: _Answer) -> None:
-        if self._closed or len(self._shadow_tasks) >= self._shadow_max_pending:
-            self._shadow.record_dropped(deployment, primary, shadow)
-            return
-        task = asyncio.create_task(self._shadow_copy(deployment, primary, shadow, out, live.reply()),
-                                   name=f"mlport-shadow-{deployment}")
-        self._shadow_tasks.add(task)
-        task.add_done_callback(self._shadow_tasks.discard)
+    async def _send_copy(self, deployment: str, version: int, out: _Outgoing) -> Reply:
+        return (await self._forward(deployment, version, out)).reply()
 
-    async def _shadow_copy(self, deployment: str, primary: int, shadow: int, out: _Outgoing, live: Reply) -> None:
-        if self._shadow_gate is None or self._quiet is None:
-            self._shadow_gate = asyncio.Semaphore(SHADOW_CONCURRENCY)
-            self._quiet = asyncio.Event()
-        try:
-            # the live path first: a copy waits while more live requests than copies at once are in flight
-            while self._live > SHADOW_CONCURRENCY:
-                self._quiet.clear()
-                await self._quiet.wait()
-            async with self._shadow_gate:
-                started = time.monotonic()
-                try:
-                    copy = (await self._forward(deployment, shadow, out)).reply()
-                except MlportError as exc:
-                    copy = Reply(HTTP_STATUS[exc.code], orjson.dumps({"error": exc.message}), "application/json",
-                                 time.monotonic() - started)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("shadow copy of deployment %r to version %s failed", deployment, shadow)
-            return
-        self._to_record.append((deployment, primary, shadow, live, copy))
-        if self._recording is None or self._recording.done():
-            self._recording = asyncio.create_task(self._record_soon(), name="mlport-shadow-record")
-
-    async def _record_soon(self) -> None:
-        """Record the pairs gathered so far, in batches, in a thread (comparing and counting is off the loop)."""
-        while self._to_record:
-            batch, self._to_record = self._to_record, []
-            try:
-                await asyncio.to_thread(self._record_batch, batch)
-            except Exception:
-                log.exception("recording shadow copies failed")
-
-    def _record_batch(self, batch: list[tuple[str, int, int, Reply, Reply]]) -> None:
+    def _record_batch(self, batch: list[Pair]) -> None:
         for deployment, primary, shadow, live, copy in batch:
             self._record_if_current(deployment, primary, shadow, live, copy)
 

@@ -1,4 +1,5 @@
-"""Child-process helpers for replica sets: free ports, spawning tied to the parent's life, stopping, log tails."""
+"""Child-process helpers for replica sets: free ports, spawning tied to the parent's life, CPU priority (shadow
+replicas serve at a lower one), stopping, log tails."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ __all__ = [
     "free_port",
     "log_tail",
     "rotate_log",
+    "set_nice",
     "spawn",
     "terminate",
 ]
@@ -73,6 +75,37 @@ def die_with(parent: int) -> Callable[[], None] | None:
             os.kill(os.getpid(), signal.SIGTERM)
 
     return setup
+
+
+def _tasks(pid: int) -> list[int]:
+    """The threads of ``pid`` and, recursively, of its children (Linux; ``[pid]`` elsewhere)."""
+    root = Path(f"/proc/{pid}/task")
+    if not root.is_dir():
+        return [pid]
+    found: list[int] = []
+    todo = [pid]
+    while todo and len(found) < 4096:
+        for task in Path(f"/proc/{todo.pop()}/task").glob("*"):
+            found.append(int(task.name))
+            with contextlib.suppress(OSError, ValueError):
+                todo.extend(int(c) for c in (task / "children").read_text().split())
+    return found
+
+
+def set_nice(pid: int, nice: int | None) -> bool:
+    """Set the niceness of process ``pid`` (every thread, and its children's) to ``nice`` (``None``: this
+    thread's own).  False when not allowed (raising a niceness back needs CAP_SYS_NICE or a large enough
+    RLIMIT_NICE) or the process is gone.  On Linux a niceness belongs to each thread, so each one is set."""
+    if nice is None:
+        nice = os.getpriority(os.PRIO_PROCESS, 0)
+    done = True
+    for tid in _tasks(pid):
+        try:
+            if os.getpriority(os.PRIO_PROCESS, tid) != nice:
+                os.setpriority(os.PRIO_PROCESS, tid, nice)
+        except OSError:  # not allowed, or the thread ended meanwhile
+            done = False
+    return done
 
 
 def spawn(cmd: Sequence[str], log_path: Path, *, env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:

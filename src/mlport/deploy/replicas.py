@@ -25,7 +25,7 @@ import httpx
 from mlport.core.backoff import Backoff
 from mlport.deploy.autoscale import MAX_REPLICAS
 from mlport.deploy.endpoint import Endpoint
-from mlport.deploy.procs import free_port, log_tail, rotate_log, spawn, terminate
+from mlport.deploy.procs import free_port, log_tail, rotate_log, set_nice, spawn, terminate
 from mlport.errors import InvalidInput, MlportError
 from mlport.protocols.tls import ServerTls
 
@@ -84,7 +84,7 @@ class ReplicaSet:
 
     def __init__(self, key: str, path: Path, *, name: str, trusted: bool = False, log_dir: Path,
                  host: str = "127.0.0.1", extra_args: Sequence[str] = (), ready_timeout_s: float = 120.0,
-                 tls: ServerTls | None = None) -> None:
+                 tls: ServerTls | None = None, nice: int | None = None) -> None:
         self.key = key
         self.path = Path(path)
         self.name = name
@@ -95,6 +95,9 @@ class ReplicaSet:
         #: TLS between the hub and its replicas: they serve HTTPS with the hub's certificate
         self.tls = tls
         self.ready_timeout_s = float(ready_timeout_s)
+        #: niceness of the processes once ready (they start at the hub's, so that loading the model is not
+        #: starved on a busy machine), ``None``: the hub's; a shadow version's serve at a lower CPU priority
+        self.nice = nice
         self.last_error: str | None = None
         self.last_error_at: float | None = None
         #: When a replica last became ready (``time.time()``), None before the first one did.
@@ -161,6 +164,13 @@ class ReplicaSet:
         return [r.proc.pid for r in (*self._replicas, *self._draining)
                 if r.proc is not None and r.proc.poll() is None]
 
+    def set_nice(self, nice: int | None) -> bool:
+        """Run the processes (those running and those ready from now on) at niceness ``nice`` (``None``: the
+        hub's own); False when a running one could not be set (raising the priority back needs CAP_SYS_NICE: it
+        then keeps the lower priority until it is restarted)."""
+        self.nice = nice
+        return all([set_nice(pid, nice) for pid in self.pids()])
+
     @contextlib.contextmanager
     def waiting(self) -> Iterator[None]:
         """Count a request waiting for a replica (it shows in :attr:`inflight`, so the autoscaler sees it)."""
@@ -199,6 +209,7 @@ class ReplicaSet:
             "inflight": self.inflight,
             "restarts": self._restarts,
             "draining": len(self._draining),
+            "nice": self.nice,
             "last_error": self.last_error,
             "failure": self.failure,
             "replicas": rows,
@@ -408,6 +419,8 @@ class ReplicaSet:
             return  # exited meanwhile: the next step handles it
         if ok:
             if not r.ready:
+                if self.nice is not None:  # started at the hub's priority (a quick load), serves at its own
+                    set_nice(ep.pid, self.nice)
                 log.info("replica %s r%d ready: %s (pid %d)", self.key, r.index, ep.url, ep.pid)
                 r.bind_retries = 0
                 self.last_ready_at = time.time()

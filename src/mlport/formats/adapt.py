@@ -148,6 +148,9 @@ class AdaptedEvaluator(Evaluator):
     def signatures(self) -> Mapping[str, Evaluator]:
         return self.inner.signatures()
 
+    def tree_model(self) -> Any | None:
+        return self.inner.tree_model()
+
     def close(self) -> None:
         self.inner.close()
 

@@ -114,6 +114,12 @@ class Evaluator(ABC):
             raise InvalidInput(f"signature '{name}' is not served by this model; signatures: {known}")
         return found
 
+    def tree_model(self) -> Any | None:
+        """The native tree ensemble behind this evaluator, for exact tree explanations (``shap.TreeExplainer``):
+        an XGBoost or LightGBM booster, or a scikit-learn tree ensemble, that takes the model's inputs as one
+        matrix of numbers (columns in input order); ``None`` for every other model."""
+        return None
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release what the model holds; called once, after its last request."""
 

@@ -112,6 +112,10 @@ class LightGBMEvaluator(Evaluator):
             return {"label": np.argmax(raw, axis=1).astype(np.int64), "probabilities": raw.astype(np.float32)}
         return {"prediction": raw.astype(np.float64, copy=False)}
 
+    def tree_model(self) -> Any | None:
+        """The booster; ``None`` with categorical features (they take category values, not numbers)."""
+        return None if self._categories else self._booster
+
     def close(self) -> None:
         del self._booster
 

@@ -231,6 +231,24 @@ class SklearnEvaluator(Evaluator):
             result["probabilities"] = np.asarray(self._model.predict_proba(x), dtype=np.float32)
         return result
 
+    def tree_model(self) -> Any | None:
+        """The estimator when it is a tree or tree ensemble of scikit-learn fed numbers (no pipeline, no text)."""
+        from sklearn.ensemble import (
+            ExtraTreesClassifier,
+            ExtraTreesRegressor,
+            GradientBoostingClassifier,
+            GradientBoostingRegressor,
+            RandomForestClassifier,
+            RandomForestRegressor,
+        )
+        from sklearn.tree import BaseDecisionTree
+
+        trees = (BaseDecisionTree, RandomForestClassifier, RandomForestRegressor, ExtraTreesClassifier,
+                 ExtraTreesRegressor, GradientBoostingClassifier, GradientBoostingRegressor)
+        if self._string_inputs or not isinstance(self._model, trees):
+            return None
+        return self._model
+
     def close(self) -> None:
         del self._model
 

@@ -140,6 +140,13 @@ class XGBoostEvaluator(Evaluator):
             return {"label": raw.reshape(-1).astype(np.int64)}
         return {"prediction": raw.astype(np.float32, copy=False)}
 
+    def tree_model(self) -> Any | None:
+        """The booster (cut at ``best_iteration`` when there is one); ``None`` with categorical features."""
+        if self._categories:
+            return None
+        start, end = self._range
+        return self._booster[start:end] if end else self._booster
+
     def close(self) -> None:
         del self._booster
 

@@ -67,6 +67,8 @@ class Hub:
                                      replica_args=self.request_logs.replica_args)
         self.gateway = Gateway(controller=self.controller, state=self.deployments, shadow=self.shadow,
                                max_body_bytes=settings.max_body_bytes, timeout_s=settings.gateway_timeout_s,
+                               shadow_max_pending=settings.shadow_max_pending,
+                               shadow_max_cpu=settings.shadow_max_cpu or None,
                                verify=tls.replica_verify() if tls is not None else True)
         self.jobs = JobRunner(JobStore(self.db), settings.data_dir / "jobs", max_running=settings.max_jobs,
                               finishers={"image-build": self._record_image})

@@ -60,6 +60,11 @@ class HubSettings(BaseSettings):
     max_body_bytes: int = Field(default=64 * 1024**2, ge=1024)
     #: Longest time a replica may take to answer one gateway request, seconds.
     gateway_timeout_s: float = Field(default=60.0, gt=0)
+    #: Shadow copies are best effort: at most this many pending (beyond it they are dropped and counted) ...
+    shadow_max_pending: int = Field(default=64, ge=0, le=4096)
+    #: ... and none sent while the hub's process used more than this share of one core over the last 0.1 s, so
+    #: the copies never take CPU from live requests (0: no CPU rule, every copy within the bound is sent).
+    shadow_max_cpu: float = Field(default=0.5, ge=0, le=64)
     #: Seconds between two passes of the deployment controller.
     controller_interval_s: float = Field(default=1.0, gt=0, le=60)
     #: Longest time a first request waits for a deployment scaled to zero to start, seconds.

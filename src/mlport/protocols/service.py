@@ -29,6 +29,7 @@ import numpy as np
 from mlport.core.inference import InferenceRequest, InferenceResponse
 from mlport.core.validate import check_inputs
 from mlport.errors import ErrorCode, InvalidInput, MlportError
+from mlport.explain import ExplainLimits, ExplainService
 from mlport.formats.base import Arrays, ContextEvaluator, Evaluator, RequestContext
 from mlport.limits import Limits
 from mlport.observability.access import AccessLog
@@ -148,6 +149,7 @@ class InferenceService:
         inference_threads: int = 4,
         access_log: AccessLog | None = None,
         request_log: RequestLog | None = None,
+        explain_limits: ExplainLimits | None = None,
     ) -> None:
         self.manager = manager
         self.metrics = metrics
@@ -163,6 +165,8 @@ class InferenceService:
         self._inflight = Inflight(metrics)
         #: Drift and outlier watch of the models with a reference profile (a hook on every answered prediction).
         self.drift = DriftWatch(metrics)
+        #: Explanations of predictions, on their own threads (never the inference threads).
+        self.explain = ExplainService(manager, explain_limits, metrics.registry)
 
     def call(self, model: str, version: str | int | None, protocol: str, request_id: str | None = None,
              timeout_s: float | None = None, watch: Watch | None = None) -> Call:
@@ -400,6 +404,7 @@ class InferenceService:
     def close(self) -> None:
         self._inflight.close()
         self.drift.close()
+        self.explain.close()
         self._executor.shutdown(wait=False, cancel_futures=True)
         if self.request_log is not None:
             self.request_log.close()

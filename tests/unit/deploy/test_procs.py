@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from mlport.deploy.procs import free_port, log_tail, rotate_log, spawn, terminate
+from mlport.deploy.procs import free_port, log_tail, rotate_log, set_nice, spawn, terminate
 from mlport.deploy.replicas import Endpoint
 from tests.waiting import wait_for
 
@@ -120,3 +120,28 @@ def test_endpoint_counts_requests_in_flight() -> None:
     assert ep.inflight == 0
     ep.release()  # never below zero
     assert ep.inflight == 0
+
+
+@linux_only
+def test_set_nice_on_every_thread(tmp_path: Path) -> None:
+    def nice_of(pid: int) -> set[int]:
+        tasks = Path(f"/proc/{pid}/task").iterdir()
+        return {int((t / "stat").read_text().rsplit(")", 1)[1].split()[16]) for t in tasks}
+
+    own = os.getpriority(os.PRIO_PROCESS, 0)
+    code = ("import threading, time; threading.Thread(target=time.sleep, args=(60,), daemon=True).start(); "
+            "print('up', flush=True); time.sleep(60)")
+    log = tmp_path / "niced.log"
+    proc = spawn([sys.executable, "-c", code], log)
+    try:
+        wait_for(lambda: "up" in log.read_text().splitlines(), 20, what="the child's threads")
+        assert len(list(Path(f"/proc/{proc.pid}/task").iterdir())) == 2 and nice_of(proc.pid) == {own}
+        assert set_nice(proc.pid, 19)
+        assert nice_of(proc.pid) == {19}  # both threads: on Linux a niceness belongs to each thread
+        if os.geteuid() == 0:  # raising it back needs CAP_SYS_NICE
+            assert set_nice(proc.pid, None)
+            assert nice_of(proc.pid) == {own}
+    finally:
+        proc.kill()
+        proc.wait()
+    assert not set_nice(proc.pid, 19)  # gone

@@ -24,4 +24,5 @@ GRPC_STATUS: dict[ErrorCode, grpc.StatusCode] = {
     ErrorCode.BAD_GATEWAY: grpc.StatusCode.UNAVAILABLE,
     ErrorCode.RESOURCE_EXHAUSTED: grpc.StatusCode.RESOURCE_EXHAUSTED,
     ErrorCode.CANCELLED: grpc.StatusCode.CANCELLED,
+    ErrorCode.UNPROCESSABLE: grpc.StatusCode.FAILED_PRECONDITION,
 }

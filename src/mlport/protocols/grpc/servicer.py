@@ -14,16 +14,18 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
+import orjson
 from grpc_health.v1 import health_pb2
 from grpc_health.v1.health import aio as health_aio
 
+from mlport.core.inference import InferenceRequest
 from mlport.errors import ErrorCode, InvalidInput, MlportError, RetryLater
 from mlport.protocols.extensions import EXTENSIONS, model_config, model_statistics
-from mlport.protocols.grpc.codec import decode_infer_request, encode_infer_response
+from mlport.protocols.grpc.codec import decode_infer_request, encode_infer_response, to_parameters
 from mlport.protocols.grpc.errors import GRPC_STATUS
 from mlport.protocols.grpc.proto import inference_pb2 as pb
 from mlport.protocols.service import InferenceService
-from mlport.runtime.manager import VersionState
+from mlport.runtime.manager import LoadedVersion, VersionState
 
 __all__ = ["SERVICE_NAME", "HealthServicer", "InferenceServicer", "retry_trailer"]
 
@@ -59,6 +61,12 @@ def _rpc(method: Handler[Req, Resp]) -> Handler[Req, Resp]:
         raise AssertionError("unreachable: abort raises")
 
     return wrapper
+
+
+def _explaining(request: pb.ModelInferRequest) -> bool:
+    """Whether a ModelInfer request asks for an explanation (parameter ``explain``, a true bool)."""
+    found = request.parameters.get("explain") if "explain" in request.parameters else None
+    return found is not None and found.WhichOneof("parameter_choice") == "bool_param" and found.bool_param
 
 
 def retry_trailer(seconds: float) -> tuple[tuple[str, str], ...]:
@@ -118,12 +126,29 @@ class InferenceServicer:
     @_rpc
     async def ModelInfer(self, request: pb.ModelInferRequest, context: Any) -> pb.ModelInferResponse:
         limits = self._service.limits
+        if _explaining(request):
+            return await self._explain(request)
         remaining = context.time_remaining()  # the client's deadline, if it gave one
         async with self._service.call(request.model_name, request.model_version or None, "grpc",
                                       timeout_s=remaining) as call:
             inference = decode_infer_request(request, limits)
             response = await call.infer(inference)
             return encode_infer_response(response)
+
+    async def _explain(self, request: pb.ModelInferRequest) -> pb.ModelInferResponse:
+        """A ModelInfer request with the parameter ``explain: true``: its explanation (the JSON the REST route
+        answers) in the response parameter ``explanation``, and no output tensors."""
+        limits = self._service.limits
+
+        def decode(lv: LoadedVersion) -> InferenceRequest:
+            inference = decode_infer_request(request, limits)
+            inference.parameters.pop("explain", None)
+            return inference
+
+        answer = await self._service.explain.explain(request.model_name, request.model_version or None, decode)
+        response = pb.ModelInferResponse(model_name=answer.model, model_version=answer.version, id=request.id)
+        to_parameters(response.parameters, {"explanation": orjson.dumps(answer.to_json()).decode()})
+        return response
 
     @_rpc
     async def ModelConfig(self, request: pb.ModelConfigRequest, context: Any) -> pb.ModelConfigResponse:

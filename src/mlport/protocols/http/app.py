@@ -16,7 +16,7 @@ from starlette.routing import Route
 
 from mlport.errors import MlportError
 from mlport.observability.metrics import CONTENT_TYPE_LATEST
-from mlport.protocols.http import routes_drift, routes_native, routes_oip
+from mlport.protocols.http import routes_drift, routes_explain, routes_native, routes_oip
 from mlport.protocols.http.body import json_response
 from mlport.protocols.http.fast import (
     INFER_PATH,
@@ -122,6 +122,7 @@ def build_app(
         *routes_native.routes,
         *routes_drift.routes,
         *routes_oip.routes,
+        *routes_explain.routes,
         *routes_tfserving.routes,
         *docs.routes,
         *pages.routes,

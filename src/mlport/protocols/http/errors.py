@@ -22,4 +22,5 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.BAD_GATEWAY: 502,
     ErrorCode.RESOURCE_EXHAUSTED: 429,
     ErrorCode.CANCELLED: 499,
+    ErrorCode.UNPROCESSABLE: 422,
 }

@@ -13,6 +13,7 @@ from starlette.routing import Route
 
 from mlport.errors import ErrorCode, MlportError, ModelNotFound, UnsupportedMediaType
 from mlport.protocols.http.body import json_response, media_type, read_body
+from mlport.protocols.http.routes_explain import explain_v1
 from mlport.protocols.http.routes_oip import deadline_of
 from mlport.protocols.http.state import AppState, state_of
 from mlport.protocols.tfserving import (
@@ -88,8 +89,11 @@ async def v1_models(request: Request) -> Response:
     if request.method == "POST":
         if target.verb is None:
             raise HTTPException(405, f"{request.url.path} takes GET; predict with POST .../{{model}}:predict")
+        if target.verb == "explain":
+            return await explain_v1(request, target)
         if target.verb != "predict":
-            raise MlportError(f"':{target.verb}' is not served here; use ':predict'", ErrorCode.NOT_FOUND)
+            raise MlportError(f"':{target.verb}' is not served here; use ':predict' or ':explain'",
+                              ErrorCode.NOT_FOUND)
         return await _predict(request, target)
     if target.verb is not None:
         raise HTTPException(405, f"':{target.verb}' takes POST")

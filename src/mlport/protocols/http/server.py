@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from mlport.errors import ErrorCode, InvalidInput
+from mlport.explain import ExplainLimits
 from mlport.formats.registry import FormatRegistry, default_registry
 from mlport.observability.access import AccessLog
 from mlport.observability.cache import CacheMetrics
@@ -55,6 +56,6 @@ def build_state(
     access_log = AccessLog() if settings.access_log_format == "json" else None
     request_log = RequestLog(settings.request_log_config(), metrics.registry)
     service = InferenceService(manager, metrics, limits, inference_threads=threads, access_log=access_log,
-                               request_log=request_log)
+                               request_log=request_log, explain_limits=ExplainLimits(**settings.explain_limits()))
     return AppState(service, manager, metrics, limits, poll_interval_s=settings.poll_interval_s,
                     strict_readiness=strict)

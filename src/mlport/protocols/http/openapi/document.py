@@ -9,7 +9,7 @@ from starlette.routing import BaseRoute
 
 from mlport.protocols.http.openapi.examples import Served, parameters
 from mlport.protocols.http.openapi.parts import TAGS, Json, responses
-from mlport.protocols.http.openapi.paths import native_paths, oip_paths, server_paths, tf_paths
+from mlport.protocols.http.openapi.paths import explain_paths, native_paths, oip_paths, server_paths, tf_paths
 from mlport.protocols.http.openapi.routetable import undocumented
 from mlport.protocols.http.openapi.schemas import schemas
 from mlport.protocols.http.state import AppState
@@ -24,7 +24,8 @@ UNDOCUMENTED = "x-mlport-undocumented"
 def build_openapi(state: AppState, app_routes: Iterable[BaseRoute] = (), root_path: str = "") -> Json:
     """The OpenAPI document for the models served now; ``app_routes`` adds any route not described here."""
     served = Served(state)
-    paths: Json = {**native_paths(served), **oip_paths(served), **tf_paths(served), **server_paths()}
+    paths: Json = {**native_paths(served), **oip_paths(served), **explain_paths(), **tf_paths(served),
+                   **server_paths()}
     for path, method in undocumented(paths, app_routes):
         op: Json = {"summary": f"{method} {path}", UNDOCUMENTED: True,
                     "responses": {"200": {"description": "OK"}}}

@@ -66,6 +66,7 @@ ERROR_TEXT = {
     406: "The Accept header asks for a media type this endpoint cannot produce",
     413: "The body exceeds the server's limit",
     415: "The Content-Type is not one this endpoint reads",
+    422: "Understood, but not answerable as the model stands (the message says what to provide)",
     500: "Internal error (the message carries a request id to find it in the log)",
     503: "The model (or server) is not ready",
     504: "The prediction took longer than the server's time limit",

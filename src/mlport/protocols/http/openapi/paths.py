@@ -20,7 +20,7 @@ from mlport.protocols.http.openapi.parts import (
     schema_ref,
 )
 
-__all__ = ["native_paths", "oip_paths", "server_paths", "tf_paths"]
+__all__ = ["explain_paths", "native_paths", "oip_paths", "server_paths", "tf_paths"]
 
 
 def native_paths(served: Served) -> Json:
@@ -168,6 +168,46 @@ def tf_paths(served: Served) -> Json:
             body={"required": True, "content": {JSON_TYPE: predict_content}}, op_id="tfPredict" + key,
             description="Send either instances (row format) or inputs (columnar format), not both.")}
     return paths
+
+
+_FLOATS: Json = {"type": "array", "items": {"type": ["number", "null"]}}
+#: The answer of the explain routes (see mlport.explain.result).
+EXPLANATION: Json = {"type": "object", "required": ["model_name", "model_version", "method", "features", "outputs",
+                                                    "limits"], "properties": {
+    "model_name": {"type": "string"}, "model_version": {"type": "string"},
+    "method": {"enum": ["tree_shap", "kernel_shap", "permutation_shap", "occlusion"]},
+    "features": {"type": "array", "items": {"type": "string"}},
+    "outputs": {"type": "array", "items": {"type": "object", "properties": {
+        "name": {"type": "string"}, "element": {"type": ["string", "integer", "null"]},
+        "base_value": _FLOATS, "prediction": _FLOATS,
+        "values": {"type": "array", "items": _FLOATS, "description": "per row, one value per feature"},
+        "map": {"type": "array", "items": {"type": "array", "items": _FLOATS},
+                "description": "per row, an H x W grid (image inputs)"}}}},
+    "limits": {"type": "object", "properties": {"rows": {"type": "integer"}, "evaluations": {"type": "integer"},
+                                                "seconds": {"type": "number"}}}}}
+
+
+def explain_paths() -> Json:
+    """``/v2/models/{name}[/versions/{v}]/explain`` and TF Serving's ``:explain`` verb."""
+    ok: Json = {"description": "the explanation; a PNG heat map with Accept: image/png for an image model",
+                "content": {JSON_TYPE: {"schema": EXPLANATION},
+                            "image/png": {"schema": {"type": "string", "contentMediaType": "image/png"}}}}
+    errors = (*CALL_ERRORS, 406, 422)
+    body: Json = {"required": True, "content": {
+        JSON_TYPE: {"schema": schema_ref("InferRequest")},
+        "image/png": {"schema": {"type": "string", "contentMediaType": "image/png"}},
+        "image/jpeg": {"schema": {"type": "string", "contentMediaType": "image/jpeg"}}}}
+    tf_body: Json = {"required": True, "content": {JSON_TYPE: {"schema": schema_ref("TfPredictRequest")}}}
+    return {
+        "/v2/models/{name}/explain": {"post": op("Explain", TAG_OIP, ok, errors=errors, body=body,
+                                                  params=["ModelName"])},
+        "/v2/models/{name}/versions/{version}/explain": {"post": op(
+            "Explain with a version", TAG_OIP, ok, errors=errors, body=body, params=["ModelName", "Version"])},
+        "/v1/models/{name}:explain": {"post": op("TF explain", TAG_TF, ok, errors=errors, body=tf_body,
+                                                  params=["ModelName"])},
+        "/v1/models/{name}/versions/{version}:explain": {"post": op(
+            "TF explain (version)", TAG_TF, ok, errors=errors, body=tf_body, params=["ModelName", "Version"])},
+    }
 
 
 def server_paths() -> Json:
