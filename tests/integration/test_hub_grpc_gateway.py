@@ -5,10 +5,15 @@ from __future__ import annotations
 
 import os
 import signal
+import ssl
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -16,13 +21,14 @@ import httpx
 import numpy as np
 import pytest
 import tritonclient.grpc as triton_grpc
+import trustme
 from tritonclient.utils import InferenceServerException
 
 from mlport.protocols.grpc.proto import inference_pb2 as pb
 from mlport.protocols.grpc.proto import inference_pb2_grpc as pb_grpc
 from tests.builders import iris_onnx, ort_run
-from tests.conftest import free_port
-from tests.hubutil import HubProc, ready_versions, start_hub, version_status, wait_for
+from tests.conftest import free_port, stop_process
+from tests.hubutil import ADMIN_PASSWORD, JWT_SECRET, HubProc, ready_versions, start_hub, version_status, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -194,3 +200,57 @@ def test_a_replica_killed_under_load_loses_no_call(setup: Setup) -> None:
         os.kill(victim, signal.SIGKILL)
         results = [f.result(timeout=120) for f in futures]
     assert results.count("OK") == len(results), {x: results.count(x) for x in set(results)}
+
+
+def test_over_tls_to_the_hub_and_to_its_replicas(tmp_path: Path) -> None:
+    """With the hub's TLS on, its gRPC port serves TLS and its replicas' gRPC ports are reached over TLS."""
+    ca = trustme.CA()
+    leaf = ca.issue_cert("127.0.0.1", "localhost")
+    cert, key, ca_path = tmp_path / "cert.pem", tmp_path / "key.pem", tmp_path / "ca.pem"
+    leaf.cert_chain_pems[0].write_to_path(str(cert))
+    leaf.private_key_pem.write_to_path(str(key))
+    ca.cert_pem.write_to_path(str(ca_path))
+    port, grpc_port = free_port(), free_port()
+    env = {**os.environ, "MLPORT_HUB_ADMIN_PASSWORD": ADMIN_PASSWORD, "MLPORT_HUB_JWT_SECRET": JWT_SECRET}
+    log = tmp_path / "hub.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "mlport.cli.main", "hub", "--data-dir", str(tmp_path / "hub"),
+                                 "--port", str(port), "--grpc-port", str(grpc_port), "--controller-interval", "0.2",
+                                 "--tls-cert", str(cert), "--tls-key", str(key)],
+                                stdout=out, stderr=subprocess.STDOUT, env=env)
+    url = f"https://127.0.0.1:{port}"
+    context = ssl.create_default_context(cafile=str(ca_path))
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            try:
+                if httpx.get(url + "/healthz", verify=context, timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        token = httpx.post(url + "/auth/token", json={"username": "admin", "password": ADMIN_PASSWORD},
+                           verify=context, timeout=30).json()["access_token"]
+        model = iris_onnx(tmp_path / "iris.onnx")
+        with httpx.Client(base_url=url, verify=context, timeout=60, headers=_bearer(token)) as admin:
+            assert admin.post("/api/v1/models", json={"name": "iris"}).status_code == 201
+            r = admin.post("/api/v1/models/iris/versions", params={"filename": "iris.onnx"},
+                           content=model.read_bytes(), headers={"content-type": "application/octet-stream"})
+            assert r.status_code == 201, r.text
+            r = admin.post("/api/v1/deployments", json={"name": "iris-tls", "model": "iris", "version": 1})
+            assert r.status_code == 201, r.text
+            wait_for(lambda: ready_versions(admin, "iris-tls").get(1), 180, "a TLS replica ready")
+        client = triton_grpc.InferenceServerClient(f"127.0.0.1:{grpc_port}", ssl=True,
+                                                   root_certificates=str(ca_path))
+        try:
+            inp = triton_grpc.InferInput("input", list(ROWS.shape), "FP32")
+            inp.set_data_from_numpy(ROWS)
+            result = client.infer("iris-tls", [inp], headers=_bearer(token))
+            np.testing.assert_allclose(result.as_numpy("probabilities"),
+                                       ort_run(model, {"input": ROWS})["probabilities"], rtol=1e-5, atol=1e-6)
+        finally:
+            client.close()
+        with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as plain, pytest.raises(grpc.RpcError):
+            pb_grpc.GRPCInferenceServiceStub(plain).ServerLive(pb.ServerLiveRequest(), timeout=10)
+    finally:
+        stop_process(proc)
