@@ -75,7 +75,9 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
         yield Setup(hub, f"127.0.0.1:{grpc_port}", admin, tokens["app"], tokens["other-app"], token, want)
         admin.close()
     finally:
-        hub.stop()
+        code = hub.stop()
+    # the gRPC server and its channels stop with the hub, which exits cleanly
+    assert code == 0, hub.log()[-3000:]
 
 
 def _bearer(token: str) -> dict[str, str]:
@@ -253,4 +255,5 @@ def test_over_tls_to_the_hub_and_to_its_replicas(tmp_path: Path) -> None:
         with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as plain, pytest.raises(grpc.RpcError):
             pb_grpc.GRPCInferenceServiceStub(plain).ServerLive(pb.ServerLiveRequest(), timeout=10)
     finally:
-        stop_process(proc)
+        code = stop_process(proc)
+    assert code == 0, log.read_text()[-3000:]
