@@ -173,6 +173,30 @@ def test_a_canary_answers_from_both_versions(setup: Setup) -> None:
     assert set(seen) == {"1", "2"}, seen
 
 
+def test_no_ready_replica_is_unavailable(setup: Setup) -> None:
+    admin = setup.admin
+    assert admin.post("/api/v1/models", json={"name": "broken"}).status_code == 201
+    r = admin.post("/api/v1/models/broken/versions", params={"filename": "broken.onnx"},
+                   content=b"this is not an onnx graph" * 10, headers={"content-type": "application/octet-stream"})
+    assert r.status_code == 201, r.text
+    r = admin.post("/api/v1/deployments", json={"name": "broken-prod", "model": "broken", "version": 1})
+    assert r.status_code == 201, r.text
+    body = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 4], "data": [1.0, 2.0, 3.0, 4.0]}]}
+    # the HTTP gateway's answer once the load failed is known: 503 at once
+    wait_for(lambda: admin.post("/deployments/broken-prod/v2/models/broken-prod/infer", json=body,
+                                timeout=120).status_code == 503, 240, "the failed load known")
+    client = triton_grpc.InferenceServerClient(setup.grpc_url)
+    try:
+        inp = triton_grpc.InferInput("input", [1, 4], "FP32")
+        inp.set_data_from_numpy(ROWS[:1])
+        with pytest.raises(InferenceServerException) as info:
+            client.infer("broken-prod", [inp], headers=_bearer(setup.admin_token), client_timeout=120)
+    finally:
+        client.close()
+    assert str(info.value.status()) == "StatusCode.UNAVAILABLE"
+    assert "no ready replica" in str(info.value.message()), info.value.message()
+    assert admin.delete("/api/v1/deployments/broken-prod").status_code in (200, 204)
+
 def test_a_replica_killed_under_load_loses_no_call(setup: Setup) -> None:
     r = setup.admin.post("/api/v1/deployments", json={"name": "iris-two", "model": "iris", "version": 1,
                                                       "min_replicas": 2, "max_replicas": 2})
