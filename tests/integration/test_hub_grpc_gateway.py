@@ -195,6 +195,15 @@ def test_no_ready_replica_is_unavailable(setup: Setup) -> None:
         client.close()
     assert str(info.value.status()) == "StatusCode.UNAVAILABLE"
     assert "no ready replica" in str(info.value.message()), info.value.message()
+    # an error after the version was chosen still names it
+    request = pb.ModelInferRequest(model_name="broken-prod", raw_input_contents=[ROWS[:1].tobytes()])
+    request.inputs.add(name="input", datatype="FP32", shape=[1, 4])
+    with grpc.insecure_channel(setup.grpc_url) as channel, pytest.raises(grpc.RpcError) as failed:
+        pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(
+            request, metadata=tuple(_bearer(setup.admin_token).items()), timeout=120)
+    assert failed.value.code() is grpc.StatusCode.UNAVAILABLE  # type: ignore[attr-defined]
+    trailing = dict(failed.value.trailing_metadata())  # type: ignore[attr-defined]
+    assert trailing["x-mlport-version"] == "1" and trailing["x-mlport-deployment"] == "broken-prod"
     assert admin.delete("/api/v1/deployments/broken-prod").status_code in (200, 204)
 
 def test_a_replica_killed_under_load_loses_no_call(setup: Setup) -> None:

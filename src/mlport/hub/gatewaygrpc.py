@@ -43,6 +43,8 @@ SERVICE = "inference.GRPCInferenceService"
 FORWARDED = ("ModelInfer", "ModelMetadata", "ModelReady")
 #: Metadata sent on to replicas (nothing else is: no authorization).
 FORWARD_METADATA = frozenset({"x-request-id"})
+#: Trailing metadata of a replica's error passed back (an overloaded replica's back-off hints).
+RETURN_METADATA = frozenset({"retry-after", "grpc-retry-pushback-ms"})
 #: Longest wait for a replica's channel to connect, seconds.
 CONNECT_S = 5.0
 #: Seconds between two passes closing the channels of replicas that are gone.
@@ -198,6 +200,7 @@ class GatewayGRPC:
     async def _answer(self, method: str, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
         started = time.perf_counter()
         name, version, status = "-", "", grpc.StatusCode.OK
+        trailing: tuple[tuple[str, str], ...] = ()
         metadata = {m.key: m.value for m in context.invocation_metadata() or () if isinstance(m.value, str)}
         try:
             model = model_name(request)
@@ -208,22 +211,24 @@ class GatewayGRPC:
             request = self._named(request, model, deployment)
             chosen = self.hub.gateway.route(deployment, metadata.get)
             version = str(chosen)
-            context.set_trailing_metadata((("x-mlport-deployment", deployment), ("x-mlport-version", version)))
+            trailing = (("x-mlport-deployment", deployment), ("x-mlport-version", version))
+            context.set_trailing_metadata(trailing)
             forwarded = tuple((k, v) for k, v in metadata.items() if k in FORWARD_METADATA)
             return await self._forward(method, deployment, chosen, request, forwarded, context)
         except MlportError as exc:
             status = GRPC_STATUS.get(exc.code, grpc.StatusCode.INTERNAL)
-            await context.abort(status, exc.message)
+            await context.abort(status, exc.message, trailing)
         except grpc.aio.AioRpcError as exc:
             status = exc.code()
-            await context.abort(status, exc.details() or "")
+            kept = tuple((m.key, m.value) for m in exc.trailing_metadata() or () if m.key in RETURN_METADATA)
+            await context.abort(status, exc.details() or "", (*trailing, *kept))
         except asyncio.CancelledError:
             status = grpc.StatusCode.CANCELLED
             raise
         except Exception:
             status = grpc.StatusCode.INTERNAL
             log.exception("gRPC gateway request %s to %r failed", method, name)
-            await context.abort(status, "internal error in the gateway")
+            await context.abort(status, "internal error in the gateway", trailing)
         finally:
             # only deployments that exist are labels (as for HTTP): unknown names must not grow the label set
             if not any(d.name == name for d in self.hub.deployments.deployments()):
