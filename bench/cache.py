@@ -13,7 +13,11 @@ with ``mlport serve --lazy``, and measures:
   says whether the model is loaded (a hit) or not (a miss: the request waits for its load).  It reports
   hit and miss latency p50/p99, the cold-load histogram, evictions, and the server's resident set over time
   (sampled every 0.25 s from ``/proc/<pid>/status``) against the base (after the first load, which brings
-  in onnxruntime) plus the budget.
+  in onnxruntime) plus the budget;
+- the same stream through the model manager alone in this process (no HTTP, no metrics), whose resident set
+  growth is read after every request: the manager's own accounting, apart from the server's per-model
+  bookkeeping (each model served keeps its metric series, a few KiB, loaded or not), which the server's
+  figures include.
 
 The same stream then goes to MLServer's multi-model serving (pinned in ``bench/run.py``, in its own virtual
 environment, with the ONNX runtime of ``bench/peers/mlserver_onnx.py``), which loads every model at start:
@@ -217,6 +221,45 @@ def calibrate(root: Path, log_dir: Path, names: list[str], client: httpx.Client,
         server.stop()
 
 
+def manager_only(root: Path, names: list[str], stream: np.ndarray, budget: int) -> tuple[int, int]:
+    """The same stream through the model manager alone, in this process (no HTTP, no metrics): the peak growth of
+    the resident set over its value after the first load (read after every request), and the memory the
+    manager counts for its loaded models at the end.  It tells the manager's own accounting from the server's
+    per-model bookkeeping (metric series...)."""
+    import asyncio
+
+    from mlport.formats.registry import default_registry
+    from mlport.runtime.cache import resident_bytes
+    from mlport.runtime.manager import ColdModel, ModelManager
+    from mlport.runtime.repository import Repository
+
+    async def run() -> tuple[int, int]:
+        formats = default_registry()
+        manager = ModelManager(Repository(root, formats), formats, lazy=True, memory_budget=budget,
+                               max_concurrent_loads=1)
+        await manager.sync()
+
+        async def use(name: str) -> None:
+            try:
+                lv = manager.acquire(name)
+            except ColdModel:
+                lv = await manager.acquire_cold(name)
+            manager.release(lv)
+
+        await use(names[int(stream[0])])
+        todo = [names[i] for i in stream.tolist()]
+        growth = [0] * len(todo)
+        base = resident_bytes()
+        for k, name in enumerate(todo):  # nothing else allocates in this loop
+            await use(name)
+            growth[k] = resident_bytes() - base
+        counted = sum(v.memory_bytes for st in manager.all_status() for v in st.versions)
+        await manager.close()
+        return max(growth), counted
+
+    return asyncio.run(run())
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--models", type=int, default=1000)
@@ -279,13 +322,17 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 (hits if loaded else misses).append(took)
             metrics = client.get(server.url + "/metrics").text
+            end_rss = rss(server.proc.pid)
         finally:
             done.set()
             sampler.join()
             server.stop()
         peer = None if args.no_peer else mlserver_stream(root, names, stream, body, client, log_dir)
+        alone_peak, alone_counted = manager_only(root, names, stream, budget)
 
     peak = max(r for _, r in samples)
+    distinct = len(set(stream.tolist()) | {order[0]})
+    loaded = int(metric(metrics, "mlport_loaded_model_bytes"))
     evictions = sum(float(v) for v in re.findall(r"^mlport_model_evictions_total\{[^}]*\} (\S+)$", metrics, re.M))
     cold_n = metric(metrics, "mlport_cold_load_seconds_count")
     cold_mean = metric(metrics, "mlport_cold_load_seconds_sum") / cold_n * 1000 if cold_n else float("nan")
@@ -315,6 +362,12 @@ def main(argv: list[str] | None = None) -> int:
         f"| server RSS peak / end | {peak / 2**20:.0f} / {samples[-1][1] / 2**20:.0f} MiB |",
         f"| peak RSS within base + budget ({(base + budget) / 2**20:.0f} MiB) | "
         f"{'yes' if peak <= base + budget else 'NO'} |",
+        f"| at the end: RSS - base - loaded models' bytes, over the {distinct} models served | "
+        f"{(end_rss - base - loaded) / 2**20:.1f} MiB ({(end_rss - base - loaded) / max(1, distinct) / 1024:.1f} "
+        "KiB per model) |",
+        f"| the model manager alone (same stream, in process): peak RSS growth / counted at the end | "
+        f"{alone_peak / 2**20:.2f} / {alone_counted / 2**20:.2f} MiB (budget {budget / 2**20:.2f} MiB: "
+        f"{'within' if alone_peak <= budget else 'ABOVE'}) |",
         "",
         *_peer_lines(peer, ready_s, hits + misses, peak),
         "RSS over time (s, MiB), every 20th sample:",

@@ -80,3 +80,39 @@ def scaled_by_input_onnx(path: Path) -> Path:
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])
     graph = helper.make_graph([helper.make_node("Mul", ["x", "k"], ["y"])], "scaled", [x, k], [y])
     return save_graph(graph, path)
+
+
+_COUNTED_MODEL = '''
+import time
+
+import numpy as np
+
+
+class Counted:
+    signature = {{"inputs": [{{"name": "x", "datatype": "FP32", "shape": [-1]}}],
+                 "outputs": [{{"name": "y", "datatype": "FP32", "shape": [-1]}}]}}
+
+    def load(self, folder):
+        with open({loads!r}, "a") as f:
+            f.write({name!r} + "\\n")
+        time.sleep({load_delay})
+
+    def predict(self, inputs):
+        x = inputs["x"]
+        if x[0] > 0:
+            time.sleep(float(x[0]))
+        return {{"y": x + {factor}}}
+'''
+
+
+def counted_python_model(folder: Path, loads: Path, name: str = "model", factor: float = 1.0,
+                         load_delay: float = 0.0) -> Path:
+    """A Python model (``model.py`` in ``folder``; trusted models only) that appends ``name`` to the file ``loads``
+    each time it loads, then sleeps ``load_delay`` s: loads are counted from outside the server.  y = x + factor;
+    a request whose x[0] > 0 sleeps that many seconds (a slow request)."""
+    import textwrap
+
+    folder.mkdir(parents=True, exist_ok=True)
+    source = _COUNTED_MODEL.format(loads=str(loads), name=name, factor=factor, load_delay=load_delay)
+    (folder / "model.py").write_text(textwrap.dedent(source).lstrip())
+    return folder

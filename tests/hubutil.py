@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -104,3 +106,28 @@ def cli(config_home: Path, *args: str, stdin: str | None = "", env: dict[str, st
             full_env.pop(name, None)
     return subprocess.run([sys.executable, "-m", "mlport.cli.main", *args], input=stdin, capture_output=True,
                           text=True, env=full_env, timeout=timeout)
+
+
+def cli_login(hub: HubProc, config_home: Path) -> Path:
+    """``config_home`` logged in to ``hub`` as admin, for :func:`cli` and :func:`cli_ok`."""
+    r = cli(config_home, "login", "--hub", hub.url, "--password-stdin", stdin=ADMIN_PASSWORD + "\n")
+    assert r.returncode == 0, r.stderr
+    return config_home
+
+
+def cli_ok(config_home: Path, *args: str) -> str:
+    """A CLI command that must succeed without a traceback: its standard output."""
+    r = cli(config_home, *args)
+    assert r.returncode == 0, (args, r.stdout, r.stderr)
+    assert "Traceback" not in r.stderr
+    return r.stdout
+
+
+@contextlib.contextmanager
+def running_hub(data_dir: Path, *args: str, env: dict[str, str] | None = None) -> Iterator[HubProc]:
+    """:func:`start_hub` for the length of a ``with`` block (a module fixture's body)."""
+    proc = start_hub(data_dir, *args, env=env)
+    try:
+        yield proc
+    finally:
+        proc.stop()

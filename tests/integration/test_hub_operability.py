@@ -18,7 +18,8 @@ import httpx
 import pytest
 
 from tests.builders import iris_onnx, scale_onnx, slow_onnx
-from tests.hubutil import ADMIN_PASSWORD, HubProc, cli, start_hub
+from tests.hubutil import ADMIN_PASSWORD, HubProc, cli, cli_login, start_hub
+from tests.hubutil import cli_ok as ok
 
 pytestmark = pytest.mark.slow
 
@@ -38,16 +39,7 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubProc]:
 @pytest.fixture
 def home(hub: HubProc, tmp_path: Path) -> Path:
     """A config folder logged in to the hub as admin."""
-    r = cli(tmp_path, "login", "--hub", hub.url, "--password-stdin", stdin=ADMIN_PASSWORD + "\n")
-    assert r.returncode == 0, r.stderr
-    return tmp_path
-
-
-def ok(home: Path, *args: str) -> str:
-    r = cli(home, *args)
-    assert r.returncode == 0, (args, r.stdout, r.stderr)
-    assert "Traceback" not in r.stderr
-    return r.stdout
+    return cli_login(hub, tmp_path)
 
 
 def ok_json(home: Path, *args: str) -> Any:

@@ -8,7 +8,6 @@ the process's growth at its load and the size of its files, so the 40 MiB file s
 from __future__ import annotations
 
 import re
-import textwrap
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -17,40 +16,15 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.builders import counted_python_model
+
 MIB = 1024 * 1024
 DATA_BYTES = 40 * MIB
-
-# Loads append a line to LOADS; a request with x[0] > 0 sleeps that many seconds (a slow request).
-MODEL = '''
-import time
-from pathlib import Path
-
-import numpy as np
-
-
-class Counted:
-    signature = {{"inputs": [{{"name": "x", "datatype": "FP32", "shape": [-1]}}],
-                 "outputs": [{{"name": "y", "datatype": "FP32", "shape": [-1]}}]}}
-
-    def load(self, folder):
-        with open({loads!r}, "a") as f:
-            f.write({name!r} + "\\n")
-        time.sleep({load_delay})
-
-    def predict(self, inputs):
-        x = inputs["x"]
-        if x[0] > 0:
-            time.sleep(float(x[0]))
-        return {{"y": x + {factor}}}
-'''
 
 
 def _model(root: Path, name: str, loads: Path, factor: float = 1.0, load_delay: float = 0.0,
            yaml: str = "") -> None:
-    folder = root / name / "1"
-    folder.mkdir(parents=True)
-    (folder / "model.py").write_text(textwrap.dedent(MODEL.format(
-        loads=str(loads), name=name, factor=factor, load_delay=load_delay)).lstrip())
+    folder = counted_python_model(root / name / "1", loads, name, factor, load_delay)
     with (folder / "data.bin").open("wb") as f:  # sparse: no disk space, but its size counts
         f.truncate(DATA_BYTES)
     (root / name / "model.yaml").write_text("trusted: true\n" + yaml)

@@ -50,20 +50,25 @@ class Model:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     root = tmp_path_factory.mktemp("overload")
+    proc = start_recording(root, {"slow": "max_concurrency: 1\nmax_queue: 3\n",
+                                  "batched": "batching: {max_batch_size: 8, max_delay_ms: 10000}\n"})
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+def start_recording(root: Path, models: dict[str, str]) -> Server:
+    """A server of the recording model under each name, with the ``model.yaml`` lines given (trusted)."""
     repo = root / "models"
-    for name, extra in (("slow", "max_concurrency: 1\nmax_queue: 3\n"),
-                        ("batched", "batching: {max_batch_size: 8, max_delay_ms: 10000}\n")):
+    for name, extra in models.items():
         (repo / name / "1").mkdir(parents=True)
         (repo / name / "1" / "model.py").write_text(MODEL)
         (repo / name / "model.yaml").write_text("trusted: true\n" + extra)
     logs = root / "logs"
     logs.mkdir()
-    proc = start_server(repo, "--poll-interval", "0", "--inference-threads", "1", log_dir=logs,
+    return start_server(repo, "--poll-interval", "0", "--inference-threads", "1", log_dir=logs,
                         env={"OVERLOAD_CALLS": str(root / "calls.log")})
-    try:
-        yield proc
-    finally:
-        proc.stop()
 
 
 def _calls_path(server: Server) -> Path:

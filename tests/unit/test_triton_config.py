@@ -345,3 +345,40 @@ def test_config_written_back_from_a_served_signature() -> None:
     plain = triton_config("m", "onnx", served, model.config.model_copy(update={"batching": BatchingConfig()}))
     assert plain.max_batch_size == 0 and list(plain.input[0].dims) == [-1, 3, 224, 224]
     assert not plain.HasField("dynamic_batching")
+
+
+QUEUED = """
+name: "q"
+platform: "onnxruntime_onnx"
+max_batch_size: 4
+dynamic_batching {
+  priority_levels: 3
+  default_priority_level: 2
+  default_queue_policy { max_queue_size: 16 default_timeout_microseconds: 250000 timeout_action: DELAY
+                         allow_timeout_override: true }
+  priority_queue_policy { key: 1 value: { max_queue_size: 4 } }
+}
+"""
+
+
+def test_queue_policy_maps_onto_the_admission_settings() -> None:
+    model = parse_triton_config(QUEUED)
+    cfg = model.config
+    assert (cfg.max_queue, cfg.queue_timeout_s, cfg.queue_timeout_action) == (16, 0.25, "delay")
+    assert cfg.queue_order() == (3, 2, True)
+    assert any("priority_queue_policy" in w for w in model.warnings)  # per-level policies are not used
+    # 0 means no bound, as in Triton; REJECT is the default action; no levels: the two default ones
+    plain = parse_triton_config(QUEUED.replace("16", "0").replace("250000", "0").replace("DELAY", "REJECT")
+                                .replace("priority_levels: 3\n  default_priority_level: 2\n", "")).config
+    assert (plain.max_queue, plain.queue_timeout_s, plain.queue_timeout_action) == (None, None, "reject")
+    assert plain.queue_order() == (2, 2, False)
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (("priority_levels: 3", "priority_levels: 17"), "at most 16 levels"),
+    (("default_priority_level: 2", "default_priority_level: 4"), "default_priority_level must be 1 to"),
+    (("250000", "86400000001"), "default_timeout_microseconds must be"),
+])
+def test_queue_policy_limits(change: tuple[str, str], message: str) -> None:
+    with pytest.raises(InvalidInput, match=message):
+        parse_triton_config(QUEUED.replace(*change))

@@ -22,8 +22,23 @@ _POLL_S = 0.5
 
 def _policy_fields(args: argparse.Namespace) -> dict[str, Any]:
     fields = {"min_replicas": args.min_replicas, "max_replicas": args.max_replicas,
-              "target_inflight": args.target_inflight, "scale_to_zero": args.scale_to_zero}
-    return {k: v for k, v in fields.items() if v is not None}
+              "target_inflight": args.target_inflight, "scale_to_zero": args.scale_to_zero,
+              "max_concurrency": args.max_concurrency, "max_queue": args.max_queue,
+              "queue_timeout_s": args.queue_timeout, "overload_status": args.overload_status}
+    given = {k: v for k, v in fields.items() if v is not None}
+    if args.no_limits:
+        given.update(max_concurrency=None, max_queue=None, queue_timeout_s=None)
+    return given
+
+
+def _limits(p: dict[str, Any]) -> str:
+    """The gateway's admission limits of a policy, in words (empty without any)."""
+    if p.get("max_concurrency") is None:
+        return ""
+    queue = "no bound" if p.get("max_queue") is None else str(p["max_queue"])
+    timeout = "" if p.get("queue_timeout_s") is None else f", queue timeout {p['queue_timeout_s']:g} s"
+    return (f"  limits: {p['max_concurrency']} at once per replica, queue {queue}{timeout}, "
+            f"refusals {p.get('overload_status', 503)}")
 
 
 def _deploy(args: argparse.Namespace) -> int:
@@ -59,6 +74,10 @@ def _deploy(args: argparse.Namespace) -> int:
             body["version"] = args.version
         if args.trusted:
             body["trusted"] = True
+        if args.lazy is not None:
+            body["lazy"] = args.lazy
+        if args.load_timeout is not None:
+            body["load_timeout_s"] = args.load_timeout
         data = call(calls, "POST", "/api/v1/deployments", json=body)
     if args.wait:
         data = _wait(calls, name, args.timeout if args.timeout is not None else DEFAULT_WAIT_S)
@@ -152,7 +171,12 @@ def describe_deployment(d: dict[str, Any]) -> str:
         what = f"v{t['primary']} + {t['strategy']} v{t['candidate']} at {t['percent']:g}%"
     rows = _rows(d)
     counts = ", ".join(f"v{v.get('version')}: {v.get('ready', 0)}/{v.get('desired', 0)} ready" for v in rows)
-    lines = [f"{d['name']}: {d['model']} {what}" + (f"  [{counts}]" if counts else "")]
+    serving = d.get("serving") or {}
+    lazy = "  (lazy)" if isinstance(serving, dict) and serving.get("lazy") else ""
+    lines = [f"{d['name']}: {d['model']} {what}" + (f"  [{counts}]" if counts else "") + lazy]
+    limits = _limits(d.get("policy") or {})
+    if limits:
+        lines.append(limits)
     replicas = d.get("replicas") or {}
     if isinstance(replicas, dict) and replicas.get("error"):
         lines.append(f"  error: {replicas['error']}")
@@ -177,7 +201,8 @@ def _scale(args: argparse.Namespace) -> int:
     body = _policy_fields(args)
     if not body:
         raise Fail("`mlport scale NAME` needs at least one of --min-replicas, --max-replicas, --target-inflight, "
-                   "--scale-to-zero, --no-scale-to-zero", EXIT_USAGE)
+                   "--scale-to-zero, --no-scale-to-zero, --max-concurrency, --max-queue, --queue-timeout, "
+                   "--overload-status, --no-limits", EXIT_USAGE)
     data = call(args, "POST", f"/api/v1/deployments/{args.name}/scale", json=body)
     p = data.get("policy") or {}
     print_out(args, data, describe_deployment(data) + f"\n  replicas {p.get('min_replicas')}..{p.get('max_replicas')}"
@@ -222,12 +247,21 @@ def _policy_args(p: argparse.ArgumentParser) -> None:
                    help="stop every replica when idle; the next request starts one")
     p.add_argument("--no-scale-to-zero", dest="scale_to_zero", action="store_false",
                    help="keep at least one replica")
+    p.add_argument("--max-concurrency", type=int, metavar="N",
+                   help="requests the gateway forwards at once per ready replica; more wait in its queue")
+    p.add_argument("--max-queue", type=int, metavar="N", help="requests that may wait per version (with "
+                                                              "--max-concurrency); beyond, refused with Retry-After")
+    p.add_argument("--queue-timeout", type=float, metavar="SECONDS",
+                   help="longest wait in the queue; then refused unsent")
+    p.add_argument("--overload-status", type=int, choices=(503, 429), help="status of a refusal (default 503)")
+    p.add_argument("--no-limits", action="store_true", help="remove the concurrency limit and the queue")
 
 
 def add_deploy_commands(sub: Any) -> None:
     p = add_parser(sub, "deploy", "deploy a model version, or start a canary/A-B/shadow", """
 mlport deploy iris-prod --model iris                        # the latest version
 mlport deploy iris-prod --model iris --version 3 --wait     # exit 1 with the reason if v3 does not start
+mlport deploy iris-prod --model iris --lazy                 # replicas load the model on its first request
 mlport deploy iris-prod --canary 10 --version 4             # 10% of traffic to v4
 mlport deploy iris-prod --ab 50 --version 4 --sticky-header x-user
 mlport deploy iris-prod --shadow --version 4                # copy traffic to v4 and compare
@@ -246,6 +280,12 @@ mlport deploy fr --preset sentiment-fr --wait              # the hub builds the 
                                                         "differs from the primary's")
     _policy_args(p)
     p.add_argument("--trusted", action="store_true", help="let the model run code (pickles, Python; admin only)")
+    p.add_argument("--lazy", action="store_true", default=None,
+                   help="replicas start without loading the model; its first request loads it (kept until changed)")
+    p.add_argument("--no-lazy", dest="lazy", action="store_false", help="replicas load the model at start again")
+    p.add_argument("--load-timeout", type=float, metavar="SECONDS",
+                   help="lazy replicas: how long a request waits for the load before 503 with Retry-After "
+                        "(default 30, at most 0.8 x the hub's gateway timeout)")
     p.add_argument("--wait", action="store_true", help="wait until the versions are ready; exit 1 with the reason "
                                                        "when one fails, or after --timeout (default "
                                                        f"{DEFAULT_WAIT_S:g} s)")
@@ -257,7 +297,8 @@ mlport deploy fr --preset sentiment-fr --wait              # the hub builds the 
 
     p = add_parser(sub, "scale", "change how a deployment scales", """
 mlport scale iris-prod --min-replicas 2 --max-replicas 8
-mlport scale iris-prod --scale-to-zero""", _scale)
+mlport scale iris-prod --scale-to-zero
+mlport scale iris-prod --max-concurrency 4 --max-queue 32 --queue-timeout 5""", _scale)
     p.add_argument("name", help="deployment name")
     _policy_args(p)
 

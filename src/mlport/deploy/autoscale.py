@@ -1,6 +1,7 @@
 """How many replicas a version should run, from recent load samples.  Pure: time is passed in.
 
-The controller samples each replica set once per interval (requests in flight, replicas ready) and asks
+The controller samples each replica set once per interval (requests in flight, plus those waiting in the
+gateway's queue of a deployment with ``max_concurrency``; replicas ready) and asks
 :func:`desired_replicas` for the count.  Decisions need the load to hold for a while: a spike shorter than
 ``scale_up_after_s`` does not add a replica, and a replica is only removed after ``scale_down_after_s`` of
 low load, one at a time.  The samples themselves are the memory: a step down waits until the window holds no
@@ -12,7 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -27,6 +28,10 @@ MAX_REPLICAS = 64
 MAX_SCALE_UP_S = 3600.0
 MAX_SCALE_DOWN_S = 86400.0
 MAX_TARGET_INFLIGHT = 10_000.0
+#: Bounds of the gateway's admission limits (see :mod:`mlport.deploy.admission_gate`).
+MAX_CONCURRENCY = 10_000
+MAX_QUEUE = 100_000
+MAX_QUEUE_TIMEOUT_S = 86_400.0
 
 
 class PolicyFields(Body):
@@ -45,6 +50,16 @@ class PolicyFields(Body):
     scale_down_after_s: float = Field(30.0, ge=0, le=MAX_SCALE_DOWN_S, allow_inf_nan=False,
                                       description="how long the load must stay low before removing one")
     scale_to_zero: bool = Field(False, description="stop every replica after scale_down_after_s without traffic")
+    # the gateway's admission limits (mlport.deploy.admission_gate): queued requests count as load above
+    max_concurrency: int | None = Field(None, ge=1, le=MAX_CONCURRENCY,
+                                        description="requests forwarded at once per ready replica; more wait in "
+                                                    "the deployment's queue (default: no limit, no queue)")
+    max_queue: int | None = Field(None, ge=0, le=MAX_QUEUE,
+                                  description="requests that may wait per version; beyond, refused at once with "
+                                              "overload_status and Retry-After (default: no bound)")
+    queue_timeout_s: float | None = Field(None, gt=0, le=MAX_QUEUE_TIMEOUT_S, allow_inf_nan=False,
+                                          description="longest wait in the queue; then refused unsent (503/429)")
+    overload_status: Literal[503, 429] = Field(503, description="HTTP status of a refusal: 503 or 429")
 
 
 _KEYS = tuple(PolicyFields.model_fields)
@@ -65,6 +80,15 @@ class ScalePolicy:
     scale_up_after_s: float = 2.0
     scale_down_after_s: float = 30.0
     scale_to_zero: bool = False
+    max_concurrency: int | None = None
+    max_queue: int | None = None
+    queue_timeout_s: float | None = None
+    overload_status: int = 503
+
+    @property
+    def gated(self) -> bool:
+        """Whether the gateway admits this deployment's requests through a queue."""
+        return self.max_concurrency is not None
 
     def validate(self) -> ScalePolicy:
         """Raise :class:`~mlport.errors.InvalidInput` unless the policy is consistent; returns self."""
@@ -73,6 +97,9 @@ class ScalePolicy:
             raise InvalidInput("min_replicas may be 0 only with scale_to_zero")
         if self.max_replicas < max(self.min_replicas, 1):
             raise InvalidInput(f"max_replicas must be at least max(min_replicas, 1) = {max(self.min_replicas, 1)}")
+        if self.max_concurrency is None and (self.max_queue is not None or self.queue_timeout_s is not None):
+            raise InvalidInput("max_queue and queue_timeout_s need max_concurrency (requests forwarded at once per "
+                               "replica; the others wait in the queue)")
         return self
 
     def to_json(self) -> dict[str, Any]:

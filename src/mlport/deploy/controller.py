@@ -78,18 +78,24 @@ class Controller:
     ``trusted`` flag also allows it).  Replicas serve the model under the deployment's name, with the registry's
     version number (see :mod:`mlport.deploy.layout`).  ``replica_args(deployment)`` gives extra ``mlport serve``
     arguments of a deployment's replicas; when they change, its replicas are started again with the new ones.
+    ``queued(deployment, version)`` counts the requests waiting for a version in the gateway's queue (load);
+    ``forget(gated)`` is told, each pass, the deployments that have such a queue.
     """
 
     def __init__(self, *, state: DeploymentSource, fetch: Callable[[str, int], Path], run_dir: Path,
                  interval_s: float = 1.0, trusted: Callable[[str, int], bool] = lambda m, v: False,
                  ready_timeout_s: float = 120.0, host: str = "127.0.0.1", tls: ServerTls | None = None,
-                 replica_args: Callable[[str], Sequence[str]] = lambda name: ()) -> None:
+                 replica_args: Callable[[str], Sequence[str]] = lambda name: (),
+                 queued: Callable[[str, int], int] = lambda name, version: 0,
+                 forget: Callable[[Sequence[str]], None] = lambda gated: None) -> None:
         self._state = state
         self._fetch = fetch
         self.run_dir = Path(run_dir)
         self.interval_s = max(0.05, float(interval_s))
         self._trusted = trusted
         self._replica_args = replica_args
+        self._queued = queued
+        self._forget = forget
         self.ready_timeout_s = float(ready_timeout_s)
         self.host = host
         #: TLS of the replicas (the hub's certificate), or None for plain HTTP
@@ -160,6 +166,7 @@ class Controller:
                     for key, entry in self._versions.items():
                         if entry.deployment == name:
                             wanted[key] = entry
+            self._forget([r.name for r in records if r.name in names and r.policy.gated])
             for name in set(self._errors) - names:
                 del self._errors[name]
             for name in set(self._order) - names:
@@ -213,7 +220,9 @@ class Controller:
             if rs is None or rs.closed:
                 return
             now = time.monotonic()
-            entry.samples.append(LoadSample(now, rs.inflight, rs.ready_count))
+            # the requests waiting in the gateway's queue are load too: replicas come before refusals
+            load = rs.inflight + self._queued(entry.deployment, entry.version)
+            entry.samples.append(LoadSample(now, load, rs.ready_count))
             self._prune(entry, now)
             want = desired_replicas(entry.policy, entry.samples, rs.desired, now)
             if want != rs.desired:

@@ -24,13 +24,14 @@ core, further ones dropped and counted), and both answers go to
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 from urllib.parse import quote
 
@@ -38,16 +39,17 @@ import orjson
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
-from mlport.deploy.deployments import DeploymentSource
+from mlport.deploy.admission_gate import DeploymentGates, Watch, retry_after_header, with_header
+from mlport.deploy.deployments import Deployment, DeploymentSource
 from mlport.deploy.shadow import Reply, ShadowRecorder
 from mlport.deploy.shadowcopy import BUSY_CPU as SHADOW_BUSY_CPU
 from mlport.deploy.shadowcopy import Pair, ShadowCopies
 from mlport.deploy.strategy import choose
-from mlport.deploy.target import Target
 from mlport.deploy.upstream import ConnectionFailed, Upstream
 from mlport.errors import ErrorCode, Forbidden, InvalidInput, MlportError, ModelNotReady
 from mlport.protocols.http.body import read_body
 from mlport.protocols.http.errors import HTTP_STATUS
+from mlport.protocols.http.routes_oip import client_gone
 
 __all__ = [
     "EndpointView",
@@ -63,7 +65,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 #: Request headers sent on to replicas; nothing else is (no Authorization, no cookies).
-FORWARD_HEADERS = ("content-type", "accept", "inference-header-content-length", "x-request-id", "x-routing-key")
+FORWARD_HEADERS = ("content-type", "accept", "inference-header-content-length", "x-request-id", "x-routing-key",
+                   "x-request-timeout")
 _FORWARD = frozenset(h.encode("ascii") for h in FORWARD_HEADERS)
 #: Answer headers given back to the client (:data:`mlport.deploy.upstream.KEPT_HEADERS`).
 RETURN_HEADERS = ("content-type", "inference-header-content-length", "x-request-id")
@@ -192,10 +195,13 @@ def _named(deployment: str, version: int | None) -> list[tuple[bytes, bytes]]:
     return out
 
 
-def _error(code: ErrorCode, message: str, deployment: str, version: int | None = None) -> Forwarded:
+def _error(code: ErrorCode, message: str, deployment: str, version: int | None = None,
+           retry_after: bytes | None = None) -> Forwarded:
     """``{"error": message}`` with the HTTP status of ``code`` (the one table of :mod:`mlport.errors` codes)."""
-    return Forwarded(HTTP_STATUS[code], [(b"content-type", _JSON), *_named(deployment, version)],
-                     orjson.dumps({"error": message}), version)
+    headers = [(b"content-type", _JSON), *_named(deployment, version)]
+    if retry_after is not None:
+        headers.append((b"retry-after", retry_after))
+    return Forwarded(HTTP_STATUS[code], headers, orjson.dumps({"error": message}), version)
 
 
 def _pick_headers(headers: Iterable[tuple[bytes, bytes]], sticky: bytes) -> tuple[list[tuple[bytes, bytes]],
@@ -233,6 +239,7 @@ class Gateway:
         max_response_bytes: int = 256 * 1024**2,
         max_connections: int = 512,
         verify: bool | ssl.SSLContext = True,
+        admission: DeploymentGates | None = None,
     ) -> None:
         if timeout_s <= 0 or retries < 0 or max_body_bytes < 0 or shadow_max_pending < 0:
             raise ValueError("timeout_s must be positive; retries, max_body_bytes and shadow_max_pending >= 0")
@@ -256,6 +263,8 @@ class Gateway:
             self._send_copy, self._record_batch, shadow, max_pending=shadow_max_pending,
             max_pending_bytes=max(SHADOW_MAX_PENDING_BYTES, max_body_bytes), max_cpu=shadow_max_cpu)
         self._closed = False
+        #: the queues of deployments with admission limits (:mod:`mlport.deploy.admission_gate`)
+        self.admission = admission if admission is not None else DeploymentGates()
 
     # -- public --------------------------------------------------------------------------------------------
 
@@ -267,16 +276,20 @@ class Gateway:
     async def handle(self, request: Request, deployment: str, path: str) -> Response:
         """Answer one request of a Starlette route to ``deployment`` (the caller checked the credentials)."""
         forwarded = await self.answer(request.method, deployment, path, request.scope.get("query_string", b""),
-                                      request.scope["headers"], lambda: read_body(request, self.max_body_bytes))
+                                      request.scope["headers"], lambda: read_body(request, self.max_body_bytes),
+                                      functools.partial(client_gone, request.receive))
         return forwarded.response()
 
     async def answer(self, method: str, deployment: str, path: str, query: bytes,
-                     headers: Sequence[tuple[bytes, bytes]], read: Callable[[], Awaitable[bytes]]) -> Forwarded:
+                     headers: Sequence[tuple[bytes, bytes]], read: Callable[[], Awaitable[bytes]],
+                     watch: Watch | None = None) -> Forwarded:
         """Answer one request to ``deployment`` (the caller checked the credentials); ``headers`` are the ASGI
-        request's (lower-case names), ``read`` reads its body within :attr:`max_body_bytes`.  Never raises."""
+        request's (lower-case names), ``read`` reads its body within :attr:`max_body_bytes`, ``watch`` returns
+        when its client went away.  Never raises."""
         version: int | None = None
         try:
-            target = self._target(deployment)
+            record = self._deployment(deployment)
+            target = record.target
             sent = rewrite_model_name(forward_path(path), target.model, deployment)
             body = await read()
             sticky = (target.sticky_header or "x-routing-key").lower().encode("latin-1")
@@ -286,9 +299,16 @@ class Gateway:
             version = route.serve
             encoded = quote(sent, safe=_PATH_SAFE).encode("ascii")
             out = _Outgoing(method, encoded + b"?" + query if query else encoded, forwarded, body)
-            answer = await self._live_forward(deployment, version, out)
+            if record.policy.gated:  # through the deployment's queue first
+                answer = await self.admission.run(
+                    deployment, version, record.policy, lambda: len(self._ready(self._controller.replicas(
+                        deployment, version))), sent, headers, body, watch,
+                    lambda limit: self._live_forward(deployment, version, replace(out, headers=with_header(
+                        out.headers, limit))))
+            else:
+                answer = await self._live_forward(deployment, version, out)
         except MlportError as exc:
-            return _error(exc.code, exc.message, deployment, version)
+            return _error(exc.code, exc.message, deployment, version, retry_after_header(exc))
         except ClientDisconnect:
             return _error(ErrorCode.INVALID_ARGUMENT, "the client went away before the request body was read",
                           deployment, version)
@@ -326,11 +346,12 @@ class Gateway:
 
     # -- routing -------------------------------------------------------------------------------------------
 
-    def _target(self, deployment: str) -> Target:
+    def _deployment(self, deployment: str) -> Deployment:
         for record in self._state.deployments():
             if record.name == deployment:
-                return record.target
+                return record
         raise MlportError(f"no deployment '{deployment}'", ErrorCode.NOT_FOUND)
+
 
     def _upstream_now(self) -> Upstream:
         if self._upstream is None:
@@ -440,7 +461,7 @@ class Gateway:
         """Record the pair unless the deployment's target changed while the copy was out (a late copy would
         otherwise start the counts of the old pair afresh)."""
         try:
-            target = self._target(deployment)
+            target = self._deployment(deployment).target
         except MlportError:
             return
         if target.strategy != "shadow" or (target.primary, target.candidate) != (primary, shadow):

@@ -29,7 +29,7 @@ from mlport.errors import ErrorCode, MlportError
 __all__ = ["Answer", "ConnectionFailed", "Upstream"]
 
 #: The answer headers kept (lower case); the others are dropped as they arrive.
-KEPT_HEADERS = frozenset({b"content-type", b"inference-header-content-length", b"x-request-id"})
+KEPT_HEADERS = frozenset({b"content-type", b"inference-header-content-length", b"x-request-id", b"retry-after"})
 #: Idle connections kept per replica.
 MAX_IDLE = 256
 #: Bodies up to this size are sent in the same buffer as the request's head.

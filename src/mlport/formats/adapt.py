@@ -17,10 +17,18 @@ import numpy as np
 
 from mlport.core.types import DataType, Signature, TensorSpec
 from mlport.errors import ErrorCode, InvalidInput, MlportError
-from mlport.formats.base import Arrays, ContextEvaluator, Evaluator, LoadOptions, ModelFormat, RequestContext
+from mlport.formats.base import (
+    Arrays,
+    ContextEvaluator,
+    Evaluator,
+    FileSignature,
+    LoadOptions,
+    ModelFormat,
+    RequestContext,
+)
 from mlport.formats.config import ModelConfig, TensorConfig
 
-__all__ = ["AdaptedContextEvaluator", "AdaptedEvaluator", "adapt", "load_adapted"]
+__all__ = ["AdaptedContextEvaluator", "AdaptedEvaluator", "adapt", "describe_adapted", "load_adapted"]
 
 
 def _merge(spec: TensorSpec, declared: TensorConfig, kind: str) -> TensorSpec:
@@ -178,19 +186,46 @@ def adapt(evaluator: Evaluator, config: ModelConfig) -> Evaluator:
     return AdaptedEvaluator(evaluator, config)
 
 
+def _options(config: ModelConfig, trusted: bool, intra_op_threads: int) -> LoadOptions:
+    return LoadOptions(
+        trusted=trusted or config.trusted,
+        options=dict(config.options),
+        intra_op_threads=intra_op_threads,
+        signature=config.signature.complete() if config.signature is not None else None,
+    )
+
+
+class _FilesOnly(Evaluator):
+    """The signature a model's files declare, to see it through :func:`adapt`; it predicts nothing."""
+
+    def __init__(self, known: FileSignature) -> None:
+        self.signature = known.signature
+        self.platform = known.platform
+
+    def predict(self, inputs: Arrays) -> Arrays:
+        raise MlportError("a model described from its files is not loaded", ErrorCode.INTERNAL)
+
+
+def describe_adapted(fmt: ModelFormat, path: Path, config: ModelConfig) -> FileSignature | None:
+    """What :func:`load_adapted` would serve, from the files only (:meth:`ModelFormat.describe_files`); ``None``
+    when the format cannot tell without loading, or the config does not fit what the files declare (the load
+    says why)."""
+    known = fmt.describe_files(path, _options(config, False, 0))
+    if known is None:
+        return None
+    try:
+        return FileSignature(adapt(_FilesOnly(known), config).signature, known.platform)
+    except MlportError:
+        return None
+
+
 def load_adapted(
     fmt: ModelFormat, path: Path, config: ModelConfig, *, trusted: bool = False, intra_op_threads: int = 0
 ) -> Evaluator:
     """Load ``path`` with ``fmt`` as ``config`` says (trust, library options, declared signature), seen through
     :func:`adapt`. ``trusted`` adds the operator's trust to the config's own; the loaded model is closed when
     the config does not fit it."""
-    options = LoadOptions(
-        trusted=trusted or config.trusted,
-        options=dict(config.options),
-        intra_op_threads=intra_op_threads,
-        signature=config.signature.complete() if config.signature is not None else None,
-    )
-    loaded = fmt.load(path, options)
+    loaded = fmt.load(path, _options(config, trusted, intra_op_threads))
     try:
         return adapt(loaded, config)
     except BaseException:

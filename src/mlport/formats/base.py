@@ -17,6 +17,7 @@ from mlport.errors import ErrorCode, InvalidInput, MlportError
 __all__ = [
     "ContextEvaluator",
     "Evaluator",
+    "FileSignature",
     "LoadOptions",
     "MissingExtra",
     "ModelFormat",
@@ -70,6 +71,15 @@ class LoadOptions:
     #: The signature the model config declares (``signature:`` in model.yaml, or a Triton config.pbtxt),
     #: for formats whose files do not carry one (TorchScript); ``None`` when there is none.
     signature: Signature | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FileSignature:
+    """A model's signature and platform as its files tell them, without loading it."""
+
+    signature: Signature
+    #: What the loaded evaluator's ``platform`` would be.
+    platform: str
 
 
 @dataclass(slots=True)
@@ -177,6 +187,13 @@ class ModelFormat(ABC):
     @classmethod
     def available(cls) -> bool:
         return not cls.missing()
+
+    def describe_files(self, path: Path, options: LoadOptions) -> FileSignature | None:
+        """The signature a load of ``path`` would give, read from its files without loading the model (no session
+        of the format's library, no code from the files run), or ``None`` when the format cannot tell without
+        loading (the default).  Called in a worker thread for models not loaded yet (``--lazy``); a file the
+        format cannot read this way also gives ``None`` (its load then says what is wrong)."""
+        return None
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release what the format holds for the models it loaded (a runtime process...).

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -234,6 +234,13 @@ class ModelConfig(BaseModel):
     max_queue: int | None = Field(default=None, ge=0, le=1_000_000)
     #: Longest a request waits in the queue before it is refused unrun (default: the server's ``--queue-timeout``).
     queue_timeout_s: float | None = Field(default=None, gt=0, le=86_400)
+    #: What a request that waited ``queue_timeout_s`` gets: ``reject`` (503/429) or ``delay`` (it moves behind
+    #: every other request and waits on; Triton's ``timeout_action``).
+    queue_timeout_action: Literal["reject", "delay"] = "reject"
+    #: Priority levels of the queue (1 the highest) and the level of a request without a ``priority``
+    #: (Triton's ``priority_levels`` and ``default_priority_level``; default: 2 levels, default 2).
+    priority_levels: int = Field(default=2, ge=1, le=16)
+    default_priority_level: int | None = Field(default=None, ge=1, le=16)
     #: Request logging of this model (default: the server's ``--request-log*`` flags).
     logging: RequestLogConfig | None = None
     #: Drift watching against the model's reference profile (see :class:`DriftConfig`).
@@ -250,7 +257,15 @@ class ModelConfig(BaseModel):
         for output, names in self.labels.items():
             if not names or len(names) > MAX_LABELS:
                 raise ValueError(f"labels of output '{output}': give 1 to {MAX_LABELS} labels")
+        if self.default_priority_level is not None and self.default_priority_level > self.priority_levels:
+            raise ValueError(f"default_priority_level {self.default_priority_level} is not one of the "
+                             f"{self.priority_levels} priority_levels")
         return self
+
+    def queue_order(self) -> tuple[int, int, bool]:
+        """``(levels, default level, delay on timeout)`` of the version's queue."""
+        default = self.default_priority_level or min(2, self.priority_levels)
+        return self.priority_levels, default, self.queue_timeout_action == "delay"
 
 
 def _read_labels(raw: dict[str, Any], folder: Path) -> None:

@@ -57,7 +57,15 @@ import numpy as np
 
 from mlport.core.types import DataType, Signature, TensorSpec
 from mlport.errors import ErrorCode, MlportError
-from mlport.formats.base import Arrays, Evaluator, LoadOptions, MissingExtra, ModelFormat, UntrustedModel
+from mlport.formats.base import (
+    Arrays,
+    Evaluator,
+    FileSignature,
+    LoadOptions,
+    MissingExtra,
+    ModelFormat,
+    UntrustedModel,
+)
 from mlport.formats.python import batch_size, check_outputs
 
 __all__ = ["TorchEvaluator", "TorchFormat"]
@@ -439,3 +447,16 @@ class TorchFormat(ModelFormat):
                         "process-wide: use --intra-op-threads)", path.name)
         _set_threads(options.intra_op_threads)
         return TorchEvaluator(path, kind, options)
+
+    def describe_files(self, path: Path, options: LoadOptions) -> FileSignature | None:
+        """A TorchScript or pickled module serves the signature its config declares (an exported program's is in
+        the program, read only by loading it)."""
+        if options.signature is None:
+            return None
+        try:
+            kind = file_kind(path)
+        except MlportError:
+            return None
+        if kind == EXPORTED:
+            return None
+        return FileSignature(options.signature, "pytorch_libtorch" if kind == TORCHSCRIPT else "pytorch")

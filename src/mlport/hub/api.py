@@ -329,7 +329,13 @@ async def deployments_create(request: Request) -> Response:
     name = valid_name(body.name, "deployment")
     existing = hub.deployments.find(name)
     policy = (existing.policy if existing else ScalePolicy()).updated(body.policy_change())
-    record = hub.deploy(name, body.model, body.version, policy, by=principal.subject, trusted=trusted)
+    serving, before = hub.serving.checked(name, body.lazy, body.load_timeout_s), hub.serving.get(name)
+    hub.serving.set(name, serving)  # before the deployment, so that its first replicas start with these flags
+    try:
+        record = hub.deploy(name, body.model, body.version, policy, by=principal.subject, trusted=trusted)
+    except Exception:
+        hub.serving.set(name, before)
+        raise
     if existing is not None and policy != existing.policy:
         record = hub.deployments.change(name, by=principal.subject, action="scale", policy=policy)
     return json_response(hub.status(record), 201 if existing is None else 200)
@@ -346,6 +352,7 @@ async def deployments_delete(request: Request) -> Response:
     principal = hub.require(request.headers, Action.DEPLOY)
     hub.deployments.delete(request.path_params["name"], by=principal.subject)
     hub.request_logs.set(request.path_params["name"], None)
+    hub.serving.forget(request.path_params["name"])
     return Response(status_code=204)
 
 

@@ -159,7 +159,8 @@ def build_app(hub: Hub, access_log: AccessLog | None = None) -> Starlette:
                      "uptime_s": round(time.time() - hub.started_at, 1)})
 
     async def metrics_endpoint(request: Request) -> Response:
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        page = generate_latest(metrics.registry) + generate_latest(hub.admission.registry)
+        return Response(page, media_type=CONTENT_TYPE_LATEST)
 
     async def openapi(request: Request) -> Response:
         return json_response(build_openapi())

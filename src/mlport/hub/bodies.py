@@ -85,6 +85,12 @@ class NewDeployment(PolicyFields):
     model: Annotated[str, StringConstraints(min_length=1, max_length=64)]
     version: int | None = Field(None, ge=1, description="default: the model's latest version")
     trusted: bool = Field(False, description="load formats that run code (admin)")
+    lazy: bool | None = Field(None, description="replicas load the model on its first request, not at start "
+                                                "(left out: unchanged; default false)")
+    load_timeout_s: float | None = Field(None, gt=0, le=3600, allow_inf_nan=False,
+                                         description="lazy replicas: how long a request waits for the model's load "
+                                                     "before it gets 503 with Retry-After (left out: unchanged; "
+                                                     "default 30, within the gateway's timeout)")
 
     def policy_change(self) -> PolicyFields:
         fields = set(PolicyFields.model_fields) & self.model_fields_set

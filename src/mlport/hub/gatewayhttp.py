@@ -11,6 +11,7 @@ The answers (errors included) are those the Starlette route gave: the same statu
 
 from __future__ import annotations
 
+import functools
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -27,6 +28,7 @@ from mlport.hub.service import Hub
 from mlport.hub.tokencache import TokenCache
 from mlport.protocols.http.body import read_asgi_body
 from mlport.protocols.http.errors import HTTP_STATUS
+from mlport.protocols.http.routes_oip import client_gone
 
 __all__ = ["GATEWAY_METHODS", "GATEWAY_ROUTE", "GatewayHTTP", "split_gateway_path"]
 
@@ -83,7 +85,8 @@ class GatewayHTTP:
             gateway = self.hub.gateway
             limit = gateway.max_body_bytes
             answer = await gateway.answer(scope["method"], name, rest, scope.get("query_string", b""),
-                                          scope["headers"], lambda: _read_body(receive, declared, limit))
+                                          scope["headers"], lambda: _read_body(receive, declared, limit),
+                                          functools.partial(client_gone, receive))
         except MlportError as exc:
             status = HTTP_STATUS.get(exc.code, 500)
             headers = [(b"content-type", _JSON)]

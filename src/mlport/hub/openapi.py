@@ -121,6 +121,8 @@ def _schemas() -> Json:
         "Deployment": {"type": "object", "properties": {
             "name": s, "model": s, "target": _ref("Target"), "policy": _ref("ScalePolicy"),
             "trusted": {"type": "boolean"}, "created_at": n, "created_by": s, "updated_at": n,
+            "serving": {"type": "object", "properties": {"lazy": {"type": "boolean"},
+                                                         "load_timeout_s": {"type": ["number", "null"]}}},
             "replicas": {"type": "object"}}},
         "HistoryEntry": {"type": "object", "properties": {"id": i, "number": i, "at": n, "by": s, "action": s,
                                                           "target": _ref("Target"), "policy": _ref("ScalePolicy")}},

@@ -18,6 +18,7 @@ from mlport.auth import (
 )
 from mlport.auth.http import bearer_token
 from mlport.core.sqlitedb import Database
+from mlport.deploy.admission_gate import DeploymentGates
 from mlport.deploy.autoscale import ScalePolicy
 from mlport.deploy.controller import Controller
 from mlport.deploy.gateway import Gateway
@@ -26,6 +27,7 @@ from mlport.deploy.shadow import ShadowRecorder
 from mlport.deploy.target import Target
 from mlport.errors import Conflict, InvalidInput
 from mlport.hub.requestlogs import DeploymentLogs
+from mlport.hub.serving import DeploymentServing
 from mlport.hub.settings import HubSettings
 from mlport.hub.signatures import signature_difference
 from mlport.hub.state import DeploymentRecord, DeploymentStore
@@ -62,14 +64,18 @@ class Hub:
         # with TLS on, the replicas serve HTTPS with the hub's certificate, which the hub trusts as it is
         tls = server_tls(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
         self.request_logs = DeploymentLogs(self.db, settings.data_dir / "requestlog")
+        self.serving = DeploymentServing(self.db, settings.gateway_timeout_s)
+        #: the gateway's queues of deployments with admission limits, whose depth the autoscaler counts as load
+        self.admission = DeploymentGates(max_wait_s=settings.gateway_timeout_s)
         self.controller = Controller(state=self.deployments, fetch=self._fetch, run_dir=settings.data_dir / "run",
                                      interval_s=settings.controller_interval_s, tls=tls,
-                                     replica_args=self.request_logs.replica_args)
+                                     replica_args=self._replica_args, queued=self.admission.waiting,
+                                     forget=self.admission.forget)
         self.gateway = Gateway(controller=self.controller, state=self.deployments, shadow=self.shadow,
                                max_body_bytes=settings.max_body_bytes, timeout_s=settings.gateway_timeout_s,
                                shadow_max_pending=settings.shadow_max_pending,
                                shadow_max_cpu=settings.shadow_max_cpu or None,
-                               verify=tls.replica_verify() if tls is not None else True)
+                               verify=tls.replica_verify() if tls is not None else True, admission=self.admission)
         self.jobs = JobRunner(JobStore(self.db), settings.data_dir / "jobs", max_running=settings.max_jobs,
                               finishers={"image-build": self._record_image})
         self.started_at = time.time()
@@ -97,6 +103,9 @@ class Hub:
         if result.get("digest"):
             self.images.record(job.spec["model"], int(job.spec["version"]), str(job.spec["tag"]),
                                str(result["digest"]), by=job.created_by)
+
+    def _replica_args(self, name: str) -> list[str]:
+        return self.request_logs.replica_args(name) + self.serving.replica_args(name)
 
     def _fetch(self, model: str, version: int) -> Path:
         return self.registry.fetch(model, version, self.cache_dir)
@@ -171,5 +180,6 @@ class Hub:
 
     def status(self, record: DeploymentRecord) -> dict[str, Any]:
         out = record.to_json()
+        out["serving"] = self.serving.get(record.name).to_json()
         out["replicas"] = self.controller.status(record.name)
         return out

@@ -25,9 +25,9 @@ __all__ = ["EXTENSIONS", "message_json", "model_config", "model_statistics"]
 EXTENSIONS = ["model_repository", "model_configuration", "statistics"]
 
 
-def model_config(manager: ModelManager, name: str, version: str | None) -> mc.ModelConfig:
+async def model_config(manager: ModelManager, name: str, version: str | None) -> mc.ModelConfig:
     """The configuration of a ready version of ``name`` (raises ``NOT_FOUND``/``UNAVAILABLE`` as metadata does)."""
-    known = manager.describe_version(name, version)
+    known = await manager.describe(name, version)
     return triton_config(name, known.platform, known.signature, known.config)
 
 

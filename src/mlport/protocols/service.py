@@ -37,7 +37,7 @@ from mlport.observability.drift import DriftWatch
 from mlport.observability.metrics import Metrics
 from mlport.observability.requestlog import Pending, RequestLog
 from mlport.protocols.accounting import Inflight, Series
-from mlport.runtime.admission import NORMAL, Expired, Gate, Overloaded, parse_priority
+from mlport.runtime.admission import Expired, Gate, Overloaded, parse_priority
 from mlport.runtime.batching import Runner
 from mlport.runtime.manager import ColdModel, LoadedVersion, ModelManager
 from mlport.runtime.stats import ModelStats, Timing
@@ -222,13 +222,13 @@ class InferenceService:
         once admitted (see :meth:`_admitted`)."""
         lv = call.model
         evaluator: Evaluator = lv.evaluator
-        deadline, level = call.deadline, NORMAL
+        deadline, level = call.deadline, 0  # 0: the queue's default level
         params = request.parameters
         if params:
             signature_name = params.get("signature_name")
             if signature_name:
                 evaluator = evaluator.for_signature(str(signature_name))
-            deadline, level = _schedule(params, deadline)
+            deadline, level = _schedule(params, deadline, lv.gate)
         self._check(evaluator, request)
         runner: Runner | None = None
         if isinstance(evaluator, ContextEvaluator):
@@ -410,10 +410,11 @@ class InferenceService:
             self.request_log.close()
 
 
-def _schedule(params: dict[str, Any], deadline: float | None) -> tuple[float | None, int]:
+def _schedule(params: dict[str, Any], deadline: float | None, gate: Gate | None) -> tuple[float | None, int]:
     """The deadline and priority level a request's parameters ask for (Triton's ``timeout``, in microseconds,
-    and ``priority``), within the transport's deadline."""
-    level = parse_priority(params.get("priority"))
+    and ``priority``, in the levels of the version's queue), within the transport's deadline."""
+    priority = params.get("priority")
+    level = parse_priority(priority) if gate is None else gate.priority(priority)
     timeout = params.get("timeout")
     if timeout is None or timeout == 0:
         return deadline, level

@@ -42,6 +42,7 @@ __all__ = [
     "parse_json_body",
     "parse_model_path",
     "resolve_version",
+    "served_metadata",
     "signatures_of",
 ]
 
@@ -149,6 +150,17 @@ def signatures_of(evaluator: Evaluator) -> dict[str, Signature]:
     """Every signature of a loaded model by name, the default one first."""
     return {evaluator.signature_name: evaluator.signature,
             **{k: e.signature for k, e in evaluator.signatures().items()}}
+
+
+async def served_metadata(manager: ModelManager, name: str, version: int | str | None) -> dict[str, Any]:
+    """:func:`model_metadata` of the version that would serve: a loaded one's signatures, or for a model not
+    loaded now what :meth:`ModelManager.describe` knows without loading it (503 when that is nothing)."""
+    try:
+        lv = manager.serving_version(name, version)
+    except ColdModel:
+        known = await manager.describe(name, version)
+        return model_metadata(name, known.version, {DEFAULT_SIGNATURE: known.signature})
+    return model_metadata(name, lv.version, signatures_of(lv.evaluator))
 
 
 def model_metadata(name: str, version: int, signatures: Signature | dict[str, Signature]) -> dict[str, Any]:

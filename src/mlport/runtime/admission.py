@@ -8,8 +8,13 @@ one ends, or earlier:
 - its own deadline passed (:class:`Expired`, 504): it is never handed to the model;
 - it waited ``queue_timeout_s`` (:class:`Overloaded`, 503): the model is too slow for the load;
 - its client went away (the caller cancels its wait): it is never handed to the model;
-- a high-priority request found the queue full: the newest waiting request of normal priority makes room
-  (:class:`Overloaded`).
+- a higher-priority request found the queue full: the newest waiting request of the lowest priority below it
+  makes room (:class:`Overloaded`).
+
+Priority levels (:class:`QueueOrder`, Triton's ``priority_levels``): 1 is the highest; by default there are two,
+and a request without a priority (or with 0) has the default level (2 unless configured).  With
+``delay_on_timeout`` (Triton's ``timeout_action: DELAY``) a request that waited ``queue_timeout_s`` is not
+refused: it moves behind every request of every level and waits on (its own deadline still holds).
 
 A version with none of these limits has no gate at all, so requests pay nothing for them.  Everything here
 runs on the event loop thread.
@@ -24,11 +29,14 @@ from dataclasses import dataclass
 
 from mlport.errors import ErrorCode, MlportError, RetryLater
 
-__all__ = ["HIGH", "NORMAL", "AdmissionPolicy", "Expired", "Gate", "Overloaded", "parse_priority"]
+__all__ = ["HIGH", "MAX_PRIORITY_LEVELS", "NORMAL", "AdmissionPolicy", "Expired", "Gate", "Overloaded", "QueueOrder",
+           "parse_priority"]
 
 #: Priority levels (Triton's ``priority`` parameter: 1 is the highest; 0 means the default level).
 HIGH = 1
 NORMAL = 2
+#: Most priority levels a queue may have.
+MAX_PRIORITY_LEVELS = 16
 
 #: Seconds a refused client is told to wait before it tries again (``Retry-After``), at least and at most: the
 #: time the queue takes to drain at the pace requests have been leaving it.
@@ -61,24 +69,43 @@ class Expired(MlportError):
     quiet = True
 
 
-def parse_priority(value: object) -> int:
-    """The level of a request's ``priority`` parameter: 1 is high; 0 (or none) and 2 are normal."""
+def parse_priority(value: object, levels: int = 2, default: int = NORMAL) -> int:
+    """The level of a request's ``priority`` parameter: 1 is the highest, ``levels`` the lowest; 0 (or none) is
+    ``default``.  With the two default levels: 1 is high, 2 (and 0) normal."""
     if value is None or value == 0:
-        return NORMAL
+        return default
     if isinstance(value, bool) or not isinstance(value, int | str):
-        raise _bad_priority(value)
+        raise _bad_priority(value, levels)
     try:
         level = int(value)
     except ValueError:
-        raise _bad_priority(value) from None
-    if level not in (0, HIGH, NORMAL):
-        raise _bad_priority(value)
-    return level or NORMAL
+        raise _bad_priority(value, levels) from None
+    if not 0 <= level <= levels:
+        raise _bad_priority(value, levels)
+    return level or default
 
 
-def _bad_priority(value: object) -> MlportError:
-    return MlportError(f"parameter 'priority' is {value!r}; use 1 (high), 2 (normal) or 0 (the default, normal)",
-                       ErrorCode.INVALID_ARGUMENT)
+def _bad_priority(value: object, levels: int) -> MlportError:
+    if levels == 2:
+        hint = "use 1 (high), 2 (normal) or 0 (the default, normal)"
+    else:
+        hint = f"use 1 (the highest) to {levels} (the lowest), or 0 (the default level)"
+    return MlportError(f"parameter 'priority' is {value!r}; {hint}", ErrorCode.INVALID_ARGUMENT)
+
+
+@dataclass(frozen=True, slots=True)
+class QueueOrder:
+    """How a queue orders its requests: ``levels`` priority levels (1 the highest), the level of a request that
+    gives none, and whether a request that waited ``queue_timeout_s`` moves to the back (``True``, Triton's
+    DELAY) or is refused (Triton's REJECT)."""
+
+    levels: int = 2
+    default_level: int = NORMAL
+    delay_on_timeout: bool = False
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.levels <= MAX_PRIORITY_LEVELS or not 1 <= self.default_level <= self.levels:
+            raise ValueError(f"priority levels must be 1 to {MAX_PRIORITY_LEVELS} and the default level one of them")
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +123,7 @@ class AdmissionPolicy:
     on_depth: DepthHook | None = None
 
     def gate(self, model: str, version: int, max_concurrency: int | None, max_queue: int | None,
-             queue_timeout_s: float | None, batch: int = 0) -> Gate | None:
+             queue_timeout_s: float | None, batch: int = 0, order: QueueOrder | None = None) -> Gate | None:
         """The gate of one loaded version, from its config's values (``None``: the default); ``None`` when
         no limit applies.  Without ``max_concurrency``, a version admits twice what its threads (times its batch
         size, when it batches) run at once: the next request already waits at each thread, so a thread that
@@ -108,7 +135,7 @@ class AdmissionPolicy:
             return None
         if concurrency is None:
             concurrency = 2 * self.threads * max(1, batch)
-        return Gate(model, version, concurrency, queue, timeout, self.refuse_code, self.on_depth)
+        return Gate(model, version, concurrency, queue, timeout, self.refuse_code, self.on_depth, order)
 
 
 class _Waiter:
@@ -126,8 +153,10 @@ class Gate:
 
     def __init__(self, model: str, version: int, max_concurrency: int, max_queue: int | None,
                  queue_timeout_s: float | None, refuse_code: ErrorCode = ErrorCode.UNAVAILABLE,
-                 on_depth: DepthHook | None = None) -> None:
+                 on_depth: DepthHook | None = None, order: QueueOrder | None = None) -> None:
         self.model = model
+        #: What the messages call ``model``: a model, or a deployment (the hub's gateway).
+        self.kind = "model"
         self.version = str(version)
         self.max_concurrency = max(1, max_concurrency)
         self.max_queue = max_queue
@@ -136,7 +165,9 @@ class Gate:
         self._on_depth = on_depth
         #: Requests holding a slot now.
         self.running = 0
-        self._queues: dict[int, deque[_Waiter]] = {HIGH: deque(), NORMAL: deque()}
+        self.order = order = order if order is not None else QueueOrder()
+        #: One queue per priority level, highest first, then the requests delayed past their queue timeout.
+        self._queues: list[deque[_Waiter]] = [deque() for _ in range(order.levels + 1)]
         self.depth = 0
         #: Seconds between two requests leaving a slot (moving average), and when the last one left.
         self._pace = 0.0
@@ -153,12 +184,19 @@ class Gate:
             return True
         return False
 
+    def priority(self, value: object) -> int:
+        """The level of a request's ``priority`` parameter in this queue (:func:`parse_priority`)."""
+        return parse_priority(value, self.order.levels, self.order.default_level)
+
     def wait(self, deadline: float | None, level: int) -> asyncio.Future[None]:
         """Queue for a slot: a future that completes once the request holds one, or fails with
-        :class:`Overloaded` or :class:`Expired`.  Cancel it (:meth:`abandon`) if the client goes away."""
+        :class:`Overloaded` or :class:`Expired`.  Cancel it (:meth:`abandon`) if the client goes away.
+        ``level`` 0 is the default level."""
+        level = min(level or self.order.default_level, self.order.levels)
         if self.max_queue is not None and self.depth >= self.max_queue and not self._bump(level):
-            raise Overloaded(f"model '{self.model}' is overloaded: its queue is full ({self.max_queue} requests "
-                             "waiting); try again shortly", "queue_full", self.refuse_code, self.retry_after_s())
+            raise Overloaded(f"{self.kind} '{self.model}' is overloaded: its queue is full ({self.max_queue} "
+                             "requests waiting); try again shortly", "queue_full", self.refuse_code,
+                             self.retry_after_s())
         loop = asyncio.get_running_loop()
         now = loop.time()
         waiter = _Waiter(loop.create_future(), level, now)
@@ -166,8 +204,8 @@ class Gate:
         if self.queue_timeout_s is not None and (limit is None or now + self.queue_timeout_s < limit):
             limit = now + self.queue_timeout_s
         if limit is not None:
-            waiter.timer = loop.call_at(limit, self._timed_out, waiter, limit == deadline)
-        self._queues[level].append(waiter)
+            waiter.timer = loop.call_at(limit, self._timed_out, waiter, limit == deadline, deadline)
+        self._queues[level - 1].append(waiter)
         self._depth(+1)
         return waiter.future
 
@@ -180,17 +218,28 @@ class Gate:
             self._left = now
         else:
             self._left = 0.0
-        for level in (HIGH, NORMAL):
-            queue = self._queues[level]
+        if self.running > self.max_concurrency or not self._hand_on():
+            self.running -= 1
+
+    def resize(self, max_concurrency: int) -> None:
+        """Let ``max_concurrency`` requests run at once from now on (a gateway whose replicas came or went);
+        when it grew, requests still waiting take the new slots at once."""
+        self.max_concurrency = max(1, max_concurrency)
+        while self.running < self.max_concurrency and self.depth and self._hand_on():
+            self.running += 1
+
+    def _hand_on(self) -> bool:
+        """Give a slot to the next request still waiting, if any (``running`` is the caller's to count)."""
+        for queue in self._queues:
             while queue:
                 waiter = queue.popleft()
                 self._depth(-1)
                 if waiter.timer is not None:
                     waiter.timer.cancel()
                 if not waiter.future.done():
-                    waiter.future.set_result(None)  # the slot passes on: running stays as it is
-                    return
-        self.running -= 1
+                    waiter.future.set_result(None)
+                    return True
+        return False
 
     def abandon(self, future: asyncio.Future[None]) -> None:
         """The client of a queued request went away: take it out of the queue (or give back its slot, when it
@@ -202,41 +251,57 @@ class Gate:
         self._remove(future)
 
     # ------------------------------------------------------------------ inside
-    def _timed_out(self, waiter: _Waiter, deadline: bool) -> None:
-        """The request's own deadline (``deadline``) or the queue timeout came while it waited."""
+    def _timed_out(self, waiter: _Waiter, own: bool, deadline: float | None) -> None:
+        """The request's own deadline (``own``) or the queue timeout came while it waited."""
         waiter.timer = None
         if waiter.future.done():
             return
+        loop = asyncio.get_running_loop()
+        if not own and self.order.delay_on_timeout:
+            self._delay(waiter, deadline)
+            return
         self._remove(waiter.future)
-        waited = asyncio.get_running_loop().time() - waiter.since
-        if deadline:
+        waited = loop.time() - waiter.since
+        if own:
             waiter.future.set_exception(Expired(
-                f"the request's deadline passed after {waited * 1000:.0f} ms in the queue of model "
+                f"the request's deadline passed after {waited * 1000:.0f} ms in the queue of {self.kind} "
                 f"'{self.model}'; it was not run"))
         else:
             waiter.future.set_exception(Overloaded(
-                f"model '{self.model}' is overloaded: the request waited {self.queue_timeout_s:g} s in its queue "
-                "(queue_timeout) and was not run; try again shortly", "queue_timeout", self.refuse_code,
+                f"{self.kind} '{self.model}' is overloaded: the request waited {self.queue_timeout_s:g} s in its "
+                "queue (queue_timeout) and was not run; try again shortly", "queue_timeout", self.refuse_code,
                 self.retry_after_s()))
 
+    def _delay(self, waiter: _Waiter, deadline: float | None) -> None:
+        """Move a request past its queue timeout behind every other (DELAY); its own deadline still holds."""
+        for queue in self._queues[:-1]:
+            if waiter in queue:
+                queue.remove(waiter)
+                self._queues[-1].append(waiter)
+                break
+        if deadline is not None:
+            waiter.timer = asyncio.get_running_loop().call_at(deadline, self._timed_out, waiter, True, deadline)
+
     def _bump(self, level: int) -> bool:
-        """A high-priority request at a full queue: refuse the newest normal one in its place."""
-        normal = self._queues[NORMAL]
-        if level != HIGH or not normal:
+        """A request at a full queue: refuse the newest one of the lowest priority below its own (the delayed
+        ones first) in its place."""
+        level = min(level or self.order.default_level, self.order.levels)
+        lower = next((q for q in reversed(self._queues[level:]) if q), None)
+        if lower is None:
             return False
-        waiter = normal.pop()
+        waiter = lower.pop()
         self._depth(-1)
         if waiter.timer is not None:
             waiter.timer.cancel()
         if not waiter.future.done():
             waiter.future.set_exception(Overloaded(
-                f"model '{self.model}' is overloaded: its queue is full ({self.max_queue} requests waiting) and a "
-                "request of higher priority took this one's place; try again shortly", "queue_full",
+                f"{self.kind} '{self.model}' is overloaded: its queue is full ({self.max_queue} requests waiting) "
+                "and a request of higher priority took this one's place; try again shortly", "queue_full",
                 self.refuse_code, self.retry_after_s()))
         return True
 
     def _remove(self, future: asyncio.Future[None]) -> None:
-        for queue in self._queues.values():
+        for queue in self._queues:
             for waiter in queue:
                 if waiter.future is future:
                     queue.remove(waiter)

@@ -7,6 +7,7 @@ manager serves now; the manager does the unloading it asks for (``evict``).
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Callable
 
 from mlport.runtime.cache import Resident, format_bytes, holders, plan_evictions
@@ -16,6 +17,9 @@ from mlport.runtime.states import CacheObserver, LoadedVersion, ModelEntry
 __all__ = ["MemoryBudget", "file_bytes"]
 
 log = logging.getLogger("mlport.runtime.manager")
+
+#: Measured loads of each format remembered to expect the memory of a model not loaded before.
+RATIO_SAMPLES = 32
 
 
 def file_bytes(src: VersionSource) -> int:
@@ -34,6 +38,25 @@ class MemoryBudget:
         self._observer = observer
         #: Memory promised to the loads running now, bytes.
         self.reserved = 0
+        #: Measured memory / size of the files, of the last loads of each format.
+        self._ratios: dict[str, deque[float]] = {}
+
+    def expected(self, model: ModelEntry, src: VersionSource) -> int:
+        """The memory a load of ``src`` should need: what its last load measured; before its first load, the size
+        of its files times the largest ratio of measured memory to file size among the last loads of its format
+        (a model in memory takes more than its file: the library's own structures, copies of the weights)."""
+        known = model.sizes.get(src.version)
+        if known:
+            return known
+        files = file_bytes(src)
+        ratios = self._ratios.get(src.format)
+        return int(files * max(ratios)) if ratios else files
+
+    def learn(self, src: VersionSource, memory: int) -> None:
+        """A load of ``src`` measured ``memory`` bytes."""
+        files = file_bytes(src)
+        if files > 0 and memory > 0:
+            self._ratios.setdefault(src.format, deque(maxlen=RATIO_SAMPLES)).append(memory / files)
 
     def residents(self) -> list[Resident]:
         return [
@@ -47,7 +70,7 @@ class MemoryBudget:
         or -1 when there is no room (the refusal is recorded on the model)."""
         if self.budget is None:
             return 0
-        need = model.sizes.get(src.version) or file_bytes(src)
+        need = self.expected(model, src)
         residents = self.residents()
         plan = plan_evictions(residents, need, self.budget, self.reserved, keep=frozenset({model.name}))
         if not plan.fits:

@@ -19,16 +19,18 @@ import functools
 import logging
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from mlport.errors import MlportError, ModelLoading, ModelNotFound, ModelNotReady
 from mlport.formats.adapt import load_adapted
 from mlport.formats.config import ModelConfig
 from mlport.formats.registry import FormatRegistry
 from mlport.limits import Limits
-from mlport.runtime.admission import AdmissionPolicy
-from mlport.runtime.budget import MemoryBudget, cold_reason, file_bytes
+from mlport.runtime.admission import AdmissionPolicy, QueueOrder
+from mlport.runtime.budget import MemoryBudget, file_bytes
 from mlport.runtime.cache import format_bytes, release_free_memory, resident_bytes
+from mlport.runtime.describing import from_files, remembered, requested_version
+from mlport.runtime.reporting import model_status, reason
 from mlport.runtime.repository import ModelSource, Repository, VersionSource
 from mlport.runtime.states import (
     CacheObserver,
@@ -49,6 +51,9 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+#: Longest time a load under a memory budget waits for the unloads that made its room to finish, seconds.
+CLOSE_WAIT_S = 10.0
 
 
 class ModelManager:
@@ -94,6 +99,8 @@ class ModelManager:
         self._formats_used: set[str] = set()
         self._sync_lock = asyncio.Lock()
         self._close_lock = threading.Lock()
+        #: Closes running or queued: a load under a memory budget waits for them (their memory is free then).
+        self._closing: set[Future[None]] = set()
         self._on_load = on_load
         self._group = group
         self.scanned = asyncio.Event()
@@ -178,21 +185,7 @@ class ModelManager:
             self._schedule_close(lv)
 
     def _reason(self, model: ModelEntry, version: int | None = None) -> str:
-        if model.unloaded:
-            return "unloaded"
-        if model.cold and not model.serving:
-            return cold_reason(model)
-        if model.source.error:
-            return model.source.error
-        versions = [version] if version is not None else model.wanted() or list(model.source.errors)
-        for v in versions:
-            if v in model.loading:
-                return f"version {v} is loading"
-            if v in model.failed:
-                return model.failed[v][1]
-            if v in model.source.errors:
-                return model.source.errors[v]
-        return "no version is loaded"
+        return reason(model, version)
 
     # ------------------------------------------------------------------- status
     def names(self) -> list[str]:
@@ -202,29 +195,7 @@ class ModelManager:
         model = self._models.get(name)
         if model is None:
             raise self._unknown(name, "is not served here")
-        rows: dict[int, VersionStatus] = {}
-        for v, err in model.source.errors.items():
-            rows[v] = VersionStatus(v, VersionState.UNAVAILABLE, err)
-        for v in model.wanted():
-            rows[v] = VersionStatus(v, VersionState.UNAVAILABLE, self._reason(model, v))
-        for v in model.loading:
-            rows[v] = VersionStatus(v, VersionState.LOADING, "")
-        for v, (_, err) in model.failed.items():
-            if v not in model.serving:
-                rows[v] = VersionStatus(v, VersionState.UNAVAILABLE, err)
-        for v, lv in model.serving.items():
-            rows[v] = VersionStatus(v, VersionState.READY, "", lv.memory_bytes)
-        if model.cold and not model.serving:
-            state = VersionState.EVICTED if model.evicted else VersionState.NOT_LOADED
-            reason = cold_reason(model)
-            for v in model.wanted():
-                if v not in model.loading:
-                    rows[v] = VersionStatus(v, state, reason)
-        if model.unloaded:
-            rows = {v: VersionStatus(v, VersionState.UNAVAILABLE, "unloaded") for v in rows or [0]}
-        if model.source.error and not rows:
-            rows = {0: VersionStatus(0, VersionState.UNAVAILABLE, model.source.error)}
-        return ModelStatus(name, tuple(rows[v] for v in sorted(rows, reverse=True)))
+        return model_status(model)
 
     def all_status(self) -> list[ModelStatus]:
         return [self.status(n) for n in self.names()]
@@ -263,25 +234,37 @@ class ModelManager:
 
     def describe_version(self, name: str, version: str | int | None = None) -> Described:
         """The signature, config and platform of the version that would serve: the loaded one's, or for a model
-        not loaded now (evicted, or lazy and loaded before) what its last load read from the same files.  A
-        version never loaded yet raises :class:`ColdModel` (503): its signature is known only once loaded."""
+        not loaded now what its files said when last read (see :mod:`mlport.runtime.describing`).  A version
+        never described yet raises :class:`ColdModel` (503): :meth:`describe` reads its files."""
         try:
             lv = self._find(name, version)[1]
         except ColdModel:
             model = self._models[name]
-            wanted = model.wanted()
-            if version in (None, "", "latest"):
-                if not wanted:
-                    raise
-                v = max(wanted)
-            else:
-                v = int(version)  # type: ignore[arg-type]  # _find read it as a number
-            src = model.source.versions.get(v)
-            known = model.described.get(v)
-            if src is None or known is None or known[0] != src.fingerprint:
+            v = requested_version(model, version)
+            known = remembered(model, v) if v is not None else None
+            if known is None:
                 raise
-            return known[1]
+            return known
         return Described(lv.version, lv.signature, lv.config, lv.platform)
+
+    async def describe(self, name: str, version: str | int | None = None) -> Described:
+        """:meth:`describe_version`, reading the files of a version not loaded yet where its format can tell
+        the signature without loading it (in a worker thread; the model stays unloaded)."""
+        try:
+            return self.describe_version(name, version)
+        except ColdModel:
+            model = self._models[name]
+            v = requested_version(model, version)
+            src = model.source.versions.get(v) if v is not None else None
+            if src is None:
+                raise
+            loop = asyncio.get_running_loop()
+            known = await loop.run_in_executor(self._executor, from_files, self.formats, model.source.config, src)
+            if known is None:
+                raise
+            if model.source.versions.get(src.version) is src:  # the files did not change meanwhile
+                model.described[src.version] = (src.fingerprint, known)
+            return known
 
     # ------------------------------------------------------------------ loading
     async def sync(self, sources: dict[str, ModelSource] | None = None, force: bool = False) -> None:
@@ -395,6 +378,7 @@ class ModelManager:
         if need < 0:
             return
         try:
+            await self._closes_done()
             fmt = self.formats.get(src.format)
             load = functools.partial(load_adapted, fmt, src.path, cfg, intra_op_threads=self.intra_op_threads)
             # the first loads of a format (those begun before one ended) also load its library: not measured
@@ -404,6 +388,7 @@ class ModelManager:
             memory = file_bytes(src)
             if measured:
                 memory = max(resident_bytes() - before, memory)
+                self._budget.learn(src, memory)
             self._formats_used.add(src.format)
         except Exception as exc:
             seconds = time.perf_counter() - started
@@ -424,7 +409,7 @@ class ModelManager:
                                                                    evaluator.platform or src.format))
         batch = cfg.batching.max_batch_size if cfg.batching.enabled else 0
         gate = self.admission.gate(model.name, src.version, cfg.max_concurrency, cfg.max_queue, cfg.queue_timeout_s,
-                                   batch)
+                                   batch, QueueOrder(*cfg.queue_order()))
         lv = LoadedVersion(model.name, src.version, src, evaluator, cfg, seconds, memory, gate=gate)
         if model.unloaded or self._models.get(model.name) is not model or not self._budget.fits_after_load(model, lv):
             self._retire(lv)
@@ -467,7 +452,22 @@ class ModelManager:
                 return
             lv.closed = True
         log.info("model %s version %d unloaded", lv.model, lv.version)
-        self._executor.submit(self._close, lv)
+        closing = self._executor.submit(self._close, lv)
+        with self._close_lock:
+            self._closing.add(closing)
+        closing.add_done_callback(self._closed)
+
+    async def _closes_done(self) -> None:
+        """Under a memory budget, wait for the unloads under way (those that made room for a load): their memory
+        is given back before the load takes its own."""
+        with self._close_lock:
+            closing = [asyncio.wrap_future(f) for f in self._closing] if self.memory_budget is not None else []
+        if closing:
+            await asyncio.wait(closing, timeout=CLOSE_WAIT_S)
+
+    def _closed(self, closing: Future[None]) -> None:
+        with self._close_lock:
+            self._closing.discard(closing)
 
     def _close(self, lv: LoadedVersion) -> None:
         try:

@@ -122,6 +122,14 @@ class ModelStatus:
     def ready(self) -> bool:
         return any(v.state is VersionState.READY for v in self.versions)
 
+    @property
+    def requestable(self) -> list[str]:
+        """The versions a request may name now: those loaded, and those that load on their request."""
+        return [str(v.version) for v in self.versions if v.state in _REQUESTABLE]
+
+
+_REQUESTABLE = frozenset({VersionState.READY, VersionState.NOT_LOADED, VersionState.EVICTED})
+
 
 LoadHook = Callable[[str, int, float, bool], None]
 

@@ -12,7 +12,12 @@ fields mlport uses:
 - ``input`` / ``output``: ``name``, ``data_type`` (``TYPE_FP32``...), ``dims``, ``reshape``: the declared signature;
 - ``version_policy``: ``latest { num_versions }``, ``all {}``, ``specific { versions }``;
 - ``dynamic_batching``: ``max_queue_delay_microseconds``, ``preferred_batch_size`` (with
-  ``max_batch_size``: the batching settings);
+  ``max_batch_size``: the batching settings); its queue policy: ``default_queue_policy { max_queue_size,
+  default_timeout_microseconds, timeout_action: REJECT | DELAY, allow_timeout_override }`` (the version's
+  ``max_queue``, ``queue_timeout_s`` and ``queue_timeout_action``; 0 means no bound, as in Triton; a request's
+  own ``timeout`` always applies as its deadline, whatever ``allow_timeout_override`` says),
+  ``priority_levels`` and ``default_priority_level`` (the levels of the ``priority`` parameter; at most 16).
+  Per-level policies (``priority_queue_policy``) are not used: every level has the default policy;
 - ``default_model_filename``: the model file in each version folder;
 - ``parameters`` ``intra_op_thread_count`` / ``inter_op_thread_count`` for ONNX models.
 
@@ -73,8 +78,14 @@ _TENSOR_FIELDS: Mapping[str, Any] = {"name": None, "data_type": None, "dims": No
 _USED: Mapping[str, Any] = {
     "name": None, "platform": None, "backend": None, "max_batch_size": None, "default_model_filename": None,
     "version_policy": None, "input": _TENSOR_FIELDS, "output": _TENSOR_FIELDS, "parameters": None,
-    "dynamic_batching": {"preferred_batch_size": None, "max_queue_delay_microseconds": None},
+    "dynamic_batching": {"preferred_batch_size": None, "max_queue_delay_microseconds": None, "priority_levels": None,
+                         "default_priority_level": None, "default_queue_policy": None},
 }
+#: Most priority levels mlport's queues have (:data:`mlport.runtime.admission.MAX_PRIORITY_LEVELS`).
+_MAX_LEVELS = 16
+#: Longest queue timeout taken, microseconds (a day), and largest queue.
+_MAX_TIMEOUT_US = 86_400_000_000
+_MAX_QUEUE = 1_000_000
 
 
 def parse_model_config(text: str, source: str = TRITON_CONFIG_NAME) -> pb.ModelConfig:
@@ -201,6 +212,38 @@ def _batching(config: pb.ModelConfig) -> BatchingConfig:
     return BatchingConfig(max_batch_size=max_batch_size, max_delay_ms=delay / 1000.0, preferred_batch_sizes=preferred)
 
 
+def _queue(config: pb.ModelConfig) -> dict[str, Any]:
+    """The queue settings of ``dynamic_batching`` (its default queue policy and priority levels)."""
+    if not config.HasField("dynamic_batching"):
+        return {}
+    batching = config.dynamic_batching
+    out: dict[str, Any] = {}
+    levels = batching.priority_levels
+    if levels:
+        if levels > _MAX_LEVELS:
+            raise InvalidInput(f"dynamic_batching.priority_levels is {levels}; mlport's queues have at most "
+                               f"{_MAX_LEVELS} levels")
+        default = batching.default_priority_level
+        if not 1 <= default <= levels:
+            raise InvalidInput(f"dynamic_batching.default_priority_level must be 1 to priority_levels ({levels}), "
+                               f"got {default}")
+        out.update(priority_levels=levels, default_priority_level=default)
+    if batching.HasField("default_queue_policy"):
+        policy = batching.default_queue_policy
+        if policy.max_queue_size:
+            if not 0 < policy.max_queue_size <= _MAX_QUEUE:
+                raise InvalidInput(f"default_queue_policy.max_queue_size must be 0 to {_MAX_QUEUE}")
+            out["max_queue"] = policy.max_queue_size
+        timeout = policy.default_timeout_microseconds
+        if timeout:
+            if timeout > _MAX_TIMEOUT_US:
+                raise InvalidInput(f"default_queue_policy.default_timeout_microseconds must be 0 to {_MAX_TIMEOUT_US}")
+            out["queue_timeout_s"] = timeout / 1e6
+        if policy.timeout_action == pb.ModelQueuePolicy.DELAY:
+            out["queue_timeout_action"] = "delay"
+    return out
+
+
 def _options(config: pb.ModelConfig, fmt: str | None, ignored: set[str]) -> dict[str, Any]:
     options: dict[str, Any] = {}
     for key, parameter in config.parameters.items():
@@ -243,6 +286,7 @@ def _to_model(config: pb.ModelConfig, folder_name: str | None) -> TritonModel:
             signature=signature,
             batching=_batching(config),
             options=_options(config, fmt, ignored),
+            **_queue(config),
         )
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'config'}: {e['msg']}" for e in exc.errors())

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from mlport.deploy.autoscale import LoadSample, ScalePolicy, desired_replicas
+from mlport.deploy.autoscale import LoadSample, PolicyFields, ScalePolicy, desired_replicas
 from mlport.errors import InvalidInput
 
 BASE = ScalePolicy(min_replicas=1, max_replicas=4, target_inflight=4.0, scale_up_after_s=2.0, scale_down_after_s=10.0)
@@ -114,6 +114,10 @@ def test_samples_in_a_deque() -> None:
     ({"scale_up_after_s": -1}, "scale_up_after_s"),
     ({"scale_down_after_s": 10**9}, "scale_down_after_s"),
     ({"scale_to_zero": "yes"}, "scale_to_zero"),
+    ({"max_concurrency": 0}, "max_concurrency"),
+    ({"max_queue": 4}, "need max_concurrency"),
+    ({"max_concurrency": 1, "queue_timeout_s": 0}, "queue_timeout_s"),
+    ({"max_concurrency": 1, "overload_status": 500}, "overload_status"),
 ])
 def test_policy_validation(kwargs: dict[str, Any], message: str) -> None:
     with pytest.raises(InvalidInput, match=message):
@@ -130,6 +134,12 @@ def test_policy_json() -> None:
         ScalePolicy.from_json({"min_replicas": 0})
     with pytest.raises(InvalidInput, match="JSON object"):
         ScalePolicy.from_json([1])
+    # the gateway's limits: stored beside the scaling fields, removed again with null
+    limited = ScalePolicy.from_json({"max_concurrency": 2, "max_queue": 8, "queue_timeout_s": 1.5,
+                                     "overload_status": 429})
+    assert limited.gated and ScalePolicy.from_json(limited.to_json()) == limited and not ScalePolicy().gated
+    cleared = limited.updated(PolicyFields(max_concurrency=None, max_queue=None, queue_timeout_s=None))
+    assert not cleared.gated and cleared.overload_status == 429
 
 
 def test_samples_may_come_in_a_deque() -> None:

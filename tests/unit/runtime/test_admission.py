@@ -7,7 +7,16 @@ import asyncio
 import pytest
 
 from mlport.errors import ErrorCode
-from mlport.runtime.admission import HIGH, NORMAL, AdmissionPolicy, Expired, Gate, Overloaded, parse_priority
+from mlport.runtime.admission import (
+    HIGH,
+    NORMAL,
+    AdmissionPolicy,
+    Expired,
+    Gate,
+    Overloaded,
+    QueueOrder,
+    parse_priority,
+)
 
 
 def test_no_limit_means_no_gate() -> None:
@@ -86,3 +95,64 @@ async def _an_abandoned_wait_gives_back_its_place_or_its_slot() -> None:
     assert granted.done()
     gate.abandon(granted)  # ...and its client left at that moment: the slot is given back
     assert gate.running == 0
+
+
+def test_a_gate_that_grows_lets_waiting_requests_in_and_one_that_shrinks_waits() -> None:
+    asyncio.run(_resize())
+
+
+async def _resize() -> None:
+    gate = Gate("m", 1, 1, None, None)
+    assert gate.try_enter()
+    waiting = [gate.wait(None, NORMAL) for _ in range(3)]
+    gate.resize(3)  # two more slots: the two oldest take them at once
+    assert [w.done() for w in waiting] == [True, True, False] and gate.running == 3 and gate.depth == 1
+    gate.resize(1)
+    gate.leave()  # above the new size: the slot is given up, not handed on
+    assert not waiting[2].done() and gate.running == 2
+    gate.leave()
+    assert not waiting[2].done() and gate.running == 1
+    gate.leave()
+    assert waiting[2].done() and gate.running == 1
+
+
+def test_more_priority_levels_and_the_default_level() -> None:
+    asyncio.run(_levels())
+
+
+async def _levels() -> None:
+    gate = Gate("m", 1, 1, 3, None, order=QueueOrder(levels=4, default_level=3))
+    assert gate.priority(None) == gate.priority(0) == 3 and gate.priority("4") == 4
+    with pytest.raises(Exception, match="1 \\(the highest\\) to 4"):
+        gate.priority(5)
+    assert gate.try_enter()
+    low, default, top = gate.wait(None, 4), gate.wait(None, 0), gate.wait(None, 1)
+    second = gate.wait(None, 2)  # full: the lowest level below 2 (4) makes room
+    assert isinstance(low.exception(), Overloaded)
+    with pytest.raises(Overloaded):
+        gate.wait(None, 3)  # nothing below level 3 waits any more
+    order = []
+    for _ in range(3):
+        gate.leave()
+        order += [name for name, w in (("top", top), ("second", second), ("default", default))
+                  if w.done() and name not in order]
+    assert order == ["top", "second", "default"]
+
+
+def test_delay_on_timeout_moves_a_request_behind_the_others() -> None:
+    asyncio.run(_delay())
+
+
+async def _delay() -> None:
+    loop = asyncio.get_running_loop()
+    gate = Gate("m", 1, 1, None, 0.05, order=QueueOrder(delay_on_timeout=True))
+    assert gate.try_enter()
+    early = gate.wait(loop.time() + 0.2, NORMAL)
+    await asyncio.sleep(0.1)  # past its queue timeout: delayed, not refused
+    assert not early.done() and gate.depth == 1
+    late = gate.wait(None, NORMAL)
+    gate.leave()
+    assert late.done() and not early.done()
+    with pytest.raises(Expired):  # its own deadline still holds
+        await early
+    assert gate.depth == 0

@@ -112,8 +112,8 @@ class InferenceServicer:
     @_rpc
     async def ModelMetadata(self, request: pb.ModelMetadataRequest, context: Any) -> pb.ModelMetadataResponse:
         name = request.name
-        known = self._manager.describe_version(name, request.version or None)
-        versions = [str(v.version) for v in self._manager.status(name).versions if v.state is VersionState.READY]
+        known = await self._manager.describe(name, request.version or None)
+        versions = self._manager.status(name).requestable
         tensor = pb.ModelMetadataResponse.TensorMetadata
         return pb.ModelMetadataResponse(
             name=name,
@@ -152,7 +152,7 @@ class InferenceServicer:
 
     @_rpc
     async def ModelConfig(self, request: pb.ModelConfigRequest, context: Any) -> pb.ModelConfigResponse:
-        return pb.ModelConfigResponse(config=model_config(self._manager, request.name, request.version or None))
+        return pb.ModelConfigResponse(config=await model_config(self._manager, request.name, request.version or None))
 
     @_rpc
     async def ModelStatistics(self, request: pb.ModelStatisticsRequest, context: Any) -> pb.ModelStatisticsResponse:

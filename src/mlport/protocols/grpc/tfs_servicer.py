@@ -20,7 +20,7 @@ from mlport.protocols.grpc import tfs_codec as codec
 from mlport.protocols.grpc.proto import tf_serving_pb2 as spb
 from mlport.protocols.grpc.servicer import _rpc
 from mlport.protocols.service import Call, InferenceService
-from mlport.protocols.tfserving import model_metadata, model_status, resolve_version, signatures_of
+from mlport.protocols.tfserving import model_status, resolve_version, served_metadata
 
 __all__ = ["MODEL_SERVICE", "PREDICTION_SERVICE", "ModelServicer", "PredictionServicer"]
 
@@ -108,10 +108,10 @@ class PredictionServicer:
         if unknown:
             raise InvalidInput(f"metadata field '{unknown[0]}' is not served; ask for '{SIGNATURE_DEF}'")
         name, version = _target(self._service, request.model_spec)
-        lv = self._service.manager.serving_version(name, version)
-        doc = model_metadata(name, lv.version, signatures_of(lv.evaluator))
+        doc = await served_metadata(self._service.manager, name, version)
         signature_defs = json_format.ParseDict(doc["metadata"][SIGNATURE_DEF], spb.SignatureDefMap())
-        answer = spb.GetModelMetadataResponse(model_spec=codec.model_spec(name, lv.version, ""))
+        served = int(doc["model_spec"]["version"])
+        answer = spb.GetModelMetadataResponse(model_spec=codec.model_spec(name, served, ""))
         answer.metadata[SIGNATURE_DEF].Pack(signature_defs)
         return answer
 

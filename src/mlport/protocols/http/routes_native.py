@@ -47,7 +47,7 @@ def _single_model(request: Request) -> str:
 
 async def _describe(request: Request, name: str) -> Response:
     st = state_of(request)
-    known = st.manager.describe_version(name, request.path_params.get("version"))
+    known = await st.manager.describe(name, request.path_params.get("version"))
     return json_response(describe(known.signature, known.config))
 
 

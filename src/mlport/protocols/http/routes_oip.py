@@ -49,15 +49,15 @@ async def server_metadata(request: Request) -> Response:
 async def metadata(request: Request) -> Response:
     st = state_of(request)
     name = request.path_params["name"]
-    known = st.manager.describe_version(name, request.path_params.get("version"))
-    versions = [str(v.version) for v in st.manager.status(name).versions if v.state is VersionState.READY]
+    known = await st.manager.describe(name, request.path_params.get("version"))
+    versions = st.manager.status(name).requestable
     return json_response(model_metadata(name, versions, known.platform, known.signature))
 
 
 async def config(request: Request) -> Response:
     """Model configuration extension: the served version's configuration as Triton's ``ModelConfig``."""
     st = state_of(request)
-    return json_response(message_json(model_config(st.manager, request.path_params["name"],
+    return json_response(message_json(await model_config(st.manager, request.path_params["name"],
                                                    request.path_params.get("version"))))
 
 

@@ -20,12 +20,11 @@ from mlport.protocols.tfserving import (
     ModelPath,
     decode_predict_request,
     encode_predict_response,
-    model_metadata,
     model_status,
     parse_json_body,
     parse_model_path,
     resolve_version,
-    signatures_of,
+    served_metadata,
 )
 
 __all__ = ["routes"]
@@ -55,10 +54,9 @@ def _status(request: Request, target: ModelPath) -> Response:
     return json_response(model_status(status, version))
 
 
-def _metadata(request: Request, target: ModelPath) -> Response:
+async def _metadata(request: Request, target: ModelPath) -> Response:
     st = state_of(request)
-    lv = st.manager.serving_version(target.name, _version(st, target))
-    return json_response(model_metadata(target.name, lv.version, signatures_of(lv.evaluator)))
+    return json_response(await served_metadata(st.manager, target.name, _version(st, target)))
 
 
 async def _predict(request: Request, target: ModelPath) -> Response:
@@ -98,7 +96,7 @@ async def v1_models(request: Request) -> Response:
     if target.verb is not None:
         raise HTTPException(405, f"':{target.verb}' takes POST")
     if target.metadata:
-        return _metadata(request, target)
+        return await _metadata(request, target)
     return _status(request, target)
 
 
