@@ -206,6 +206,21 @@ def test_no_ready_replica_is_unavailable(setup: Setup) -> None:
     assert trailing["x-mlport-version"] == "1" and trailing["x-mlport-deployment"] == "broken-prod"
     assert admin.delete("/api/v1/deployments/broken-prod").status_code in (200, 204)
 
+def test_a_deployment_with_admission_limits_queues_grpc_calls_too(setup: Setup) -> None:
+    r = setup.admin.post("/api/v1/deployments", json={"name": "iris-gated", "model": "iris", "version": 1,
+                                                      "max_concurrency": 1, "max_queue": 4})
+    assert r.status_code == 201, r.text
+    wait_for(lambda: ready_versions(setup.admin, "iris-gated").get(1), 180, "iris-gated ready")
+    with grpc.insecure_channel(setup.grpc_url) as channel, ThreadPoolExecutor(3) as pool:
+        results = list(pool.map(lambda _: _raw_infer(channel, setup.admin_token, "iris-gated"), range(12)))
+    for answer, trailing in results:
+        _check(answer, setup.want[1])
+        assert trailing["x-mlport-version"] == "1"
+    text = httpx.get(setup.hub.url + "/metrics", timeout=30).text
+    line = next(x for x in text.splitlines()
+                if x.startswith('mlport_hub_queue_duration_seconds_count{deployment="iris-gated",version="1"}'))
+    assert float(line.split()[-1]) == 12, line
+
 def test_a_replica_killed_under_load_loses_no_call(setup: Setup) -> None:
     r = setup.admin.post("/api/v1/deployments", json={"name": "iris-two", "model": "iris", "version": 1,
                                                       "min_replicas": 2, "max_replicas": 2})

@@ -332,7 +332,7 @@ class Gateway:
     def route(self, deployment: str, key: Callable[[str], str | None]) -> int:
         """The version that answers one request of ``deployment`` by its target's strategy (a shadow's candidate
         gets no copy here); ``key(header)`` gives the request's routing key.  NOT_FOUND for an unknown one."""
-        target = self._target(deployment)
+        target = self._deployment(deployment).target
         value = key((target.sticky_header or "x-routing-key").lower())
         return choose(target, key=value[:MAX_KEY] if value is not None else None, rand=self._rng.random()).serve
 

@@ -26,6 +26,8 @@ from typing import Any
 import grpc
 
 from mlport.auth import Action, authorize
+from mlport.deploy.admission_gate import TIMEOUT_HEADER, Ticket, retry_after_header
+from mlport.deploy.autoscale import ScalePolicy
 from mlport.deploy.endpoint import Endpoint
 from mlport.errors import ErrorCode, MlportError, ModelNotReady
 from mlport.hub.grpcwire import model_name, with_model_name
@@ -208,16 +210,24 @@ class GatewayGRPC:
             authorization = metadata.get("authorization")
             principal = self.tokens.principal(authorization.encode("latin-1") if authorization else None)
             authorize(principal, Action.PREDICT, deployment=deployment)
-            request = self._named(request, model, deployment)
+            request, policy = self._named(request, model, deployment)
             chosen = self.hub.gateway.route(deployment, metadata.get)
             version = str(chosen)
             trailing = (("x-mlport-deployment", deployment), ("x-mlport-version", version))
             context.set_trailing_metadata(trailing)
             forwarded = tuple((k, v) for k, v in metadata.items() if k in FORWARD_METADATA)
-            return await self._forward(method, deployment, chosen, request, forwarded, context)
+            if not policy.gated:
+                return await self._forward(method, deployment, chosen, request, forwarded, context)
+            ticket = await self._admit(deployment, chosen, policy, context)
+            try:
+                return await self._forward(method, deployment, chosen, request, forwarded, context)
+            finally:
+                ticket.leave()
         except MlportError as exc:
             status = GRPC_STATUS.get(exc.code, grpc.StatusCode.INTERNAL)
-            await context.abort(status, exc.message, trailing)
+            retry = retry_after_header(exc)
+            extra = (("retry-after", retry.decode("ascii")),) if retry is not None else ()
+            await context.abort(status, exc.message, (*trailing, *extra))
         except grpc.aio.AioRpcError as exc:
             status = exc.code()
             kept = tuple((m.key, m.value) for m in exc.trailing_metadata() or () if m.key in RETURN_METADATA)
@@ -236,14 +246,28 @@ class GatewayGRPC:
             self._count(name, version, status.name, started)
         raise AssertionError("unreachable")  # abort() raises
 
-    def _named(self, request: bytes, model: str, deployment: str) -> bytes:
-        """The request as sent on to ``deployment``'s replicas (NOT_FOUND when there is no such deployment)."""
+    def _named(self, request: bytes, model: str, deployment: str) -> tuple[bytes, ScalePolicy]:
+        """The request as sent on to ``deployment``'s replicas, and the deployment's policy (NOT_FOUND when there
+        is no such deployment)."""
         record = next((d for d in self.hub.deployments.deployments() if d.name == deployment), None)
         if record is None:
             raise MlportError(f"deployment {deployment!r} not found", ErrorCode.NOT_FOUND)
         if model != deployment and model == record.model:
-            return with_model_name(request, deployment)
-        return request
+            return with_model_name(request, deployment), record.policy
+        return request, record.policy
+
+    async def _admit(self, deployment: str, version: int, policy: ScalePolicy,
+                     context: grpc.aio.ServicerContext) -> Ticket:
+        """A slot in the deployment's queue (:mod:`mlport.deploy.admission_gate`, as for HTTP requests), which
+        the call's deadline bounds."""
+        remaining = context.time_remaining()
+        headers = [] if remaining is None else [(TIMEOUT_HEADER, f"{max(remaining, 0.001):.3f}".encode("ascii"))]
+
+        def ready() -> int:
+            replicas = self.hub.controller.replicas(deployment, version)
+            return len(replicas.endpoints()) if replicas is not None else 0
+
+        return await self.hub.gateway.admission.admit(deployment, version, policy, ready, "", headers, b"", None)
 
     async def _forward(self, method: str, deployment: str, version: int, request: bytes,
                        metadata: tuple[tuple[str, str], ...], context: grpc.aio.ServicerContext) -> bytes:
