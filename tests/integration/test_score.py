@@ -227,3 +227,40 @@ def test_cli_refuses_bad_arguments_cleanly(iris: Path, tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-m", "mlport.cli.main", "score", str(tmp_path / "none.onnx"), str(inp),
                            "-o", str(tmp_path / "o.csv")], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "does not exist" in proc.stderr
+
+
+def _with_bad_rows(n: int) -> pa.Table:
+    """Iris rows with empty values spread over the whole input (in every worker's part)."""
+    table = iris_table(n, seed=3)
+    width = table.column("sepal_width").to_pylist()
+    for i in range(7, n, n // 9):
+        width[i] = None
+    return table.set_column(2, "sepal_width", pa.array(width, pa.float64()))
+
+
+@pytest.mark.parametrize("src", ["csv", "parquet", "jsonl"])
+@pytest.mark.parametrize("dst", ["parquet", "csv", "jsonl"])
+def test_several_workers_write_what_one_writes_row_for_row(iris: Path, tmp_path: Path, src: str, dst: str) -> None:
+    inp = write_input(_with_bad_rows(3001), tmp_path / f"in.{src}")
+    if src == "csv":  # also a line with the wrong number of fields, and a value that is not a number, late
+        lines = inp.read_text().splitlines()
+        lines[2500] = "2499,1,2"
+        lines[2900] = lines[2900].replace(",", ",x", 1)
+        inp.write_text("\n".join(lines) + "\n")
+    results = []
+    for workers in (1, 2, 3):
+        out = tmp_path / f"out{workers}.{dst}"
+        summary = score(ScoreJob(iris, str(inp), str(out), batch_size=100, keep=["id"], workers=workers))
+        errors = pacsv.read_csv(tmp_path / f"out{workers}.{dst}.errors.csv")
+        results.append((summary.rows_read, summary.rows_failed, read_output(out), errors))
+    one = results[0]
+    assert one[0] == 3001 and one[1] == (11 if src == "csv" else 9)
+    expected = sorted([i + 1 for i in range(7, 3001, 3001 // 9)] + ([2500, 2900] if src == "csv" else []))
+    assert one[3].column("row").to_pylist() == expected
+    for other in results[1:]:  # labels and ids exactly; floats to 1e-6 (the batches differ, so may the rounding)
+        assert other[:2] == one[:2]
+        assert other[3].equals(one[3])
+        assert other[2].column_names == one[2].column_names and other[2].num_rows == one[2].num_rows
+        np.testing.assert_allclose(probabilities(other[2]), probabilities(one[2]), atol=1e-6)
+        for name in ("id", "label"):
+            assert other[2].column(name).equals(one[2].column(name)), name

@@ -1,9 +1,12 @@
-"""The checkpoint of a run: a local folder with one finished part per chunk, so a killed run can resume.
+"""The checkpoint of a run: a local folder with the input's parts and each part's finished chunks (segments).
 
-Chunk ``k`` is finished when ``part-<k>.arrow`` exists: it is written under a temporary name and renamed,
-after the chunk's bad rows (``part-<k>.errors.json``). A resumed run skips the finished chunks and scores the
-others; the final output is put together from the parts in chunk order, so no row is missing or doubled.
-``run.json`` records what the run was started with: resuming with other settings is refused.
+``plan.json`` holds the parts the input was split into (a resumed run keeps them, whatever its worker
+count). Chunk ``j`` of part ``p`` is finished when ``part-<p>-<j>.<ext>`` exists: its scored rows in the
+output's segment format, written under a temporary name and renamed after its record
+``part-<p>-<j>.json`` (the input position after the chunk, rows read and scored, bad rows with their
+row numbers in the part). A resumed run starts each part after its last finished chunk; the final output
+joins the segments in part and chunk order, so no row is missing or doubled. ``run.json`` records what the
+run was started with: resuming with other settings is refused.
 """
 
 from __future__ import annotations
@@ -12,16 +15,19 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
-import pyarrow as pa
 
 from mlport.errors import InvalidInput
 
-__all__ = ["Checkpoint", "default_work_dir"]
+__all__ = ["Checkpoint", "Segment", "default_work_dir"]
+
+#: A finished chunk's record: ``next`` (input position after it), ``read``, ``scored``, ``errors``
+#: (``[row in the part, reason]``) and format details of its data (``header``: CSV header bytes).
+Segment = dict[str, Any]
 
 
 def default_work_dir(output_uri: str, remote: bool) -> Path:
@@ -34,15 +40,14 @@ def default_work_dir(output_uri: str, remote: bool) -> Path:
 
 
 class Checkpoint:
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, ext: str) -> None:
         self.folder = folder
-        self.done: set[int] = set()
+        self.ext = ext
 
     @classmethod
-    def start(cls, folder: Path, settings: dict[str, Any], resume: bool) -> Checkpoint:
+    def start(cls, folder: Path, settings: dict[str, Any], resume: bool, ext: str) -> Checkpoint:
         """The checkpoint of a run started with ``settings``: the finished chunks of the same run with
-        ``resume``, else an empty one."""
-        cp = cls(folder)
+        ``resume``, else an empty one. ``ext``: the suffix of the segments' data files."""
         run = folder / "run.json"
         if resume and run.is_file():
             before = json.loads(run.read_text(encoding="utf-8"))
@@ -56,44 +61,53 @@ class Checkpoint:
         for tmp in folder.glob("*.tmp"):
             tmp.unlink()
         run.write_text(json.dumps(settings, sort_keys=True), encoding="utf-8")
-        cp.done = {int(p.name[5:13]) for p in folder.glob("part-*.arrow")}
-        return cp
+        return cls(folder, ext)
 
-    def _part(self, k: int) -> Path:
-        return self.folder / f"part-{k:08d}.arrow"
+    def plan(self, make: Callable[[], list[tuple[int, int]]]) -> list[tuple[int, int]]:
+        """The parts of a resumed run as it recorded them, else ``make()``'s (recorded)."""
+        path = self.folder / "plan.json"
+        if path.is_file():
+            return [(int(a), int(b)) for a, b in orjson.loads(path.read_bytes())["parts"]]
+        parts = make()
+        self._put(path, orjson.dumps({"parts": parts}))
+        return parts
 
-    def _errors(self, k: int) -> Path:
-        return self.folder / f"part-{k:08d}.errors.json"
+    def data(self, p: int, j: int) -> Path:
+        return self.folder / f"part-{p:04d}-{j:08d}.{self.ext}"
 
-    def save(self, k: int, table: pa.Table, errors: list[tuple[int, str]]) -> None:
-        """Record chunk ``k`` as finished: its errors first, then its rows (the rename marks it done)."""
-        if errors:
-            tmp = self._errors(k).with_suffix(".tmp")
-            tmp.write_bytes(orjson.dumps(errors))
-            tmp.replace(self._errors(k))
-        tmp = self._part(k).with_suffix(".tmp")
-        with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
-            writer.write_table(table)
-        tmp.replace(self._part(k))
+    def _record(self, p: int, j: int) -> Path:
+        return self.folder / f"part-{p:04d}-{j:08d}.json"
 
-    def rows(self, k: int) -> int:
-        with pa.OSFile(str(self._part(k))) as src:
-            return int(pa.ipc.open_file(src).read_all().num_rows)
+    @staticmethod
+    def _put(path: Path, data: bytes) -> None:
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_bytes(data)
+        tmp.replace(path)
 
-    def errors(self, k: int) -> list[tuple[int, str]]:
-        path = self._errors(k)
-        return [(int(r), str(m)) for r, m in orjson.loads(path.read_bytes())] if path.is_file() else []
+    def save(self, p: int, j: int, record: Segment, write: Callable[[Path], dict[str, Any]]) -> None:
+        """Record chunk ``j`` of part ``p`` as finished: its data (``write(path)``, which returns details for the
+        record) and its record, then the data's rename, which marks it done."""
+        tmp = self.data(p, j).with_name(self.data(p, j).name + ".tmp")
+        self._put(self._record(p, j), orjson.dumps({**record, **write(tmp)}))
+        tmp.replace(self.data(p, j))
 
-    def tables(self, count: int) -> Iterator[pa.Table]:
-        """The finished parts' rows in chunk order (non-empty ones)."""
-        for k in range(count):
-            with pa.OSFile(str(self._part(k))) as src:
-                table = pa.ipc.open_file(src).read_all()
-            if table.num_rows:
-                yield table
+    def finished(self, p: int) -> list[Segment]:
+        """The records of part ``p``'s finished chunks, in order (those after a gap are removed)."""
+        records: list[Segment] = []
+        while self.data(p, len(records)).is_file() and self._record(p, len(records)).is_file():
+            records.append(orjson.loads(self._record(p, len(records)).read_bytes()))
+        for stale in [*self.folder.glob(f"part-{p:04d}-*.json"), *self.folder.glob(f"part-{p:04d}-*.{self.ext}")]:
+            if int(stale.name.split(".")[0].rsplit("-", 1)[1]) >= len(records):
+                stale.unlink()
+        return records
 
-    def missing(self, count: int) -> list[int]:
-        return [k for k in range(count) if not self._part(k).is_file()]
+    def segments(self, parts: int) -> Iterator[tuple[int, int, Segment]]:
+        """``(part, chunk, record)`` of every finished chunk, in output order."""
+        for p in range(parts):
+            j = 0
+            while self._record(p, j).is_file() and self.data(p, j).is_file():
+                yield p, j, orjson.loads(self._record(p, j).read_bytes())
+                j += 1
 
     def remove(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)

@@ -21,7 +21,6 @@ from mlport.batch.model import ScoringModel
 from mlport.core.types import DataType, TensorSpec
 from mlport.errors import InvalidInput
 from mlport.limits import Limits
-from mlport.protocols.images import decode_image
 
 __all__ = ["IMAGE_COLUMN", "ColumnPlan", "Prepared", "parse_maps"]
 
@@ -96,6 +95,14 @@ class ColumnPlan:
         raise InvalidInput(f"input '{spec.name}' has no column: the input needs {wanted}, or map columns with "
                            f"--map COLUMN={spec.name}[:INDEX]; it has: {', '.join(sorted(have)) or 'no columns'}")
 
+    @property
+    def numeric(self) -> frozenset[str]:
+        """The columns that feed only numeric inputs (a reader may parse them as numbers)."""
+        def feeds(text: bool) -> set[str]:
+            return {c for s in self.sources if (s.image or s.spec.datatype is DataType.BYTES) == text
+                    for c in s.columns}
+        return frozenset(feeds(False) - feeds(True))
+
     @staticmethod
     def _mapped(spec: TensorSpec, have: set[str], mapped: list[tuple[str, int | None]]) -> _Source:
         missing = [c for c, _ in mapped if c not in have]
@@ -134,6 +141,8 @@ class ColumnPlan:
 
     def _images(self, spec: TensorSpec, column: pa.Array, bad: dict[int, str]) -> Array:
         """The image files' bytes decoded for ``spec`` (one decode per file: the image library has no batch call)."""
+        from mlport.protocols.images import decode_image  # the image library only for image inputs
+
         rows: list[Array | None] = []
         for i, data in enumerate(column.to_pylist()):
             try:

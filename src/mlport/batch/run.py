@@ -1,17 +1,17 @@
-"""A batch run: read chunks, score them (here or on worker processes), checkpoint each, then write the output.
+"""A batch run: split the input into parts, score each part (here or on worker processes), then join the output.
 
-Each worker process loads the model once (as ``mlport serve`` does) and scores the chunks it is sent;
-at most two chunks per worker are in flight, so memory stays bounded whatever the input size.
+With one worker the run scores its one part itself. With several, each worker process reads its own part
+of the input and writes its own segments (:mod:`mlport.batch.parts`): rows never travel between processes.
+Every chunk is checkpointed as it is finished, so a killed run resumes where each part stopped; the output
+and the error file (with the input's row numbers) are put together from the segments in order at the end.
 """
 
 from __future__ import annotations
 
-import multiprocessing
 import os
-import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -19,14 +19,15 @@ from typing import Any
 
 import pyarrow as pa
 
-from mlport.batch.checkpoint import Checkpoint, default_work_dir
+from mlport.batch.checkpoint import Checkpoint, Segment, default_work_dir
 from mlport.batch.columns import ColumnPlan, parse_maps
 from mlport.batch.model import ScoringModel, load_model
+from mlport.batch.parts import PartRun, init_worker, score_part, score_part_in_worker, start_method
 from mlport.batch.progress import Progress
-from mlport.batch.readers import open_reader
+from mlport.batch.readers import Reader, Want, open_reader
 from mlport.batch.scorer import Scorer
 from mlport.batch.storage import locate
-from mlport.batch.writers import output_format, write_tables
+from mlport.batch.writers import SEGMENT_EXT, output_format, write_segments, write_tables
 from mlport.errors import InvalidInput, MlportError
 
 __all__ = ["MAX_BATCH_SIZE", "ScoreJob", "Summary", "score"]
@@ -35,8 +36,9 @@ __all__ = ["MAX_BATCH_SIZE", "ScoreJob", "Summary", "score"]
 MAX_BATCH_SIZE = 1_000_000
 #: Most worker processes.
 MAX_WORKERS = 256
-#: Seconds between a worker's checks that its run is still there.
-PARENT_CHECK_S = 1.0
+#: The model runtime's threads per worker: a run scores rows side by side in worker processes (one per core
+#: by default), and one thread each wastes no time waiting on the others (it is also the floor's setting).
+INTRA_OP_THREADS = 1
 
 
 @dataclass
@@ -84,10 +86,7 @@ class Summary:
                 f"in {self.seconds:.2f} s ({rate:,.0f} rows/s) -> {self.output}{errs}")
 
 
-# ------------------------------------------------------------------------ worker processes
-_worker: Scorer | None = None
-
-
+# ------------------------------------------------------------------------ the run
 def _scorer(model: ScoringModel, columns: list[str], job: ScoreJob) -> Scorer:
     missing = [c for c in job.keep if c not in columns]
     if missing:
@@ -96,41 +95,24 @@ def _scorer(model: ScoringModel, columns: list[str], job: ScoreJob) -> Scorer:
     return Scorer(model, ColumnPlan(model, columns, parse_maps(job.maps)), list(job.keep))
 
 
-_worker_error: MlportError | None = None
-
-
-def _watch_parent(parent: int) -> None:
-    """End this worker when the run that started it is gone (killed without its workers)."""
-    while os.getppid() == parent:
-        time.sleep(PARENT_CHECK_S)
-    os._exit(1)
-
-
-def _init_worker(job: ScoreJob, columns: list[str], threads: int, parent: int) -> None:
-    global _worker, _worker_error
-    threading.Thread(target=_watch_parent, args=(parent,), name="mlport-parent-watch", daemon=True).start()
+def _part_run(job: ScoreJob, threads: int, reader: Reader | None = None, start: bool = False) -> PartRun:
+    """What a process scoring parts of ``job`` needs: the model loaded, the reader, the checkpoint (started
+    afresh or resumed with ``start``: by the run itself, never by its workers)."""
+    reader = reader or open_reader(locate(job.input, job.endpoint_url), job.input_format)
+    model = load_model(job.model, name=job.name, trusted=job.trusted, intra_op_threads=threads)
     try:
-        model = load_model(job.model, name=job.name, trusted=job.trusted, intra_op_threads=threads)
-        _worker = _scorer(model, columns, job)
-    except MlportError as exc:  # said once by the parent, which checks the same things
-        _worker_error = exc
-
-
-def _score_in_worker(folder: str, k: int, batch: pa.RecordBatch, first_row: int) -> tuple[int, int, list[Any]]:
-    if _worker is None:
-        raise _worker_error or MlportError("the scoring worker has no model")
-    result = _worker.score(batch, first_row)
-    Checkpoint(Path(folder)).save(k, result.table, result.errors)
-    return batch.num_rows, result.table.num_rows, result.errors[:1]
-
-
-# ------------------------------------------------------------------------ the run
-def _chunks(job: ScoreJob, reader: Any, done: set[int]) -> Iterator[tuple[int, pa.RecordBatch | None, int]]:
-    """``(k, chunk or None when finished already, first row number)``."""
-    first = 1
-    for k, batch in enumerate(reader.chunks(job.batch_size)):
-        yield k, (None if k in done else batch), first
-        first += batch.num_rows
+        scorer = _scorer(model, reader.columns, job)
+    except BaseException:
+        model.close()
+        raise
+    out = locate(job.output, job.endpoint_url)
+    fmt = output_format(out, job.output_format)
+    folder, ext = job.work_dir or default_work_dir(out.uri, out.remote), SEGMENT_EXT[fmt]
+    cp = Checkpoint.start(folder, {**job.checkpoint_settings(), "segments": ext}, job.resume, ext) if start \
+        else Checkpoint(folder, ext)
+    plan = scorer.plan
+    want = Want(frozenset([*plan.used, *job.keep]), plan.numeric - set(job.keep))
+    return PartRun(reader, scorer, want, cp, fmt, job.batch_size, job.fail_fast, reader.parts(1)[0][0])
 
 
 def _check(job: ScoreJob) -> None:
@@ -146,123 +128,108 @@ def score(job: ScoreJob, progress: Progress | None = None) -> Summary:
     progress = progress or Progress()
     started = time.monotonic()
     out = locate(job.output, job.endpoint_url)
-    fmt = output_format(out, job.output_format)
+    output_format(out, job.output_format)
     reader = open_reader(locate(job.input, job.endpoint_url), job.input_format)
     parse_maps(job.maps)
+    ctx = start_method()
+    queue, stop = ctx.SimpleQueue(), ctx.Event()
     # the workers are forked before this process loads the model (no model library state is copied)
-    pool = _start_pool(job, reader.columns) if job.workers > 1 else None
+    pool = _start_pool(job, ctx, queue, stop) if job.workers > 1 else None
     try:
-        model = load_model(job.model, name=job.name, trusted=job.trusted)
+        run = _part_run(job, INTRA_OP_THREADS, reader, start=True)
         try:
-            scorer = _scorer(model, reader.columns, job)
-            cp = Checkpoint.start(job.work_dir or default_work_dir(out.uri, out.remote), job.checkpoint_settings(),
-                                  job.resume)
+            plan = run.checkpoint.plan(lambda: reader.parts(job.workers))
+            resumed = _resumed(run.checkpoint, len(plan), progress)
             progress.start(reader.total_rows)
             try:
                 if pool is None:
-                    count = _run_here(job, reader, scorer, cp, progress)
+                    for p, (a, b) in enumerate(plan):
+                        score_part(run, p, a, b, progress.advance)
                 else:
-                    model.close()  # the workers score
-                    count = _run_pool(pool, job, reader, cp, progress)
+                    run.scorer.model.close()  # the workers score
+                    _run_pool(pool, plan, queue, progress)
             finally:
                 progress.close()
         finally:
-            model.close()
+            run.scorer.model.close()
     finally:
         if pool is not None:
+            stop.set()
             pool.shutdown(wait=True, cancel_futures=True)
-    return _finish(job, cp, count, fmt, scorer, started)
+    return _finish(job, run, plan, started, resumed)
 
 
-def _start_pool(job: ScoreJob, columns: list[str]) -> ProcessPoolExecutor:
-    threads = max(1, (os.cpu_count() or 1) // job.workers)
-    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-    pool = ProcessPoolExecutor(job.workers, mp_context=multiprocessing.get_context(method),
-                               initializer=_init_worker, initargs=(job, columns, threads, os.getpid()))
+def _start_pool(job: ScoreJob, ctx: Any, queue: Any, stop: Any) -> ProcessPoolExecutor:
+    pool = ProcessPoolExecutor(job.workers, mp_context=ctx, initializer=init_worker,
+                               initargs=(_part_run, job, INTRA_OP_THREADS, os.getpid(), queue, stop))
     pool.submit(int)  # starts the workers now, while they load the model
     return pool
 
 
-def _fail_fast(job: ScoreJob, errors: list[Any]) -> None:
-    if job.fail_fast and errors:
-        row, reason = errors[0]
-        raise MlportError(f"row {row}: {reason} (stopped by --fail-fast)")
-
-
-def _resumed(cp: Checkpoint, k: int, progress: Progress) -> None:
-    progress.advance(cp.rows(k), len(cp.errors(k)))
-
-
-def _run_here(job: ScoreJob, reader: Any, scorer: Scorer, cp: Checkpoint, progress: Progress) -> int:
+def _resumed(cp: Checkpoint, parts: int, progress: Progress) -> int:
+    """The chunks a resumed run finds finished (counted as progress)."""
     count = 0
-    for k, batch, first in _chunks(job, reader, cp.done):
-        count = k + 1
-        if batch is None:
-            _resumed(cp, k, progress)
-            continue
-        result = scorer.score(batch, first)
-        cp.save(k, result.table, result.errors)
-        progress.advance(result.table.num_rows, len(result.errors))
-        _fail_fast(job, result.errors)
+    for p in range(parts):
+        for rec in cp.finished(p):
+            progress.advance(int(rec["scored"]), int(rec["read"]) - int(rec["scored"]))
+            count += 1
     return count
 
 
-def _run_pool(pool: ProcessPoolExecutor, job: ScoreJob, reader: Any, cp: Checkpoint, progress: Progress) -> int:
-    count = 0
-    pending: set[Future[tuple[int, int, list[Any]]]] = set()
+def _run_pool(pool: ProcessPoolExecutor, plan: list[tuple[int, int]], queue: Any, progress: Progress) -> None:
+    futures = [pool.submit(score_part_in_worker, p, a, b) for p, (a, b) in enumerate(plan)]
     try:
-        for k, batch, first in _chunks(job, reader, cp.done):
-            count = k + 1
-            if batch is None:
-                _resumed(cp, k, progress)
-                continue
-            pending.add(pool.submit(_score_in_worker, str(cp.folder), k, batch, first))
-            while len(pending) >= 2 * job.workers:
-                pending = _collect(job, pending, progress, FIRST_COMPLETED)
+        pending = set(futures)
         while pending:
-            pending = _collect(job, pending, progress, FIRST_COMPLETED)
+            done, pending = wait(pending, timeout=0.2, return_when=FIRST_EXCEPTION)
+            _drain(queue, progress)
+            for f in done:
+                f.result()
+        _drain(queue, progress)
     except BrokenProcessPool as exc:
         raise MlportError(f"a scoring worker process died: {exc}") from exc
     finally:
-        for f in pending:
+        for f in futures:
             f.cancel()
-    return count
 
 
-def _collect(job: ScoreJob, pending: set[Future[Any]], progress: Progress, when: str) -> set[Future[Any]]:
-    done, rest = wait(pending, return_when=when)
-    for f in done:
-        read, scored, errors = f.result()
-        progress.advance(scored, read - scored)
-        _fail_fast(job, errors)
-    return rest
+def _drain(queue: Any, progress: Progress) -> None:
+    while not queue.empty():
+        scored, failed = queue.get()
+        progress.advance(scored, failed)
 
 
-def _finish(job: ScoreJob, cp: Checkpoint, count: int, fmt: str, scorer: Scorer, started: float) -> Summary:
-    missing = cp.missing(count)
-    if missing:
-        raise MlportError(f"chunks {missing[:10]} of the checkpoint in {cp.folder} are missing")
+def _finish(job: ScoreJob, run: PartRun, plan: list[tuple[int, int]], started: float, resumed: int) -> Summary:
+    cp = run.checkpoint
+    records = list(cp.segments(len(plan)))
+    for p, (_, end) in enumerate(plan):
+        last = [rec for q, _, rec in records if q == p][-1:]
+        if last and end >= 0 and last[0]["next"] != end:
+            raise MlportError(f"part {p} of the checkpoint in {cp.folder} is not finished")
     out = locate(job.output, job.endpoint_url)
-    empty = pa.schema([])
-    write_tables(out, fmt, cp.tables(count), empty)
-    scored = sum(cp.rows(k) for k in range(count))
-    failed = sum(len(cp.errors(k)) for k in range(count))
+    write_segments(out, run.fmt, ((cp.data(p, j), rec) for p, j, rec in records))
+    read = sum(int(rec["read"]) for _, _, rec in records)
+    scored = sum(int(rec["scored"]) for _, _, rec in records)
     err_uri = None
-    if failed:
+    if read > scored:
         err_loc = locate(job.errors or job.output + ".errors.csv", job.endpoint_url)
-        write_tables(err_loc, "csv", _error_tables(cp, count), ERRORS_SCHEMA)
+        write_tables(err_loc, "csv", _error_tables(records), ERRORS_SCHEMA)
         err_uri = err_loc.uri
     cp.remove()
-    return Summary(scored + failed, scored, failed, time.monotonic() - started, out.uri, err_uri, len(cp.done))
+    return Summary(read, scored, read - scored, time.monotonic() - started, out.uri, err_uri, resumed)
 
 
 ERRORS_SCHEMA = pa.schema([("row", pa.int64()), ("reason", pa.string())])
 
 
-def _error_tables(cp: Checkpoint, count: int) -> Iterator[pa.Table]:
-    for k in range(count):
-        errors = cp.errors(k)
+def _error_tables(records: list[tuple[int, int, Segment]]) -> Iterator[pa.Table]:
+    """The bad rows with their row numbers in the input (a part's rows are numbered from its first)."""
+    read: dict[int, int] = {}
+    for p, _, rec in records:
+        read[p] = read.get(p, 0) + int(rec["read"])
+    for p, _, rec in records:
+        errors = rec["errors"]
         if errors:
-            yield pa.table([pa.array([r for r, _ in errors], pa.int64()), pa.array([m for _, m in errors])],
-                           schema=ERRORS_SCHEMA)
-
+            offset = sum(n for q, n in read.items() if q < p)
+            yield pa.table([pa.array([offset + int(r) for r, _ in errors], pa.int64()),
+                            pa.array([str(m) for _, m in errors])], schema=ERRORS_SCHEMA)

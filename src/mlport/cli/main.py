@@ -10,9 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from mlport import __version__
-from mlport.cli.options import Parser, add_settings_options, given_settings
+from mlport.cli.options import Parser
 from mlport.errors import MlportError
-from mlport.settings import Settings
 
 __all__ = ["build_parser", "main"]
 
@@ -22,6 +21,9 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
                                 "s3://bucket/prefix (copied to a local folder at start)")
     p.add_argument("--config", type=Path, help="YAML file with any of these settings (keys as the flags, "
                                                "without the dashes in front)")
+    from mlport.cli.options import add_settings_options
+    from mlport.settings import Settings
+
     add_settings_options(p, Settings)
 
 
@@ -40,8 +42,9 @@ def _preset_path(text: str) -> Path:
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     from mlport.cli.fetch import fetch_models, is_remote
+    from mlport.cli.options import given_settings
     from mlport.serving import serve
-    from mlport.settings import load_settings
+    from mlport.settings import Settings, load_settings
 
     given = given_settings(args, Settings)
     if not is_remote(args.path):
@@ -132,8 +135,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _score_parser() -> argparse.ArgumentParser:
+    """The parser of ``mlport score`` alone: scoring starts without importing every other command's modules."""
+    from mlport.cli.score import add_score_command
+
+    parser = Parser(prog="mlport", description="Serve trained model files as web services.")
+    add_score_command(parser.add_subparsers(dest="command", required=True))
+    return parser
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = (_score_parser() if argv[:1] == ["score"] else build_parser()).parse_args(argv)
     try:
         code: int = args.func(args)
     except MlportError as exc:

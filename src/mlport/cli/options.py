@@ -19,12 +19,11 @@ import types
 import typing
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel
-from pydantic.fields import FieldInfo
-
-from mlport.settings import FLAG
+if TYPE_CHECKING:  # pydantic and the settings load only for the commands with settings flags (start-up time)
+    from pydantic import BaseModel
+    from pydantic.fields import FieldInfo
 
 __all__ = ["Parser", "add_settings_options", "given_settings", "suggest"]
 
@@ -82,6 +81,8 @@ def _label(action: argparse.Action) -> str:
 
 
 def _flag(name: str, info: FieldInfo) -> str | None:
+    from mlport.settings import FLAG
+
     extra = info.json_schema_extra
     if not isinstance(extra, dict) or FLAG not in extra:
         return None

@@ -51,9 +51,9 @@ def add_score_command(sub: Any) -> None:
 def resolve_model(text: str, hub: str | None = None, token: str | None = None) -> Path:
     """A model path; the folder of a preset (``preset:NAME``, or a preset's bare name), built on first use; or a hub
     version (``hub://MODEL/VERSION``), fetched and verified."""
-    from mlport.cli.hubmodel import HUB_SCHEME, fetch_hub_model
+    if text.startswith("hub://"):
+        from mlport.cli.hubmodel import fetch_hub_model  # httpx and the registry only for a hub model
 
-    if text.startswith(HUB_SCHEME):
         return fetch_hub_model(text, hub, token)
     path = Path(text)
     name = text.split(":", 1)[1] if text.startswith("preset:") else None

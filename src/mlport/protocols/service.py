@@ -137,7 +137,7 @@ class Call:
             self.request_id = request.id
         if self._logged is None:
             return self._service._run(self, request)
-        return self._logged.watch(request, self._service._run_later(self, request))
+        return self._service._run_logged(self, request, self._logged)
 
 
 class InferenceService:
@@ -270,9 +270,12 @@ class InferenceService:
             if watcher is not None:
                 watcher.cancel()
 
-    async def _run_later(self, call: Call, request: InferenceRequest) -> InferenceResponse:
-        """:meth:`_run` inside a coroutine: a request it refuses fails where the request log watches it."""
-        return await self._run(call, request)
+    async def _run_logged(self, call: Call, request: InferenceRequest, logged: Pending) -> InferenceResponse:
+        """:meth:`_run` of a request the request log keeps: what it carried and what it answered are handed to the
+        log when the call ends (a request :meth:`_run` refuses fails here, with its request noted)."""
+        logged.request = request
+        logged.response = response = await self._run(call, request)
+        return response
 
     def _check(self, evaluator: Evaluator, request: InferenceRequest) -> None:
         """Refuse what no model takes: too many inputs, outputs the model does not give."""

@@ -13,40 +13,16 @@ from typing import IO, Any
 
 from mlport.core.logconfig import SinkConfig
 from mlport.errors import InvalidInput
-from mlport.observability.requestlog.records import (
-    Captured,
-    datatype_of,
-    element_bytes,
-    json_line,
-    lineage,
-    raw_bytes,
-    record_id,
-)
+from mlport.observability.requestlog.jsonlines import json_lines
+from mlport.observability.requestlog.records import Captured
 from mlport.observability.requestlog.stores import FolderStore, LogStore, open_store
 
-__all__ = ["RotatingFiles", "parquet_rows", "parquet_schema"]
+__all__ = ["RotatingFiles", "parquet_rows"]
 
 #: Parquet rows buffered before they are written as one row group (also written at rotation and close).
-ROW_GROUP = 1024
-
-
-def _tensor_type() -> Any:
-    import pyarrow as pa
-
-    return pa.struct([("name", pa.string()), ("datatype", pa.string()), ("shape", pa.list_(pa.int64())),
-                      ("data", pa.binary()), ("elements", pa.list_(pa.binary()))])
-
-
-def parquet_schema() -> Any:
-    import pyarrow as pa
-
-    tensor = _tensor_type()
-    return pa.schema([
-        ("id", pa.string()), ("time", pa.timestamp("us", tz="UTC")), ("model", pa.string()),
-        ("version", pa.string()), ("protocol", pa.string()), ("status", pa.string()), ("latency_ms", pa.float64()),
-        ("routed_to", pa.list_(pa.string())), ("answered_by", pa.list_(pa.string())),
-        ("inputs", pa.list_(tensor)), ("outputs", pa.list_(tensor)),
-    ])
+ROW_GROUP = 16384
+#: Bytes of Arrow data buffered at most before they are written as one row group (large tensors).
+ROW_GROUP_BYTES = 64 * 1024 * 1024
 
 
 def parquet_rows(data: bytes) -> list[dict[str, Any]]:
@@ -99,13 +75,16 @@ class RotatingFiles:
         self._parquet: Any = None
         self._tables: list[Any] = []
         self._rows = 0
+        self._buffered = 0
 
     # ------------------------------------------------------------------ writing
     def encode(self, batch: list[Captured]) -> Any:
         """The batch as JSON Lines bytes or an Arrow table (on the event loop: see :mod:`.writer`)."""
         if self.sink.format == "parquet":
+            from mlport.observability.requestlog.arrowtable import parquet_table
+
             return parquet_table(batch)
-        return b"".join([json_line(c) for c in batch])
+        return json_lines(batch)
 
     def write(self, encoded: list[Any]) -> None:
         """Write what :meth:`encode` made, oldest first (on the writer thread)."""
@@ -114,7 +93,8 @@ class RotatingFiles:
         if self.sink.format == "parquet":
             self._tables.extend(encoded)
             self._rows += sum(t.num_rows for t in encoded)
-            if self._rows >= ROW_GROUP:
+            self._buffered += sum(t.nbytes for t in encoded)
+            if self._rows >= ROW_GROUP or self._buffered >= ROW_GROUP_BYTES:
                 self._write_rows()
         else:
             assert self._file is not None
@@ -145,7 +125,7 @@ class RotatingFiles:
             if self._file is not None:
                 self._file.close()
         finally:
-            self._parquet, self._file, self._tables, self._rows = None, None, [], 0
+            self._parquet, self._file, self._tables, self._rows, self._buffered = None, None, [], 0, 0
         final = path.with_name(self._final)
         if path != final:
             os.replace(path, final)
@@ -168,9 +148,9 @@ class RotatingFiles:
         self._path = self._work / (self._final if visible else f".part-{self._final}")
         self._opened = time.monotonic()
         if self.sink.format == "parquet":
-            import pyarrow.parquet as pq
+            from mlport.observability.requestlog.arrowtable import parquet_writer
 
-            self._parquet = pq.ParquetWriter(str(self._path), parquet_schema(), compression="zstd")
+            self._parquet = parquet_writer(str(self._path))
         else:
             self._file = open(self._path, "ab")  # noqa: SIM115 - held open until rotation
 
@@ -178,7 +158,7 @@ class RotatingFiles:
         import pyarrow as pa
 
         table = pa.concat_tables(self._tables)
-        self._tables, self._rows = [], 0
+        self._tables, self._rows, self._buffered = [], 0, 0
         self._parquet.write_table(table)
 
     def _size(self) -> int:
@@ -191,61 +171,3 @@ class RotatingFiles:
         names = self.store.names()
         for name in names[: max(0, len(names) - self.sink.keep)]:
             self.store.delete(name)
-
-
-def _tensors_column(batch: list[Captured], outputs: bool) -> Any:
-    """The ``inputs`` (or ``outputs``) column of a batch, built as flat Arrow arrays (no per-row dicts)."""
-    import pyarrow as pa
-
-    offsets, missing = [0], []
-    names: list[str] = []
-    datatypes: list[str] = []
-    shape_offsets, dims = [0], []
-    data: list[bytes | None] = []
-    element_offsets, elements, no_elements = [0], [], []
-    for c in batch:
-        arrays = c.outputs if outputs else c.inputs
-        missing.append(arrays is None)
-        for name, arr in (arrays or {}).items():
-            datatype = datatype_of(arr)
-            names.append(name)
-            datatypes.append(datatype)
-            dims.extend(arr.shape)
-            shape_offsets.append(len(dims))
-            bytes_tensor = datatype == "BYTES"
-            data.append(None if bytes_tensor else raw_bytes(arr))
-            if bytes_tensor:
-                elements.extend(element_bytes(arr))
-            no_elements.append(not bytes_tensor)
-            element_offsets.append(len(elements))
-        offsets.append(len(names))
-    tensor = _tensor_type()
-    struct = pa.StructArray.from_arrays([
-        pa.array(names, pa.string()), pa.array(datatypes, pa.string()),
-        pa.ListArray.from_arrays(pa.array(shape_offsets, pa.int32()), pa.array(dims, pa.int64())),
-        pa.array(data, pa.binary()),
-        pa.ListArray.from_arrays(pa.array(element_offsets, pa.int32()), pa.array(elements, pa.binary()),
-                                 mask=pa.array(no_elements, pa.bool_())),
-    ], fields=list(tensor))
-    return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), struct, mask=pa.array(missing, pa.bool_()))
-
-
-def parquet_table(batch: list[Captured]) -> Any:
-    """A batch of captured requests as one Arrow table of :func:`parquet_schema`."""
-    import pyarrow as pa
-
-    schema = parquet_schema()
-    columns = [
-        pa.array([record_id(c) for c in batch], pa.string()),
-        pa.array([round(c.time * 1e6) for c in batch], pa.int64()).cast(schema.field("time").type),
-        pa.array([c.model for c in batch], pa.string()),
-        pa.array([c.version for c in batch], pa.string()),
-        pa.array([c.protocol for c in batch], pa.string()),
-        pa.array([c.status for c in batch], pa.string()),
-        pa.array([round(c.seconds * 1000.0, 3) for c in batch], pa.float64()),
-        pa.array([lineage(c, "routed_to") for c in batch], pa.list_(pa.string())),
-        pa.array([lineage(c, "answered_by") for c in batch], pa.list_(pa.string())),
-        _tensors_column(batch, outputs=False),
-        _tensors_column(batch, outputs=True),
-    ]
-    return pa.Table.from_arrays(columns, schema=schema)

@@ -14,7 +14,6 @@ NaN and infinities included); a BYTES tensor has ``elements`` instead: each elem
 from __future__ import annotations
 
 import base64
-import re
 import time
 import uuid
 from binascii import b2a_base64
@@ -23,7 +22,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import orjson
 
 from mlport.core.types import DataType
 
@@ -155,60 +153,8 @@ def to_json(c: Captured, binary: bool = False) -> dict[str, Any]:
     }
 
 
-#: Most JSON line templates kept (one per model, version, protocol, status and tensor layout).
-MAX_TEMPLATES = 1024
-_templates: dict[tuple[Any, ...], list[bytes] | None] = {}
-_SENTINEL = re.compile(rb'"\\u000[1-4]"')
-
-
-def _layout(arrays: Mapping[str, np.ndarray[Any, Any]] | None) -> tuple[Any, ...] | None:
-    # the dtype's character code: hashing a dtype is slow, and byte order does not change the template
-    return None if arrays is None else tuple([(n, a.dtype.char, a.shape) for n, a in arrays.items()])
-
-
-def _template(c: Captured) -> list[bytes] | None:
-    """A record's JSON with holes for the id, time, latency and each tensor's data (``None`` for BYTES)."""
-    tensors = [*(c.inputs or {}).values(), *(c.outputs or {}).values()]
-    if any(a.dtype.kind in "OUS" for a in tensors):
-        return None
-
-    def holes(arrays: Mapping[str, np.ndarray[Any, Any]] | None) -> list[dict[str, Any]] | None:
-        if arrays is None:
-            return None
-        return [{"name": n, "datatype": datatype_of(a), "shape": list(a.shape), "data": "\x04"}
-                for n, a in arrays.items()]
-
-    text = orjson.dumps({
-        "id": "\x01", "time": "\x02", "model": c.model, "version": c.version, "protocol": c.protocol,
-        "status": c.status, "latency_ms": "\x03", "routed_to": None, "answered_by": None,
-        "inputs": holes(c.inputs), "outputs": holes(c.outputs),
-    })
-    parts = _SENTINEL.split(text)
-    return parts if len(parts) == 4 + len(tensors) else None  # a name with the sentinels in it: no template
-
-
 def json_line(c: Captured) -> bytes:
-    """The record as one JSON line, the same as ``orjson.dumps(to_json(c))``, built from a template of its layout
-    (the writer's cost per record is most of what logging costs)."""
-    if c.parameters and ("routed_to" in c.parameters or "answered_by" in c.parameters):
-        return orjson.dumps(to_json(c)) + b"\n"
-    key = (c.model, c.version, c.protocol, c.status, _layout(c.inputs), _layout(c.outputs))
-    try:
-        parts = _templates[key]
-    except KeyError:
-        if len(_templates) >= MAX_TEMPLATES:
-            _templates.clear()
-        parts = _templates[key] = _template(c)
-    if parts is None:
-        return orjson.dumps(to_json(c)) + b"\n"
-    values = [orjson.dumps(record_id(c)), b'"' + iso_time(c.time).encode() + b'"',
-              orjson.dumps(round(c.seconds * 1000.0, 3))]
-    for arrays in (c.inputs, c.outputs):
-        if arrays:
-            values.extend(b'"' + b2a_base64(raw_bytes(a), newline=False) + b'"' for a in arrays.values())
-    out = [parts[0]]
-    for value, part in zip(values, parts[1:], strict=True):
-        out.append(value)
-        out.append(part)
-    out.append(b"\n")
-    return b"".join(out)
+    """The record as one JSON line, ``orjson.dumps(to_json(c)) + b"\\n"`` (see :func:`.jsonlines.json_lines`)."""
+    from mlport.observability.requestlog.jsonlines import json_lines
+
+    return json_lines([c])

@@ -17,7 +17,7 @@ import random
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry
@@ -38,6 +38,10 @@ WARN_INTERVAL_S = 60.0
 MAX_RECORDS_PER_WRITE = 4096
 #: Seconds between two looks of the writer at its queue.
 FLUSH_S = 0.05
+#: Seconds a record waits on the event loop before its batch is encoded.
+ENCODE_AFTER_S = 0.05
+#: Records that, once waiting, are encoded at once (the longest the event loop spends on one batch).
+ENCODE_BATCH = 512
 #: Seconds without records after which the writer lets the sink rotate an old file.
 IDLE_S = 0.25
 #: Longest a closing server waits for its writers to drain.
@@ -74,6 +78,19 @@ class LogMetrics:
         self.written = Metric("mlport_log_records", "Request log records written", ["model"], registry=registry)
 
 
+def _per_model(batch: list[Captured]) -> Counter[str]:
+    """How many of a batch's records each model has (most batches are of one model)."""
+    first = batch[0].model
+    if all(c.model == first for c in batch):
+        return Counter({first: len(batch)})
+    return Counter(c.model for c in batch)
+
+
+def _count(metric: Metric, counts: Counter[str], *labels: str) -> None:
+    for model, count in counts.items():
+        metric.labels(model, *labels).inc(count)
+
+
 class _Warner:
     """Logs a recurring failure once per interval, with how often it happened in between."""
 
@@ -95,8 +112,10 @@ class _Warner:
 class _Channel:
     """One sink's queue and writer thread.
 
-    The queue is a deque the request path appends to without a lock or a wake-up; the writer looks every
-    :data:`FLUSH_S` and takes everything there, so the two threads hand over the GIL rarely.
+    The request path appends to a list (no lock, no wake-up); the event loop encodes that list as one batch and
+    appends the encoded batch, with its record count per model, to a deque, letting the records (and the tensors
+    they hold) go there and then; the writer looks every :data:`FLUSH_S` and takes everything there, so the two
+    threads hand over the GIL rarely.
     """
 
     def __init__(self, sink: SinkConfig, metrics: LogMetrics, opener: Callable[[SinkConfig], Sink]) -> None:
@@ -104,7 +123,8 @@ class _Channel:
         self._metrics = metrics
         self._pending: list[Captured] = []
         self._scheduled = False
-        self._items: deque[tuple[list[Captured], Any]] = deque()
+        #: (records per model, encoded batch): the records themselves are let go on the event loop, once encoded
+        self._items: deque[tuple[Counter[str], Any]] = deque()
         #: records encoded (counted by the event loop) and taken by the writer (counted by the writer thread)
         self._encoded = 0
         self._taken = 0
@@ -120,25 +140,40 @@ class _Channel:
             self._metrics.dropped.labels(item.model, "queue_full").inc()
             self._warner.warn(f"the queue of {self.config.url} is full ({self.config.queue} records)")
             return
-        self._pending.append(item)
-        if not self._scheduled:
+        pending = self._pending
+        pending.append(item)
+        if len(pending) >= ENCODE_BATCH:
+            self._encode()
+        elif not self._scheduled:
             try:
-                asyncio.get_running_loop().call_soon(self._encode)
+                asyncio.get_running_loop().call_later(ENCODE_AFTER_S, self._encode_later)
             except RuntimeError:  # no event loop here: encode at once
                 self._encode()
                 return
             self._scheduled = True
 
-    def _encode(self) -> None:
+    def _encode_later(self) -> None:
         self._scheduled = False
+        self._encode()
+
+    def _encode(self) -> None:
         batch, self._pending = self._pending, []
+        if batch:
+            self._encode_batch(batch)
+
+    def _encode_batch(self, batch: list[Captured]) -> None:
+        counts = _per_model(batch)
         try:
             encoded = self._sink.encode(batch)
         except Exception as exc:
-            self._failed(batch, exc)
+            if len(batch) == 1:
+                self._failed(counts, exc)
+                return
+            for record in batch:  # a record the sink cannot encode (a tensor of no datatype) fails alone
+                self._encode_batch([record])
             return
         self._encoded += len(batch)
-        self._items.append((batch, encoded))
+        self._items.append((counts, encoded))
 
     def _loop(self) -> None:
         idle_since = time.monotonic()
@@ -147,14 +182,14 @@ class _Channel:
             items = self._items
             if items:
                 while items:  # everything queued, in one write of at most MAX_RECORDS_PER_WRITE records
-                    taken: list[Captured] = []
+                    taken: Counter[str] = Counter()
                     encoded: list[Any] = []
-                    while items and len(taken) < MAX_RECORDS_PER_WRITE:
-                        batch, done = items.popleft()
-                        taken.extend(batch)
+                    while items and taken.total() < MAX_RECORDS_PER_WRITE:
+                        counts, done = items.popleft()
+                        taken.update(counts)
                         encoded.append(done)
                     self._write(taken, encoded)
-                    self._taken += len(taken)
+                    self._taken += taken.total()
                 idle_since = time.monotonic()
             elif time.monotonic() - idle_since >= IDLE_S:
                 self._guard(self._sink.tick)
@@ -163,18 +198,16 @@ class _Channel:
                 self._guard(self._sink.close)
                 return
 
-    def _write(self, batch: list[Captured], encoded: list[Any]) -> None:
+    def _write(self, counts: Counter[str], encoded: list[Any]) -> None:
         try:
             self._sink.write(encoded)
         except Exception as exc:  # the sink's own failure: drop and count, never stop the writer
-            self._failed(batch, exc)
+            self._failed(counts, exc)
             return
-        for model, count in Counter(c.model for c in batch).items():
-            self._metrics.written.labels(model).inc(count)
+        _count(self._metrics.written, counts)
 
-    def _failed(self, batch: list[Captured], exc: Exception) -> None:
-        for model, count in Counter(c.model for c in batch).items():
-            self._metrics.dropped.labels(model, "sink_error").inc(count)
+    def _failed(self, counts: Counter[str], exc: Exception) -> None:
+        _count(self._metrics.dropped, counts, "sink_error")
         self._warner.warn(f"writing to {self.config.url} failed: {exc}", 0)
 
     def _guard(self, action: Callable[[], None]) -> None:
@@ -191,7 +224,8 @@ class _Channel:
 
 
 class Pending:
-    """A sampled request: what it carried and what it answered, handed to the writer when it ends."""
+    """A sampled request: what it carried and what it answered (set by the inference path), handed to the writer
+    when it ends."""
 
     __slots__ = ("_channel", "_inputs", "_outputs", "model", "protocol", "request", "response", "version")
 
@@ -205,12 +239,6 @@ class Pending:
         self.protocol = protocol
         self.request: InferenceRequest | None = None
         self.response: InferenceResponse | None = None
-
-    async def watch(self, request: InferenceRequest,
-                    running: Coroutine[Any, Any, InferenceResponse]) -> InferenceResponse:
-        self.request = request
-        self.response = await running
-        return self.response
 
     def finish(self, request_id: str | None, status: str, seconds: float) -> None:
         request, response = self.request, self.response
