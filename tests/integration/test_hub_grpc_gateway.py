@@ -5,11 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
-import ssl
-import subprocess
-import sys
 import threading
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -27,8 +23,8 @@ from tritonclient.utils import InferenceServerException
 from mlport.protocols.grpc.proto import inference_pb2 as pb
 from mlport.protocols.grpc.proto import inference_pb2_grpc as pb_grpc
 from tests.builders import iris_onnx, ort_run
-from tests.conftest import free_port, stop_process
-from tests.hubutil import ADMIN_PASSWORD, JWT_SECRET, HubProc, ready_versions, start_hub, version_status, wait_for
+from tests.conftest import free_port
+from tests.hubutil import HubProc, ready_versions, start_hub, version_status, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -260,29 +256,13 @@ def test_over_tls_to_the_hub_and_to_its_replicas(tmp_path: Path) -> None:
     leaf.cert_chain_pems[0].write_to_path(str(cert))
     leaf.private_key_pem.write_to_path(str(key))
     ca.cert_pem.write_to_path(str(ca_path))
-    port, grpc_port = free_port(), free_port()
-    env = {**os.environ, "MLPORT_HUB_ADMIN_PASSWORD": ADMIN_PASSWORD, "MLPORT_HUB_JWT_SECRET": JWT_SECRET}
-    log = tmp_path / "hub.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "mlport.cli.main", "hub", "--data-dir", str(tmp_path / "hub"),
-                                 "--port", str(port), "--grpc-port", str(grpc_port), "--controller-interval", "0.2",
-                                 "--tls-cert", str(cert), "--tls-key", str(key)],
-                                stdout=out, stderr=subprocess.STDOUT, env=env)
-    url = f"https://127.0.0.1:{port}"
-    context = ssl.create_default_context(cafile=str(ca_path))
+    grpc_port = free_port()
+    hub = start_hub(tmp_path / "hub", "--grpc-port", str(grpc_port), "--tls-cert", str(cert), "--tls-key", str(key),
+                    ca=ca_path, timeout=120)
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
-            try:
-                if httpx.get(url + "/healthz", verify=context, timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        token = httpx.post(url + "/auth/token", json={"username": "admin", "password": ADMIN_PASSWORD},
-                           verify=context, timeout=30).json()["access_token"]
+        token = hub.login()
         model = iris_onnx(tmp_path / "iris.onnx")
-        with httpx.Client(base_url=url, verify=context, timeout=60, headers=_bearer(token)) as admin:
+        with hub.client(token) as admin:
             assert admin.post("/api/v1/models", json={"name": "iris"}).status_code == 201
             r = admin.post("/api/v1/models/iris/versions", params={"filename": "iris.onnx"},
                            content=model.read_bytes(), headers={"content-type": "application/octet-stream"})
@@ -303,5 +283,5 @@ def test_over_tls_to_the_hub_and_to_its_replicas(tmp_path: Path) -> None:
         with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as plain, pytest.raises(grpc.RpcError):
             pb_grpc.GRPCInferenceServiceStub(plain).ServerLive(pb.ServerLiveRequest(), timeout=10)
     finally:
-        code = stop_process(proc)
-    assert code == 0, log.read_text()[-3000:]
+        code = hub.stop()
+    assert code == 0, hub.log()[-3000:]

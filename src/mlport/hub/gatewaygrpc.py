@@ -49,6 +49,8 @@ FORWARD_METADATA = frozenset({"x-request-id"})
 RETURN_METADATA = frozenset({"retry-after", "grpc-retry-pushback-ms"})
 #: Longest wait for a replica's channel to connect, seconds.
 CONNECT_S = 5.0
+#: How long a call's UNAVAILABLE error waits for its channel to say the connection was lost, seconds.
+DROP_WAIT_S = 0.1
 #: Seconds between two passes closing the channels of replicas that are gone.
 SWEEP_S = 2.0
 #: How long calls in flight may finish when the hub stops, seconds.
@@ -127,11 +129,19 @@ async def _connected(channel: grpc.aio.Channel, timeout_s: float) -> bool:
     return True
 
 
-def _dropped(exc: grpc.aio.AioRpcError, channel: grpc.aio.Channel) -> bool:
+async def _dropped(exc: grpc.aio.AioRpcError, channel: grpc.aio.Channel) -> bool:
     """Whether a failed call lost its connection before any answer: UNAVAILABLE, with the channel no longer
-    connected.  A replica's own UNAVAILABLE answer (not ready, overloaded) leaves its channel connected."""
-    return exc.code() is grpc.StatusCode.UNAVAILABLE and \
-        channel.get_state(try_to_connect=False) is not grpc.ChannelConnectivity.READY
+    connected (or leaving that state within :data:`DROP_WAIT_S`, as the transport may tell the channel a moment
+    after the call).  A replica's own UNAVAILABLE answer (not ready, overloaded) leaves its channel connected."""
+    if exc.code() is not grpc.StatusCode.UNAVAILABLE:
+        return False
+    if channel.get_state(try_to_connect=False) is not grpc.ChannelConnectivity.READY:
+        return True
+    try:
+        await asyncio.wait_for(channel.wait_for_state_change(grpc.ChannelConnectivity.READY), DROP_WAIT_S)
+    except TimeoutError:
+        return False
+    return True
 
 
 class GatewayGRPC:
@@ -295,7 +305,7 @@ class GatewayGRPC:
                 try:
                     answer: bytes = await call(request, timeout=left, metadata=metadata)
                 except grpc.aio.AioRpcError as exc:
-                    if not _dropped(exc, self.channels.channel(target)):
+                    if not await _dropped(exc, self.channels.channel(target)):
                         raise
                     failed.add(endpoint.url)
                     gateway.connection_failed(endpoint.url)
