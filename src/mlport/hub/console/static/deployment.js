@@ -245,11 +245,13 @@ window.MlportDeployment = (() => {
       const started = performance.now();
       try {
         const r = await gatewayFetch(path, init);
+        window.MlportExplain.tried(path, init, r.status);
         const answer = await r.text();
         const ms = (performance.now() - started).toFixed(1);
         out.textContent = "HTTP " + r.status + " - version " + (r.headers.get("x-mlport-version") || "-") + " - " +
           ms + " ms\n" + answer.slice(0, 100000);
       } catch (e) {
+        window.MlportExplain.tried(path, init, 0);
         out.textContent = "the request failed: " + e.message;
       }
     });
@@ -262,6 +264,9 @@ window.MlportDeployment = (() => {
     setupControls();
     setupTry();
     window.MlportTesting.setup({ name, gatewayFetch, current: () => current });
+    window.MlportExplain.setup({ name, gatewayFetch });
+    window.MlportDrift.setup(name);
+    window.MlportRequests.setup(name);
     await load();
     await sample();
     window.setInterval(() => { load().catch(C.failed); sample().catch(C.failed); }, 2000);
