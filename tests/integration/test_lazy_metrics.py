@@ -58,3 +58,25 @@ def test_evicted_models_lose_their_request_series_and_get_them_back(serve, tmp_p
         assert _series(text, "mlport_requests_total", "m0") == ["1.0"]
         assert _series(text, "mlport_model_loaded", "m0") == ["1.0"]
         assert _series(text, "mlport_request_duration_seconds_count", "m4") == []  # m4 went for it
+
+
+def test_a_model_unloaded_through_the_repository_api_loses_its_series(serve, tmp_path: Path) -> None:
+    root, loads = tmp_path / "repo", tmp_path / "loads.txt"
+    for name in ("a", "b"):
+        _model(root, name, loads)
+    server = serve(root, "--grpc-port", "0")
+    with server.client() as c:
+        for name in ("a", "b"):
+            _infer(c, name)
+        assert c.post("/v2/repository/models/a/unload", json={}).status_code == 200
+        text = c.get("/metrics").text
+        assert _series(text, "mlport_requests_total", "a") == []
+        assert _series(text, "mlport_request_duration_seconds_count", "a") == []
+        assert _series(text, "mlport_model_loaded", "a") == ["0.0"]  # as the index says: unloaded
+        assert _series(text, "mlport_requests_total", "b") == ["1.0"]
+        assert _series(text, "mlport_model_loaded", "b") == ["1.0"]
+        assert c.post("/v2/repository/models/a/load", json={}).status_code == 200
+        _infer(c, "a")
+        text = c.get("/metrics").text
+        assert _series(text, "mlport_requests_total", "a") == ["1.0"]
+        assert _series(text, "mlport_model_loaded", "a") == ["1.0"]

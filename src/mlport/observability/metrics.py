@@ -58,7 +58,7 @@ class Metrics:
         )
         self._admission_metrics(r)
         self._watch_metrics(r)
-        #: Told the name of each model whose series :meth:`on_evicted` removed (to drop what they looked up).
+        #: Told the name of each model whose series :meth:`on_model_unloaded` removed (to drop what they looked up).
         self._forget_hooks: list[Callable[[str], None]] = []
 
     def _admission_metrics(self, r: CollectorRegistry) -> None:
@@ -114,11 +114,12 @@ class Metrics:
         self.model_loaded.labels(model, str(version)).set(0)
 
     def on_forget(self, hook: Callable[[str], None]) -> None:
-        """``hook(model)`` is called after :meth:`on_evicted` removed the series of ``model``."""
+        """``hook(model)`` is called after :meth:`on_model_unloaded` removed the series of ``model``."""
         self._forget_hooks.append(hook)
 
-    def on_evicted(self, model: str, versions: tuple[int, ...]) -> None:
-        """A model was unloaded to make room under the memory budget (all its loaded ``versions``): its request
+    def on_model_unloaded(self, model: str, versions: tuple[int, ...]) -> None:
+        """A model was unloaded (all its loaded ``versions``), to make room under the memory budget or by the
+        repository API: its request
         series (counters, latency histograms, queue and in-flight gauges) leave the registry, so that their memory
         follows the loaded models, not every model ever served.  They start again from zero when the model serves
         again (a counter reset, which ``rate()`` and ``increase()`` take in their stride).  What tells the model's

@@ -28,7 +28,7 @@ def _sample(metrics: Metrics, name: str, **labels: str) -> float | None:
 
 def test_eviction_removes_the_models_request_series_and_keeps_its_life() -> None:
     metrics = Metrics()
-    cache = CacheMetrics(metrics.registry, on_evicted=metrics.on_evicted)
+    cache = CacheMetrics(metrics.registry, on_evicted=metrics.on_model_unloaded)
     forgotten: list[str] = []
     metrics.on_forget(forgotten.append)
     for model in ("a", "b"):
@@ -63,7 +63,7 @@ def test_eviction_removes_only_the_evicted_versions() -> None:
     metrics = Metrics()
     for version in ("1", "2"):
         metrics.inference.labels("a", version).observe(0.001)
-    metrics.on_evicted("a", (1,))
+    metrics.on_model_unloaded("a", (1,))
     assert _sample(metrics, "mlport_inference_duration_seconds_count", model="a", version="1") is None
     assert _sample(metrics, "mlport_inference_duration_seconds_count", model="a", version="2") == 1
 
@@ -74,7 +74,7 @@ def test_worker_processes_keep_the_series(tmp_path: Path) -> None:
     forgotten: list[str] = []
     metrics.on_forget(forgotten.append)
     _serve(metrics, "a")
-    metrics.on_evicted("a", (1,))
+    metrics.on_model_unloaded("a", (1,))
     assert forgotten == []
     assert _sample(metrics, "mlport_requests_total", model="a", version="1", protocol="v2", status="ok") == 1
     assert _sample(metrics, "mlport_model_loaded", model="a", version="1") == 0
