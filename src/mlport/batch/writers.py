@@ -21,6 +21,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from mlport.batch.arrays import from_numpy
 from mlport.batch.storage import Location, locate, upload
 from mlport.errors import InvalidInput
 
@@ -48,7 +49,7 @@ def output_columns(outputs: dict[str, np.ndarray[Any, Any]]) -> dict[str, pa.Arr
     for name, arr in outputs.items():
         if arr.ndim == 0:
             raise InvalidInput(f"output '{name}' has no batch axis: batch scoring needs one value per row")
-        flat = pa.array(np.ascontiguousarray(arr).reshape(-1))
+        flat = from_numpy(np.ascontiguousarray(arr).reshape(-1))
         if pa.types.is_binary(flat.type):
             with contextlib.suppress(pa.ArrowInvalid):  # text outputs (UTF-8 checked once, vectorised)
                 flat = flat.cast(pa.string())
