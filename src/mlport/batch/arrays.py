@@ -21,9 +21,11 @@ Array = np.ndarray[Any, Any]
 MAX_TEXT_BYTES = 2**31 - 1
 
 
-def to_numpy(column: pa.Array) -> Array:
+def to_numpy(column: pa.Array | pa.ChunkedArray) -> Array:
     """``column`` as a numpy array: a read-only view for numbers without nulls, an object array of ``str`` for
     text without nulls, else pyarrow's conversion (nulls as NaN or None)."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
     kind = column.type
     if column.null_count == 0 and (pa.types.is_integer(kind) or pa.types.is_floating(kind)):
         dtype = np.dtype(kind.to_pandas_dtype())

@@ -22,8 +22,9 @@ from mlport.batch.arrays import from_numpy, to_numpy
     pa.array(["a", None, "c"]),
     pa.array([1.5, None]),
     pa.array([True, False]),
+    pa.chunked_array([[1.0, 2.0], [3.0]]),
 ])
-def test_to_numpy_gives_pyarrows_values(column: pa.Array) -> None:
+def test_to_numpy_gives_pyarrows_values(column: pa.Array | pa.ChunkedArray) -> None:
     got, want = to_numpy(column), column.to_numpy(zero_copy_only=False)
     assert got.dtype == want.dtype
     assert got.shape == want.shape
