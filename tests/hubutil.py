@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -30,16 +31,19 @@ class HubProc:
     proc: subprocess.Popen[bytes]
     log_path: Path
     env: dict[str, str] = field(default_factory=dict)
+    #: what its certificate is verified with when it serves HTTPS
+    verify: ssl.SSLContext | bool = True
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
     def client(self, token: str | None = None, timeout: float = 60) -> httpx.Client:
         headers = {"authorization": f"Bearer {token}"} if token else {}
-        return httpx.Client(base_url=self.url, timeout=timeout, headers=headers)
+        return httpx.Client(base_url=self.url, timeout=timeout, headers=headers, verify=self.verify)
 
     def login(self, username: str = "admin", password: str = ADMIN_PASSWORD) -> str:
-        r = httpx.post(self.url + "/auth/token", json={"username": username, "password": password}, timeout=30)
+        r = httpx.post(self.url + "/auth/token", json={"username": username, "password": password}, timeout=30,
+                       verify=self.verify)
         assert r.status_code == 200, r.text
         token: str = r.json()["access_token"]
         return token
@@ -49,7 +53,8 @@ class HubProc:
 
 
 def start_hub(data_dir: Path, *args: str, env: dict[str, str] | None = None, port: int | None = None,
-              timeout: float = 60, jwt_secret: bool = True) -> HubProc:
+              timeout: float = 60, jwt_secret: bool = True, ca: Path | None = None) -> HubProc:
+    """``ca``: the hub serves HTTPS (``--tls-cert`` in ``args``) with a certificate this CA signed."""
     port = port or free_port()
     data_dir.mkdir(parents=True, exist_ok=True)
     log_path = data_dir / f"hub-{port}-{time.monotonic_ns()}.log"
@@ -61,13 +66,14 @@ def start_hub(data_dir: Path, *args: str, env: dict[str, str] | None = None, por
            "--controller-interval", "0.2", *args]
     with log_path.open("wb") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=full_env)
-    hub = HubProc(f"http://127.0.0.1:{port}", port, data_dir, proc, log_path, env or {})
+    verify = ssl.create_default_context(cafile=str(ca)) if ca is not None else True
+    hub = HubProc(f"{'https' if ca else 'http'}://127.0.0.1:{port}", port, data_dir, proc, log_path, env or {}, verify)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"hub exited with {proc.returncode}:\n{hub.log()}")
         try:
-            if httpx.get(hub.url + "/healthz", timeout=2).status_code == 200:
+            if httpx.get(hub.url + "/healthz", timeout=2, verify=verify).status_code == 200:
                 return hub
         except httpx.HTTPError:
             pass

@@ -32,6 +32,8 @@ def add_hub_command(sub: Any) -> None:
     hub.add_argument("--s3-endpoint-url", help="S3-compatible endpoint, e.g. http://127.0.0.1:9000")
     hub.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     hub.add_argument("--http-port", "--port", dest="port", type=int, help="HTTP port (default 8090)")
+    hub.add_argument("--grpc-port", type=int,
+                     help="the gateway's gRPC port (Open Inference Protocol; off by default; 0: a free port)")
     hub.add_argument("--tls-cert", type=Path, metavar="PEM", help="serve HTTPS with this certificate (with --tls-key)")
     hub.add_argument("--tls-key", type=Path, metavar="PEM", help="the private key of --tls-cert")
     hub.add_argument("--tls-client-ca", type=Path, metavar="PEM",
@@ -64,7 +66,7 @@ def add_hub_command(sub: Any) -> None:
 def _settings(args: argparse.Namespace) -> Any:
     from mlport.hub.settings import HubSettings
 
-    fields = ["data_dir", "store", "s3_endpoint_url", "host", "port", "jwt_algorithm", "jwt_private_key",
+    fields = ["data_dir", "store", "s3_endpoint_url", "host", "port", "grpc_port", "jwt_algorithm", "jwt_private_key",
               "jwt_public_key", "controller_interval_s", "log_level", "access_log", "access_log_format",
               "tls_cert", "tls_key", "tls_client_ca", "public_names", "shadow_max_pending", "shadow_max_cpu"]
     given = {f: getattr(args, f) for f in fields if getattr(args, f, None) is not None}

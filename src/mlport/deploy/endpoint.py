@@ -23,9 +23,18 @@ class Endpoint:
     url: str
     pid: int
     port: int = 0
+    #: the replica's gRPC port on the host of ``url`` (0: it opens none)
+    grpc_port: int = 0
     inflight: int = 0
     healthy: bool = False
     draining: bool = False
+
+    @property
+    def grpc_target(self) -> str:
+        """``host:port`` of the replica's gRPC port (a gRPC channel's target); empty when it opens none."""
+        if not self.grpc_port:
+            return ""
+        return f"{self.url.partition('://')[2].rpartition(':')[0]}:{self.grpc_port}"
 
     def acquire(self) -> None:
         self.inflight += 1

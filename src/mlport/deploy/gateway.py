@@ -328,6 +328,22 @@ class Gateway:
             upstream, self._upstream = self._upstream, None
             await upstream.aclose()
 
+    # -- for the hub's gRPC gateway (:mod:`mlport.hub.gatewaygrpc`) -------------------------------------------
+    def route(self, deployment: str, key: Callable[[str], str | None]) -> int:
+        """The version that answers one request of ``deployment`` by its target's strategy (a shadow's candidate
+        gets no copy here); ``key(header)`` gives the request's routing key.  NOT_FOUND for an unknown one."""
+        target = self._deployment(deployment).target
+        value = key((target.sticky_header or "x-routing-key").lower())
+        return choose(target, key=value[:MAX_KEY] if value is not None else None, rand=self._rng.random()).serve
+
+    async def pick(self, deployment: str, version: int, failed: set[str], deadline: float) -> EndpointView:
+        """The replica for one attempt, chosen as for HTTP requests (``deadline``: on the loop's clock)."""
+        return await self._endpoint(deployment, version, failed, deadline)
+
+    def connection_failed(self, url: str) -> None:
+        """The replica at ``url`` could not be reached: passed over for a moment."""
+        self._cool(url)
+
     # -- routing -------------------------------------------------------------------------------------------
 
     def _deployment(self, deployment: str) -> Deployment:

@@ -51,7 +51,7 @@ LOAD_FAILURE_CONFIRM_S = 1.0
 HEALTH_TIMEOUT = httpx.Timeout(2.0, connect=1.0)
 #: A replica that exits with a port clash right after start is started again on another port, this often.
 BIND_RETRIES = 5
-_BIND_ERROR = re.compile(r"address already in use|errno 98|eaddrinuse", re.IGNORECASE)
+_BIND_ERROR = re.compile(r"address already in use|errno 98|eaddrinuse|cannot listen for grpc", re.IGNORECASE)
 
 
 @dataclass(eq=False)
@@ -189,6 +189,7 @@ class ReplicaSet:
                 "replica": r.index,
                 "pid": r.proc.pid if alive and r.proc is not None else None,
                 "port": r.endpoint.port if alive and r.endpoint is not None else None,
+                "grpc_port": r.endpoint.grpc_port or None if alive and r.endpoint is not None else None,
                 "url": r.endpoint.url if alive and r.endpoint is not None else None,
                 "state": "ready" if alive and r.ready and r.endpoint is not None and r.endpoint.healthy
                 else "unhealthy" if alive and r.ready else "starting" if alive else "restarting",
@@ -268,15 +269,17 @@ class ReplicaSet:
         r.ready = False
         r.failures = 0
         r.load_failed_since = None
-        used = frozenset(ep.port for ep in (x.endpoint for x in (*self._replicas, *self._draining)) if ep is not None)
+        endpoints = [ep for ep in (x.endpoint for x in (*self._replicas, *self._draining)) if ep is not None]
+        used = frozenset(p for ep in endpoints for p in (ep.port, ep.grpc_port))
         try:
             port = free_port(self.host, used)
+            grpc_port = free_port(self.host, used | {port})
             rotate_log(r.log_path)
             try:
                 r.log_start = r.log_path.stat().st_size
             except OSError:
                 r.log_start = 0
-            proc = spawn(self._command(port), r.log_path, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            proc = spawn(self._command(port, grpc_port), r.log_path, env={**os.environ, "PYTHONUNBUFFERED": "1"})
         except OSError as exc:
             self._error(f"cannot start a replica of {self.key}: {exc}")
             r.proc, r.endpoint = None, None
@@ -285,12 +288,14 @@ class ReplicaSet:
         r.proc = proc
         r.started_at = time.monotonic()
         scheme = "https" if self.tls is not None else "http"
-        r.endpoint = Endpoint(url=f"{scheme}://{_url_host(self.host)}:{port}", pid=proc.pid, port=port)
-        log.info("replica %s r%d started: pid %d, port %d", self.key, r.index, proc.pid, port)
+        r.endpoint = Endpoint(url=f"{scheme}://{_url_host(self.host)}:{port}", pid=proc.pid, port=port,
+                              grpc_port=grpc_port)
+        log.info("replica %s r%d started: pid %d, ports %d (HTTP) and %d (gRPC)", self.key, r.index, proc.pid, port,
+                 grpc_port)
 
-    def _command(self, port: int) -> list[str]:
+    def _command(self, port: int, grpc_port: int) -> list[str]:
         cmd = [sys.executable, "-m", "mlport.cli.main", "serve", str(self.path), "--host", self.host,
-               "--http-port", str(port), "--grpc-port", "0", "--name", self.name, "--poll-interval", "0",
+               "--http-port", str(port), "--grpc-port", str(grpc_port), "--name", self.name, "--poll-interval", "0",
                # one model per replica: ready means this model serves
                "--strict-readiness"]
         if self.trusted:

@@ -22,6 +22,7 @@ from mlport.hub.api import api_routes, json_response
 from mlport.hub.console.pages import console_routes, public_names
 from mlport.hub.console.security import BrowserGuard
 from mlport.hub.console.sessions import SessionStore
+from mlport.hub.gatewaygrpc import GRACE_S, start_grpc_gateway
 from mlport.hub.gatewayhttp import GATEWAY_METHODS, GATEWAY_ROUTE, GatewayHTTP, split_gateway_path
 from mlport.hub.observe import gateway_request_id, sd_routes, write_gateway_line
 from mlport.hub.openapi import build_openapi
@@ -69,6 +70,12 @@ class _Metrics:
                                ["deployment", "version", "status"], registry=self.registry)
         self.gateway_seconds = Histogram("mlport_hub_gateway_request_seconds", "Gateway request latency",
                                          ["deployment", "version"], registry=self.registry)
+
+    def count_gateway(self, name: str, version: str, status: str, started: float) -> None:
+        """One gateway answer (``name``: an existing deployment or '-'; ``status``: HTTP's or gRPC's code)."""
+        self.gateway.labels(name, version, status).inc()
+        self.gateway_seconds.labels(name, version).observe(time.perf_counter() - started)
+        self.requests.labels("gateway", status).inc()
 
 
 class _Observe:
@@ -138,11 +145,9 @@ class _Observe:
         # only deployments that exist are labels: unknown names must not grow the metric's label set
         if not any(d.name == name for d in self.hub.deployments.deployments()):
             name = "-"
-        self.metrics.gateway.labels(name, version, str(status)).inc()
-        self.metrics.gateway_seconds.labels(name, version).observe(time.perf_counter() - started)
+        self.metrics.count_gateway(name, version, str(status), started)
         if self.access_log is not None:
             write_gateway_line(self.access_log, self.hub, path, rid, version, status, started)
-        self.metrics.requests.labels("gateway", str(status)).inc()
 
 
 def build_app(hub: Hub, access_log: AccessLog | None = None) -> Starlette:
@@ -163,13 +168,17 @@ def build_app(hub: Hub, access_log: AccessLog | None = None) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await hub.start()
+        grpc_gateway = None
         # what is alive after start-up lives as long as the hub: the collector's full passes (pauses in the
         # gateway's tail latency) need not walk it again and again
         gc.collect()
         gc.freeze()
         try:
+            grpc_gateway = await start_grpc_gateway(hub, metrics.count_gateway)
             yield
         finally:
+            if grpc_gateway is not None:
+                await grpc_gateway.stop(GRACE_S)
             await hub.stop()
 
     routes = [

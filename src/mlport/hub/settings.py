@@ -30,6 +30,8 @@ class HubSettings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = Field(default=8090, ge=0, le=65535)
+    #: The gateway's gRPC port (OIP ``inference.GRPCInferenceService``; 0: one the system chooses); None: off.
+    grpc_port: int | None = Field(default=None, ge=0, le=65535)
     #: HTTPS: the certificate and key (PEM) of the hub's port; with ``tls_client_ca``, mutual TLS.
     tls_cert: Path | None = None
     tls_key: Path | None = None
