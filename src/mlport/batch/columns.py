@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from mlport.batch.arrays import to_numpy
 from mlport.batch.model import ScoringModel
 from mlport.core.types import DataType, TensorSpec
 from mlport.errors import InvalidInput
@@ -177,7 +178,7 @@ def _scalars(spec: TensorSpec, name: str, column: pa.Array, bad: dict[int, str])
     _nulls(column, name, bad)
     if spec.datatype is DataType.BYTES:
         if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
-            return np.asarray(column.fill_null("").to_numpy(zero_copy_only=False), dtype=object)
+            return np.asarray(to_numpy(column.fill_null("") if column.null_count else column), dtype=object)
         if pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type):
             return np.asarray(column.fill_null(b"").to_numpy(zero_copy_only=False), dtype=object)
         if pa.types.is_integer(column.type) or pa.types.is_floating(column.type):
@@ -191,7 +192,7 @@ def _scalars(spec: TensorSpec, name: str, column: pa.Array, bad: dict[int, str])
     elif not (pa.types.is_integer(column.type) or pa.types.is_floating(column.type)):
         raise InvalidInput(f"column '{name}' of type {column.type} cannot feed input '{spec.name}' "
                            f"({spec.datatype.value})")
-    arr = (column.fill_null(0) if column.null_count else column).to_numpy(zero_copy_only=False)
+    arr = to_numpy(column.fill_null(0) if column.null_count else column)
     target = spec.datatype.numpy
     if target.kind in "iub" and arr.dtype.kind == "f":
         frac = ~(np.isfinite(arr) & (arr == np.round(arr)))

@@ -21,6 +21,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from mlport.batch.arrays import from_numpy, to_numpy
 from mlport.batch.storage import Location, locate, upload
 from mlport.errors import InvalidInput
 
@@ -48,7 +49,7 @@ def output_columns(outputs: dict[str, np.ndarray[Any, Any]]) -> dict[str, pa.Arr
     for name, arr in outputs.items():
         if arr.ndim == 0:
             raise InvalidInput(f"output '{name}' has no batch axis: batch scoring needs one value per row")
-        flat = pa.array(np.ascontiguousarray(arr).reshape(-1))
+        flat = from_numpy(np.ascontiguousarray(arr).reshape(-1))
         if pa.types.is_binary(flat.type):
             with contextlib.suppress(pa.ArrowInvalid):  # text outputs (UTF-8 checked once, vectorised)
                 flat = flat.cast(pa.string())
@@ -66,10 +67,9 @@ def _flatten_lists(table: pa.Table) -> pa.Table:
     for name, col in zip(table.column_names, table.columns, strict=True):
         if pa.types.is_fixed_size_list(col.type):
             width = col.type.list_size
-            flat = pc.list_flatten(col).to_numpy(zero_copy_only=False).reshape(-1, width) \
-                if len(col) else np.zeros((0, width))
+            flat = to_numpy(pc.list_flatten(col)).reshape(-1, width) if len(col) else np.zeros((0, width))
             for i in range(width):
-                arrays.append(pa.array(flat[:, i]))
+                arrays.append(from_numpy(flat[:, i]))
                 names.append(f"{name}_{i}")
         elif pa.types.is_list(col.type) or pa.types.is_large_list(col.type):
             # a list of varying length (a kept input column): its JSON text

@@ -44,6 +44,8 @@ def as_text(arr: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
     """
     if arr.dtype.kind == "U":
         return arr.astype(object)
+    if arr.dtype == object and set(map(type, arr.ravel().tolist())) <= {str}:
+        return arr.copy()  # text already: one look at the element types (in C), no call per element
     out: np.ndarray[Any, Any] = _as_text_elements(arr)
     return out.reshape(arr.shape) if isinstance(out, np.ndarray) else np.array(out, dtype=object)
 
