@@ -16,8 +16,8 @@ with ``mlport serve --lazy``, and measures:
   in onnxruntime) plus the budget;
 - the same stream through the model manager alone in this process (no HTTP, no metrics), whose resident set
   growth is read after every request: the manager's own accounting, apart from the server's per-model
-  bookkeeping (each model served keeps its metric series, a few KiB, loaded or not), which the server's
-  figures include.
+  bookkeeping (the metric series of the loaded models, and a few series per model ever loaded: its loads,
+  evictions and loaded state), which the server's figures include.
 
 The same stream then goes to MLServer's multi-model serving (pinned in ``bench/run.py``, in its own virtual
 environment, with the ONNX runtime of ``bench/peers/mlserver_onnx.py``), which loads every model at start:

@@ -14,9 +14,10 @@ _COLD_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 6
 class CacheMetrics:
     """Loaded models and their memory, loads, evictions, hits and misses, and how long cold loads take."""
 
-    def __init__(self, registry: CollectorRegistry, on_unload: Callable[[str, int], None] | None = None) -> None:
-        """``on_unload(model, version)``: told of each version an eviction unloads."""
-        self._on_unload = on_unload
+    def __init__(self, registry: CollectorRegistry,
+                 on_evicted: Callable[[str, tuple[int, ...]], None] | None = None) -> None:
+        """``on_evicted(model, versions)``: told of each eviction (the versions it unloaded)."""
+        self._on_evicted = on_evicted
         r = registry
         self.loaded_models = Gauge("mlport_loaded_models", "Models loaded now", registry=r,
                                    multiprocess_mode="livesum")
@@ -50,9 +51,8 @@ class CacheMetrics:
 
     def evicted(self, model: str, versions: tuple[int, ...]) -> None:
         self.evictions.labels(model).inc()
-        if self._on_unload is not None:
-            for version in versions:
-                self._on_unload(model, version)
+        if self._on_evicted is not None:
+            self._on_evicted(model, versions)
 
     def usage(self, models: int, memory_bytes: int) -> None:
         self.loaded_models.set(models)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -56,6 +58,8 @@ class Metrics:
         )
         self._admission_metrics(r)
         self._watch_metrics(r)
+        #: Told the name of each model whose series :meth:`on_model_unloaded` removed (to drop what they looked up).
+        self._forget_hooks: list[Callable[[str], None]] = []
 
     def _admission_metrics(self, r: CollectorRegistry) -> None:
         """Admission (max_concurrency, max_queue, queue_timeout_s, deadlines): see mlport.runtime.admission."""
@@ -108,6 +112,34 @@ class Metrics:
 
     def on_unload(self, model: str, version: int) -> None:
         self.model_loaded.labels(model, str(version)).set(0)
+
+    def on_forget(self, hook: Callable[[str], None]) -> None:
+        """``hook(model)`` is called after :meth:`on_model_unloaded` removed the series of ``model``."""
+        self._forget_hooks.append(hook)
+
+    def on_model_unloaded(self, model: str, versions: tuple[int, ...]) -> None:
+        """A model was unloaded (all its loaded ``versions``), to make room under the memory budget or by the
+        repository API: its request
+        series (counters, latency histograms, queue and in-flight gauges) leave the registry, so that their memory
+        follows the loaded models, not every model ever served.  They start again from zero when the model serves
+        again (a counter reset, which ``rate()`` and ``increase()`` take in their stride).  What tells the model's
+        life stays: ``mlport_model_loaded`` (0 now), load failures, loads, evictions.
+
+        With worker processes (``multiprocess_dir``) the values live in files that prometheus_client cannot
+        remove series from: the series stay (only ``mlport_model_loaded`` changes)."""
+        for version in versions:
+            self.on_unload(model, version)
+        if self.multiprocess_dir:
+            return
+        per_version = (self.requests, self.inference, self.load_seconds, self.queued, self.queue_depth,
+                       self.refused, self.expired, self.cancelled)
+        for version in versions:
+            for metric in per_version:
+                metric.remove_by_labels({"model": model, "version": str(version)})
+        for metric in (self.latency, self.routes):  # (the in-flight gauge: its owner removes it, see on_forget)
+            metric.remove_by_labels({"model": model})
+        for hook in self._forget_hooks:
+            hook(model)
 
     def exposition(self) -> bytes:
         if self.multiprocess_dir:

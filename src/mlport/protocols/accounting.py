@@ -38,6 +38,13 @@ class Inflight:
                 self._copy()
         return Count(self.counts, model)
 
+    def forget(self, model: str) -> None:
+        """``model`` was evicted: its gauge leaves the metrics (it comes back with the model's next request)."""
+        if self.counts.get(model) == 0:
+            del self.counts[model]
+            if not self._shared:
+                self._metrics.inflight.remove(model)
+
     def _copy(self) -> None:
         if self._closed:
             return

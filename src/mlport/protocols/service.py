@@ -40,6 +40,7 @@ from mlport.protocols.accounting import Inflight, Series
 from mlport.runtime.admission import Expired, Gate, Overloaded, parse_priority
 from mlport.runtime.batching import Runner
 from mlport.runtime.manager import ColdModel, LoadedVersion, ModelManager
+from mlport.runtime.states import VersionState
 from mlport.runtime.stats import ModelStats, Timing
 
 __all__ = ["Call", "ClientGone", "InferenceService", "Watch"]
@@ -163,6 +164,7 @@ class InferenceService:
         self._series: dict[tuple[str, int, str], Series] = {}
         self._stats: dict[tuple[str, int], ModelStats] = {}
         self._inflight = Inflight(metrics)
+        metrics.on_forget(self._forget_series)
         #: Drift and outlier watch of the models with a reference profile (a hook on every answered prediction).
         self.drift = DriftWatch(metrics)
         #: Explanations of predictions, on their own threads (never the inference threads).
@@ -181,6 +183,18 @@ class InferenceService:
             found = self._series[key] = Series(self.metrics, self._inflight, lv.model, str(lv.version), protocol,
                                                self.stats(lv.model, lv.version))
         return found
+
+    async def unload_model(self, name: str) -> None:
+        """Unload a model (the repository API): its versions unload, and their series leave the metrics."""
+        loaded = tuple(v.version for v in self.manager.status(name).versions if v.state is VersionState.READY)
+        await self.manager.unload_model(name)
+        self.metrics.on_model_unloaded(name, loaded)
+
+    def _forget_series(self, model: str) -> None:
+        """The metrics removed the series of ``model`` (evicted): look them up afresh when it serves again."""
+        for key in [k for k in self._series if k[0] == model]:
+            del self._series[key]
+        self._inflight.forget(model)
 
     def stats(self, model: str, version: int) -> ModelStats:
         """The statistics of one model version (kept across reloads of the same version)."""

@@ -101,3 +101,19 @@ def test_a_call_holds_the_version_until_it_leaves(root: Path) -> None:
         assert count(metrics, "double", ErrorCode.INTERNAL.value) == 1
 
     run(root, scenario)
+
+
+def test_an_evicted_models_series_come_back_with_its_next_request(root: Path) -> None:
+    async def scenario(service: InferenceService, metrics: Metrics) -> None:
+        await service.infer("double", None, InferenceRequest({"x": X}), "test")
+        metrics.on_model_unloaded("double", (1,))  # what an eviction under the memory budget does
+        assert count(metrics, "double", "ok") == 0
+        assert metrics.registry.get_sample_value("mlport_inflight_requests", {"model": "double"}) is None
+        await service.infer("double", None, InferenceRequest({"x": X}), "test")
+        # new series in the registry, not the removed ones the service had looked up before
+        assert count(metrics, "double", "ok") == 1
+        assert metrics.registry.get_sample_value(
+            "mlport_request_duration_seconds_count", {"model": "double", "protocol": "test"}) == 1
+        assert metrics.registry.get_sample_value("mlport_inflight_requests", {"model": "double"}) == 0
+
+    run(root, scenario)

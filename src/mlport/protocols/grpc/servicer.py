@@ -186,7 +186,7 @@ class InferenceServicer:
         self, request: pb.RepositoryModelUnloadRequest, context: Any
     ) -> pb.RepositoryModelUnloadResponse:
         # 'unload_dependents' (sent by Triton's client) has no meaning here: models have no dependents.
-        await self._manager.unload_model(request.model_name)
+        await self._service.unload_model(request.model_name)
         return pb.RepositoryModelUnloadResponse()
 
 

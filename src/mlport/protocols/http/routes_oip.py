@@ -208,7 +208,7 @@ async def repository_load(request: Request) -> Response:
 async def repository_unload(request: Request) -> Response:
     st = state_of(request)
     await _repository_body(request, "unload")
-    await st.manager.unload_model(request.path_params["name"])
+    await st.service.unload_model(request.path_params["name"])
     return json_response({})
 
 

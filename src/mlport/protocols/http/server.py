@@ -46,7 +46,7 @@ def build_state(
         lazy=settings.lazy, max_concurrent_loads=settings.max_concurrent_loads, load_wait_s=settings.load_wait_s,
         # each worker process holds its own models: it gets its share of the budget
         memory_budget=None if budget is None else int(budget) // settings.workers,
-        observer=CacheMetrics(metrics.registry, on_unload=metrics.on_unload),
+        observer=CacheMetrics(metrics.registry, on_evicted=metrics.on_model_unloaded),
         admission=AdmissionPolicy(
             settings.max_concurrency, settings.max_queue, settings.queue_timeout_s,
             ErrorCode.RESOURCE_EXHAUSTED if settings.overload_status == 429 else ErrorCode.UNAVAILABLE,
