@@ -291,15 +291,15 @@ async function send() {
     const answer = await fetch(buildUrl(), init);
     const type = answer.headers.get("content-type") || "";
     const ms = Math.round(performance.now() - started);
-    status.textContent = answer.status + " " + answer.statusText + " · " + (type || "no content type") + " · " + ms + " ms";
-    if (type.startsWith("image/")) {
-      image.src = URL.createObjectURL(await answer.blob());
+    // the body is read before the status is shown, so a status always comes with its own answer
+    const blob = type.startsWith("image/") ? await answer.blob() : null;
+    const text = blob ? "" : (type.includes("json") ? pretty(await answer.json()) : await answer.text());
+    if (blob) {
+      image.src = URL.createObjectURL(blob);
       image.classList.remove("hidden");
-    } else if (type.includes("json")) {
-      out.textContent = pretty(await answer.json());
-    } else {
-      out.textContent = await answer.text();
     }
+    out.textContent = text;
+    status.textContent = answer.status + " " + answer.statusText + " · " + (type || "no content type") + " · " + ms + " ms";
   } catch (err) {
     status.textContent = "failed: " + err.message;
   }
