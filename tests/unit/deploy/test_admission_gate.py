@@ -12,6 +12,7 @@ from mlport.deploy.admission_gate import DeploymentGates, retry_after_header
 from mlport.deploy.autoscale import ScalePolicy
 from mlport.errors import ErrorCode, MlportError
 from mlport.runtime.admission import Expired, Overloaded
+from tests.waiting import until
 
 POLICY = ScalePolicy(max_concurrency=1, max_queue=2)
 INFER = "/v2/models/d/infer"
@@ -34,7 +35,7 @@ async def _capacity() -> None:
     gates, ready = DeploymentGates(), [1]
     first = await gates.admit("d", 1, POLICY, lambda: ready[0], INFER, [], b"", None)
     queued = asyncio.ensure_future(gates.admit("d", 1, POLICY, lambda: ready[0], INFER, [], b"", None))
-    await asyncio.sleep(0.01)
+    await until(lambda: gates.waiting("d", 1) == 1, what="the request queued")
     assert not queued.done() and gates.waiting("d", 1) == 1 and sample(gates, "mlport_hub_queue_depth") == 1
     ready[0] = 2  # a second replica: the controller's next look lets the queued request through
     assert gates.waiting("d", 1) == 0
@@ -113,9 +114,9 @@ async def _priority() -> None:
 
     leaving = asyncio.ensure_future(gates.admit("d", 1, policy, lambda: 1, INFER, [], b"", watch))
     normal = asyncio.ensure_future(gates.admit("d", 1, policy, lambda: 1, INFER, [], b"", None))
-    await asyncio.sleep(0.01)
+    await until(lambda: gates.waiting("d", 1) == 2, what="two requests queued")
     high = asyncio.ensure_future(gates.admit("d", 1, policy, lambda: 1, INFER, [], oip(priority=1), None))
-    await asyncio.sleep(0.01)
+    await until(lambda: gates.waiting("d", 1) == 3, what="the high-priority request queued")
     gone.set()
     with pytest.raises(Exception, match="went away"):
         await leaving
