@@ -315,7 +315,19 @@ def run_wrk(wrk: str, lua: Path, url: str, body: tuple[Path, int | None], concur
     if core is not None and shutil.which("taskset"):
         cmd = ["taskset", "-c", str(core), *cmd]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=seconds + 120).stdout
-    result = {"rps": 0.0, "p50": float("nan"), "p99": float("nan"), "errors": 0.0, "requests": 0.0}
+    return parse_wrk(out)
+
+
+#: wrk's socket error kinds, as its summary names them.
+SOCKET_ERRORS = ("connect", "read", "write", "timeout")
+
+
+def parse_wrk(out: str) -> dict[str, float]:
+    """wrk's summary text as numbers: ``rps``, ``p50``/``p99`` (ms), ``requests``; ``errors`` (all of them), split
+    into ``non2xx`` (answers other than 2xx/3xx) and the socket errors ``connect``, ``read``, ``write``,
+    ``timeout`` (no answer within ``--timeout``)."""
+    result = {"rps": 0.0, "p50": float("nan"), "p99": float("nan"), "errors": 0.0, "requests": 0.0, "non2xx": 0.0,
+              **{kind: 0.0 for kind in SOCKET_ERRORS}}
     if m := re.search(r"Requests/sec:\s+([\d.]+)", out):
         result["rps"] = float(m[1])
     if m := re.search(r"^\s+50%\s+(\S+)", out, re.M):
@@ -324,12 +336,11 @@ def run_wrk(wrk: str, lua: Path, url: str, body: tuple[Path, int | None], concur
         result["p99"] = _ms(m[1])
     if m := re.search(r"(\d+) requests in", out):
         result["requests"] = float(m[1])
-    errors = 0
     if m := re.search(r"Non-2xx or 3xx responses: (\d+)", out):
-        errors += int(m[1])
+        result["non2xx"] = float(m[1])
     if m := re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out):
-        errors += sum(int(g) for g in m.groups())
-    result["errors"] = float(errors)
+        result.update({kind: float(n) for kind, n in zip(SOCKET_ERRORS, m.groups(), strict=True)})
+    result["errors"] = result["non2xx"] + sum(result[kind] for kind in SOCKET_ERRORS)
     return result
 
 
