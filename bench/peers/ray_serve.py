@@ -150,7 +150,8 @@ def main() -> None:
     args = parser.parse_args()
     stop = threading.Event()
     temp = tempfile.mkdtemp(prefix="ray-")  # short: Ray's socket paths must fit in 107 bytes
-    os.environ.update(ray_environment(args.mode, temp))
+    for key, value in ray_environment(args.mode, temp).items():  # a value set outside wins (to try others)
+        os.environ.setdefault(key, value)
     ray.init(_node_ip_address="127.0.0.1", include_dashboard=False, _temp_dir=temp, num_cpus=os.cpu_count(),
              logging_level="WARNING", configure_logging=True)
     # after ray.init, which installs its own handlers
