@@ -4,6 +4,7 @@
     python bench/gateway.py --quick           # 3 s per point
     python bench/gateway.py --rounds 3        # every row 3 times, alternating; medians
     python bench/gateway.py --profile shadow  # also py-spy on the hub during the shadow row at c=64
+    python bench/gateway.py --rows ray        # only Ray Serve (no hub)
 
 A hub on 127.0.0.1 gets the iris model (bench/models.py) as two versions of one model, a deployment
 ``iris-b`` with one replica, and a predictor service account.  wrk (one thread, pinned to one core, as in
@@ -13,8 +14,9 @@ bench/run.py) then sends iris OIP JSON:
 - ``gateway``: to ``/deployments/iris-b/v2/models/iris-b/infer`` with the predictor's bearer token;
 - ``gateway + shadow``: the same, with version 2 as a shadow receiving a copy of every request;
 - ``gateway + canary``: the same, with version 2 as a 10 % canary (the two versions' replicas answer);
-- ``Ray Serve``: bench/peers/ray_serve.py (its own venv, tuned as it says) on the same model and body, after the
-  hub has stopped; the table gives the gateway's throughput over Ray's at each c.
+- ``Ray Serve``: bench/peers/ray_serve.py (its own venv, tuned as it says: its high-throughput mode, HAProxy in
+  front of the replicas) on the same model and body, after the hub has stopped; the table gives the gateway's
+  throughput over Ray's at each c.  ``--rows ray-proxy`` also measures Ray Serve's classic Python proxy.
 
 The hub and its replicas share the machine's cores with wrk.  Results go to ``bench/results/gateway-<date>.md``.
 """
@@ -204,17 +206,19 @@ def hub_rows(runner: Runner, url: str, proc: subprocess.Popen[bytes], model: Pat
     return {k: s.get(k) for k in ("requests", "agreed", "dropped", "errors")}
 
 
-def ray_rows(runner: Runner, model: Path, levels: list[int]) -> None:
-    """Ray Serve (bench/peers/ray_serve.py, its own venv) on the same model and body, ``--rounds`` times."""
+def ray_rows(runner: Runner, model: Path, levels: list[int], name: str = "ray") -> None:
+    """Ray Serve (bench/peers/ray_serve.py, its own venv) on the same model and body, ``--rounds`` times;
+    ``name`` ``ray-proxy``: with its classic Python proxy."""
     bench_run.ensure_venv("ray")
-    spec = bench_run.ServerSpec("ray", bench_run.RAY_REPLICAS, bench_run.RAY_LABEL, {}, venv="ray")
+    label = bench_run.RAY_PROXY_LABEL if name == "ray-proxy" else bench_run.RAY_LABEL
+    spec = bench_run.ServerSpec(name, bench_run.RAY_REPLICAS, label, {}, venv="ray")
     bodies = {"iris-json": runner.body}
     with tempfile.TemporaryDirectory(prefix="mlport-bench-ray-") as tmp, \
             bench_run.serving(spec, {"iris": model}, bodies, Path(tmp)) as running:
         target = f"http://127.0.0.1:{running.port}/v2/models/iris/infer"
         for _ in range(runner.args.rounds):
             for c in levels:
-                runner.point(bench_run.RAY_LABEL, target, c, running.proc.pid)
+                runner.point(label, target, c, running.proc.pid)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -222,7 +226,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="3 s per point")
     parser.add_argument("--seconds", type=float, help="seconds per point (default 10, quick 3)")
     parser.add_argument("--levels", default="1,8,64", help="concurrency levels (default 1,8,64)")
-    parser.add_argument("--rows", default="direct,gateway,shadow,canary,ray", help="rows to measure")
+    parser.add_argument("--rows", default="direct,gateway,shadow,canary,ray",
+                        help="rows to measure, of direct,gateway,shadow,canary,ray,ray-proxy (ray: Ray Serve tuned; "
+                        "ray-proxy: Ray Serve with its Python proxy)")
     parser.add_argument("--rounds", type=int, default=1, help="measure the rows this many times, alternating; "
                         "the table gives each point's median (default 1)")
     parser.add_argument("--profile", choices=sorted(ROWS), help="py-spy on the hub during this row at the highest c")
@@ -241,8 +247,9 @@ def main(argv: list[str] | None = None) -> int:
     if any(r in ROWS for r in rows):
         with tempfile.TemporaryDirectory(prefix="mlport-bench-hub-") as tmp, hub_process(Path(tmp)) as (url, proc):
             shadow_counts = hub_rows(runner, url, proc, model, rows, levels)
-    if "ray" in rows:
-        ray_rows(runner, model, levels)
+    for name in ("ray", "ray-proxy"):
+        if name in rows:
+            ray_rows(runner, model, levels, name)
     load.append(bench_run.load_average())
     text = report(runner, load, shadow_counts)
     bench_run.RESULTS.mkdir(exist_ok=True)

@@ -68,9 +68,11 @@ if header_length ~= nil and header_length ~= "" then
   wrk.headers["Inference-Header-Content-Length"] = header_length
 end
 """
-#: Ray Serve as bench/peers/ray_serve.py tunes it (2 replicas, max_ongoing_requests 64: see there).
+#: Ray Serve as bench/peers/ray_serve.py tunes it (its high-throughput mode: HAProxy ingress, 2 replicas,
+#: max_ongoing_requests 64: see there); ``ray-proxy`` is its classic Python proxy, kept to compare.
 RAY_REPLICAS = 2
-RAY_LABEL = f"Ray Serve 2.60 ({RAY_REPLICAS} replicas, 64 ongoing)"
+RAY_LABEL = f"Ray Serve 2.60 (HAProxy, {RAY_REPLICAS} replicas)"
+RAY_PROXY_LABEL = f"Ray Serve 2.60 (Python proxy, {RAY_REPLICAS} replicas)"
 #: Longest a server may take to answer its first request.
 START_TIMEOUT_S = 180
 #: Longest one request may take before wrk counts it as a timeout.
@@ -213,8 +215,10 @@ def command(spec: ServerSpec, port: int, paths: dict[str, Path], scratch: Path) 
     if spec.name == "kserve":
         return ([str(python), "kserve_server.py", "--http_port", str(port), "--grpc_port", str(free_port()),
                  "--workers", str(spec.workers)], env, PEERS)
-    if spec.name == "ray":
-        return ([str(python), "ray_serve.py", "--port", str(port), "--replicas", str(spec.workers)], env, PEERS)
+    if spec.name in ("ray", "ray-proxy"):
+        mode = "proxy" if spec.name == "ray-proxy" else "throughput"
+        return ([str(python), "ray_serve.py", "--port", str(port), "--replicas", str(spec.workers), "--mode", mode],
+                env, PEERS)
     if spec.name == "bentoml":
         env["BENTOML_HOME"] = str(scratch / "bentoml-home")
         return ([str(python.parent / "bentoml"), "serve", "bentoml_service:Onnx", "--port", str(port),
