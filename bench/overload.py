@@ -25,11 +25,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import multiprocessing
 import os
+import random
+import re
 import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -59,14 +63,36 @@ CLIENT_TIMEOUT_S = 60.0
 
 
 @dataclass
-class Run:
-    label: str
-    seconds: float
+class Part:
+    """What the clients of one client process saw."""
+
     ok: list[float] = field(default_factory=list)
     refused: list[float] = field(default_factory=list)
     other: dict[str, int] = field(default_factory=dict)
+    #: How many refusals said each ``Retry-After``.
+    retry_after: dict[str, int] = field(default_factory=dict)
+    #: Lateness of the client process's own event loop (seconds).
+    lag: list[float] = field(default_factory=list)
+
+
+@dataclass
+class Run(Part):
+    label: str = ""
+    seconds: float = 0.0
     live: list[float] = field(default_factory=list)
     rss: list[int] = field(default_factory=list)
+    #: CPU seconds the server spent during the run.
+    server_cpu: float = 0.0
+    #: The server's own figure of its refusals: p99 of the time from taking hold of the model to the refusal.
+    server_refusal_p99: float = float("nan")
+
+    def add(self, part: Part) -> None:
+        self.ok += part.ok
+        self.refused += part.refused
+        self.lag += part.lag
+        for mine, theirs in ((self.other, part.other), (self.retry_after, part.retry_after)):
+            for key, count in theirs.items():
+                mine[key] = mine.get(key, 0) + count
 
 
 def build(root: Path, service_s: float) -> Path:
@@ -77,8 +103,10 @@ def build(root: Path, service_s: float) -> Path:
     return root
 
 
-async def client(http: aiohttp.ClientSession, url: str, until: float, run: Run) -> None:
-    """One client: request after request until ``until``; answers that come later are not counted."""
+async def client(http: aiohttp.ClientSession, url: str, start: float, until: float, part: Part) -> None:
+    """One client: from ``start``, request after request until ``until``; answers that come later are not
+    counted.  A refused client waits exactly what ``Retry-After`` says."""
+    await asyncio.sleep(max(0.0, start - time.monotonic()))
     while time.monotonic() < until:
         started = time.perf_counter()
         try:
@@ -86,22 +114,65 @@ async def client(http: aiohttp.ClientSession, url: str, until: float, run: Run) 
                 await r.read()
                 status, retry = r.status, r.headers.get("retry-after", "1")
         except (aiohttp.ClientError, TimeoutError) as exc:
-            run.other[type(exc).__name__] = run.other.get(type(exc).__name__, 0) + 1
+            part.other[type(exc).__name__] = part.other.get(type(exc).__name__, 0) + 1
             continue
         if time.monotonic() > until:
             return
         took = time.perf_counter() - started
         if status == 200:
-            run.ok.append(took)
+            part.ok.append(took)
         elif status in (429, 503):
-            run.refused.append(took)
+            part.refused.append(took)
+            part.retry_after[retry] = part.retry_after.get(retry, 0) + 1
             await asyncio.sleep(float(retry))
         else:
-            run.other[str(status)] = run.other.get(str(status), 0) + 1
+            part.other[str(status)] = part.other.get(str(status), 0) + 1
+
+
+async def lag(until: float, part: Part) -> None:
+    """How late this process's event loop wakes a 10 ms sleep: the share of a measured latency that is the
+    client's own."""
+    while time.monotonic() < until:
+        started = time.perf_counter()
+        await asyncio.sleep(0.01)
+        part.lag.append(time.perf_counter() - started - 0.01)
+
+
+async def drive_part(url: str, clients: int, start: float, ramp: float, until: float) -> Part:
+    part = Part()
+    timeout = aiohttp.ClientTimeout(total=CLIENT_TIMEOUT_S)
+    rng = random.Random()
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), timeout=timeout) as http:
+        await asyncio.gather(lag(until, part), *(
+            client(http, url, start + rng.uniform(0, ramp), until, part) for _ in range(clients)))
+    return part
+
+
+def run_part(url: str, clients: int, start: float, ramp: float, until: float) -> Part:
+    """One client process (its own event loop)."""
+    return asyncio.run(drive_part(url, clients, start, ramp, until))
+
+
+def drive(server: Server, clients: int, seconds: float, run: Run, processes: int, ramp: float = 0.0) -> None:
+    """``clients`` clients split over ``processes`` client processes, plus the probe (a thread of this one)."""
+    start = time.monotonic() + 2.0  # the client processes start meanwhile
+    until = start + seconds
+    url = server.url + "/v2/models/slow/infer"
+    shares = [clients // processes + (i < clients % processes) for i in range(processes)]
+    with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(run_part, url, n, start, ramp, until) for n in shares if n]
+        while time.monotonic() < start:
+            time.sleep(0.01)
+        cpu = cpu_seconds(server.proc.pid)
+        probe(server.url, until, run, server.proc.pid)
+        run.server_cpu = cpu_seconds(server.proc.pid) - cpu
+        for future in futures:
+            run.add(future.result())
+    run.seconds = seconds
 
 
 def probe(base: str, until: float, run: Run, pid: int) -> None:
-    """``/v2/health/live`` every 50 ms and the server's resident set every 0.5 s, from a thread of its own."""
+    """``/v2/health/live`` every 50 ms and the server's resident set every 0.5 s (the bench's own process)."""
     with httpx.Client(base_url=base, timeout=CLIENT_TIMEOUT_S) as http:
         while time.monotonic() < until:
             started = time.perf_counter()
@@ -112,30 +183,36 @@ def probe(base: str, until: float, run: Run, pid: int) -> None:
             time.sleep(0.05)
 
 
-async def drive(server: Server, clients: int, seconds: float, run: Run) -> None:
-    until = time.monotonic() + seconds
-    prober = threading.Thread(target=probe, args=(server.url, until, run, server.proc.pid))
-    prober.start()
-    timeout = aiohttp.ClientTimeout(total=CLIENT_TIMEOUT_S)
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), timeout=timeout) as http:
-        await asyncio.gather(*(client(http, server.url + "/v2/models/slow/infer", until, run) for _ in range(clients)))
-    prober.join()
-    run.seconds = seconds
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def one_run(label: str, root: Path, logs: Path, args: argparse.Namespace, *flags: str) -> Run:
     server = Server(root, "--inference-threads", "2", *flags, log=logs / f"{label.split()[0]}.log")
-    run = Run(label, args.seconds)
+    run = Run(label=label, seconds=args.seconds)
     try:
-        warm = Run("warm-up", 0)
-        asyncio.run(drive(server, 4, 2.0, warm))
-        asyncio.run(drive(server, args.clients, args.seconds, run))
+        drive(server, 4, 2.0, Run(label="warm-up"), 1)
+        drive(server, args.clients, args.seconds, run, args.processes, args.ramp)
+        run.server_refusal_p99 = refusal_p99(httpx.get(server.url + "/metrics").text)
     finally:
         server.stop()
     return run
 
 
-def refusals_alone(root: Path, logs: Path, count: int = 1000) -> list[float]:
+def refusal_p99(metrics: str) -> float:
+    """The upper bound of the bucket of ``mlport_refusal_duration_seconds`` that holds its 99th percentile (nan
+    when the server has no such metric)."""
+    buckets = [(float(m[1]), float(m[2])) for m in re.finditer(
+        r'^mlport_refusal_duration_seconds_bucket\{.*le="([^"]+)".*\} (\S+)$', metrics, re.M)]
+    if not buckets or not buckets[-1][1]:
+        return float("nan")
+    total = buckets[-1][1]
+    return next(le for le, count in buckets if count >= 0.99 * total)
+
+
+def refusals_alone(root: Path, logs: Path, count: int = 1000) -> tuple[list[float], float]:
     """Latency of refusals by themselves: one client, one keep-alive connection, the model's one slot held by
     a blocker and no queue (``--max-concurrency 1 --max-queue 0``): what a refusal costs without the storm."""
     server = Server(root, "--inference-threads", "2", "--max-concurrency", "1", "--max-queue", "0",
@@ -152,6 +229,7 @@ def refusals_alone(root: Path, logs: Path, count: int = 1000) -> list[float]:
 
     blocker = threading.Thread(target=hold)
     blocker.start()
+    cpu = cpu_seconds(server.proc.pid)
     try:
         with httpx.Client(base_url=server.url, timeout=CLIENT_TIMEOUT_S) as own:
             for _ in range(count * 10):
@@ -160,39 +238,54 @@ def refusals_alone(root: Path, logs: Path, count: int = 1000) -> list[float]:
                     took.append(time.perf_counter() - started)
                     if len(took) >= count:
                         break
+        cpu = cpu_seconds(server.proc.pid) - cpu
     finally:
         done.set()
         blocker.join()
         server.stop()
-    return took
+    return took, cpu
 
 
 def report(runs: list[Run], args: argparse.Namespace) -> str:
     capacity = 2 / (args.service_ms / 1000)
     lines = [
         f"# mlport overload bench, {dt.datetime.now():%Y-%m-%d %H:%M}", "",
-        f"- shared loaded 2-core machine (load average {os.getloadavg()[0]:.2f} at the end); the clients run on it "
-        "too (one Python process, aiohttp)",
+        f"- 2-core machine, load average {os.getloadavg()[0]:.2f} at the end; the clients run on it too: "
+        f"{args.processes} client processes (aiohttp), the probe in the bench's own process",
         f"- model: trusted Python, {args.service_ms:g} ms per request, 2 inference threads: capacity "
         f"{capacity:.0f} req/s",
-        f"- {args.clients} clients, {args.seconds:g} s per run; a refused client waits Retry-After, then retries",
+        f"- {args.clients} clients, {args.seconds:g} s per run, starting "
+        + (f"at random over the first {args.ramp:g} s" if args.ramp else "all at once")
+        + "; a refused client waits exactly what Retry-After says (no jitter of its own), then retries",
+        "- client lag: how late each client process's event loop wakes a 10 ms sleep (p99): the share of a "
+        "measured latency that is the client's own",
+        "- server refusal p99: the server's own histogram of the time from a refused request taking hold of its "
+        "model to its refusal (mlport_refusal_duration_seconds, bucket upper bound)",
         "", "| run | goodput req/s | x capacity | accepted p50 ms | accepted p99 ms | p99 bound ms | refused | "
-        "refusal p99 ms | other | RSS first/peak/last MB | live p99 ms |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---|---|---:|",
+        "refusal p99 ms | server refusal p99 ms | client lag p99 ms | server CPU ms/request | other | "
+        "RSS first/peak/last MB | live p99 ms |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---:|",
     ]
     for run in runs:
         goodput = len(run.ok) / run.seconds
         bound = (args.max_queue / goodput + 2 * args.service_ms / 1000) * 1000 if "max_queue" in run.label else 0
         mb = [r / 2**20 for r in run.rss] or [0.0]
+        cpu = run.server_cpu * 1000 / max(1, len(run.ok) + len(run.refused))
         lines.append(
             f"| {run.label} | {goodput:.1f} | {goodput / capacity:.2f} | {pct(run.ok, 50) * 1000:.0f} | "
             f"{pct(run.ok, 99) * 1000:.0f} | {f'{bound:.0f}' if bound else '-'} | {len(run.refused)} | "
-            f"{pct(run.refused, 99) * 1000:.1f} | {run.other or '-'} | {mb[0]:.0f}/{max(mb):.0f}/{mb[-1]:.0f} | "
+            f"{pct(run.refused, 99) * 1000:.1f} | {run.server_refusal_p99 * 1000:g} | {pct(run.lag, 99) * 1000:.1f} | "
+            f"{cpu:.2f} | {run.other or '-'} | {mb[0]:.0f}/{max(mb):.0f}/{mb[-1]:.0f} | "
             f"{pct(run.live, 99) * 1000:.1f} |")
+    for run in runs:
+        if run.retry_after:
+            spread = ", ".join(f"{k} s: {v}" for k, v in sorted(run.retry_after.items(), key=lambda kv: float(kv[0])))
+            lines += ["", f"Retry-After of the refusals ({run.label}): {spread}."]
     if args.alone:
+        took, cpu = args.alone
         lines += ["", "Refusals by themselves (one client, keep-alive, queue full): "
-                  f"p50 {pct(args.alone, 50) * 1000:.2f} ms, p99 {pct(args.alone, 99) * 1000:.2f} ms over "
-                  f"{len(args.alone)} refusals."]
+                  f"p50 {pct(took, 50) * 1000:.2f} ms, p99 {pct(took, 99) * 1000:.2f} ms over {len(took)} refusals; "
+                  f"server CPU {cpu * 1000 / max(1, len(took)):.3f} ms per refusal (with the blocker's requests)."]
     return "\n".join(lines) + "\n"
 
 
@@ -202,6 +295,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--max-queue", type=int, default=64)
     parser.add_argument("--service-ms", type=float, default=50.0)
+    parser.add_argument("--processes", type=int, default=4, help="client processes the clients are split over")
+    parser.add_argument("--ramp", type=float, default=0.0,
+                        help="seconds over which the clients start (0: all at once)")
     parser.add_argument("--only-limited", action="store_true", help="skip the run without limits")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="mlport-overload-") as tmp:
