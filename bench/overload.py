@@ -10,13 +10,21 @@ a well-behaved client does, then tries again.  Each run reports:
 
 - goodput: answers (200) per second, against the model's capacity;
 - p50/p99 latency of the accepted requests, against the bound (max_queue / throughput + 2 x service time);
-- refusals (503) and their latency p99;
+- refusals (503) and their latency p99, over the whole run and over the requests sent after its first second
+  (when the burst of all clients starting in the same instant is over);
+- the server's own p99 of the time to a refusal (its ``mlport_refusal_duration_seconds`` histogram), its CPU
+  time per request, and the Retry-After values it gave;
+- the client processes' own event-loop lag (p99 of how late a 10 ms sleep wakes): the share of a measured
+  latency that is the clients', not the server's;
 - the server's resident set (sampled every 0.5 s: first, peak, last);
-- ``/v2/health/live`` latency p99, probed every 50 ms by a client of its own (a thread of the bench).
+- ``/v2/health/live`` latency p99, probed every 50 ms by a client of its own (the bench's own process).
 
-The clients are aiohttp (``pip install mlport[bench]``) in one process beside the server.
-
-Run once with ``--max-queue`` (64) and once without limits, the way mlport served before admission existed.
+The clients are aiohttp (``pip install mlport[bench]``), split over ``--processes`` (4) client processes, each
+with its own event loop.  The runs with ``--max-queue`` (64): clients that retry exactly at Retry-After, all
+starting in the same instant; the same clients adding a random jitter of up to ``--jitter`` (1) s to
+Retry-After, as client libraries' backoff does; and clients retrying exactly at Retry-After that start at random
+over ``--ramp`` (1) s.  Then one run without limits (exact Retry-After, all at once), the way mlport served
+before admission existed, and the refusals by themselves (one client, one connection, the queue full).
 Requests go to 127.0.0.1 only, in bounded loops.  Results go to ``bench/results/overload-<date>.md``.
 """
 
@@ -73,6 +81,9 @@ class Part:
     retry_after: dict[str, int] = field(default_factory=dict)
     #: Lateness of the client process's own event loop (seconds).
     lag: list[float] = field(default_factory=list)
+    #: Latencies of the answers and refusals to requests sent after the first second (the start's burst over).
+    ok_later: list[float] = field(default_factory=list)
+    refused_later: list[float] = field(default_factory=list)
 
 
 @dataclass
@@ -90,6 +101,8 @@ class Run(Part):
         self.ok += part.ok
         self.refused += part.refused
         self.lag += part.lag
+        self.ok_later += part.ok_later
+        self.refused_later += part.refused_later
         for mine, theirs in ((self.other, part.other), (self.retry_after, part.retry_after)):
             for key, count in theirs.items():
                 mine[key] = mine.get(key, 0) + count
@@ -103,28 +116,45 @@ def build(root: Path, service_s: float) -> Path:
     return root
 
 
-async def client(http: aiohttp.ClientSession, url: str, start: float, until: float, part: Part) -> None:
-    """One client: from ``start``, request after request until ``until``; answers that come later are not
-    counted.  A refused client waits exactly what ``Retry-After`` says."""
-    await asyncio.sleep(max(0.0, start - time.monotonic()))
-    while time.monotonic() < until:
+@dataclass(frozen=True)
+class Plan:
+    """What the clients of a run do: where they send, from when (``start``, each at random over ``ramp`` s) until
+    when, and how long a refused client waits: ``Retry-After`` plus a random ``jitter`` of up to that many s."""
+
+    url: str
+    start: float
+    until: float
+    ramp: float = 0.0
+    jitter: float = 0.0
+
+
+async def client(http: aiohttp.ClientSession, plan: Plan, part: Part, first: float) -> None:
+    """One client: from ``first``, request after request until the end; answers that come later are not
+    counted."""
+    await asyncio.sleep(max(0.0, first - time.monotonic()))
+    while time.monotonic() < plan.until:
         started = time.perf_counter()
         try:
-            async with http.post(url, json=BODY) as r:
+            async with http.post(plan.url, json=BODY) as r:
                 await r.read()
                 status, retry = r.status, r.headers.get("retry-after", "1")
         except (aiohttp.ClientError, TimeoutError) as exc:
             part.other[type(exc).__name__] = part.other.get(type(exc).__name__, 0) + 1
             continue
-        if time.monotonic() > until:
+        if time.monotonic() > plan.until:
             return
         took = time.perf_counter() - started
+        later = time.monotonic() - took > plan.start + 1.0
         if status == 200:
             part.ok.append(took)
+            if later:
+                part.ok_later.append(took)
         elif status in (429, 503):
             part.refused.append(took)
+            if later:
+                part.refused_later.append(took)
             part.retry_after[retry] = part.retry_after.get(retry, 0) + 1
-            await asyncio.sleep(float(retry))
+            await asyncio.sleep(float(retry) + random.uniform(0, plan.jitter))
         else:
             part.other[str(status)] = part.other.get(str(status), 0) + 1
 
@@ -138,33 +168,32 @@ async def lag(until: float, part: Part) -> None:
         part.lag.append(time.perf_counter() - started - 0.01)
 
 
-async def drive_part(url: str, clients: int, start: float, ramp: float, until: float) -> Part:
+async def drive_part(plan: Plan, clients: int) -> Part:
     part = Part()
     timeout = aiohttp.ClientTimeout(total=CLIENT_TIMEOUT_S)
-    rng = random.Random()
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), timeout=timeout) as http:
-        await asyncio.gather(lag(until, part), *(
-            client(http, url, start + rng.uniform(0, ramp), until, part) for _ in range(clients)))
+        await asyncio.gather(lag(plan.until, part), *(
+            client(http, plan, part, plan.start + random.uniform(0, plan.ramp)) for _ in range(clients)))
     return part
 
 
-def run_part(url: str, clients: int, start: float, ramp: float, until: float) -> Part:
+def run_part(plan: Plan, clients: int) -> Part:
     """One client process (its own event loop)."""
-    return asyncio.run(drive_part(url, clients, start, ramp, until))
+    return asyncio.run(drive_part(plan, clients))
 
 
-def drive(server: Server, clients: int, seconds: float, run: Run, processes: int, ramp: float = 0.0) -> None:
+def drive(server: Server, clients: int, seconds: float, run: Run, processes: int, ramp: float = 0.0,
+          jitter: float = 0.0) -> None:
     """``clients`` clients split over ``processes`` client processes, plus the probe (a thread of this one)."""
     start = time.monotonic() + 2.0  # the client processes start meanwhile
-    until = start + seconds
-    url = server.url + "/v2/models/slow/infer"
+    plan = Plan(server.url + "/v2/models/slow/infer", start, start + seconds, ramp, jitter)
     shares = [clients // processes + (i < clients % processes) for i in range(processes)]
     with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = [pool.submit(run_part, url, n, start, ramp, until) for n in shares if n]
+        futures = [pool.submit(run_part, plan, n) for n in shares if n]
         while time.monotonic() < start:
             time.sleep(0.01)
         cpu = cpu_seconds(server.proc.pid)
-        probe(server.url, until, run, server.proc.pid)
+        probe(server.url, plan.until, run, server.proc.pid)
         run.server_cpu = cpu_seconds(server.proc.pid) - cpu
         for future in futures:
             run.add(future.result())
@@ -189,12 +218,13 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def one_run(label: str, root: Path, logs: Path, args: argparse.Namespace, *flags: str) -> Run:
+def one_run(label: str, root: Path, logs: Path, args: argparse.Namespace, *flags: str, ramp: float = 0.0,
+            jitter: float = 0.0) -> Run:
     server = Server(root, "--inference-threads", "2", *flags, log=logs / f"{label.split()[0]}.log")
     run = Run(label=label, seconds=args.seconds)
     try:
         drive(server, 4, 2.0, Run(label="warm-up"), 1)
-        drive(server, args.clients, args.seconds, run, args.processes, args.ramp)
+        drive(server, args.clients, args.seconds, run, args.processes, ramp, jitter)
         run.server_refusal_p99 = refusal_p99(httpx.get(server.url + "/metrics").text)
     finally:
         server.stop()
@@ -254,17 +284,17 @@ def report(runs: list[Run], args: argparse.Namespace) -> str:
         f"{args.processes} client processes (aiohttp), the probe in the bench's own process",
         f"- model: trusted Python, {args.service_ms:g} ms per request, 2 inference threads: capacity "
         f"{capacity:.0f} req/s",
-        f"- {args.clients} clients, {args.seconds:g} s per run, starting "
-        + (f"at random over the first {args.ramp:g} s" if args.ramp else "all at once")
-        + "; a refused client waits exactly what Retry-After says (no jitter of its own), then retries",
+        f"- {args.clients} clients, {args.seconds:g} s per run, all starting in the same instant unless the run's "
+        "label says they start at random over a while; a refused client waits what Retry-After says (exactly, or "
+        "plus a random jitter of its own as client libraries' backoff adds: see the label), then retries",
         "- client lag: how late each client process's event loop wakes a 10 ms sleep (p99): the share of a "
         "measured latency that is the client's own",
         "- server refusal p99: the server's own histogram of the time from a refused request taking hold of its "
         "model to its refusal (mlport_refusal_duration_seconds, bucket upper bound)",
         "", "| run | goodput req/s | x capacity | accepted p50 ms | accepted p99 ms | p99 bound ms | refused | "
-        "refusal p99 ms | server refusal p99 ms | client lag p99 ms | server CPU ms/request | other | "
-        "RSS first/peak/last MB | live p99 ms |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---:|",
+        "refusal p99 ms | after 1st s: accepted / refusal p99 ms | server refusal p99 ms | client lag p99 ms | "
+        "server CPU ms/request | other | RSS first/peak/last MB | live p99 ms |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---|---|---:|",
     ]
     for run in runs:
         goodput = len(run.ok) / run.seconds
@@ -274,7 +304,9 @@ def report(runs: list[Run], args: argparse.Namespace) -> str:
         lines.append(
             f"| {run.label} | {goodput:.1f} | {goodput / capacity:.2f} | {pct(run.ok, 50) * 1000:.0f} | "
             f"{pct(run.ok, 99) * 1000:.0f} | {f'{bound:.0f}' if bound else '-'} | {len(run.refused)} | "
-            f"{pct(run.refused, 99) * 1000:.1f} | {run.server_refusal_p99 * 1000:g} | {pct(run.lag, 99) * 1000:.1f} | "
+            f"{pct(run.refused, 99) * 1000:.1f} | {pct(run.ok_later, 99) * 1000:.0f} / "
+            f"{pct(run.refused_later, 99) * 1000:.1f} | {run.server_refusal_p99 * 1000:g} | "
+            f"{pct(run.lag, 99) * 1000:.1f} | "
             f"{cpu:.2f} | {run.other or '-'} | {mb[0]:.0f}/{max(mb):.0f}/{mb[-1]:.0f} | "
             f"{pct(run.live, 99) * 1000:.1f} |")
     for run in runs:
@@ -296,14 +328,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-queue", type=int, default=64)
     parser.add_argument("--service-ms", type=float, default=50.0)
     parser.add_argument("--processes", type=int, default=4, help="client processes the clients are split over")
-    parser.add_argument("--ramp", type=float, default=0.0,
-                        help="seconds over which the clients start (0: all at once)")
+    parser.add_argument("--ramp", type=float, default=1.0,
+                        help="a run more whose clients start at random over this many seconds (0: no such run)")
+    parser.add_argument("--jitter", type=float, default=1.0,
+                        help="a run more whose refused clients wait Retry-After plus up to this many seconds at "
+                        "random, as client libraries' backoff does (0: no such run)")
     parser.add_argument("--only-limited", action="store_true", help="skip the run without limits")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="mlport-overload-") as tmp:
         root = build(Path(tmp) / "models", args.service_ms / 1000)
         logs = Path(tmp)
-        runs = [one_run(f"max_queue {args.max_queue}", root, logs, args, "--max-queue", str(args.max_queue))]
+        limits = ("--max-queue", str(args.max_queue))
+        runs = [one_run(f"max_queue {args.max_queue}, exact Retry-After", root, logs, args, *limits)]
+        if args.jitter:
+            runs.append(one_run(f"max_queue {args.max_queue}, Retry-After + up to {args.jitter:g} s", root, logs,
+                                args, *limits, jitter=args.jitter))
+        if args.ramp:
+            runs.append(one_run(f"max_queue {args.max_queue}, exact Retry-After, start over {args.ramp:g} s", root,
+                                logs, args, *limits, ramp=args.ramp))
         if not args.only_limited:
             runs.append(one_run("no limits", root, logs, args))
         args.alone = refusals_alone(root, logs)
