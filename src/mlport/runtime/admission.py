@@ -141,16 +141,22 @@ class AdmissionPolicy:
     def gate(self, model: str, version: int, max_concurrency: int | None, max_queue: int | None,
              queue_timeout_s: float | None, batch: int = 0, order: QueueOrder | None = None) -> Gate | None:
         """The gate of one loaded version, from its config's values (``None``: the default); ``None`` when
-        no limit applies.  Without ``max_concurrency``, a version admits twice what its threads (times its batch
-        size, when it batches) run at once: the next request already waits at each thread, so a thread that
-        finishes never waits for the event loop to hand it work."""
+        no limit applies.  Without ``max_concurrency``, a version admits up to twice what its threads (times its
+        batch size, when it batches) run at once: the next request already waits at each thread, so a thread
+        that finishes never waits for the event loop to hand it work.  Those requests wait too, so they count
+        against ``max_queue``: the gate's own queue is shorter by as many, and no more requests wait in all
+        than ``max_queue`` says (a queue shorter than the threads leaves some of them without a next request)."""
         concurrency = max_concurrency if max_concurrency is not None else self.max_concurrency
         queue = max_queue if max_queue is not None else self.max_queue
         timeout = queue_timeout_s if queue_timeout_s is not None else self.queue_timeout_s
         if concurrency is None and queue is None and timeout is None:
             return None
         if concurrency is None:
-            concurrency = 2 * self.threads * max(1, batch)
+            running = self.threads * max(1, batch)
+            staged = running if queue is None else min(running, queue)
+            concurrency = running + staged
+            if queue is not None:
+                queue -= staged
         return Gate(model, version, concurrency, queue, timeout, self.refuse_code, self.on_depth, order)
 
 

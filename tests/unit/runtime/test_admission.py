@@ -22,8 +22,15 @@ from mlport.runtime.admission import (
 
 def test_no_limit_means_no_gate() -> None:
     assert AdmissionPolicy().gate("m", 1, None, None, None) is None
-    gate = AdmissionPolicy(max_queue=8, threads=3).gate("m", 1, None, None, None, batch=4)
+    # without max_concurrency: the next request waits at each thread, and counts against max_queue
+    gate = AdmissionPolicy(max_queue=64, threads=2).gate("m", 1, None, None, None)
+    assert gate is not None and gate.max_concurrency == 4 and gate.max_queue == 62
+    gate = AdmissionPolicy(max_queue=20, threads=3).gate("m", 1, None, None, None, batch=4)
     assert gate is not None and gate.max_concurrency == 24 and gate.max_queue == 8
+    gate = AdmissionPolicy(max_queue=8, threads=3).gate("m", 1, None, None, None, batch=4)
+    assert gate is not None and gate.max_concurrency == 20 and gate.max_queue == 0
+    gate = AdmissionPolicy(queue_timeout_s=1.0, threads=3).gate("m", 1, None, None, None)
+    assert gate is not None and gate.max_concurrency == 6 and gate.max_queue is None
     own = AdmissionPolicy(max_queue=8).gate("m", 1, 2, 0, 1.5)
     assert own is not None and (own.max_concurrency, own.max_queue, own.queue_timeout_s) == (2, 0, 1.5)
 
