@@ -166,6 +166,7 @@ def test_a_full_queue_refuses_at_once_with_retry_after(server: Server) -> None:
     assert [bg.answers[i].status_code for i in (101, 102, 103)] == [200, 200, 200]
     assert 104 not in calls(server) and 105 not in calls(server)
     assert metric(server, "mlport_refused_requests_total", model="slow", version="1", reason="queue_full") == 2
+    assert metric(server, "mlport_refusal_duration_seconds_count", model="slow", version="1") == 2
     assert metric(server, "mlport_queue_depth", model="slow") == 0
 
 

@@ -83,6 +83,10 @@ class Metrics:
             "mlport_queue_duration_seconds", "Time a request of a model with admission limits waited for its turn",
             ["model", "version"], buckets=_LATENCY_BUCKETS, registry=r,
         )
+        self.refusal_time = Histogram(
+            "mlport_refusal_duration_seconds", "Time from a request taking hold of its model to its refusal because "
+            "the queue was full", ["model", "version"], buckets=_LATENCY_BUCKETS, registry=r,
+        )
 
     def _watch_metrics(self, r: CollectorRegistry) -> None:
         """Drift and outliers: see mlport.observability.drift."""
@@ -132,7 +136,7 @@ class Metrics:
         if self.multiprocess_dir:
             return
         per_version = (self.requests, self.inference, self.load_seconds, self.queued, self.queue_depth,
-                       self.refused, self.expired, self.cancelled)
+                       self.refused, self.expired, self.cancelled, self.refusal_time)
         for version in versions:
             for metric in per_version:
                 metric.remove_by_labels({"model": model, "version": str(version)})

@@ -117,13 +117,13 @@ class Call:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         service = self._service
+        seconds = time.perf_counter() - self.started
         if exc is not None:
-            self.status = service.failed(self.model, exc)
+            self.status = service.failed(self.model, exc, seconds)
         series = self.series
         series.inflight.dec()
         service.manager.release(self.model)
         series.count(self.status)
-        seconds = time.perf_counter() - self.started
         series.latency.observe(seconds)
         series.stats.finished(exc is None, seconds)
         if service.access_log is not None:
@@ -203,11 +203,14 @@ class InferenceService:
             found = self._stats[(model, version)] = ModelStats()
         return found
 
-    def failed(self, lv: LoadedVersion, exc: BaseException) -> str:
-        """The status of a request that failed, counted as refused, expired or cancelled where it was."""
+    def failed(self, lv: LoadedVersion, exc: BaseException, seconds: float) -> str:
+        """The status of a request that failed after ``seconds``, counted as refused, expired or cancelled where
+        it was."""
         labels = (lv.model, str(lv.version))
         if isinstance(exc, Overloaded):
             self.metrics.refused.labels(*labels, exc.reason).inc()
+            if exc.reason == "queue_full":
+                self.metrics.refusal_time.labels(*labels).observe(seconds)
         elif isinstance(exc, Expired):
             self.metrics.expired.labels(*labels).inc()
         elif isinstance(exc, ClientGone | asyncio.CancelledError):

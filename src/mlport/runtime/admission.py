@@ -23,6 +23,8 @@ runs on the event loop thread.
 from __future__ import annotations
 
 import asyncio
+import math
+import random
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,7 +32,7 @@ from dataclasses import dataclass
 from mlport.errors import ErrorCode, MlportError, RetryLater
 
 __all__ = ["HIGH", "MAX_PRIORITY_LEVELS", "NORMAL", "AdmissionPolicy", "Expired", "Gate", "Overloaded", "QueueOrder",
-           "parse_priority"]
+           "parse_priority", "spread_retry_after"]
 
 #: Priority levels (Triton's ``priority`` parameter: 1 is the highest; 0 means the default level).
 HIGH = 1
@@ -38,14 +40,28 @@ NORMAL = 2
 #: Most priority levels a queue may have.
 MAX_PRIORITY_LEVELS = 16
 
-#: Seconds a refused client is told to wait before it tries again (``Retry-After``), at least and at most: the
-#: time the queue takes to drain at the pace requests have been leaving it.
+#: Seconds a refused client is told to wait before it tries again (``Retry-After``), at least and at most.  The
+#: hint starts from the time the queue takes to drain at the pace requests have been leaving it, and is spread
+#: (:func:`spread_retry_after`) so that clients refused together do not all come back together.
 RETRY_AFTER_S = 1.0
 MAX_RETRY_AFTER_S = 60.0
+#: The hint is drawn from the whole seconds between the drain time and this many times it.
+RETRY_SPREAD = 2.0
 #: Weight of the newest gap between two requests ending in its moving average.
 _PACE_ALPHA = 0.05
 
 DepthHook = Callable[[str, str, int], None]
+
+
+def spread_retry_after(drain_s: float, draw: Callable[[int, int], int] = random.randint) -> int:
+    """Whole seconds a refused client is told to wait: drawn at random (``draw(low, high)``, both included) from
+    the drain time of the queue to :data:`RETRY_SPREAD` times it, both rounded up and kept within
+    :data:`RETRY_AFTER_S` and :data:`MAX_RETRY_AFTER_S`.  Clients that all read the same hint come back in the
+    same instant and meet a full queue again; spread out, they come back about as fast as the queue makes room.
+    (A queue that drains within half a second always says 1 s: a whole second is the finest HTTP can say.)"""
+    low = math.ceil(min(MAX_RETRY_AFTER_S, max(RETRY_AFTER_S, drain_s)))
+    high = math.ceil(min(MAX_RETRY_AFTER_S, max(RETRY_AFTER_S, drain_s * RETRY_SPREAD)))
+    return draw(low, high) if high > low else low
 
 
 class Overloaded(RetryLater):
@@ -125,16 +141,22 @@ class AdmissionPolicy:
     def gate(self, model: str, version: int, max_concurrency: int | None, max_queue: int | None,
              queue_timeout_s: float | None, batch: int = 0, order: QueueOrder | None = None) -> Gate | None:
         """The gate of one loaded version, from its config's values (``None``: the default); ``None`` when
-        no limit applies.  Without ``max_concurrency``, a version admits twice what its threads (times its batch
-        size, when it batches) run at once: the next request already waits at each thread, so a thread that
-        finishes never waits for the event loop to hand it work."""
+        no limit applies.  Without ``max_concurrency``, a version admits up to twice what its threads (times its
+        batch size, when it batches) run at once: the next request already waits at each thread, so a thread
+        that finishes never waits for the event loop to hand it work.  Those requests wait too, so they count
+        against ``max_queue``: the gate's own queue is shorter by as many, and no more requests wait in all
+        than ``max_queue`` says (a queue shorter than the threads leaves some of them without a next request)."""
         concurrency = max_concurrency if max_concurrency is not None else self.max_concurrency
         queue = max_queue if max_queue is not None else self.max_queue
         timeout = queue_timeout_s if queue_timeout_s is not None else self.queue_timeout_s
         if concurrency is None and queue is None and timeout is None:
             return None
         if concurrency is None:
-            concurrency = 2 * self.threads * max(1, batch)
+            running = self.threads * max(1, batch)
+            staged = running if queue is None else min(running, queue)
+            concurrency = running + staged
+            if queue is not None:
+                queue -= staged
         return Gate(model, version, concurrency, queue, timeout, self.refuse_code, self.on_depth, order)
 
 
@@ -174,8 +196,9 @@ class Gate:
         self._left = 0.0
 
     def retry_after_s(self) -> float:
-        """How long the queue takes to drain at the recent pace (what a refused client is told to wait)."""
-        return min(MAX_RETRY_AFTER_S, max(RETRY_AFTER_S, self.depth * self._pace))
+        """What a refused client is told to wait: how long the queue takes to drain at the recent pace, spread
+        at random (:func:`spread_retry_after`)."""
+        return float(spread_retry_after(self.depth * self._pace))
 
     def try_enter(self) -> bool:
         """Take a slot at once when one is free and nobody waits (the common case: no await)."""

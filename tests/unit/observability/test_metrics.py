@@ -19,6 +19,7 @@ def _serve(metrics: Metrics, model: str) -> None:
     metrics.queued.labels(model, "1").observe(0.0)
     metrics.on_queue_depth(model, "1", 0)
     metrics.refused.labels(model, "1", "queue_full").inc()
+    metrics.refusal_time.labels(model, "1").observe(0.0002)
     metrics.routes.labels(model, "0").inc()
 
 
@@ -43,6 +44,7 @@ def test_eviction_removes_the_models_request_series_and_keeps_its_life() -> None
         ("mlport_queue_duration_seconds_count", {"version": "1"}),
         ("mlport_queue_depth", {"version": "1"}),
         ("mlport_refused_requests_total", {"version": "1", "reason": "queue_full"}),
+        ("mlport_refusal_duration_seconds_count", {"version": "1"}),
         ("mlport_routes_total", {"route": "0"}),
         ("mlport_model_load_seconds", {"version": "1"}),
     ]:

@@ -16,13 +16,21 @@ from mlport.runtime.admission import (
     Overloaded,
     QueueOrder,
     parse_priority,
+    spread_retry_after,
 )
 
 
 def test_no_limit_means_no_gate() -> None:
     assert AdmissionPolicy().gate("m", 1, None, None, None) is None
-    gate = AdmissionPolicy(max_queue=8, threads=3).gate("m", 1, None, None, None, batch=4)
+    # without max_concurrency: the next request waits at each thread, and counts against max_queue
+    gate = AdmissionPolicy(max_queue=64, threads=2).gate("m", 1, None, None, None)
+    assert gate is not None and gate.max_concurrency == 4 and gate.max_queue == 62
+    gate = AdmissionPolicy(max_queue=20, threads=3).gate("m", 1, None, None, None, batch=4)
     assert gate is not None and gate.max_concurrency == 24 and gate.max_queue == 8
+    gate = AdmissionPolicy(max_queue=8, threads=3).gate("m", 1, None, None, None, batch=4)
+    assert gate is not None and gate.max_concurrency == 20 and gate.max_queue == 0
+    gate = AdmissionPolicy(queue_timeout_s=1.0, threads=3).gate("m", 1, None, None, None)
+    assert gate is not None and gate.max_concurrency == 6 and gate.max_queue is None
     own = AdmissionPolicy(max_queue=8).gate("m", 1, 2, 0, 1.5)
     assert own is not None and (own.max_concurrency, own.max_queue, own.queue_timeout_s) == (2, 0, 1.5)
 
@@ -33,6 +41,38 @@ def test_priority_values() -> None:
     for bad in (3, -1, "x", 1.5, True):
         with pytest.raises(Exception, match="priority"):
             parse_priority(bad)
+
+
+def test_retry_after_is_spread_from_the_drain_time_to_twice_it() -> None:
+    seen = [spread_retry_after(1.6) for _ in range(600)]
+    assert set(seen) == {2, 3, 4}  # whole seconds from 1.6 to 3.2, rounded up; each drawn (miss: (2/3)**600)
+    asked: list[tuple[int, int]] = []
+    assert spread_retry_after(7.2, lambda low, high: asked.append((low, high)) or high) == 15
+    assert asked == [(8, 15)]
+    # a queue that drains within half a second says 1 s (the least), one that drains in minutes at most 60 s
+    assert {spread_retry_after(d) for d in (0.0, 0.2, 0.5) for _ in range(50)} == {1}
+    assert set(spread_retry_after(0.8) for _ in range(200)) == {1, 2}
+    assert {spread_retry_after(d) for d in (60.0, 500.0) for _ in range(50)} == {60}
+    assert all(40 <= spread_retry_after(40.0) <= 60 for _ in range(200))
+
+
+def test_refusals_of_a_full_queue_tell_different_retry_afters() -> None:
+    asyncio.run(_refusals_of_a_full_queue_tell_different_retry_afters())
+
+
+async def _refusals_of_a_full_queue_tell_different_retry_afters() -> None:
+    gate = Gate("m", 1, 1, 4, None)
+    assert gate.try_enter()
+    waiting = [gate.wait(None, NORMAL) for _ in range(4)]
+    gate._pace = 0.4  # requests have been leaving every 0.4 s: the 4 waiting drain in 1.6 s
+    hints = []
+    for _ in range(300):
+        with pytest.raises(Overloaded) as info:
+            gate.wait(None, NORMAL)
+        hints.append(info.value.retry_after_s)
+    assert set(hints) == {2.0, 3.0, 4.0}
+    for future in waiting:
+        gate.abandon(future)
 
 
 def test_slots_pass_in_priority_then_arrival_order() -> None:
