@@ -515,8 +515,7 @@ def test_sticky_canary(hub: Callable[..., Hub], replicas: dict[str, Server]) -> 
 
 def test_shadow_agreement(hub: Callable[..., Hub], replicas: dict[str, Server], models: dict[str, Path]) -> None:
     sets = {("flowers", 1): FakeSet(replicas["iris1"].url), ("flowers", 2): FakeSet(replicas["iris2"].url)}
-    # the counts are exact: no copy dropped because the test's process (hub, replicas, clients) is busy
-    h = hub(sets, {"flowers": Target("iris-model", 1, "shadow", 2)}, shadow_max_cpu=None)
+    h = hub(sets, {"flowers": Target("iris-model", 1, "shadow", 2)})
     live = ort_run(models["iris1"], {"input": X})["label"].tolist()
     shadow = ort_run(models["iris2"], {"input": X})["label"].tolist()
     agree = sum(a == b for a, b in zip(live, shadow, strict=True))
@@ -560,7 +559,7 @@ def test_shadow_copies_are_bounded(hub: Callable[..., Hub], apps: Callable[[Any]
     held_hits: list[str] = []
     held = apps(held_app(release, held_hits))
     h = hub({("echo", 1): FakeSet(echo.url), ("echo", 2): FakeSet(held.url)},
-            {"echo": Target("echo-model", 1, "shadow", 2)}, shadow_max_pending=4, shadow_max_cpu=None)
+            {"echo": Target("echo-model", 1, "shadow", 2)}, shadow_max_pending=4)
     try:
         with httpx.Client(timeout=30) as c:
             for _ in range(20):

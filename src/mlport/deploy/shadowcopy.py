@@ -5,10 +5,11 @@ queue (at most ``max_pending`` copies queued or out, and ``max_pending_bytes`` o
 finds the queue full is dropped and counted (:meth:`mlport.deploy.shadow.ShadowRecorder.record_dropped`), never
 queued without limit.  At most :data:`CONCURRENCY` copies are out at once, sent by as many long-lived worker
 tasks (no task per copy), and a copy only goes out while few live requests are in flight (:data:`LIVE_BUSY`)
-and the hub's process used at most ``max_cpu`` of one core over the last :data:`SAMPLE_S` (:data:`BUSY_CPU` by
-default; the event loop runs on one core): when the hub is busy, copies are dropped (counted) instead of taking
-CPU from live requests.  The shadow replicas themselves serve at a lower CPU priority
-(:data:`mlport.deploy.controller.SHADOW_NICE`), so they get the cores only when the live path leaves them.
+and, when the operator set ``max_cpu`` (off by default; :data:`BUSY_CPU` is a reasonable value), the hub's process
+used at most that share of one core over the last :data:`SAMPLE_S` (the event loop runs on one core): when the
+hub is busy, copies are dropped (counted) instead of taking CPU from live requests.  The shadow replicas
+themselves serve at a lower CPU priority (:data:`mlport.deploy.controller.SHADOW_NICE`), so they get the cores
+only when the live path leaves them.
 
 The pairs of answers are compared and counted in batches in a thread, at most every :data:`RECORD_EVERY_S`,
 off the event loop.
@@ -38,7 +39,8 @@ log = logging.getLogger("mlport.deploy.gateway")
 CONCURRENCY = 4
 #: Copies wait while more live requests than this are in flight.
 LIVE_BUSY = 4
-#: The hub counts as busy (copies are dropped) while its process used more than this share of one core ...
+#: With a CPU rule, a reasonable bound: the hub counts as busy (copies are dropped) while its process used more
+#: than this share of one core ...
 BUSY_CPU = 0.5
 #: ... over the last this many seconds (measured at most this often).
 SAMPLE_S = 0.1
@@ -71,7 +73,7 @@ class ShadowCopies(Generic[Out]):
 
     def __init__(self, send: Callable[[str, int, Out], Awaitable[Reply]], record: Callable[[list[Pair]], None],
                  recorder: ShadowRecorder, *, max_pending: int, max_pending_bytes: int,
-                 max_cpu: float | None = BUSY_CPU, cpu_clock: Callable[[], float] = time.process_time,
+                 max_cpu: float | None = None, cpu_clock: Callable[[], float] = time.process_time,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._send = send
         self._record = record

@@ -21,6 +21,7 @@ import numpy as np
 from mlport.core.types import DataType, Signature, TensorSpec
 from mlport.errors import Unprocessable
 from mlport.formats.base import Arrays
+from mlport.observability.drift.features import column_names
 
 __all__ = ["MAX_ELEMENTS", "MAX_FEATURES", "Feature", "TabularLayout", "Target", "scores", "tabular_layout",
            "targets_of"]
@@ -86,10 +87,10 @@ def tabular_layout(signature: Signature, inputs: Mapping[str, Array],
             widths[spec.name] = None if arr.ndim == 1 else 1
             features.append(Feature(spec.name, spec.name, None))
             continue
-        names = {i: n for n, i in (fields.get(spec.name) or {}).items()}
         width = int(arr.shape[1])
         widths[spec.name] = width
-        features.extend(Feature(names.get(i, f"{spec.name}[{i}]"), spec.name, i) for i in range(width))
+        names = column_names(spec.name, width, fields.get(spec.name))
+        features.extend(Feature(name, spec.name, i) for i, name in enumerate(names))
     if not features:
         return None
     if len(features) > MAX_FEATURES:

@@ -89,7 +89,7 @@ def test_copies_are_dropped_while_the_hub_is_busy(tmp_path: Path) -> None:
 
     async def scenario() -> None:
         copies: ShadowCopies[bytes] = ShadowCopies(
-            send, recorded.extend, recorder, max_pending=64, max_pending_bytes=1000,
+            send, recorded.extend, recorder, max_pending=64, max_pending_bytes=1000, max_cpu=BUSY_CPU,
             cpu_clock=lambda: clock["cpu"], clock=lambda: clock["wall"])
         tick(SAMPLE_S, SAMPLE_S * BUSY_CPU * 0.9)  # just under the bound: copies go out
         for _ in range(3):

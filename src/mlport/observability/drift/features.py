@@ -14,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["MAX_COLUMNS", "MAX_DISTINCT_CODES", "Column", "categories", "columns_of", "is_categorical", "values"]
+__all__ = ["MAX_COLUMNS", "MAX_DISTINCT_CODES", "Column", "categories", "column_names", "columns_of", "is_categorical",
+           "values"]
 
 Array = np.ndarray[Any, Any]
 
@@ -41,8 +42,14 @@ def columns_of(role: str, tensor: str, shape: Sequence[int], fields: Mapping[str
         return [Column(tensor, tensor, None, role)]
     if len(inner) != 1 or not 1 < inner[0] <= MAX_COLUMNS:
         return []
+    return [Column(name, tensor, i, role) for i, name in enumerate(column_names(tensor, inner[0], fields))]
+
+
+def column_names(tensor: str, width: int, fields: Mapping[str, int] | None = None) -> list[str]:
+    """The names of the ``width`` columns of a ``[-1, width]`` tensor: the config's ``fields`` names where it gives
+    them, else ``tensor[i]`` (drift profiles and explanations name features the same way)."""
     names = {i: name for name, i in (fields or {}).items()}
-    return [Column(names.get(i, f"{tensor}[{i}]"), tensor, i, role) for i in range(inner[0])]
+    return [names.get(i, f"{tensor}[{i}]") for i in range(width)]
 
 
 def values(arrays: Mapping[str, Array], col: Column) -> Array | None:
