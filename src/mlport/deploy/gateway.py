@@ -28,6 +28,7 @@ import asyncio
 import functools
 import logging
 import random
+import re
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -82,6 +83,9 @@ _POLL_S = 0.05
 SHADOW_MAX_PENDING_BYTES = 64 * 1024**2
 
 _PATH_SAFE = "/:@!$&'()*+,;=~"
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
+#: Paths of requests kept with what is sent for them (the same few paths come again and again), at most.
+MAX_PATHS = 4096
 _JSON = b"application/json"
 
 
@@ -103,6 +107,12 @@ class EndpointView(Protocol):
         """Count one forwarded request in flight for the duration of the block."""
         ...
 
+    def acquire(self) -> None:
+        """Count one forwarded request in flight (:meth:`release` when it ended, whatever the outcome)."""
+        ...
+
+    def release(self) -> None: ...
+
 class ReplicaView(Protocol):
     def endpoints(self) -> Sequence[EndpointView]: ...
 
@@ -122,7 +132,7 @@ def forward_path(path: str) -> str:
     :class:`Forbidden` for the replicas' model repository API (loading and unloading is the controller's)."""
     if len(path) > MAX_PATH:
         raise InvalidInput(f"the path is longer than {MAX_PATH} characters")
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in path):
+    if _CONTROL.search(path) is not None:
         raise InvalidInput("the path contains control characters")
     full = path if path.startswith("/") else "/" + path
     segments = full.split("/")
@@ -204,6 +214,12 @@ def _error(code: ErrorCode, message: str, deployment: str, version: int | None =
     return Forwarded(HTTP_STATUS[code], headers, orjson.dumps({"error": message}), version)
 
 
+@functools.lru_cache(maxsize=64)
+def _sticky(header: str | None) -> bytes:
+    """The routing-key header's name as ASGI gives it (lower case)."""
+    return (header or "x-routing-key").lower().encode("latin-1")
+
+
 def _pick_headers(headers: Iterable[tuple[bytes, bytes]], sticky: bytes) -> tuple[list[tuple[bytes, bytes]],
                                                                                   bytes | None]:
     """The first value of each forwarded header, and of the routing-key header ``sticky``."""
@@ -258,6 +274,8 @@ class Gateway:
         self._verify = verify
         self._upstream: Upstream | None = None
         self._cooling: dict[str, float] = {}
+        #: (path, model, deployment) -> (the path sent, percent-encoded)
+        self._paths: dict[tuple[str, str, str], tuple[str, bytes]] = {}
         self._turn = 0
         self._copies: ShadowCopies[_Outgoing] = ShadowCopies(
             self._send_copy, self._record_batch, shadow, max_pending=shadow_max_pending,
@@ -290,14 +308,14 @@ class Gateway:
         try:
             record = self._deployment(deployment)
             target = record.target
-            sent = rewrite_model_name(forward_path(path), target.model, deployment)
+            sent, encoded = self._paths.get((path, target.model, deployment)) or self._path(path, target.model,
+                                                                                            deployment)
             body = await read()
-            sticky = (target.sticky_header or "x-routing-key").lower().encode("latin-1")
+            sticky = _sticky(target.sticky_header)
             forwarded, key = _pick_headers(headers, sticky)
             route = choose(target, key=key.decode("latin-1")[:MAX_KEY] if key is not None else None,
                            rand=self._rng.random())
             version = route.serve
-            encoded = quote(sent, safe=_PATH_SAFE).encode("ascii")
             out = _Outgoing(method, encoded + b"?" + query if query else encoded, forwarded, body)
             if record.policy.gated:  # through the deployment's queue first
                 answer = await self.admission.run(
@@ -345,6 +363,16 @@ class Gateway:
         self._cool(url)
 
     # -- routing -------------------------------------------------------------------------------------------
+
+    def _path(self, path: str, model: str, deployment: str) -> tuple[str, bytes]:
+        """The path sent for ``path`` (:func:`forward_path`, :func:`rewrite_model_name`) and its percent-encoded
+        bytes, kept for the next request of the same path."""
+        sent = rewrite_model_name(forward_path(path), model, deployment)
+        pair = (sent, quote(sent, safe=_PATH_SAFE).encode("ascii"))
+        if len(self._paths) >= MAX_PATHS:
+            self._paths = {}
+        self._paths[(path, model, deployment)] = pair
+        return pair
 
     def _deployment(self, deployment: str) -> Deployment:
         for record in self._state.deployments():
@@ -422,10 +450,13 @@ class Gateway:
         for attempt in range(self.retries + 1):
             endpoint = await self._endpoint(deployment, version, failed, deadline)
             try:
-                with endpoint.track():
+                endpoint.acquire()  # in flight until the answer (a context manager costs more, per request)
+                try:
                     async with asyncio.timeout_at(deadline):
                         answer = await self._upstream_now().request(endpoint.url, out.method, out.target,
                                                                     out.headers, out.body)
+                finally:
+                    endpoint.release()
             except ConnectionFailed as exc:
                 failed.add(endpoint.url)
                 self._cool(endpoint.url)

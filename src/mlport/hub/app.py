@@ -36,6 +36,9 @@ __all__ = ["build_app"]
 
 log = logging.getLogger("mlport.hub")
 
+#: Labelled gateway series kept at hand, at most (all are dropped from the cache when more come).
+_MAX_CHILDREN = 4096
+
 
 async def _mlport_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, MlportError)
@@ -71,39 +74,108 @@ class _Metrics:
         self.gateway_seconds = Histogram("mlport_hub_gateway_request_seconds", "Gateway request latency",
                                          ["deployment", "version"], registry=self.registry)
 
+        #: the labelled series of each (deployment, version, status) seen: a label lookup costs more than the
+        #: count itself (the series are never removed, so a kept child is always the registry's)
+        self._children: dict[tuple[str, str, str], tuple[Counter, Histogram, Counter]] = {}
+
     def count_gateway(self, name: str, version: str, status: str, started: float) -> None:
         """One gateway answer (``name``: an existing deployment or '-'; ``status``: HTTP's or gRPC's code)."""
-        self.gateway.labels(name, version, status).inc()
-        self.gateway_seconds.labels(name, version).observe(time.perf_counter() - started)
-        self.requests.labels("gateway", status).inc()
+        key = (name, version, status)
+        children = self._children.get(key)
+        if children is None:
+            if len(self._children) >= _MAX_CHILDREN:
+                self._children = {}
+            children = self._children[key] = (self.gateway.labels(name, version, status),
+                                              self.gateway_seconds.labels(name, version),
+                                              self.requests.labels("gateway", status))
+        count, seconds, requests = children
+        count.inc()
+        seconds.observe(time.perf_counter() - started)
+        requests.inc()
 
 
-class _Observe:
-    """Counts every answer; gateway answers also by deployment and the version that served them, and writes
-    their access-log lines.  Gateway requests without a cookie are answered here, without Starlette
-    (:mod:`mlport.hub.gatewayhttp`)."""
+class _GatewayEntry:
+    """Gateway requests without a cookie, answered before Starlette's middlewares and routing
+    (:mod:`mlport.hub.gatewayhttp`), counted and logged as :class:`_Observe` does for the others."""
 
-    def __init__(self, app: ASGIApp, metrics: _Metrics, hub: Hub, access_log: AccessLog | None,
+    def __init__(self, metrics: _Metrics, hub: Hub, access_log: AccessLog | None,
                  reserved: Sequence[Route] = ()) -> None:
-        self.app = app
         self.metrics = metrics
         self.hub = hub
         self.access_log = access_log
         self.gateway = GatewayHTTP(hub)
         #: the hub's own routes under /deployments/{name}/ (Starlette's, matched before the gateway's)
         self.reserved = tuple(reserved)
+        #: the path after /deployments/{name}/ of those that have a fixed one: a request whose path ends
+        #: otherwise cannot be theirs, so it need not be matched against them (the others always are)
+        self._tails = frozenset(tail for tail in map(_fixed_tail, self.reserved) if tail is not None)
+        self._any_tail = any(_fixed_tail(r) is None for r in self.reserved)
+
+    def take(self, scope: Scope) -> tuple[str, str] | None:
+        """``(deployment, path)`` of an HTTP request answered here; None for the others."""
+        split = split_gateway_path(scope["path"]) if scope["method"] in GATEWAY_METHODS else None
+        # a request with a cookie goes through the console's guard (sessions, CSRF, Host and Origin checks)
+        if split is None or _has_cookie(scope["headers"]) or self._reserved(scope, split[1]):
+            return None
+        return split
+
+    def _reserved(self, scope: Scope, rest: str) -> bool:
+        """Whether one of the hub's own routes under /deployments/{name}/ answers this request."""
+        if not self._any_tail and rest not in self._tails:
+            return False
+        return any(r.matches(scope)[0] is Match.FULL for r in self.reserved)
+
+    async def serve(self, scope: Scope, receive: Receive, send: Send, name: str, rest: str) -> None:
+        started = time.perf_counter()
+        rid = gateway_request_id(scope) if self.access_log is not None else ""
+        status, version, served = 500, "", False
+        try:
+            answer = await self.gateway(scope, receive, send, name, rest, rid)
+            status, version = answer.status, "" if answer.version is None else str(answer.version)
+            served = answer.version is not None  # a version of the deployment answered: it exists
+        finally:
+            self.count(scope["path"], name, rid, version, status, started, served)
+
+    def count(self, path: str, name: str, rid: str, version: str, status: int, started: float,
+              exists: bool = False) -> None:
+        # only deployments that exist are labels: unknown names must not grow the metric's label set
+        if not exists and not any(d.name == name for d in self.hub.deployments.deployments()):
+            name = "-"
+        self.metrics.count_gateway(name, version, str(status), started)
+        if self.access_log is not None:
+            write_gateway_line(self.access_log, self.hub, path, rid, version, status, started)
+
+
+class _HubApp(Starlette):
+    """The hub's Starlette app, which hands the gateway's requests to :class:`_GatewayEntry` first."""
+
+    gateway_entry: _GatewayEntry | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        entry = self.gateway_entry
+        if entry is not None and scope["type"] == "http":
+            split = entry.take(scope)
+            if split is not None:
+                await entry.serve(scope, receive, send, *split)
+                return
+        await super().__call__(scope, receive, send)
+
+
+class _Observe:
+    """Counts every answer Starlette gives; gateway answers (requests with a cookie, which the console's
+    guard sees first) also by deployment and the version that served them, with their access-log lines."""
+
+    def __init__(self, app: ASGIApp, entry: _GatewayEntry) -> None:
+        self.app = app
+        self.entry = entry
+        self.metrics = entry.metrics
+        self.access_log = entry.access_log
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         path: str = scope["path"]
-        split = split_gateway_path(path) if scope["method"] in GATEWAY_METHODS else None
-        # a request with a cookie goes through the console's guard (sessions, CSRF, Host and Origin checks)
-        if (split is not None and not any(key == b"cookie" for key, _ in scope["headers"])
-                and not any(r.matches(scope)[0] is Match.FULL for r in self.reserved)):
-            await self._gateway(scope, receive, send, *split)
-            return
         started = time.perf_counter()
         status = 500
         version = ""
@@ -126,28 +198,23 @@ class _Observe:
             await self.app(scope, receive, send_wrapped)
         finally:
             if gateway:
-                self._count_gateway(path, path.split("/", 3)[2], rid, version, status, started)
+                self.entry.count(path, path.split("/", 3)[2], rid, version, status, started)
             else:
                 kind = "api" if path.startswith("/api/") or path.startswith("/auth/") else "other"
                 self.metrics.requests.labels(kind, str(status)).inc()
 
-    async def _gateway(self, scope: Scope, receive: Receive, send: Send, name: str, rest: str) -> None:
-        started = time.perf_counter()
-        rid = gateway_request_id(scope) if self.access_log is not None else ""
-        status, version = 500, ""
-        try:
-            answer = await self.gateway(scope, receive, send, name, rest, rid)
-            status, version = answer.status, "" if answer.version is None else str(answer.version)
-        finally:
-            self._count_gateway(scope["path"], name, rid, version, status, started)
 
-    def _count_gateway(self, path: str, name: str, rid: str, version: str, status: int, started: float) -> None:
-        # only deployments that exist are labels: unknown names must not grow the metric's label set
-        if not any(d.name == name for d in self.hub.deployments.deployments()):
-            name = "-"
-        self.metrics.count_gateway(name, version, str(status), started)
-        if self.access_log is not None:
-            write_gateway_line(self.access_log, self.hub, path, rid, version, status, started)
+def _has_cookie(headers: Sequence[tuple[bytes, bytes]]) -> bool:
+    for key, _ in headers:  # noqa: SIM110 (a loop costs less than a generator, on every request)
+        if key == b"cookie":
+            return True
+    return False
+
+
+def _fixed_tail(route: Route) -> str | None:
+    """The path of ``route`` after ``/deployments/{name}/`` when it has no parameter; None otherwise."""
+    head, _, tail = route.path.partition("/deployments/{name}/")
+    return tail if not head and tail and "{" not in tail else None
 
 
 def build_app(hub: Hub, access_log: AccessLog | None = None) -> Starlette:
@@ -190,7 +257,7 @@ def build_app(hub: Hub, access_log: AccessLog | None = None) -> Starlette:
         *api_routes(),
         *preset_routes(hub),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan,
+    app = _HubApp(routes=routes, lifespan=lifespan,
                     exception_handlers={MlportError: _mlport_error, HTTPException: _http_error, Exception: _internal})
     app.state.hub = hub
     sessions = SessionStore(hub.users, hub.tokens, ttl_s=hub.settings.session_ttl_s)
@@ -198,5 +265,6 @@ def build_app(hub: Hub, access_log: AccessLog | None = None) -> Starlette:
     app.add_middleware(BrowserGuard, sessions=sessions, public_names=public_names(hub.settings))
     reserved = [r for r in routes if isinstance(r, Route) and r.path.startswith("/deployments/")
                 and r.path != GATEWAY_ROUTE]
-    app.add_middleware(_Observe, metrics=metrics, hub=hub, access_log=access_log, reserved=reserved)
+    app.gateway_entry = entry = _GatewayEntry(metrics, hub, access_log, reserved)
+    app.add_middleware(_Observe, entry=entry)
     return app

@@ -21,7 +21,7 @@ import orjson
 from starlette.requests import ClientDisconnect
 from starlette.types import Receive, Scope, Send
 
-from mlport.auth import Action, authorize
+from mlport.auth import Action, Principal, authorize
 from mlport.deploy.gateway import Forwarded
 from mlport.errors import ErrorCode, MlportError
 from mlport.hub.service import Hub
@@ -40,6 +40,8 @@ GATEWAY_ROUTE = "/deployments/{name}/{path:path}"
 GATEWAY_METHODS = frozenset({"GET", "POST", "PUT", "DELETE", "PATCH", "HEAD"})
 _PREFIX = "/deployments/"
 _JSON = b"application/json"
+#: Principals' rights on deployments remembered, at most (all are forgotten when more come).
+_MAX_ALLOWED = 4096
 
 
 def split_gateway_path(path: str) -> tuple[str, str] | None:
@@ -67,6 +69,9 @@ class GatewayHTTP:
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
         self.tokens = TokenCache(hub.tokens, hub.users)
+        #: (id of a principal, deployment) -> that principal, when it may predict on the deployment: a principal
+        #: lives as long as its token cache entry, and its rights do not change meanwhile
+        self._allowed: dict[tuple[int, str], Principal] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send, name: str, rest: str,
                        request_id: str = "") -> Forwarded:
@@ -79,7 +84,7 @@ class GatewayHTTP:
             elif key == b"content-length":
                 declared = value
         try:
-            authorize(self.tokens.principal(authorization), Action.PREDICT, deployment=name)
+            self._authorize(self.tokens.principal(authorization), name)
             if not any(d.name == name for d in self.hub.deployments.deployments()):
                 raise MlportError(f"deployment {name!r} not found", ErrorCode.NOT_FOUND)
             gateway = self.hub.gateway
@@ -104,3 +109,13 @@ class GatewayHTTP:
         await send({"type": "http.response.start", "status": answer.status, "headers": headers})
         await send({"type": "http.response.body", "body": answer.body})
         return answer
+
+    def _authorize(self, principal: Principal, name: str) -> None:
+        """:func:`mlport.auth.authorize` for ``predict`` on deployment ``name``, remembered for the principal."""
+        key = (id(principal), name)
+        if self._allowed.get(key) is principal:
+            return
+        authorize(principal, Action.PREDICT, deployment=name)
+        if len(self._allowed) >= _MAX_ALLOWED:
+            self._allowed = {}
+        self._allowed[key] = principal
