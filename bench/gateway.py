@@ -14,6 +14,7 @@ bench/run.py) then sends iris OIP JSON:
 - ``gateway``: to ``/deployments/iris-b/v2/models/iris-b/infer`` with the predictor's bearer token;
 - ``gateway + shadow``: the same, with version 2 as a shadow receiving a copy of every request;
 - ``gateway + canary``: the same, with version 2 as a 10 % canary (the two versions' replicas answer);
+- ``gateway, 2 replicas``: the plain deployment scaled to two replicas of version 1 (as Ray Serve's row has two);
 - ``Ray Serve``: bench/peers/ray_serve.py (its own venv, tuned as it says: its high-throughput mode, HAProxy in
   front of the replicas) on the same model and body, after the hub has stopped; the table gives the gateway's
   throughput over Ray's at each c.  ``--rows ray-proxy`` also measures Ray Serve's classic Python proxy.
@@ -121,8 +122,19 @@ def versions_running(admin: httpx.Client) -> set[int]:
     return {int(row["version"]) for row in (r.json().get("replicas") or {}).get("versions") or []}
 
 
-def experiment(admin: httpx.Client, strategy: str | None) -> None:
-    if strategy is None:
+def replicas(admin: httpx.Client, count: int) -> None:
+    """Scale version 1 to exactly ``count`` ready replicas and wait for them (and for no others)."""
+    admin.post(f"/api/v1/deployments/{DEPLOYMENT}/scale",
+               json={"min_replicas": count, "max_replicas": count}).raise_for_status()
+    wait(lambda: len(replica_urls(admin, 1)) == count and versions_running(admin) == {1}, START_TIMEOUT_S,
+         f"{count} replicas of version 1")
+
+
+def experiment(admin: httpx.Client, strategy: str | None, undo: bool = False) -> None:
+    if strategy == "replicas":
+        replicas(admin, 1 if undo else 2)
+        return
+    if undo:
         admin.post(f"/api/v1/deployments/{DEPLOYMENT}/rollback")
         # version 2's replica gone before the next point (a process ending mid-point would skew its CPU figure)
         wait(lambda: versions_running(admin) == {1}, START_TIMEOUT_S, "version 2's replica to stop")
@@ -135,7 +147,7 @@ def experiment(admin: httpx.Client, strategy: str | None) -> None:
 
 
 ROWS = {"direct": ("direct", None), "gateway": ("gateway", None), "shadow": ("gateway + shadow", "shadow"),
-        "canary": ("gateway + canary", "canary")}
+        "canary": ("gateway + canary", "canary"), "replicas": ("gateway, 2 replicas", "replicas")}
 
 
 def cpu_s(pid: int, tree: bool = True) -> float:
@@ -199,7 +211,7 @@ def hub_rows(runner: Runner, url: str, proc: subprocess.Popen[bytes], model: Pat
                 runner.point(label, targets.get(key, gateway), c, proc.pid,
                              profile=runner.args.profile == key and c == max(levels))
             if strategy:
-                experiment(admin, None)
+                experiment(admin, strategy, undo=True)
     if "shadow" not in rows:
         return {}
     s = admin.get(f"/api/v1/deployments/{DEPLOYMENT}/shadow").json()
@@ -226,8 +238,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="3 s per point")
     parser.add_argument("--seconds", type=float, help="seconds per point (default 10, quick 3)")
     parser.add_argument("--levels", default="1,8,64", help="concurrency levels (default 1,8,64)")
-    parser.add_argument("--rows", default="direct,gateway,shadow,canary,ray",
-                        help="rows to measure, of direct,gateway,shadow,canary,ray,ray-proxy (ray: Ray Serve tuned; "
+    parser.add_argument("--rows", default="direct,gateway,shadow,canary,replicas,ray",
+                        help="rows to measure, of direct,gateway,shadow,canary,replicas,ray,ray-proxy "
+                        "(ray: Ray Serve tuned; "
                         "ray-proxy: Ray Serve with its Python proxy)")
     parser.add_argument("--rounds", type=int, default=1, help="measure the rows this many times, alternating; "
                         "the table gives each point's median (default 1)")
