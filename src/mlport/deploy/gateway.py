@@ -214,6 +214,14 @@ def _error(code: ErrorCode, message: str, deployment: str, version: int | None =
     return Forwarded(HTTP_STATUS[code], headers, orjson.dumps({"error": message}), version)
 
 
+@functools.lru_cache(maxsize=MAX_PATHS)
+def _sent_path(path: str, model: str, deployment: str) -> tuple[str, bytes]:
+    """The path sent for ``path`` (:func:`forward_path`, :func:`rewrite_model_name`) and its percent-encoded
+    bytes, kept for the next request of the same path (a refused path raises, and is checked again each time)."""
+    sent = rewrite_model_name(forward_path(path), model, deployment)
+    return sent, quote(sent, safe=_PATH_SAFE).encode("ascii")
+
+
 @functools.lru_cache(maxsize=64)
 def _sticky(header: str | None) -> bytes:
     """The routing-key header's name as ASGI gives it (lower case)."""
@@ -274,8 +282,6 @@ class Gateway:
         self._verify = verify
         self._upstream: Upstream | None = None
         self._cooling: dict[str, float] = {}
-        #: (path, model, deployment) -> (the path sent, percent-encoded)
-        self._paths: dict[tuple[str, str, str], tuple[str, bytes]] = {}
         self._turn = 0
         self._copies: ShadowCopies[_Outgoing] = ShadowCopies(
             self._send_copy, self._record_batch, shadow, max_pending=shadow_max_pending,
@@ -308,8 +314,7 @@ class Gateway:
         try:
             record = self._deployment(deployment)
             target = record.target
-            sent, encoded = self._paths.get((path, target.model, deployment)) or self._path(path, target.model,
-                                                                                            deployment)
+            sent, encoded = _sent_path(path, target.model, deployment)
             body = await read()
             sticky = _sticky(target.sticky_header)
             forwarded, key = _pick_headers(headers, sticky)
@@ -363,16 +368,6 @@ class Gateway:
         self._cool(url)
 
     # -- routing -------------------------------------------------------------------------------------------
-
-    def _path(self, path: str, model: str, deployment: str) -> tuple[str, bytes]:
-        """The path sent for ``path`` (:func:`forward_path`, :func:`rewrite_model_name`) and its percent-encoded
-        bytes, kept for the next request of the same path."""
-        sent = rewrite_model_name(forward_path(path), model, deployment)
-        pair = (sent, quote(sent, safe=_PATH_SAFE).encode("ascii"))
-        if len(self._paths) >= MAX_PATHS:
-            self._paths = {}
-        self._paths[(path, model, deployment)] = pair
-        return pair
 
     def _deployment(self, deployment: str) -> Deployment:
         for record in self._state.deployments():

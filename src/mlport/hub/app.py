@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import gc
 import logging
 import time
@@ -74,21 +75,17 @@ class _Metrics:
         self.gateway_seconds = Histogram("mlport_hub_gateway_request_seconds", "Gateway request latency",
                                          ["deployment", "version"], registry=self.registry)
 
-        #: the labelled series of each (deployment, version, status) seen: a label lookup costs more than the
-        #: count itself (the series are never removed, so a kept child is always the registry's)
-        self._children: dict[tuple[str, str, str], tuple[Counter, Histogram, Counter]] = {}
+        #: the labelled series of a (deployment, version, status): a label lookup costs more than the count
+        #: itself (the series are never removed, so a kept child is always the registry's)
+        self._children = functools.lru_cache(maxsize=_MAX_CHILDREN)(self._series)
+
+    def _series(self, name: str, version: str, status: str) -> tuple[Counter, Histogram, Counter]:
+        return (self.gateway.labels(name, version, status), self.gateway_seconds.labels(name, version),
+                self.requests.labels("gateway", status))
 
     def count_gateway(self, name: str, version: str, status: str, started: float) -> None:
         """One gateway answer (``name``: an existing deployment or '-'; ``status``: HTTP's or gRPC's code)."""
-        key = (name, version, status)
-        children = self._children.get(key)
-        if children is None:
-            if len(self._children) >= _MAX_CHILDREN:
-                self._children = {}
-            children = self._children[key] = (self.gateway.labels(name, version, status),
-                                              self.gateway_seconds.labels(name, version),
-                                              self.requests.labels("gateway", status))
-        count, seconds, requests = children
+        count, seconds, requests = self._children(name, version, status)
         count.inc()
         seconds.observe(time.perf_counter() - started)
         requests.inc()
