@@ -447,9 +447,8 @@ class Gateway:
             try:
                 endpoint.acquire()  # in flight until the answer (a context manager costs more, per request)
                 try:
-                    async with asyncio.timeout_at(deadline):
-                        answer = await self._upstream_now().request(endpoint.url, out.method, out.target,
-                                                                    out.headers, out.body)
+                    answer = await self._upstream_now().request(endpoint.url, out.method, out.target, out.headers,
+                                                                out.body, deadline)
                 finally:
                     endpoint.release()
             except ConnectionFailed as exc:

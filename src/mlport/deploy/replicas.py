@@ -49,6 +49,8 @@ HEALTH_RESTART_FAILURES = 30
 #: state seen once may be the moment before the load begins; a failed load stays failed in a replica).
 LOAD_FAILURE_CONFIRM_S = 1.0
 HEALTH_TIMEOUT = httpx.Timeout(2.0, connect=1.0)
+#: How often the replicas handed to requests are checked to be alive, at most (seconds).
+ALIVE_POLL_S = 0.05
 #: A replica that exits with a port clash right after start is started again on another port, this often.
 BIND_RETRIES = 5
 _BIND_ERROR = re.compile(r"address already in use|errno 98|eaddrinuse|cannot listen for grpc", re.IGNORECASE)
@@ -72,6 +74,8 @@ class _Replica:
     backoff: Backoff = field(default_factory=lambda: Backoff(BACKOFF_START_S, BACKOFF_MAX_S, BACKOFF_RESET_S))
     next_start: float | None = None
     bind_retries: int = 0
+    #: when :meth:`ReplicaSet.endpoints` asks next whether the process is still alive (``time.monotonic()``)
+    next_poll: float = 0.0
 
 
 class ReplicaSet:
@@ -139,13 +143,18 @@ class ReplicaSet:
     def endpoints(self) -> list[Endpoint]:
         """The replicas ready for traffic: answered their health check, process alive, not being removed."""
         out = []
+        now = time.monotonic()
         for r in self._replicas:
             ep = r.endpoint
             if ep is None or not r.ready or not ep.healthy:
                 continue
-            if r.proc is None or r.proc.poll() is not None:
-                ep.healthy = False  # exited: out of rotation now; supervise() restarts it
+            if r.proc is None:
                 continue
+            if now >= r.next_poll:  # a system call each; a request to a replica dead since fails over anyway
+                r.next_poll = now + ALIVE_POLL_S
+                if r.proc.poll() is not None:
+                    ep.healthy = False  # exited: out of rotation now; supervise() restarts it
+                    continue
             out.append(ep)
         return out
 

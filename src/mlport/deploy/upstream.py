@@ -4,10 +4,13 @@ A general client (httpx on httpcore and anyio) cost the gateway more than a smal
 scans every connection on each request, and each request goes through several layers of objects.  This
 client does only what the gateway needs: one request at a time per connection, the whole body sent at once,
 the whole answer read within a size limit, and the connection kept for the next request when both sides
-allow it.
+allow it.  A request's deadline is kept by one timer for all the requests in flight (set for the earliest
+deadline), not by a timer of its own: with the gateway's one timeout, each new deadline falls after those
+already in flight, so the timer is seldom moved.
 
-:meth:`Upstream.request` raises :class:`ConnectionFailed` when no byte of an answer arrived (the connection
-could not be made, or broke before the answer began: the gateway may send the request again), and
+:meth:`Upstream.request` raises :class:`TimeoutError` when its deadline passed before the whole answer came,
+:class:`ConnectionFailed` when no byte of an answer arrived (the connection could not be made, or broke before
+the answer began: the gateway may send the request again), and
 :class:`mlport.errors.MlportError` (``BAD_GATEWAY``) when an answer broke off or was too large.  A request
 sent on a kept connection that the replica had closed meanwhile is sent once more on a new connection.
 """
@@ -15,6 +18,7 @@ sent on a kept connection that the replica had closed meanwhile is sent once mor
 from __future__ import annotations
 
 import asyncio
+import math
 import ssl
 from collections import deque
 from collections.abc import Iterable
@@ -34,6 +38,8 @@ KEPT_HEADERS = frozenset({b"content-type", b"inference-header-content-length", b
 MAX_IDLE = 256
 #: Bodies up to this size are sent in the same buffer as the request's head.
 _JOIN_BELOW = 64 * 1024
+#: How early the deadlines' timer may find a deadline passed (the loop's clock may count whole milliseconds).
+_EARLY_S = 0.001
 _FIXED = b"user-agent: mlport-gateway\r\naccept-encoding: identity\r\n"
 
 
@@ -58,6 +64,8 @@ class _Connection(asyncio.Protocol):
         self.closed = False
         self._parser = httptools.HttpResponseParser(self)
         self._waiter: asyncio.Future[Answer] | None = None
+        #: when the request in flight must have its answer (the loop's clock); inf when none is in flight
+        self.deadline = math.inf
         self._reset()
 
     def _reset(self) -> None:
@@ -111,10 +119,11 @@ class _Connection(asyncio.Protocol):
         self._done(keep=self._parser.should_keep_alive())
 
     # -- use -------------------------------------------------------------------------------------------------
-    def send(self, data: Iterable[bytes], head_only: bool) -> asyncio.Future[Answer]:
+    def send(self, data: Iterable[bytes], head_only: bool, deadline: float = math.inf) -> asyncio.Future[Answer]:
         assert self.transport is not None
         self._reset()
         self._head_only = head_only
+        self.deadline = deadline
         self._waiter = asyncio.get_running_loop().create_future()
         self.transport.writelines(data)
         return self._waiter
@@ -138,6 +147,10 @@ class _Connection(asyncio.Protocol):
         self.close()
         if waiter is not None and not waiter.done():
             waiter.set_exception(exc)
+
+    def expire(self) -> None:
+        """The deadline passed: the answer will not be waited for (the connection's state is unknown)."""
+        self._fail(TimeoutError("no answer before the deadline"))
 
 
 @dataclass(frozen=True)
@@ -165,10 +178,14 @@ class Upstream:
         self._origins: dict[str, _Origin] = {}
         self._idle: dict[_Origin, deque[_Connection]] = {}
         self._busy: set[_Connection] = set()
+        #: the one timer of the deadlines of the requests in flight, and when it fires (the loop's clock)
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = math.inf
 
     async def request(self, base: str, method: str, target: bytes, headers: Iterable[tuple[bytes, bytes]],
-                      body: bytes) -> Answer:
-        """One request to the replica at ``base``; ``target`` is the percent-encoded path and query."""
+                      body: bytes, deadline: float = math.inf) -> Answer:
+        """One request to the replica at ``base``; ``target`` is the percent-encoded path and query.
+        ``deadline`` (the loop's clock) bounds it all, connecting included: :class:`TimeoutError` after it."""
         origin = self._origin(base)
         lines = [method.encode("ascii"), b" ", target, b" HTTP/1.1\r\nhost: ", origin.authority, b"\r\n", _FIXED]
         for name, value in headers:
@@ -183,12 +200,15 @@ class Upstream:
         conn = self._take(origin)
         if conn is not None:
             try:
-                return await self._exchange(origin, conn, data, head_only)
+                return await self._exchange(origin, conn, data, head_only, deadline)
             except ConnectionFailed:
                 pass  # the replica closed the kept connection meanwhile: once more on a new connection
-        return await self._exchange(origin, await self._connect(origin), data, head_only)
+        return await self._exchange(origin, await self._connect(origin, deadline), data, head_only, deadline)
 
     async def aclose(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer, self._timer_at = None, math.inf
         for idle in self._idle.values():
             for conn in idle:
                 conn.close()
@@ -220,27 +240,34 @@ class Upstream:
                 return conn
         return None
 
-    async def _connect(self, origin: _Origin) -> _Connection:
+    async def _connect(self, origin: _Origin, deadline: float) -> _Connection:
         loop = asyncio.get_running_loop()
         max_bytes = self._max_bytes
+        until = min(loop.time() + self._connect_timeout_s, deadline)
         try:
-            async with asyncio.timeout(self._connect_timeout_s):
+            async with asyncio.timeout_at(until):
                 _, conn = await loop.create_connection(lambda: _Connection(max_bytes), origin.host, origin.port,
                                                        ssl=self._context() if origin.tls else None)
         except TimeoutError:
+            if until >= deadline:
+                raise
             raise ConnectionFailed(f"no connection within {self._connect_timeout_s:g} s") from None
         except (OSError, ssl.SSLError) as exc:
             raise ConnectionFailed(str(exc) or type(exc).__name__) from None
         return conn
 
-    async def _exchange(self, origin: _Origin, conn: _Connection, data: list[bytes], head_only: bool) -> Answer:
+    async def _exchange(self, origin: _Origin, conn: _Connection, data: list[bytes], head_only: bool,
+                        deadline: float) -> Answer:
         self._busy.add(conn)
+        if deadline < self._timer_at:
+            self._arm(deadline)
         try:
-            answer = await conn.send(data, head_only)
+            answer = await conn.send(data, head_only, deadline)
         except BaseException:
-            conn.close()  # cancelled (deadline) or failed: the connection's state is unknown
+            conn.close()  # cancelled, past its deadline or failed: the connection's state is unknown
             raise
         finally:
+            conn.deadline = math.inf
             self._busy.discard(conn)
         if not conn.closed:
             idle = self._idle.setdefault(origin, deque())
@@ -249,6 +276,26 @@ class Upstream:
             else:
                 conn.close()
         return answer
+
+    def _arm(self, at: float) -> None:
+        """The deadlines' timer, to fire at ``at`` (earlier than it was set for)."""
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = at
+        self._timer = asyncio.get_running_loop().call_at(at, self._expire)
+
+    def _expire(self) -> None:
+        """Fail the requests past their deadline; the timer again for the earliest deadline still ahead."""
+        self._timer, self._timer_at = None, math.inf
+        now = asyncio.get_running_loop().time()
+        ahead = math.inf
+        for conn in list(self._busy):
+            if conn.deadline <= now + _EARLY_S:
+                conn.expire()
+            elif conn.deadline < ahead:
+                ahead = conn.deadline
+        if ahead < math.inf:
+            self._arm(ahead)
 
     def _context(self) -> ssl.SSLContext:
         if self._ssl is None:

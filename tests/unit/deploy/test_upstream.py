@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 
 import pytest
@@ -152,5 +153,66 @@ def test_head_answers_have_no_body() -> None:
         assert (a.status, a.body) == (200, b"")
         await up.aclose()
         server.close()
+
+    run(main)
+
+
+def test_deadlines_fail_late_answers_and_spare_the_others() -> None:
+    """Requests in flight share one timer: the one past its deadline fails with TimeoutError (its connection
+    dropped), while an earlier and a later one still get their answers."""
+    async def by_path(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> bool:
+        head, _ = await read_request(reader)
+        if b" /never " in head:
+            await asyncio.sleep(30)  # no answer before the client gives up
+            return False
+        if b" /late " in head:
+            await asyncio.sleep(0.5)
+        writer.write(answer(b"{}"))
+        await writer.drain()
+        return True
+
+    async def main() -> None:
+        server, url, _ = await serve(by_path)
+        up = Upstream(max_response_bytes=1000)
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        late = asyncio.ensure_future(up.request(url, "GET", b"/late", [], b"", now + 20))
+        never = asyncio.ensure_future(up.request(url, "GET", b"/never", [], b"", now + 0.2))
+        soon = await up.request(url, "GET", b"/soon", [], b"", now + 10)
+        assert soon.status == 200
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(never, 10)
+        assert loop.time() - now < 10  # its own deadline, not the others'
+        assert (await asyncio.wait_for(late, 10)).status == 200
+        assert (await up.request(url, "GET", b"/again", [], b"", loop.time() + 10)).status == 200
+        await up.aclose()
+        server.close()
+
+    run(main)
+
+
+def test_a_deadline_bounds_connecting() -> None:
+    async def main() -> None:
+        up = Upstream(max_response_bytes=1000, connect_timeout_s=30)
+        loop = asyncio.get_running_loop()
+        # a listening socket that never accepts: with a full backlog the connection cannot complete
+        import socket
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            sock.listen(0)
+            port = sock.getsockname()[1]
+            fillers = []
+            with contextlib.suppress(OSError):  # until the backlog is full (its size is the kernel's)
+                for _ in range(8):
+                    fillers.append(socket.create_connection(("127.0.0.1", port), timeout=0.5))
+            try:
+                started = loop.time()
+                with pytest.raises(TimeoutError):  # the deadline, not the 30 s of connecting
+                    await up.request(f"http://127.0.0.1:{port}", "GET", b"/", [], b"", started + 0.3)
+                assert loop.time() - started < 10
+            finally:
+                for f in fillers:
+                    f.close()
+        await up.aclose()
 
     run(main)
