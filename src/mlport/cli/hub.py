@@ -156,8 +156,8 @@ def _run(hub: Any, hint: str) -> int:
     import uvicorn
 
     from mlport.hub.app import build_app
-    from mlport.hub.httpserver import HubHttpProtocol
     from mlport.observability.access import AccessLog
+    from mlport.protocols.http.wire import CoalescingHttpProtocol
     from mlport.protocols.tls import server_tls
     from mlport.serving.sockets import bind, url_host
 
@@ -165,7 +165,7 @@ def _run(hub: Any, hint: str) -> int:
     tls = server_tls(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
     json_log = settings.access_log_format == "json"
     config = uvicorn.Config(build_app(hub, AccessLog() if json_log else None), host=settings.host,
-                            port=settings.port, log_level=settings.log_level, http=HubHttpProtocol,
+                            port=settings.port, log_level=settings.log_level, http=CoalescingHttpProtocol,
                             access_log=settings.access_log and not json_log, lifespan="on",
                             timeout_graceful_shutdown=30, **(tls.uvicorn_options() if tls is not None else {}))
     server = uvicorn.Server(config)

@@ -1,10 +1,12 @@
-"""The hub's HTTP/1.1 protocol for uvicorn: its httptools protocol, with an answer's head and body in one write.
+"""The servers' HTTP/1.1 protocol for uvicorn: its httptools protocol, with an answer's head and body in one write.
 
 uvicorn writes an answer's head to the socket as soon as the app starts the answer, and its body when the app
-sends it: two system calls and two TCP segments for an answer the gateway has whole in hand.  Here the writes
+sends it: two system calls and two TCP segments for an answer the app has whole in hand (an inference answer,
+a refusal, the gateway's forwarded answer); a system call on a loopback socket costs more than the rest of a
+refusal.  The runtime (``mlport serve``) and the hub both serve HTTP/1.1 with it.  Here the writes
 made during one turn of the event loop are held and written together at the end of that turn (or before the
-connection is closed): the bytes and their order are unchanged, and a streamed answer's parts still go out
-as they are sent.
+connection is closed), or as soon as the answer is complete: the bytes and their order are unchanged, and a
+streamed answer's parts still go out as they are sent.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-__all__ = ["HubHttpProtocol"]
+__all__ = ["CoalescingHttpProtocol"]
 
 _Buffer = bytes | bytearray | memoryview
 
@@ -45,6 +47,10 @@ class _Coalescing(asyncio.Transport):
     def writelines(self, list_of_data: Iterable[_Buffer]) -> None:
         for data in list_of_data:
             self.write(data)
+
+    def flush(self) -> None:
+        """Write what is held now."""
+        self._flush()
 
     def _flush(self) -> None:
         held, self._held = self._held, None
@@ -102,9 +108,18 @@ class _Coalescing(asyncio.Transport):
         self._transport.resume_reading()
 
 
-class HubHttpProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol writing through :class:`_Coalescing` (``uvicorn.Config(http=...)``)."""
+class CoalescingHttpProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol writing through :class:`_Coalescing` (``uvicorn.Config(http=...)``).
+
+    A complete answer is written at once, when its last part is sent, before the app's work after it
+    (metrics, logs) and without waiting for the end of the loop's turn."""
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)  # flow control, addresses and TLS from the socket's own transport
         self.transport = _Coalescing(transport, self.loop)
+
+    def on_response_complete(self) -> None:
+        transport = self.transport
+        if isinstance(transport, _Coalescing):
+            transport.flush()
+        super().on_response_complete()
