@@ -16,7 +16,6 @@ version and replica.
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -27,6 +26,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Scope
 
+from mlport.core.ids import new_request_id
 from mlport.errors import ModelNotFound, ModelNotReady
 from mlport.hub.service import Hub
 from mlport.observability.access import AccessLog
@@ -105,7 +105,7 @@ def gateway_request_id(scope: Scope) -> str:
     for key, value in scope["headers"]:
         if key == b"x-request-id":
             return str(value.decode("latin-1"))
-    rid = uuid.uuid4().hex
+    rid = new_request_id()
     scope["headers"] = [*scope["headers"], (b"x-request-id", rid.encode())]
     return rid
 

@@ -11,10 +11,11 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import sys
-import uuid
 from typing import IO, Any
 
 import orjson
+
+from mlport.core.ids import new_request_id
 
 __all__ = ["ACCESS_LOGGER", "AccessLog"]
 
@@ -40,7 +41,7 @@ class AccessLog:
         """One request's line."""
         line = {
             "time": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"),
-            "request_id": request_id[:_MAX_ID] if request_id else uuid.uuid4().hex,
+            "request_id": request_id[:_MAX_ID] if request_id else new_request_id(),
             "model": model,
             "version": version,
             "protocol": protocol,

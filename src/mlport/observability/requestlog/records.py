@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import base64
 import time
-import uuid
 from binascii import b2a_base64
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from mlport.core.ids import new_request_id
 from mlport.core.types import DataType
 
 __all__ = ["Captured", "Tensor", "as_arrays", "datatype_of", "decode_tensor", "element_bytes", "encode_tensor",
@@ -128,7 +128,7 @@ def iso_time(t: float) -> str:
 
 def record_id(c: Captured) -> str:
     """The request's id (a new one for a request without)."""
-    return c.request_id[:MAX_ID] if c.request_id else uuid.uuid4().hex
+    return c.request_id[:MAX_ID] if c.request_id else new_request_id()
 
 
 def lineage(c: Captured, key: str) -> list[str] | None:

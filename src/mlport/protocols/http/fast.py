@@ -11,12 +11,12 @@ from __future__ import annotations
 import logging
 import math
 import re
-import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 import orjson
 
+from mlport.core.ids import new_request_id
 from mlport.errors import MlportError, RetryLater
 from mlport.protocols.http.body import read_asgi_body
 from mlport.protocols.http.errors import HTTP_STATUS
@@ -89,7 +89,7 @@ async def serve_infer(
             timeout = value
     request_id = rid_header.decode("latin-1") if rid_header is not None else None
     if request_id is None and st.service.access_log is not None:
-        request_id = uuid.uuid4().hex  # the access log's line, the answer's id and an error's x-request-id agree
+        request_id = new_request_id()  # the access log's line, the answer's id and an error's x-request-id agree
     try:
         length = parse_header_length(header_length)
         body = await read_asgi_body(receive, declared, st.limits.max_body_bytes)
@@ -99,7 +99,7 @@ async def serve_infer(
                                   routing_key.decode("latin-1") if routing_key is not None else None,
                                   None if timeout is None else parse_timeout(timeout), receive)
     except Exception as exc:
-        rid = request_id if request_id and len(request_id) <= _MAX_REQUEST_ID else uuid.uuid4().hex
+        rid = request_id if request_id and len(request_id) <= _MAX_REQUEST_ID else new_request_id()
         status, payload = error_answer(exc, rid)
         log_failure(rid, "POST", scope["path"], status, exc)
         headers = [(b"content-type", _JSON), (b"content-length", str(len(payload)).encode()),

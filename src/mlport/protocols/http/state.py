@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
 
 from starlette.requests import Request
 
 from mlport import __version__
+from mlport.core.ids import new_request_id
 from mlport.limits import Limits
 from mlport.observability.metrics import Metrics
 from mlport.protocols.service import InferenceService
@@ -38,4 +38,4 @@ def request_id(request: Request) -> str:
     rid = request.headers.get("x-request-id")
     if rid and len(rid) <= 128:
         return rid
-    return uuid.uuid4().hex
+    return new_request_id()
