@@ -75,11 +75,12 @@ class Count:
 class Series:
     """The metric series and statistics of one model version and protocol, looked up once instead of per request."""
 
-    __slots__ = ("_labels", "_requests", "_statuses", "inference", "inflight", "latency", "queued", "stats")
+    __slots__ = ("_labels", "_requests", "_statuses", "inference", "inflight", "latency", "protocol", "queued", "stats")
 
     def __init__(self, metrics: Metrics, inflight: Inflight, model: str, version: str, protocol: str,
                  stats: ModelStats) -> None:
         self.stats = stats
+        self.protocol = protocol
         self.inflight = inflight.gauge(model)
         self.latency = metrics.latency.labels(model, protocol)
         self.inference = metrics.inference.labels(model, version)

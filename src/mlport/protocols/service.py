@@ -118,17 +118,9 @@ class Call:
     ) -> None:
         service = self._service
         seconds = time.perf_counter() - self.started
-        if exc is not None:
-            self.status = service.failed(self.model, exc, seconds)
-        series = self.series
-        series.inflight.dec()
+        self.series.inflight.dec()
         service.manager.release(self.model)
-        series.count(self.status)
-        series.latency.observe(seconds)
-        series.stats.finished(exc is None, seconds)
-        if service.access_log is not None:
-            service.access_log.write(self.request_id, self.model.model, str(self.model.version), self.protocol,
-                                     self.status, seconds)
+        self.status = service.ended(self.model, self.series, exc, seconds, self.request_id)
         if self._logged is not None:
             self._logged.finish(self.request_id, self.status, seconds)
 
@@ -202,6 +194,18 @@ class InferenceService:
         if found is None:
             found = self._stats[(model, version)] = ModelStats()
         return found
+
+    def ended(self, lv: LoadedVersion, series: Series, exc: BaseException | None, seconds: float,
+              request_id: str | None) -> str:
+        """Count a request that ended after ``seconds`` (``exc``: how it failed) and write its access-log line;
+        its status."""
+        status = "ok" if exc is None else self.failed(lv, exc, seconds)
+        series.count(status)
+        series.latency.observe(seconds)
+        series.stats.finished(exc is None, seconds)
+        if self.access_log is not None:
+            self.access_log.write(request_id, lv.model, str(lv.version), series.protocol, status, seconds)
+        return status
 
     def failed(self, lv: LoadedVersion, exc: BaseException, seconds: float) -> str:
         """The status of a request that failed after ``seconds``, counted as refused, expired or cancelled where

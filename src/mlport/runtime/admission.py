@@ -207,6 +207,25 @@ class Gate:
             return True
         return False
 
+    def refuses(self, level: int = 0) -> bool:
+        """Whether a request of ``level`` (0: the default) would be refused now: no slot free and the queue full
+        of requests it cannot take the place of.  Nothing changes."""
+        if self.max_queue is None or self.depth < self.max_queue:
+            return False
+        if self.running < self.max_concurrency and not self.depth:
+            return False
+        level = min(level or self.order.default_level, self.order.levels)
+        return not any(self._queues[level:])  # a waiting request of a lower priority would make room
+
+    def refusal(self, level: int = 0) -> Overloaded | None:
+        """The refusal a request of ``level`` would get now (see :meth:`refuses`); ``None`` when it would run or
+        wait."""
+        return self._full() if self.refuses(level) else None
+
+    def _full(self) -> Overloaded:
+        return Overloaded(f"{self.kind} '{self.model}' is overloaded: its queue is full ({self.max_queue} requests "
+                          "waiting); try again shortly", "queue_full", self.refuse_code, self.retry_after_s())
+
     def priority(self, value: object) -> int:
         """The level of a request's ``priority`` parameter in this queue (:func:`parse_priority`)."""
         return parse_priority(value, self.order.levels, self.order.default_level)
@@ -217,9 +236,7 @@ class Gate:
         ``level`` 0 is the default level."""
         level = min(level or self.order.default_level, self.order.levels)
         if self.max_queue is not None and self.depth >= self.max_queue and not self._bump(level):
-            raise Overloaded(f"{self.kind} '{self.model}' is overloaded: its queue is full ({self.max_queue} "
-                             "requests waiting); try again shortly", "queue_full", self.refuse_code,
-                             self.retry_after_s())
+            raise self._full()
         loop = asyncio.get_running_loop()
         now = loop.time()
         waiter = _Waiter(loop.create_future(), level, now)

@@ -124,6 +124,14 @@ class ModelManager:
             self._observer.hit()  # type: ignore[union-attr]
         return lv
 
+    def peek(self, name: str, version: str | int | None = None) -> LoadedVersion | None:
+        """The loaded version :meth:`acquire` would give now, not held and its use not counted; ``None`` for
+        none (unknown, not ready, not loaded)."""
+        try:
+            return self._find(name, version)[1]
+        except MlportError:
+            return None
+
     def _find(self, name: str, version: str | int | None) -> tuple[ModelEntry, LoadedVersion]:
         model = self._models.get(name)
         if model is None:

@@ -21,6 +21,7 @@ import uvicorn
 from mlport import __version__
 from mlport.protocols.grpc.server import GrpcServer
 from mlport.protocols.http.app import build_app
+from mlport.protocols.http.early import refusing_protocol
 from mlport.protocols.http.server import build_state
 from mlport.protocols.http.state import AppState
 from mlport.protocols.tls import server_tls
@@ -144,8 +145,9 @@ def _run(settings: Settings, http: socket.socket, group: ReadinessGroup | None, 
     config = uvicorn.Config(
         app, log_level=settings.log_level, access_log=settings.access_log and settings.access_log_format == "text",
         timeout_graceful_shutdown=int(settings.shutdown_timeout_s), lifespan="on", server_header=False,
-        # uvloop when it is installed (grpc.aio runs on it too), else asyncio; httptools likewise, else h11
-        loop="auto", http="auto", **(tls.uvicorn_options() if tls is not None else {}),
+        # uvloop when it is installed (grpc.aio runs on it too), else asyncio; HTTP/1.1 by httptools, an
+        # answer's head and body in one write, requests to a full queue refused before the app
+        loop="auto", http=refusing_protocol(state.service), **(tls.uvicorn_options() if tls is not None else {}),
     )
     port = http.getsockname()[1]
     on_started = None if worker else lambda grpc_port: announce(settings, port, grpc_port)

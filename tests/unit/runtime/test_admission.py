@@ -196,3 +196,29 @@ async def _delay() -> None:
     with pytest.raises(Expired):  # its own deadline still holds
         await early
     assert gate.depth == 0
+
+
+def test_refuses_tells_what_wait_would_do_without_changing_anything() -> None:
+    asyncio.run(_refuses())
+
+
+async def _refuses() -> None:
+    gate = Gate("m", 1, 1, 1, None)
+    assert not gate.refuses() and gate.refusal() is None  # a slot is free
+    assert gate.try_enter()
+    assert not gate.refuses()  # the queue has room
+    normal = gate.wait(None, NORMAL)
+    assert gate.refuses() and gate.refuses(NORMAL)
+    assert not gate.refuses(HIGH)  # it would take the normal one's place
+    refusal = gate.refusal()
+    assert isinstance(refusal, Overloaded) and refusal.reason == "queue_full" and "queue is full" in refusal.message
+    assert gate.depth == 1 and not normal.done()  # nothing changed
+    high = gate.wait(None, HIGH)  # takes the normal one's place
+    assert gate.refuses(HIGH) and normal.done()
+    normal.exception()
+    gate.abandon(high)
+    empty = Gate("m", 1, 1, 0, None)
+    assert not empty.refuses()  # no queue at all, but the slot is free
+    assert empty.try_enter() and empty.refuses()
+    unbounded = Gate("m", 1, 1, None, 1.0)
+    assert unbounded.try_enter() and not unbounded.refuses()  # no queue bound: nothing is refused at once

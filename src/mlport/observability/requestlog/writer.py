@@ -283,16 +283,24 @@ class RequestLog:
 
     def start(self, model: str, version: int, config: RequestLogConfig | None, protocol: str) -> Pending | None:
         """A request to ``model``/``version`` begins: its :class:`Pending` when it is to be logged."""
-        found = self._targets.get((model, version))
-        if found is None or found[0] is not config:
-            found = self._targets[(model, version)] = (config, self._target(config))
-        target = found[1]
+        target = self._target_of(model, version, config)
         if target is None or self._closed:
             return None
         resolved, channel = target
         if resolved.sample < 1.0 and random.random() >= resolved.sample:
             return None
         return Pending(channel, resolved.inputs, resolved.outputs, model, str(version), protocol)
+
+    def logs(self, model: str, version: int, config: RequestLogConfig | None) -> bool:
+        """Whether requests to ``model``/``version`` may be logged (sampled or not)."""
+        return not self._closed and self._target_of(model, version, config) is not None
+
+    def _target_of(self, model: str, version: int,
+                   config: RequestLogConfig | None) -> tuple[RequestLogConfig, _Channel] | None:
+        found = self._targets.get((model, version))
+        if found is None or found[0] is not config:
+            found = self._targets[(model, version)] = (config, self._target(config))
+        return found[1]
 
     def _target(self, config: RequestLogConfig | None) -> tuple[RequestLogConfig, _Channel] | None:
         resolved = self.resolve(config)

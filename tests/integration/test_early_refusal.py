@@ -1,0 +1,138 @@
+"""Refusals before the app, against a real server: OIP infer requests to a model whose queue is full are refused
+as soon as their body is in, with the app's answer, on a connection that stays usable; what might not be
+refused (a priority, a large body, a model whose requests are logged) still reaches the app.
+
+That a request was refused unread shows in its answer: a body that is not JSON gets 503 there, where the app,
+which decodes the body before it queues the request, answers 400.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from tests.conftest import Server
+from tests.integration.test_overload import Background, block, body, calls, metric, queued, start_recording
+
+INFER = "/v2/models/{}/infer"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    root = tmp_path_factory.mktemp("early")
+    logs = root / "request-logs"
+    proc = start_recording(root, {"one": "max_concurrency: 1\nmax_queue: 1\n",
+                                  "logged": f"max_concurrency: 1\nmax_queue: 1\nlogging:\n  payload: inputs\n"
+                                            f"  sink: {logs}\n"})
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+def _request(model: str, payload: bytes, *headers: str, version: str = "1.1") -> bytes:
+    head = [f"POST {INFER.format(model)} HTTP/{version}", "host: 127.0.0.1", "content-type: application/json",
+            f"content-length: {len(payload)}", *headers]
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + payload
+
+
+def _read_answer(sock: socket.socket, buffer: bytearray) -> tuple[int, dict[str, str], bytes]:
+    """One answer from ``sock`` (``buffer``: bytes already read past the previous one)."""
+    while b"\r\n\r\n" not in buffer:
+        chunk = sock.recv(65536)
+        assert chunk, bytes(buffer)
+        buffer += chunk
+    head, _, rest = bytes(buffer).partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+    length = int(headers["content-length"])
+    while len(rest) < length:
+        chunk = sock.recv(65536)
+        assert chunk
+        rest += chunk
+    buffer[:] = rest[length:]
+    return int(lines[0].split()[1]), headers, rest[:length]
+
+
+def _connect(server: Server) -> socket.socket:
+    return socket.create_connection(("127.0.0.1", server.port), timeout=10)
+
+
+@contextlib.contextmanager
+def full_queue(server: Server, model: str, n: int) -> Iterator[Background]:
+    """``model`` busy with blocker ``n`` and request ``n * 100 + 1`` in its one-place queue, for the block."""
+    bg = Background()
+    release = block(server, bg, model, n)
+    try:
+        bg.post(server, model, n * 100 + 1)
+        queued(server, model, 1)
+        yield bg
+    finally:
+        release()
+        bg.join()
+    assert bg.answers[n * 100 + 1].status_code == 200
+
+
+def test_a_full_queue_refuses_unread_requests_on_a_connection_that_stays_usable(server: Server) -> None:
+    refused = metric(server, "mlport_refused_requests_total", model="one", reason="queue_full")
+    unavailable = metric(server, "mlport_requests_total", model="one", status="unavailable")
+    sock = _connect(server)
+    buffer = bytearray()
+    with full_queue(server, "one", 11):
+        # three requests in one write (pipelined), then a body that is not even JSON: all refused unread
+        sock.sendall(b"".join(_request("one", orjson_body(1102 + i), f"x-request-id: early-{i}") for i in range(3)))
+        for i in range(3):
+            status, headers, payload = _read_answer(sock, buffer)
+            assert status == 503, payload
+            assert headers["retry-after"] == "1" and headers["x-request-id"] == f"early-{i}"
+            assert headers["content-type"] == "application/json" and "date" in headers
+            assert b"queue is full" in payload and "connection" not in headers
+        sock.sendall(_request("one", b"{not json"))
+        status, headers, payload = _read_answer(sock, buffer)
+        assert status == 503 and len(headers["x-request-id"]) == 32, payload
+        # what the app must see: a priority of its own (it may outrank a waiting one), a large body
+        assert post_raw(server, "one", b'{"parameters": {"priority": "x"}') == 400
+        assert post_raw(server, "one", b"{" + b" " * (70 * 1024)) == 400
+    # the same connection serves the next request as usual
+    sock.sendall(_request("one", orjson_body(1105)))
+    status, _, payload = _read_answer(sock, buffer)
+    assert status == 200, payload
+    sock.close()
+    seen = calls(server)
+    assert 1105 in seen and not {1102, 1103, 1104} & set(seen)
+    assert metric(server, "mlport_refused_requests_total", model="one", reason="queue_full") == refused + 4
+    assert metric(server, "mlport_requests_total", model="one", status="unavailable") == unavailable + 4
+
+
+def test_connection_close_and_http_1_0_end_the_connection_after_the_refusal(server: Server) -> None:
+    with full_queue(server, "one", 12):
+        for extra, version in (("connection: close", "1.1"), ("x-any: 1", "1.0")):
+            with _connect(server) as sock:
+                sock.sendall(_request("one", orjson_body(1202), extra, version=version))
+                buffer = bytearray()
+                status, headers, _ = _read_answer(sock, buffer)
+                assert status == 503 and headers["connection"] == "close"
+                assert sock.recv(1024) == b""  # closed by the server
+    assert 1202 not in calls(server)
+
+
+def test_a_model_whose_requests_are_logged_refuses_through_the_app(server: Server) -> None:
+    with full_queue(server, "logged", 13):
+        assert post_raw(server, "logged", b"{not json") == 400  # read and decoded by the app
+        r = httpx.post(server.url + INFER.format("logged"), json=body(1302), timeout=10)
+        assert r.status_code == 503 and "queue is full" in r.json()["error"]
+    assert 1302 not in calls(server)
+
+
+def orjson_body(i: int) -> bytes:
+    return httpx.Request("POST", "http://x", json=body(i)).content
+
+
+def post_raw(server: Server, model: str, payload: bytes) -> int:
+    r = httpx.post(server.url + INFER.format(model), content=payload, timeout=10,
+                   headers={"content-type": "application/json"})
+    return r.status_code
