@@ -19,12 +19,16 @@ a well-behaved client does, then tries again.  Each run reports:
 - the server's resident set (sampled every 0.5 s: first, peak, last);
 - ``/v2/health/live`` latency p99, probed every 50 ms by a client of its own (the bench's own process).
 
-The clients are aiohttp (``pip install mlport[bench]``), split over ``--processes`` (4) client processes, each
-with its own event loop.  The runs with ``--max-queue`` (64): clients that retry exactly at Retry-After, all
-starting in the same instant; the same clients adding a random jitter of up to ``--jitter`` (1) s to
-Retry-After, as client libraries' backoff does; and clients retrying exactly at Retry-After that start at random
-over ``--ramp`` (1) s.  Then one run without limits (exact Retry-After, all at once), the way mlport served
-before admission existed, and the refusals by themselves (one client, one connection, the queue full).
+The clients (bench/leanhttp.py: one keep-alive connection each, prepared request bytes, answers parsed by
+httptools) are split over ``--processes`` (4) client processes, each with its own event loop: a general client
+costs a few hundred microseconds of CPU per request, which, on the machine that also runs the server, would
+make most of the latency of refusals sent in the same instant.  The runs with ``--max-queue`` (64): clients
+that retry exactly at Retry-After, all starting in the same instant; the same clients adding a random jitter of
+up to ``--jitter`` (1) s to Retry-After, as client libraries' backoff does; clients retrying exactly at
+Retry-After that start at random over ``--ramp`` (1) s; and the first run again with aiohttp clients
+(``pip install mlport[bench]``; ``--no-aiohttp`` skips it), for comparison.  Then one run without limits
+(exact Retry-After, all at once), the way mlport served before admission existed, and the refusals by
+themselves (one client, one connection, the queue full).
 Requests go to 127.0.0.1 only, in bounded loops.  Results go to ``bench/results/overload-<date>.md``.
 """
 
@@ -33,6 +37,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import json
 import multiprocessing
 import os
 import random
@@ -44,6 +49,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import aiohttp
 import httpx
@@ -52,6 +58,7 @@ HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 sys.path.insert(0, str(HERE))
 
+import leanhttp  # noqa: E402
 from cache import Server, pct, rss  # noqa: E402
 
 MODEL = '''
@@ -119,17 +126,20 @@ def build(root: Path, service_s: float) -> Path:
 @dataclass(frozen=True)
 class Plan:
     """What the clients of a run do: where they send, from when (``start``, each at random over ``ramp`` s) until
-    when, and how long a refused client waits: ``Retry-After`` plus a random ``jitter`` of up to that many s."""
+    when, how long a refused client waits (``Retry-After`` plus a random ``jitter`` of up to that many s) and which
+    client sends."""
 
     url: str
     start: float
     until: float
     ramp: float = 0.0
     jitter: float = 0.0
+    #: clients of :mod:`leanhttp` (else aiohttp's)
+    lean: bool = True
 
 
 async def client(http: aiohttp.ClientSession, plan: Plan, part: Part, first: float) -> None:
-    """One client: from ``first``, request after request until the end; answers that come later are not
+    """One aiohttp client: from ``first``, request after request until the end; answers that come later are not
     counted."""
     await asyncio.sleep(max(0.0, first - time.monotonic()))
     while time.monotonic() < plan.until:
@@ -141,22 +151,53 @@ async def client(http: aiohttp.ClientSession, plan: Plan, part: Part, first: flo
         except (aiohttp.ClientError, TimeoutError) as exc:
             part.other[type(exc).__name__] = part.other.get(type(exc).__name__, 0) + 1
             continue
-        if time.monotonic() > plan.until:
+        if not await settle(plan, part, status, retry, time.perf_counter() - started):
             return
-        took = time.perf_counter() - started
-        later = time.monotonic() - took > plan.start + 1.0
-        if status == 200:
-            part.ok.append(took)
-            if later:
-                part.ok_later.append(took)
-        elif status in (429, 503):
-            part.refused.append(took)
-            if later:
-                part.refused_later.append(took)
-            part.retry_after[retry] = part.retry_after.get(retry, 0) + 1
-            await asyncio.sleep(float(retry) + random.uniform(0, plan.jitter))
-        else:
-            part.other[str(status)] = part.other.get(str(status), 0) + 1
+
+
+async def lean_client(plan: Plan, part: Part, first: float) -> None:
+    """One client of :mod:`leanhttp` (one keep-alive connection, prepared bytes), as :func:`client` does."""
+    url = urlsplit(plan.url)
+    host, port = url.hostname or "127.0.0.1", url.port or 80
+    request = leanhttp.post_bytes(host, port, url.path, json.dumps(BODY).encode())
+    await asyncio.sleep(max(0.0, first - time.monotonic()))
+    conn: leanhttp.Connection | None = None
+    while time.monotonic() < plan.until:
+        started = time.perf_counter()
+        try:
+            if conn is None or conn.closed:
+                conn = await asyncio.wait_for(leanhttp.Connection.open(host, port), CLIENT_TIMEOUT_S)
+            answer = await asyncio.wait_for(conn.send(request), CLIENT_TIMEOUT_S)
+        except (OSError, TimeoutError) as exc:
+            part.other[type(exc).__name__] = part.other.get(type(exc).__name__, 0) + 1
+            if conn is not None:
+                conn.close()
+            continue
+        if not await settle(plan, part, answer.status, answer.retry_after or "1", time.perf_counter() - started):
+            break
+    if conn is not None:
+        conn.close()
+
+
+async def settle(plan: Plan, part: Part, status: int, retry: str, took: float) -> bool:
+    """Count one answer (``took`` seconds after its request was sent) and wait what a refusal says; False when
+    the run is over (the answer came too late to count)."""
+    if time.monotonic() > plan.until:
+        return False
+    later = time.monotonic() - took > plan.start + 1.0
+    if status == 200:
+        part.ok.append(took)
+        if later:
+            part.ok_later.append(took)
+    elif status in (429, 503):
+        part.refused.append(took)
+        if later:
+            part.refused_later.append(took)
+        part.retry_after[retry] = part.retry_after.get(retry, 0) + 1
+        await asyncio.sleep(float(retry) + random.uniform(0, plan.jitter))
+    else:
+        part.other[str(status)] = part.other.get(str(status), 0) + 1
+    return True
 
 
 async def lag(until: float, part: Part) -> None:
@@ -170,10 +211,13 @@ async def lag(until: float, part: Part) -> None:
 
 async def drive_part(plan: Plan, clients: int) -> Part:
     part = Part()
+    firsts = [plan.start + random.uniform(0, plan.ramp) for _ in range(clients)]
+    if plan.lean:
+        await asyncio.gather(lag(plan.until, part), *(lean_client(plan, part, first) for first in firsts))
+        return part
     timeout = aiohttp.ClientTimeout(total=CLIENT_TIMEOUT_S)
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), timeout=timeout) as http:
-        await asyncio.gather(lag(plan.until, part), *(
-            client(http, plan, part, plan.start + random.uniform(0, plan.ramp)) for _ in range(clients)))
+        await asyncio.gather(lag(plan.until, part), *(client(http, plan, part, first) for first in firsts))
     return part
 
 
@@ -192,14 +236,14 @@ def ready(seconds: float) -> None:
 
 
 def drive(server: Server, clients: int, seconds: float, run: Run, processes: int, ramp: float = 0.0,
-          jitter: float = 0.0) -> None:
+          jitter: float = 0.0, lean: bool = True) -> None:
     """``clients`` clients split over ``processes`` client processes, plus the probe (a thread of this one)."""
     shares = [clients // processes + (i < clients % processes) for i in range(processes)]
     with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn")) as pool:
         for future in [pool.submit(ready, 0.5) for _ in range(processes)]:
             future.result()
         start = time.monotonic() + 0.5
-        plan = Plan(server.url + "/v2/models/slow/infer", start, start + seconds, ramp, jitter)
+        plan = Plan(server.url + "/v2/models/slow/infer", start, start + seconds, ramp, jitter, lean)
         futures = [pool.submit(run_part, plan, n) for n in shares if n]
         while time.monotonic() < start:
             time.sleep(0.01)
@@ -230,12 +274,12 @@ def cpu_seconds(pid: int) -> float:
 
 
 def one_run(label: str, root: Path, logs: Path, args: argparse.Namespace, *flags: str, ramp: float = 0.0,
-            jitter: float = 0.0) -> Run:
+            jitter: float = 0.0, lean: bool = True) -> Run:
     server = Server(root, "--inference-threads", "2", *flags, log=logs / f"{label.split()[0]}.log")
     run = Run(label=label, seconds=args.seconds)
     try:
         drive(server, 4, 2.0, Run(label="warm-up"), 1)
-        drive(server, args.clients, args.seconds, run, args.processes, ramp, jitter)
+        drive(server, args.clients, args.seconds, run, args.processes, ramp, jitter, lean)
         run.server_refusal_p99 = refusal_p99(httpx.get(server.url + "/metrics").text)
     finally:
         server.stop()
@@ -292,7 +336,8 @@ def report(runs: list[Run], args: argparse.Namespace) -> str:
     lines = [
         f"# mlport overload bench, {dt.datetime.now():%Y-%m-%d %H:%M}", "",
         f"- 2-core machine, load average {os.getloadavg()[0]:.2f} at the end; the clients run on it too: "
-        f"{args.processes} client processes (aiohttp), the probe in the bench's own process",
+        f"{args.processes} client processes (bench/leanhttp.py: one keep-alive connection per client, prepared "
+        "bytes; aiohttp where the run's label says so), the probe in the bench's own process",
         f"- model: trusted Python, {args.service_ms:g} ms per request, 2 inference threads: capacity "
         f"{capacity:.0f} req/s",
         f"- {args.clients} clients, {args.seconds:g} s per run, all starting in the same instant unless the run's "
@@ -345,6 +390,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="a run more whose refused clients wait Retry-After plus up to this many seconds at "
                         "random, as client libraries' backoff does (0: no such run)")
     parser.add_argument("--only-limited", action="store_true", help="skip the run without limits")
+    parser.add_argument("--no-aiohttp", dest="aiohttp", action="store_false",
+                        help="skip the run more whose clients are aiohttp's")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="mlport-overload-") as tmp:
         root = build(Path(tmp) / "models", args.service_ms / 1000)
@@ -357,6 +404,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.ramp:
             runs.append(one_run(f"max_queue {args.max_queue}, exact Retry-After, start over {args.ramp:g} s", root,
                                 logs, args, *limits, ramp=args.ramp))
+        if args.aiohttp:
+            runs.append(one_run(f"max_queue {args.max_queue}, exact Retry-After, aiohttp clients", root, logs, args,
+                                *limits, lean=False))
         if not args.only_limited:
             runs.append(one_run("no limits", root, logs, args))
         args.alone = refusals_alone(root, logs)
