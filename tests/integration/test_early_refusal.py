@@ -9,14 +9,17 @@ which decodes the body before it queues the request, answers 400.
 from __future__ import annotations
 
 import contextlib
+import json
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.conftest import Server
 from tests.integration.test_overload import Background, block, body, calls, metric, queued, start_recording
+from tests.waiting import wait_for
 
 INFER = "/v2/models/{}/infer"
 
@@ -136,3 +139,24 @@ def post_raw(server: Server, model: str, payload: bytes) -> int:
     r = httpx.post(server.url + INFER.format(model), content=payload, timeout=10,
                    headers={"content-type": "application/json"})
     return r.status_code
+
+
+@pytest.mark.parametrize("flags", [("--access-log",), ("--access-log", "--access-log-format", "json")])
+def test_access_logs_have_a_line_for_each_refusal(tmp_path: Path, flags: tuple[str, ...]) -> None:
+    """The text access log (uvicorn's, which only the app's answers reach: no early refusal then) and the JSON
+    one (written for early refusals as for the others) both have the refused request's line."""
+    logged = start_recording(tmp_path, {"one": "max_concurrency: 1\nmax_queue: 1\n"}, *flags)
+    try:
+        with full_queue(logged, "one", 14):
+            r = httpx.post(logged.url + INFER.format("one"), content=b"{not json", timeout=10,
+                           headers={"content-type": "application/json", "x-request-id": "refused-14"})
+        text = "--access-log-format" not in flags
+        assert r.status_code == (400 if text else 503), r.text  # through the app, or refused unread
+        if text:
+            wait_for(lambda: '"POST /v2/models/one/infer HTTP/1.1" 400' in logged.log(), 30, "the text line")
+        else:
+            line = wait_for(lambda: next((json.loads(x) for x in logged.log().splitlines()
+                                          if '"refused-14"' in x), None), 30, "the JSON line")
+            assert line["model"] == "one" and line["status"] == "unavailable", line
+    finally:
+        logged.stop()

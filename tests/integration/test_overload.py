@@ -58,8 +58,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         proc.stop()
 
 
-def start_recording(root: Path, models: dict[str, str]) -> Server:
-    """A server of the recording model under each name, with the ``model.yaml`` lines given (trusted)."""
+def start_recording(root: Path, models: dict[str, str], *args: str) -> Server:
+    """A server of the recording model under each name, with the ``model.yaml`` lines given (trusted), and
+    ``args`` for ``mlport serve``."""
     repo = root / "models"
     for name, extra in models.items():
         (repo / name / "1").mkdir(parents=True)
@@ -67,7 +68,7 @@ def start_recording(root: Path, models: dict[str, str]) -> Server:
         (repo / name / "model.yaml").write_text("trusted: true\n" + extra)
     logs = root / "logs"
     logs.mkdir()
-    return start_server(repo, "--poll-interval", "0", "--inference-threads", "1", log_dir=logs,
+    return start_server(repo, "--poll-interval", "0", "--inference-threads", "1", *args, log_dir=logs,
                         env={"OVERLOAD_CALLS": str(root / "calls.log")})
 
 

@@ -10,7 +10,9 @@ app gives: the same status (503, or 429 as configured), ``Retry-After``, ``x-req
 
 Anything else goes to the app as uvicorn would hand it: a request whose body mentions ``priority`` (it may
 outrank a waiting one), one larger than :data:`HOLD_MAX_BYTES`, one that expects ``100 Continue``, one
-pipelined behind another answer still being written, and one the queue has room for by the time its body is in.
+pipelined behind another answer still being written, one the queue has room for by the time its body is in,
+and every request while uvicorn writes its own (text) access log, which only the app's answers reach.  The
+JSON access log (``--access-log-format json``) has its line for an early refusal as for any refusal.
 """
 
 from __future__ import annotations
@@ -103,7 +105,8 @@ class RefusingHttpProtocol(CoalescingHttpProtocol):
     def _may_hold(self) -> bool:
         cycle = self.cycle
         return (self.parser.get_method() == b"POST" and not self.expect_100_continue and not self.pipeline
-                and (cycle is None or cycle.response_complete) and not self.parser.should_upgrade())
+                and (cycle is None or cycle.response_complete) and not self.access_log
+                and not self.parser.should_upgrade())
 
     def _hand_on(self, held: _Held) -> None:
         """The held request to the app, as if its head had just been read and its body were arriving."""
