@@ -3,7 +3,8 @@ as soon as their body is in, with the app's answer, on a connection that stays u
 refused (a priority, a large body, a model whose requests are logged) still reaches the app.
 
 That a request was refused unread shows in its answer: a body that is not JSON gets 503 there, where the app,
-which decodes the body before it queues the request, answers 400.
+which decodes the body before it queues the request, answers 400.  Requests are looked at before the app only
+while the server has refused requests lately: the first refusal of a burst goes through the app.
 """
 
 from __future__ import annotations
@@ -148,6 +149,9 @@ def test_access_logs_have_a_line_for_each_refusal(tmp_path: Path, flags: tuple[s
     logged = start_recording(tmp_path, {"one": "max_concurrency: 1\nmax_queue: 1\n"}, *flags)
     try:
         with full_queue(logged, "one", 14):
+            # nothing refused lately: the app reads the first ones (400 for a body that is not JSON)
+            assert post_raw(logged, "one", b"{not json") == 400
+            assert httpx.post(logged.url + INFER.format("one"), json=body(1402), timeout=10).status_code == 503
             r = httpx.post(logged.url + INFER.format("one"), content=b"{not json", timeout=10,
                            headers={"content-type": "application/json", "x-request-id": "refused-14"})
         text = "--access-log-format" not in flags

@@ -27,12 +27,12 @@ import math
 import random
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from mlport.errors import ErrorCode, MlportError, RetryLater
 
 __all__ = ["HIGH", "MAX_PRIORITY_LEVELS", "NORMAL", "AdmissionPolicy", "Expired", "Gate", "Overloaded", "QueueOrder",
-           "parse_priority", "spread_retry_after"]
+           "Refusals", "parse_priority", "spread_retry_after"]
 
 #: Priority levels (Triton's ``priority`` parameter: 1 is the highest; 0 means the default level).
 HIGH = 1
@@ -124,6 +124,41 @@ class QueueOrder:
             raise ValueError(f"priority levels must be 1 to {MAX_PRIORITY_LEVELS} and the default level one of them")
 
 
+#: How long after a refusal the refusals count as recent, at least (seconds).
+LATELY_S = 5.0
+
+
+class Refusals:
+    """Whether any gate of a server refused a request lately (within :data:`LATELY_S` to twice that): the HTTP
+    protocol looks for requests to refuse before the app only then, so that requests pay nothing for it while
+    no queue is full.  Use on the event loop."""
+
+    __slots__ = ("_count", "_seen", "lately")
+
+    def __init__(self) -> None:
+        self.lately = False
+        self._count = 0
+        self._seen = 0
+
+    def refused(self) -> None:
+        self._count += 1
+        if not self.lately:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                return
+            self.lately = True
+            self._seen = self._count
+            loop.call_later(LATELY_S, self._check)
+
+    def _check(self) -> None:
+        if self._count == self._seen:  # none since the last look: not lately any more
+            self.lately = False
+            return
+        self._seen = self._count
+        asyncio.get_running_loop().call_later(LATELY_S, self._check)
+
+
 @dataclass(frozen=True, slots=True)
 class AdmissionPolicy:
     """The server-wide defaults of the limits (a model's ``model.yaml`` overrides each)."""
@@ -137,6 +172,8 @@ class AdmissionPolicy:
     threads: int = 2
     #: Called with (model, version, requests waiting) whenever a queue's depth changes.
     on_depth: DepthHook | None = None
+    #: Whether the gates refused lately (shared by every gate of the server).
+    refusals: Refusals = field(default_factory=Refusals)
 
     def gate(self, model: str, version: int, max_concurrency: int | None, max_queue: int | None,
              queue_timeout_s: float | None, batch: int = 0, order: QueueOrder | None = None) -> Gate | None:
@@ -157,7 +194,8 @@ class AdmissionPolicy:
             concurrency = running + staged
             if queue is not None:
                 queue -= staged
-        return Gate(model, version, concurrency, queue, timeout, self.refuse_code, self.on_depth, order)
+        return Gate(model, version, concurrency, queue, timeout, self.refuse_code, self.on_depth, order,
+                    self.refusals)
 
 
 class _Waiter:
@@ -175,8 +213,10 @@ class Gate:
 
     def __init__(self, model: str, version: int, max_concurrency: int, max_queue: int | None,
                  queue_timeout_s: float | None, refuse_code: ErrorCode = ErrorCode.UNAVAILABLE,
-                 on_depth: DepthHook | None = None, order: QueueOrder | None = None) -> None:
+                 on_depth: DepthHook | None = None, order: QueueOrder | None = None,
+                 refusals: Refusals | None = None) -> None:
         self.model = model
+        self._refusals = refusals
         #: What the messages call ``model``: a model, or a deployment (the hub's gateway).
         self.kind = "model"
         self.version = str(version)
@@ -223,6 +263,8 @@ class Gate:
         return self._full() if self.refuses(level) else None
 
     def _full(self) -> Overloaded:
+        if self._refusals is not None:
+            self._refusals.refused()
         return Overloaded(f"{self.kind} '{self.model}' is overloaded: its queue is full ({self.max_queue} requests "
                           "waiting); try again shortly", "queue_full", self.refuse_code, self.retry_after_s())
 

@@ -7,6 +7,7 @@ import asyncio
 import pytest
 
 from mlport.errors import ErrorCode
+from mlport.runtime import admission
 from mlport.runtime.admission import (
     HIGH,
     NORMAL,
@@ -15,6 +16,7 @@ from mlport.runtime.admission import (
     Gate,
     Overloaded,
     QueueOrder,
+    Refusals,
     parse_priority,
     spread_retry_after,
 )
@@ -222,3 +224,24 @@ async def _refuses() -> None:
     assert empty.try_enter() and empty.refuses()
     unbounded = Gate("m", 1, 1, None, 1.0)
     assert unbounded.try_enter() and not unbounded.refuses()  # no queue bound: nothing is refused at once
+
+
+def test_refusals_count_as_lately_until_a_quiet_period_passes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(admission, "LATELY_S", 0.05)
+    asyncio.run(_lately())
+
+
+async def _lately() -> None:
+    refusals = Refusals()
+    gate = Gate("m", 1, 1, 0, None, refusals=refusals)
+    assert gate.try_enter() and not refusals.lately
+    assert gate.refusal() is not None and refusals.lately
+    for _ in range(4):  # refusals keep coming: still lately past the first period
+        await asyncio.sleep(0.03)
+        with pytest.raises(Overloaded):
+            gate.wait(None, 0)
+    assert refusals.lately
+    deadline = asyncio.get_running_loop().time() + 10
+    while refusals.lately and asyncio.get_running_loop().time() < deadline:  # quiet: not lately any more
+        await asyncio.sleep(0.01)
+    assert not refusals.lately

@@ -4,9 +4,11 @@ uvicorn hands every request to the app in a task of its own, through its ASGI ob
 machinery costs several times the refusal itself, and in a storm (hundreds of clients meeting a full queue in
 the same instant) each refusal waits for all those before it.  Here, when an OIP infer request's head arrives
 (``POST /v2/models/{name}[/versions/{v}]/infer``) and its model would refuse a request of the default
-priority (:func:`mlport.protocols.refusal.would_refuse`), its body is held instead of being handed on; once it is
-all in, the request is refused on the spot (:func:`mlport.protocols.refusal.refuse_unread`) with the answer the
-app gives: the same status (503, or 429 as configured), ``Retry-After``, ``x-request-id`` and JSON error.
+priority (:func:`mlport.protocols.refusal.would_refuse`; looked at only while the server's gates have refused
+requests lately, :class:`mlport.runtime.admission.Refusals`, so that no request pays for it otherwise), its
+body is held instead of being handed on; once it is all in, the request is refused on the spot
+(:func:`mlport.protocols.refusal.refuse_unread`) with the answer the app gives: the same status (503, or 429 as
+configured), ``Retry-After``, ``x-request-id`` and JSON error.
 
 Anything else goes to the app as uvicorn would hand it: a request whose body mentions ``priority`` (it may
 outrank a waiting one), one larger than :data:`HOLD_MAX_BYTES`, one that expects ``100 Continue``, one
@@ -30,6 +32,7 @@ from mlport.protocols.http.fast import INFER_PATH, log_failure, retry_after
 from mlport.protocols.http.wire import CoalescingHttpProtocol
 from mlport.protocols.refusal import refuse_unread, would_refuse
 from mlport.protocols.service import InferenceService
+from mlport.runtime.admission import Refusals
 
 __all__ = ["HOLD_MAX_BYTES", "RefusingHttpProtocol", "refusing_protocol"]
 
@@ -66,6 +69,8 @@ class RefusingHttpProtocol(CoalescingHttpProtocol):
     by :func:`refusing_protocol`."""
 
     service: InferenceService | None = None
+    #: whether the service's gates refused lately: only then are requests looked at before the app
+    refusals: Refusals | None = None
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
@@ -73,8 +78,8 @@ class RefusingHttpProtocol(CoalescingHttpProtocol):
 
     # -- httptools callbacks ---------------------------------------------------------------------------------
     def on_headers_complete(self) -> None:
-        service = self.service
-        if service is not None and self._may_hold():
+        service, refusals = self.service, self.refusals
+        if service is not None and refusals is not None and refusals.lately and self._may_hold():
             target = _target(self.url)
             if target is not None and would_refuse(service, *target):
                 self._held = _Held(*target)
@@ -160,5 +165,6 @@ class RefusingHttpProtocol(CoalescingHttpProtocol):
 
 def refusing_protocol(service: InferenceService) -> type[RefusingHttpProtocol]:
     """The protocol class for uvicorn (``Config(http=...)``) that refuses early for ``service``."""
-    return type("RefusingHttpProtocol", (RefusingHttpProtocol,), {"service": service})
+    return type("RefusingHttpProtocol", (RefusingHttpProtocol,),
+                {"service": service, "refusals": service.manager.admission.refusals})
 
