@@ -140,7 +140,7 @@ class ModelManager:
             if not model.serving:
                 if model.cold:
                     raise ColdModel(f"model '{name}' is not loaded now: it loads on its next inference request")
-                raise ModelNotReady(f"model '{name}' is not ready: {self._reason(model)}")
+                raise ModelNotReady(f"model '{name}' is not ready: {reason(model)}")
             lv = model.serving[max(model.serving)]
         else:
             try:
@@ -153,7 +153,7 @@ class ModelManager:
                     raise ColdModel(f"version {v} of model '{name}' is not loaded now: it loads on its next "
                                     "inference request")
                 if v in model.loading or v in model.failed or v in model.source.versions:
-                    raise ModelNotReady(f"version {v} of model '{name}' is not ready: {self._reason(model, v)}")
+                    raise ModelNotReady(f"version {v} of model '{name}' is not ready: {reason(model, v)}")
                 raise ModelNotFound(f"model '{name}' has no version {v}")
             lv = lv_or_none
         return model, lv
@@ -191,9 +191,6 @@ class ModelManager:
         lv.inflight -= 1
         if lv.retired and lv.inflight == 0:
             self._schedule_close(lv)
-
-    def _reason(self, model: ModelEntry, version: int | None = None) -> str:
-        return reason(model, version)
 
     # ------------------------------------------------------------------- status
     def names(self) -> list[str]:
@@ -317,7 +314,7 @@ class ModelManager:
             await self._sync_model(model, force=True)
         status = self.status(name)
         if not status.ready:
-            raise MlportError(f"model '{name}' failed to load: {self._reason(model)}")
+            raise MlportError(f"model '{name}' failed to load: {reason(model)}")
         return status
 
     async def unload_model(self, name: str) -> None:
@@ -368,7 +365,7 @@ class ModelManager:
         if model.refused:
             raise ModelLoading(model.refused, retry_after_s=5.0)
         model.cold = False  # a broken model is not tried again by every request: its files must change first
-        raise ModelNotReady(f"model '{model.name}' failed to load: {self._reason(model)}")
+        raise ModelNotReady(f"model '{model.name}' failed to load: {reason(model)}")
 
     async def _load_version(self, model: ModelEntry, src: VersionSource) -> None:
         model.loading.add(src.version)

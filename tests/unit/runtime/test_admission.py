@@ -20,6 +20,7 @@ from mlport.runtime.admission import (
     parse_priority,
     spread_retry_after,
 )
+from tests.waiting import until
 
 
 def test_no_limit_means_no_gate() -> None:
@@ -236,12 +237,15 @@ async def _lately() -> None:
     gate = Gate("m", 1, 1, 0, None, refusals=refusals)
     assert gate.try_enter() and not refusals.lately
     assert gate.refusal() is not None and refusals.lately
-    for _ in range(4):  # refusals keep coming: still lately past the first period
-        await asyncio.sleep(0.03)
+    loop = asyncio.get_running_loop()
+    past = loop.time() + 2 * admission.LATELY_S
+
+    async def refuse() -> None:
         with pytest.raises(Overloaded):
             gate.wait(None, 0)
-    assert refusals.lately
-    deadline = asyncio.get_running_loop().time() + 10
-    while refusals.lately and asyncio.get_running_loop().time() < deadline:  # quiet: not lately any more
-        await asyncio.sleep(0.01)
+
+    # refusals keep coming: still lately two periods on
+    await until(lambda: loop.time() > past and refusals.lately, refuse, timeout=10, what="two periods of refusals",
+                every=0.01)
+    await until(lambda: not refusals.lately, timeout=10, what="a quiet period to end 'lately'")  # no more refusals
     assert not refusals.lately

@@ -24,11 +24,9 @@ import re
 from dataclasses import dataclass, field
 
 import httptools
-import orjson
 
 from mlport.core.ids import new_request_id
-from mlport.protocols.http.errors import HTTP_STATUS
-from mlport.protocols.http.fast import INFER_PATH, log_failure, retry_after
+from mlport.protocols.http.fast import INFER_PATH, failure_answer, log_failure
 from mlport.protocols.http.wire import CoalescingHttpProtocol
 from mlport.protocols.refusal import refuse_unread, would_refuse
 from mlport.protocols.service import InferenceService
@@ -136,16 +134,10 @@ class RefusingHttpProtocol(CoalescingHttpProtocol):
         refusal = refuse_unread(self.service, held.name, held.version, "v2", request_id)
         if refusal is None:
             return None
-        status = HTTP_STATUS[refusal.code]
+        status, headers, payload = failure_answer(refusal, request_id)
         log_failure(request_id, "POST", self.url.decode("latin-1"), status, refusal)
-        payload = orjson.dumps({"error": refusal.message})
         lines = [_STATUS_LINES[status]]
-        lines += [b"%s: %s\r\n" % header for header in self.server_state.default_headers]
-        lines += [b"content-type: application/json\r\ncontent-length: %d\r\nx-request-id: " % len(payload),
-                  request_id.encode("latin-1"), b"\r\n"]
-        after = retry_after(refusal)
-        if after is not None:
-            lines += [b"retry-after: ", after.encode("ascii"), b"\r\n"]
+        lines += [b"%s: %s\r\n" % header for header in (*self.server_state.default_headers, *headers)]
         if not self._keep_alive():
             lines.append(b"connection: close\r\n")
         lines += [b"\r\n", payload]

@@ -23,7 +23,8 @@ from mlport.protocols.http.errors import HTTP_STATUS
 from mlport.protocols.http.routes_oip import parse_header_length, parse_timeout, run_infer
 from mlport.protocols.http.state import AppState
 
-__all__ = ["INFER_PATH", "Receive", "Scope", "Send", "error_answer", "log_failure", "retry_after", "serve_infer"]
+__all__ = ["INFER_PATH", "Receive", "Scope", "Send", "error_answer", "failure_answer", "log_failure", "retry_after",
+           "serve_infer"]
 
 log = logging.getLogger("mlport.protocols.http.app")
 
@@ -58,6 +59,17 @@ def error_answer(exc: BaseException, rid: str) -> tuple[int, bytes]:
     if isinstance(exc, MlportError):
         return HTTP_STATUS[exc.code], orjson.dumps({"error": exc.message})
     return 500, orjson.dumps({"error": f"internal error (request id {rid})"})
+
+
+def failure_answer(exc: BaseException, rid: str) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    """Status, headers and body of a failure's answer (:func:`error_answer`, its request id, ``Retry-After``)."""
+    status, payload = error_answer(exc, rid)
+    headers = [(b"content-type", _JSON), (b"content-length", str(len(payload)).encode()),
+               (b"x-request-id", rid.encode("latin-1", "replace"))]
+    retry = retry_after(exc)
+    if retry is not None:
+        headers.append((b"retry-after", retry.encode()))
+    return status, headers, payload
 
 
 def retry_after(exc: BaseException) -> str | None:
@@ -100,13 +112,8 @@ async def serve_infer(
                                   None if timeout is None else parse_timeout(timeout), receive)
     except Exception as exc:
         rid = request_id if request_id and len(request_id) <= _MAX_REQUEST_ID else new_request_id()
-        status, payload = error_answer(exc, rid)
+        status, headers, payload = failure_answer(exc, rid)
         log_failure(rid, "POST", scope["path"], status, exc)
-        headers = [(b"content-type", _JSON), (b"content-length", str(len(payload)).encode()),
-                   (b"x-request-id", rid.encode("latin-1", "replace"))]
-        retry = retry_after(exc)
-        if retry is not None:
-            headers.append((b"retry-after", retry.encode()))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": payload})
         return

@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
-import time
 from typing import Any
 
 import uvicorn
 
 from mlport.deploy.procs import free_port
 from mlport.protocols.http.wire import CoalescingHttpProtocol, _Coalescing
+from tests.waiting import wait_for
 
 
 class _Sink(asyncio.Protocol):
@@ -104,10 +104,7 @@ def test_a_complete_answer_goes_out_before_the_app_returns() -> None:
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:
-        deadline = time.monotonic() + 30
-        while not server.started and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert server.started
+        wait_for(lambda: server.started, 30, "the server to start")
         with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
             sock.sendall(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
             got = b""
