@@ -1,5 +1,6 @@
 """``mlport serve`` as an operator meets it: readiness of one model, ``--exit-on-error``, taken ports, the
-"serving on" line only once the ports listen, and "did you mean" for mistyped commands and flags."""
+"serving on" line only once the ports listen, the client a local proxy forwarded for in the text access log, and
+"did you mean" for mistyped commands and flags."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import tritonclient.grpc as tgrpc
 from tests.builders import iris_onnx
 from tests.conftest import Server, free_port, stop_process
 from tests.integration.test_formats_tabular import index_row
+from tests.waiting import wait_for
 
 
 def _mlport(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -105,6 +107,16 @@ def test_the_banner_comes_once_both_ports_listen(tmp_path: Path) -> None:
             socket.create_connection(("127.0.0.1", port), timeout=5).close()  # refused unless listening
     finally:
         assert stop_process(proc) == 0  # type: ignore[arg-type]
+
+
+def test_the_text_access_log_names_the_client_a_local_proxy_forwarded_for(serve, tmp_path: Path) -> None:
+    """uvicorn's text access log gives the address in X-Forwarded-For when the request came from a trusted
+    (local) proxy; the JSON access log has no address, and then the header is not looked at."""
+    model = iris_onnx(tmp_path / "iris.onnx")
+    server = serve(model, "--access-log")
+    r = httpx.get(server.url + "/v2/health/live", headers={"x-forwarded-for": "203.0.113.7"}, timeout=10)
+    assert r.status_code == 200
+    wait_for(lambda: '203.0.113.7:0 - "GET /v2/health/live HTTP/1.1" 200' in server.log(), 30, "the log line")
 
 
 def test_mistyped_commands_and_flags_get_suggestions(tmp_path: Path) -> None:

@@ -142,9 +142,13 @@ def _run(settings: Settings, http: socket.socket, group: ReadinessGroup | None, 
                                  reuse_port=worker, tls=tls)
         grpc = _Grpc(make, state.limits.shutdown_timeout_s)
     app = build_app(state, companions=[grpc.stopped_at_shutdown] if grpc is not None else [])
+    text_log = settings.access_log and settings.access_log_format == "text"
     config = uvicorn.Config(
-        app, log_level=settings.log_level, access_log=settings.access_log and settings.access_log_format == "text",
+        app, log_level=settings.log_level, access_log=text_log,
         timeout_graceful_shutdown=int(settings.shutdown_timeout_s), lifespan="on", server_header=False,
+        # a proxy's X-Forwarded-For names the client in uvicorn's text access log, the only reader of the
+        # client's address: without that log, the headers are not looked at
+        proxy_headers=text_log,
         # uvloop when it is installed (grpc.aio runs on it too), else asyncio; HTTP/1.1 by httptools, an
         # answer's head and body in one write, requests to a full queue refused before the app
         loop="auto", http=refusing_protocol(state.service), **(tls.uvicorn_options() if tls is not None else {}),

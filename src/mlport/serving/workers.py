@@ -64,9 +64,9 @@ def worker_main(values: dict[str, Any], index: int, flags: Any, parent: int, met
     os.environ[_PROMETHEUS_DIR_ENV] = metrics_dir
     for var in _THREAD_ENVS:
         os.environ.setdefault(var, str(settings.cores_per_worker()))
-    from mlport.observability.sharedvalues import use_kept_pid
+    from mlport.observability.sharedvalues import use_shared_values
 
-    use_kept_pid()  # before any metric exists
+    use_shared_values()  # before any metric exists
     from mlport.serving.process import serve_process
 
     configure_logging(settings.log_level, f"worker {index}")
