@@ -22,6 +22,11 @@ def post_bytes(host: str, port: int, path: str, body: bytes, content_type: str =
     return head.encode("ascii") + body
 
 
+def get_bytes(host: str, port: int, path: str) -> bytes:
+    """The bytes of one keep-alive GET request."""
+    return f"GET {path} HTTP/1.1\r\nhost: {host}:{port}\r\n\r\n".encode("ascii")
+
+
 class Answer:
     __slots__ = ("body", "retry_after", "status")
 

@@ -27,8 +27,10 @@ that retry exactly at Retry-After, all starting in the same instant; the same cl
 up to ``--jitter`` (1) s to Retry-After, as client libraries' backoff does; clients retrying exactly at
 Retry-After that start at random over ``--ramp`` (1) s; and the first run again with aiohttp clients
 (``pip install mlport[bench]``; ``--no-aiohttp`` skips it), for comparison.  Then one run without limits
-(exact Retry-After, all at once), the way mlport served before admission existed, and the refusals by
-themselves (one client, one connection, the queue full).
+(exact Retry-After, all at once), the way mlport served before admission existed, the refusals by themselves
+(one client, one connection, the queue full), and the start's herd by itself: the same clients opening their
+connections in the same instant to send one GET, answered by mlport's ``/v2/health/live`` and by a bare ASGI app
+under uvicorn (bench/peers/constant.py) that answers ``{}``: what the herd costs before any work.
 Requests go to 127.0.0.1 only, in bounded loops.  Results go to ``bench/results/overload-<date>.md``.
 """
 
@@ -42,6 +44,8 @@ import multiprocessing
 import os
 import random
 import re
+import socket
+import subprocess
 import sys
 import tempfile
 import threading
@@ -59,7 +63,7 @@ RESULTS = HERE / "results"
 sys.path.insert(0, str(HERE))
 
 import leanhttp  # noqa: E402
-from cache import Server, pct, rss  # noqa: E402
+from cache import Server, free_port, pct, rss  # noqa: E402
 
 MODEL = '''
 import time
@@ -240,8 +244,8 @@ def drive(server: Server, clients: int, seconds: float, run: Run, processes: int
     """``clients`` clients split over ``processes`` client processes, plus the probe (a thread of this one)."""
     shares = [clients // processes + (i < clients % processes) for i in range(processes)]
     with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn")) as pool:
-        for future in [pool.submit(ready, 0.5) for _ in range(processes)]:
-            future.result()
+        for waited in [pool.submit(ready, 0.5) for _ in range(processes)]:
+            waited.result()
         start = time.monotonic() + 0.5
         plan = Plan(server.url + "/v2/models/slow/infer", start, start + seconds, ramp, jitter, lean)
         futures = [pool.submit(run_part, plan, n) for n in shares if n]
@@ -284,6 +288,77 @@ def one_run(label: str, root: Path, logs: Path, args: argparse.Namespace, *flags
     finally:
         server.stop()
     return run
+
+
+async def herd_part(url: str, start: float, clients: int) -> list[float]:
+    """Clients that each open a connection at ``start`` and send one GET to ``url``: seconds from ``start`` to
+    each answer (the time a client takes to be served in a herd, whatever the answer costs)."""
+    parts = urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    request = leanhttp.get_bytes(host, port, parts.path)
+
+    async def one() -> float:
+        await asyncio.sleep(max(0.0, start - time.monotonic()))
+        conn = await asyncio.wait_for(leanhttp.Connection.open(host, port), CLIENT_TIMEOUT_S)
+        try:
+            answer = await asyncio.wait_for(conn.send(request), CLIENT_TIMEOUT_S)
+        finally:
+            conn.close()
+        if answer.status != 200:
+            raise RuntimeError(f"{url}: {answer.status}")
+        return time.monotonic() - start
+
+    return list(await asyncio.gather(*(one() for _ in range(clients))))
+
+
+def run_herd_part(url: str, start: float, clients: int) -> list[float]:
+    return asyncio.run(herd_part(url, start, clients))
+
+
+def herds(url: str, args: argparse.Namespace, times: int = 3) -> list[float]:
+    """``times`` herds, one after the other, of ``--clients`` clients over ``--processes`` client processes, all
+    opening their connection in the same instant and sending one GET to ``url``."""
+    shares = [args.clients // args.processes + (i < args.clients % args.processes) for i in range(args.processes)]
+    took: list[float] = []
+    with ProcessPoolExecutor(args.processes, mp_context=multiprocessing.get_context("spawn")) as pool:
+        for _ in range(times):
+            for waited in [pool.submit(ready, 0.5) for _ in range(args.processes)]:
+                waited.result()
+            start = time.monotonic() + 0.5
+            for part in [pool.submit(run_herd_part, url, start, n) for n in shares]:
+                took += part.result()
+    return took
+
+
+def herd(root: Path, logs: Path, args: argparse.Namespace) -> tuple[list[float], list[float]]:
+    """The start's herd by itself, answered by mlport's ``/v2/health/live`` (no model work) and by a bare ASGI app
+    under uvicorn that answers ``{}`` (bench/peers/constant.py): the share of the first second's latencies that
+    any answer pays on this machine."""
+    server = Server(root, "--inference-threads", "2", log=logs / "herd.log")
+    try:
+        mlport = herds(server.url + "/v2/health/live", args)
+    finally:
+        server.stop()
+    port = free_port()
+    with (logs / "constant.log").open("wb") as log:
+        bare = subprocess.Popen([sys.executable, "-m", "uvicorn", "constant:app", "--port", str(port),
+                                 "--log-level", "warning", "--no-access-log"], cwd=HERE / "peers", stdout=log,
+                                stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or bare.poll() is not None:
+                    raise RuntimeError("the bare app did not start: see its log") from None
+                time.sleep(0.05)
+        constant = herds(f"http://127.0.0.1:{port}/", args)
+    finally:
+        bare.terminate()
+        bare.wait(30)
+    return mlport, constant
 
 
 def refusal_p99(metrics: str) -> float:
@@ -374,6 +449,14 @@ def report(runs: list[Run], args: argparse.Namespace) -> str:
         lines += ["", "Refusals by themselves (one client, keep-alive, queue full): "
                   f"p50 {pct(took, 50) * 1000:.2f} ms, p99 {pct(took, 99) * 1000:.2f} ms over {len(took)} refusals; "
                   f"server CPU {cpu * 1000 / max(1, len(took)):.3f} ms per refusal (with the blocker's requests)."]
+    if args.herd:
+        mlport, constant = args.herd
+        lines += ["", f"The start's herd by itself ({args.clients} clients opening their connections in the same "
+                  "instant and sending one GET, three times; from the instant to the answer): mlport's "
+                  f"/v2/health/live p50 {pct(mlport, 50) * 1000:.1f} ms, p99 {pct(mlport, 99) * 1000:.1f} ms; a bare "
+                  f"ASGI app under uvicorn answering {{}} p50 {pct(constant, 50) * 1000:.1f} ms, p99 "
+                  f"{pct(constant, 99) * 1000:.1f} ms.  A refusal sent in the start's instant pays this before its own "
+                  "cost."]
     return "\n".join(lines) + "\n"
 
 
@@ -410,6 +493,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.only_limited:
             runs.append(one_run("no limits", root, logs, args))
         args.alone = refusals_alone(root, logs)
+        args.herd = herd(root, logs, args)
     write_result("overload", report(runs, args))
     return 0
 

@@ -11,6 +11,7 @@ import os
 import numpy as np
 import onnxruntime as ort
 import orjson
+from constant import lifespan
 
 _DTYPES = {"FP32": np.float32, "FP64": np.float64, "INT64": np.int64, "INT32": np.int32}
 _NAMES = {np.dtype(v): k for k, v in _DTYPES.items()}
@@ -48,11 +49,8 @@ async def _answer(send, status: int, body: bytes) -> None:
 
 async def app(scope, receive, send) -> None:
     if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            await send({"type": message["type"] + ".complete"})
-            if message["type"] == "lifespan.shutdown":
-                return
+        await lifespan(receive, send)
+        return
     parts = scope["path"].split("/")  # /v2/models/{name}/infer
     if scope["method"] != "POST" or len(parts) != 5 or parts[4] != "infer" or parts[3] not in SESSIONS:
         await _answer(send, 404, b'{"error":"not found"}')

@@ -31,8 +31,20 @@ from dataclasses import dataclass, field
 
 from mlport.errors import ErrorCode, MlportError, RetryLater
 
-__all__ = ["HIGH", "MAX_PRIORITY_LEVELS", "NORMAL", "AdmissionPolicy", "Expired", "Gate", "Overloaded", "QueueOrder",
-           "Refusals", "parse_priority", "spread_retry_after"]
+__all__ = [
+    "HIGH",
+    "MAX_PRIORITY_LEVELS",
+    "NORMAL",
+    "AdmissionPolicy",
+    "Expired",
+    "Gate",
+    "Overloaded",
+    "Pace",
+    "QueueOrder",
+    "Refusals",
+    "parse_priority",
+    "spread_retry_after",
+]
 
 #: Priority levels (Triton's ``priority`` parameter: 1 is the highest; 0 means the default level).
 HIGH = 1
@@ -49,6 +61,8 @@ MAX_RETRY_AFTER_S = 60.0
 RETRY_SPREAD = 2.0
 #: Weight of the newest gap between two requests ending in its moving average.
 _PACE_ALPHA = 0.05
+#: Requests that leave a queue before its pace becomes a moving average (until then: their mean gap).
+_PACE_WARMUP = 16
 
 DepthHook = Callable[[str, str, int], None]
 
@@ -62,6 +76,53 @@ def spread_retry_after(drain_s: float, draw: Callable[[int, int], int] = random.
     low = math.ceil(min(MAX_RETRY_AFTER_S, max(RETRY_AFTER_S, drain_s)))
     high = math.ceil(min(MAX_RETRY_AFTER_S, max(RETRY_AFTER_S, drain_s * RETRY_SPREAD)))
     return draw(low, high) if high > low else low
+
+
+class Pace:
+    """Seconds between two requests leaving their slots while others wait (how fast a queue drains).
+
+    Once :data:`_PACE_WARMUP` requests have left, a moving average of the gaps; before that, the mean gap since
+    the queue formed, and while fewer requests than run at once have left, the time since then shared among
+    the slots (no request that was running has taken less).  A moving average started from zero would say
+    "no time at all" through the first seconds of an overload: every client refused then would be told to
+    come back in a second, and all of them would come back together.  Gaps while nobody waits are not the
+    model's pace: a queue that empties ends the measurement, and the next one starts when a request waits.
+    """
+
+    __slots__ = ("average", "formed", "last", "leaves")
+
+    def __init__(self) -> None:
+        self.average = 0.0
+        self.formed = 0.0
+        self.last = 0.0
+        self.leaves = 0
+
+    def waits(self, now: float) -> None:
+        """A request joined the queue."""
+        if not self.formed:
+            self.formed = self.last = now
+            self.leaves = 0
+
+    def left(self, now: float, waiting: bool) -> None:
+        """A request left its slot; ``waiting``: others still wait for one."""
+        if not waiting:
+            self.formed = self.last = 0.0
+            return
+        if not self.formed:  # requests waited before this was measured: start from here
+            self.waits(now)
+            return
+        self.leaves += 1
+        if self.average:
+            self.average += _PACE_ALPHA * (min(now - self.last, MAX_RETRY_AFTER_S) - self.average)
+        elif self.leaves >= _PACE_WARMUP:
+            self.average = (now - self.formed) / self.leaves
+        self.last = now
+
+    def gap(self, now: float, slots: int) -> float:
+        """The pace now (0.0 when nothing is known: no request has waited yet)."""
+        if self.average or not self.formed:
+            return self.average
+        return (now - self.formed) / max(self.leaves, slots)
 
 
 class Overloaded(RetryLater):
@@ -231,14 +292,14 @@ class Gate:
         #: One queue per priority level, highest first, then the requests delayed past their queue timeout.
         self._queues: list[deque[_Waiter]] = [deque() for _ in range(order.levels + 1)]
         self.depth = 0
-        #: Seconds between two requests leaving a slot (moving average), and when the last one left.
-        self._pace = 0.0
-        self._left = 0.0
+        #: How fast the queue drains.
+        self.pace = Pace()
 
     def retry_after_s(self) -> float:
         """What a refused client is told to wait: how long the queue takes to drain at the recent pace, spread
         at random (:func:`spread_retry_after`)."""
-        return float(spread_retry_after(self.depth * self._pace))
+        return float(spread_retry_after(
+            self.depth * self.pace.gap(asyncio.get_running_loop().time(), self.max_concurrency)))
 
     def try_enter(self) -> bool:
         """Take a slot at once when one is free and nobody waits (the common case: no await)."""
@@ -289,17 +350,12 @@ class Gate:
             waiter.timer = loop.call_at(limit, self._timed_out, waiter, limit == deadline, deadline)
         self._queues[level - 1].append(waiter)
         self._depth(+1)
+        self.pace.waits(now)
         return waiter.future
 
     def leave(self) -> None:
         """A request holding a slot is done: the next one still waiting takes it."""
-        if self.depth:  # the pace of a queue that drains (an idle gap is not the model's pace)
-            now = asyncio.get_running_loop().time()
-            if self._left:
-                self._pace += _PACE_ALPHA * (min(now - self._left, MAX_RETRY_AFTER_S) - self._pace)
-            self._left = now
-        else:
-            self._left = 0.0
+        self.pace.left(asyncio.get_running_loop().time() if self.depth else 0.0, bool(self.depth))
         if self.running > self.max_concurrency or not self._hand_on():
             self.running -= 1
 

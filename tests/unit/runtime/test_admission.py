@@ -15,6 +15,7 @@ from mlport.runtime.admission import (
     Expired,
     Gate,
     Overloaded,
+    Pace,
     QueueOrder,
     Refusals,
     parse_priority,
@@ -67,13 +68,61 @@ async def _refusals_of_a_full_queue_tell_different_retry_afters() -> None:
     gate = Gate("m", 1, 1, 4, None)
     assert gate.try_enter()
     waiting = [gate.wait(None, NORMAL) for _ in range(4)]
-    gate._pace = 0.4  # requests have been leaving every 0.4 s: the 4 waiting drain in 1.6 s
+    gate.pace.average = 0.4  # requests have been leaving every 0.4 s: the 4 waiting drain in 1.6 s
     hints = []
     for _ in range(300):
         with pytest.raises(Overloaded) as info:
             gate.wait(None, NORMAL)
         hints.append(info.value.retry_after_s)
     assert set(hints) == {2.0, 3.0, 4.0}
+    for future in waiting:
+        gate.abandon(future)
+
+
+def test_the_pace_of_a_queue_is_known_from_its_first_moments() -> None:
+    """Two slots of 50 ms each in step: a request leaves every 25 ms on average.  Before any has left, the time
+    since the queue formed shared by the slots; then the mean gap; after the warm-up, a moving average of the
+    gaps that starts from that mean.  A queue that empties ends the measurement."""
+    pace = Pace()
+    assert pace.gap(5.0, 2) == 0.0  # nobody ever waited
+    pace.waits(10.0)
+    pace.waits(10.001)  # the queue formed at 10.0
+    assert pace.gap(10.03, 2) == pytest.approx(0.015)  # nothing left yet: each slot took >= 30 ms
+    assert spread_retry_after(64 * pace.gap(10.03, 2)) == 1
+    pace.left(10.05, True)
+    pace.left(10.0501, True)
+    assert pace.gap(10.05, 2) == pytest.approx(0.025)
+    assert spread_retry_after(64 * pace.gap(10.05, 2), lambda low, high: high) == 4  # 1.6 s to drain: 2 to 4 s
+    now = 10.05
+    for _ in range(7):  # up to 16 leaves, in pairs 50 ms apart
+        now += 0.05
+        pace.left(now, True)
+        pace.left(now + 0.0001, True)
+    assert pace.leaves == 16 and pace.average == pytest.approx(0.025, rel=0.01)
+    pace.left(now + 0.05, True)  # the moving average goes on from the mean
+    assert 0.025 < pace.average < 0.03
+    pace.left(now + 0.06, False)  # nobody waits any more
+    assert not pace.formed and pace.average > 0.025
+    pace.waits(100.0)  # the next queue: the known average, not the idle time since
+    assert pace.gap(101.0, 2) == pace.average
+
+
+def test_refusals_at_the_start_of_an_overload_are_spread() -> None:
+    asyncio.run(_refusals_at_the_start_of_an_overload_are_spread())
+
+
+async def _refusals_at_the_start_of_an_overload_are_spread() -> None:
+    """Clients refused in the first moments of an overload are not all told the same second."""
+    gate = Gate("m", 1, 2, 64, None)
+    assert gate.try_enter() and gate.try_enter()
+    waiting = [gate.wait(None, NORMAL) for _ in range(64)]
+    gate.pace.formed -= 0.05  # the queue formed 50 ms ago and nothing has left: its 64 drain in >= 1.6 s
+    hints = set()
+    for _ in range(200):
+        with pytest.raises(Overloaded) as info:
+            gate.wait(None, NORMAL)
+        hints.add(info.value.retry_after_s)
+    assert hints == {2.0, 3.0, 4.0}
     for future in waiting:
         gate.abandon(future)
 
