@@ -50,7 +50,7 @@ def add_hub_command(sub: Any) -> None:
                      help="shadow copies waiting at most; beyond it they are dropped and counted (default 64)")
     hub.add_argument("--shadow-max-cpu", type=float, metavar="CORES",
                      help="send no shadow copy while the hub used more than this share of a core over the last "
-                          "0.1 s (default 0: no CPU rule; e.g. 0.5)")
+                          "0.1 s; they wait in the queue meanwhile (default 0.5; 0: no CPU rule)")
     hub.add_argument("--log-level", help="debug, info, warning, error (default info)")
     hub.add_argument("--access-log", action="store_true", default=None, help="log one line per request")
     hub.add_argument("--access-log-format", choices=["text", "json"],

@@ -5,9 +5,10 @@ queue (at most ``max_pending`` copies queued or out, and ``max_pending_bytes`` o
 finds the queue full is dropped and counted (:meth:`mlport.deploy.shadow.ShadowRecorder.record_dropped`), never
 queued without limit.  At most :data:`CONCURRENCY` copies are out at once, sent by as many long-lived worker
 tasks (no task per copy), and a copy only goes out while few live requests are in flight (:data:`LIVE_BUSY`)
-and, when the operator set ``max_cpu`` (off by default; :data:`BUSY_CPU` is a reasonable value), the hub's process
-used at most that share of one core over the last :data:`SAMPLE_S` (the event loop runs on one core): when the
-hub is busy, copies are dropped (counted) instead of taking CPU from live requests.  The shadow replicas
+and, with ``max_cpu`` set (the hub's default is :data:`BUSY_CPU`), the hub's process used at most that share of
+one core over the last :data:`SAMPLE_S` (the event loop runs on one core): while the hub is busy, copies wait
+in the queue instead of taking CPU from live requests, and on a hub that stays busy the queue fills and further
+copies are dropped (counted).  The shadow replicas
 themselves serve at a lower CPU priority (:data:`mlport.deploy.controller.SHADOW_NICE`), so they get the cores
 only when the live path leaves them.
 
@@ -122,10 +123,11 @@ class ShadowCopies(Generic[Out]):
         return self._busy
 
     def offer(self, deployment: str, primary: int, shadow: int, out: Out, size: int, live: Reply) -> None:
-        """Queue a copy (``size``: its body's bytes), or drop and count it when the queue is full or the hub is
-        busy."""
+        """Queue a copy (``size``: its body's bytes), or drop and count it when the queue is full.  (While the hub
+        is busy, copies wait in the queue: a busy spell holds them back, a busy hub fills the queue and the
+        copies beyond it are dropped.)"""
         if (self._closed or self.pending >= self._max_pending
-                or (self._bytes + size > self._max_bytes and self.pending) or self.busy()):
+                or (self._bytes + size > self._max_bytes and self.pending)):
             self._recorder.record_dropped(deployment, primary, shadow)
             return
         self._queue.append(_Copy(deployment, primary, shadow, out, size, live))

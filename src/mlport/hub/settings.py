@@ -62,9 +62,10 @@ class HubSettings(BaseSettings):
     gateway_timeout_s: float = Field(default=60.0, gt=0)
     #: Shadow copies are best effort: at most this many pending (beyond it they are dropped and counted) ...
     shadow_max_pending: int = Field(default=64, ge=0, le=4096)
-    #: ... and, when above 0, none sent while the hub's process used more than this share of one core over the
-    #: last 0.1 s (0, the default: no CPU rule; copies already wait while more than 4 live requests are in flight).
-    shadow_max_cpu: float = Field(default=0.0, ge=0, le=64)
+    #: ... and none sent while the hub's process used more than this share of one core over the last 0.1 s (they
+    #: wait in the queue meanwhile; 0: no CPU rule, copies then only wait while more than 4 live requests are in
+    #: flight).
+    shadow_max_cpu: float = Field(default=0.5, ge=0, le=64)
     #: Seconds between two passes of the deployment controller.
     controller_interval_s: float = Field(default=1.0, gt=0, le=60)
     #: Longest time a first request waits for a deployment scaled to zero to start, seconds.
