@@ -16,9 +16,9 @@ A request is sent again, to another replica (or, when every replica failed, to t
 for a restart), only when the connection failed before an answer arrived; an answer, whatever its status, is
 never retried.  For a shadow deployment a copy of the request goes to the shadow version in the background
 after the live answer, best-effort and behind the live path (:mod:`mlport.deploy.shadowcopy`: at most
-``shadow_max_pending`` copies pending, none while few live requests are in flight and, when set, while the hub's
-process uses more than ``shadow_max_cpu`` of a
-core, further ones dropped and counted), and both answers go to
+``shadow_max_pending`` copies pending; they go out only while few live requests are in flight and, unless
+``shadow_max_cpu`` is ``None``, while the hub's process used at most that share of a core, and further ones are
+dropped and counted), and both answers go to
 :meth:`mlport.deploy.shadow.ShadowRecorder.record`, in batches, off the event loop.
 """
 
@@ -44,6 +44,7 @@ from starlette.responses import Response
 from mlport.deploy.admission_gate import DeploymentGates, Watch, retry_after_header, with_header
 from mlport.deploy.deployments import Deployment, DeploymentSource
 from mlport.deploy.shadow import Reply, ShadowRecorder
+from mlport.deploy.shadowcopy import BUSY_CPU as SHADOW_BUSY_CPU
 from mlport.deploy.shadowcopy import Pair, ShadowCopies
 from mlport.deploy.strategy import choose
 from mlport.deploy.upstream import ConnectionFailed, Upstream
@@ -259,7 +260,7 @@ class Gateway:
         retries: int = 2,
         rng: random.Random | None = None,
         shadow_max_pending: int = 64,
-        shadow_max_cpu: float | None = None,
+        shadow_max_cpu: float | None = SHADOW_BUSY_CPU,
         max_response_bytes: int = 256 * 1024**2,
         max_connections: int = 512,
         verify: bool | ssl.SSLContext = True,

@@ -64,7 +64,7 @@ class HubSettings(BaseSettings):
     shadow_max_pending: int = Field(default=64, ge=0, le=4096)
     #: ... and none sent while the hub's process used more than this share of one core over the last 0.1 s (they
     #: wait in the queue meanwhile; 0: no CPU rule, copies then only wait while more than 4 live requests are in
-    #: flight).
+    #: flight).  The default is the gateway's (``mlport.deploy.shadowcopy.BUSY_CPU``).
     shadow_max_cpu: float = Field(default=0.5, ge=0, le=64)
     #: Seconds between two passes of the deployment controller.
     controller_interval_s: float = Field(default=1.0, gt=0, le=60)

@@ -67,12 +67,13 @@ def test_suggestions() -> None:
 
 def test_hub_shadow_flags_reach_the_hub_settings() -> None:
     from mlport.cli.hub import _settings
+    from mlport.deploy.shadowcopy import BUSY_CPU
 
     args = build_parser().parse_args(["hub", "--shadow-max-cpu", "0.8", "--shadow-max-pending", "8"])
     settings = _settings(args)
     assert (settings.shadow_max_cpu, settings.shadow_max_pending) == (0.8, 8)
     default = _settings(build_parser().parse_args(["hub"]))
-    assert (default.shadow_max_cpu, default.shadow_max_pending) == (0.5, 64)
+    assert (default.shadow_max_cpu, default.shadow_max_pending) == (BUSY_CPU, 64)  # the gateway's own default
     assert _settings(build_parser().parse_args(["hub", "--shadow-max-cpu", "0"])).shadow_max_cpu == 0
     with pytest.raises(ValueError):
         _settings(build_parser().parse_args(["hub", "--shadow-max-pending", "-1"]))
