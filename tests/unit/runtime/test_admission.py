@@ -88,7 +88,9 @@ def test_the_pace_of_a_queue_is_known_from_its_first_moments() -> None:
     pace.waits(10.0)
     pace.waits(10.001)  # the queue formed at 10.0
     assert pace.gap(10.03, 2) == pytest.approx(0.015)  # nothing left yet: each slot took >= 30 ms
-    assert spread_retry_after(64 * pace.gap(10.03, 2)) == 1
+    asked: list[tuple[int, int]] = []
+    spread_retry_after(64 * pace.gap(10.03, 2), lambda low, high: asked.append((low, high)) or low)
+    assert asked == [(1, 2)]  # 64 waiting drain in >= 0.96 s: told 1 or 2 s
     pace.left(10.05, True)
     pace.left(10.0501, True)
     assert pace.gap(10.05, 2) == pytest.approx(0.025)
@@ -122,7 +124,7 @@ async def _refusals_at_the_start_of_an_overload_are_spread() -> None:
         with pytest.raises(Overloaded) as info:
             gate.wait(None, NORMAL)
         hints.add(info.value.retry_after_s)
-    assert hints == {2.0, 3.0, 4.0}
+    assert min(hints) >= 2.0 and len(hints) >= 2, hints  # not all told 1 s (2-4 s, later as time passes)
     for future in waiting:
         gate.abandon(future)
 
