@@ -91,12 +91,13 @@ def test_copies_wait_while_the_hub_is_busy_and_beyond_the_queue_are_dropped(tmp_
         copies: ShadowCopies[bytes] = ShadowCopies(
             send, recorded.extend, recorder, max_pending=4, max_pending_bytes=1000, max_cpu=BUSY_CPU,
             cpu_clock=lambda: clock["cpu"], clock=lambda: clock["wall"])
-        tick(SAMPLE_S, SAMPLE_S * BUSY_CPU * 0.9)  # just under the bound: copies go out
+        # (each sample a little over SAMPLE_S long: a sum of tenths is not exact in binary)
+        tick(SAMPLE_S * 1.01, SAMPLE_S * BUSY_CPU * 0.8)  # under the bound: copies go out
         for _ in range(3):
             copies.offer("d", 1, 2, b"{}", 2, LIVE)
         assert not copies.busy()
         await until(lambda: len(recorded) == 3, what="3 copies recorded")
-        tick(SAMPLE_S, SAMPLE_S * BUSY_CPU * 1.1)  # the hub used more than its share: copies wait ...
+        tick(SAMPLE_S * 1.01, SAMPLE_S * BUSY_CPU * 1.2)  # the hub used more than its share: copies wait ...
         for _ in range(6):  # ... in the queue, the 2 beyond its 4 are dropped
             copies.offer("d", 1, 2, b"{}", 2, LIVE)
         assert copies.busy() and copies.pending == 4
@@ -104,7 +105,7 @@ def test_copies_wait_while_the_hub_is_busy_and_beyond_the_queue_are_dropped(tmp_
             await asyncio.sleep(0)
         tick(SAMPLE_S / 2, 0.0)  # measured at most every SAMPLE_S: still busy
         assert copies.busy() and copies.pending == 4 and len(recorded) == 3
-        tick(SAMPLE_S, 0.0)  # a quiet sample: the copies held back go out
+        tick(SAMPLE_S * 1.01, 0.0)  # a quiet sample: the copies held back go out
         await until(lambda: len(recorded) == 7, timeout=5, what="the copies held through the busy spell")
         assert copies.pending == 0
         await copies.aclose()
