@@ -1,5 +1,6 @@
-"""More priority levels against a real server: ``priority_levels`` in ``model.yaml`` orders the queue by level,
-and a Triton ``config.pbtxt`` queue policy reaches the model's gate (its levels and its bounded queue)."""
+"""More priority levels against a real server: ``priority_levels`` in ``model.yaml`` orders the queue by level, a
+level's own ``priority_queue_policy`` bounds its requests, and a Triton ``config.pbtxt`` queue policy reaches the
+model's gate (its levels and its bounded queue)."""
 
 from __future__ import annotations
 
@@ -34,7 +35,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     scale_onnx(root / "models" / "triton" / "1" / "model.onnx", 2.0)
     (root / "models" / "triton" / "config.pbtxt").write_text(TRITON)
     proc = start_recording(root, {"levels": "max_concurrency: 1\nmax_queue: 8\npriority_levels: 3\n"
-                                            "default_priority_level: 2\n"})
+                                            "default_priority_level: 2\n"
+                                            "priority_queue_policy: {1: {max_queue: 1}}\n"})
     try:
         yield proc
     finally:
@@ -56,6 +58,26 @@ def test_three_levels_run_in_order(server: Server) -> None:
     seen = calls(server)
     assert seen[seen.index(-1) + 1:] == [3, 2, 4, 1]
     assert all(bg.answers[i].status_code == 200 for i in (1, 2, 3, 4))
+
+
+def test_a_level_with_a_bound_of_its_own_refuses_while_the_others_wait(server: Server) -> None:
+    bg = Background()
+    go = block(server, bg, "levels", 2)
+    try:
+        bg.post(server, "levels", 11, priority=1)
+        wait_for(lambda: server_depth(server) == 1, 30, "the first top-level request queued")
+        r = httpx.post(f"{server.url}/v2/models/levels/infer", json=body(12, priority=1), timeout=30)
+        assert r.status_code == 503, r.text
+        assert "queue for priority level 1 is full (1 requests of that level waiting)" in r.json()["error"]
+        assert int(r.headers["retry-after"]) >= 1
+        bg.post(server, "levels", 13)  # the default level has room: the queue as a whole is not full
+        wait_for(lambda: server_depth(server) == 2, 30, "a default-level request queued")
+    finally:
+        go()
+    bg.join()
+    seen = calls(server)
+    assert seen[seen.index(-2) + 1:] == [11, 13]
+    assert bg.answers[11].status_code == bg.answers[13].status_code == 200
 
 
 def server_depth(server: Server) -> float:

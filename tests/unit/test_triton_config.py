@@ -7,9 +7,10 @@ import os
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from mlport.errors import InvalidInput
-from mlport.formats.config import BatchingConfig, TensorConfig, VersionPolicy
+from mlport.formats.config import BatchingConfig, ModelConfig, TensorConfig, VersionPolicy
 from mlport.formats.registry import default_registry
 from mlport.runtime.repository import Repository
 from mlport.runtime.triton import (
@@ -357,6 +358,7 @@ dynamic_batching {
   default_queue_policy { max_queue_size: 16 default_timeout_microseconds: 250000 timeout_action: DELAY
                          allow_timeout_override: true }
   priority_queue_policy { key: 1 value: { max_queue_size: 4 } }
+  priority_queue_policy { key: 3 value: { default_timeout_microseconds: 50000 timeout_action: DELAY } }
 }
 """
 
@@ -365,19 +367,41 @@ def test_queue_policy_maps_onto_the_admission_settings() -> None:
     model = parse_triton_config(QUEUED)
     cfg = model.config
     assert (cfg.max_queue, cfg.queue_timeout_s, cfg.queue_timeout_action) == (16, 0.25, "delay")
-    assert cfg.queue_order() == (3, 2, True)
-    assert any("priority_queue_policy" in w for w in model.warnings)  # per-level policies are not used
+    # a level's policy is whole, as in Triton: level 1 has no timeout and rejects, level 3 no bound of its own
+    assert cfg.queue_order() == (3, 2, True, ((1, 4, 0.0, False), (3, None, 0.05, True)))
+    assert model.warnings == ()
     # 0 means no bound, as in Triton; REJECT is the default action; no levels: the two default ones
     plain = parse_triton_config(QUEUED.replace("16", "0").replace("250000", "0").replace("DELAY", "REJECT")
-                                .replace("priority_levels: 3\n  default_priority_level: 2\n", "")).config
+                                .replace("priority_levels: 3\n  default_priority_level: 2\n", "")
+                                .split("  priority_queue_policy")[0] + "}").config
     assert (plain.max_queue, plain.queue_timeout_s, plain.queue_timeout_action) == (None, None, "reject")
-    assert plain.queue_order() == (2, 2, False)
+    assert plain.queue_order() == (2, 2, False, ())
+
+
+def test_a_level_policy_for_a_level_the_queue_does_not_have_is_refused() -> None:
+    with pytest.raises(InvalidInput, match="priority_queue_policy names level 3, not one of the 2 priority_levels"):
+        parse_triton_config(QUEUED.replace("priority_levels: 3\n  default_priority_level: 2\n", ""))
+    with pytest.raises(ValidationError, match="priority_queue_policy names level 5"):
+        ModelConfig.model_validate({"priority_levels": 4, "priority_queue_policy": {5: {"max_queue": 1}}})
+
+
+def test_queue_policies_are_written_back() -> None:
+    from mlport.core.types import DataType, Signature, TensorSpec
+    from mlport.runtime.triton import triton_config
+
+    model = parse_triton_config(QUEUED + 'input { name: "x" data_type: TYPE_FP32 dims: [3] }')
+    served = Signature(inputs=(TensorSpec("x", DataType.FP32, (-1, 3)),), outputs=())
+    again = parse_triton_config(str(triton_config("q", "onnxruntime_onnx", served, model.config)), "q").config
+    assert again.queue_order() == model.config.queue_order()
+    assert (again.max_queue, again.queue_timeout_s, again.queue_timeout_action) == (16, 0.25, "delay")
 
 
 @pytest.mark.parametrize(("change", "message"), [
     (("priority_levels: 3", "priority_levels: 17"), "at most 16 levels"),
     (("default_priority_level: 2", "default_priority_level: 4"), "default_priority_level must be 1 to"),
     (("250000", "86400000001"), "default_timeout_microseconds must be"),
+    ((" 50000", " 86400000001"), "priority_queue_policy\\[3\\].default_timeout_microseconds must be"),
+    (("max_queue_size: 4", "max_queue_size: 1000001"), "priority_queue_policy\\[1\\].max_queue_size must be"),
 ])
 def test_queue_policy_limits(change: tuple[str, str], message: str) -> None:
     with pytest.raises(InvalidInput, match=message):

@@ -17,6 +17,7 @@ __all__ = [
     "DriftConfig",
     "DriftThresholds",
     "ImageOptions",
+    "LevelQueueConfig",
     "ModelConfig",
     "SignatureConfig",
     "TensorConfig",
@@ -201,6 +202,19 @@ class DriftConfig(BaseModel):
         return self
 
 
+class LevelQueueConfig(BaseModel):
+    """The queue policy of one priority level, over the model's (Triton's ``priority_queue_policy``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    #: Requests of this level that may wait (default: no bound of the level's own; ``max_queue`` bounds them all).
+    max_queue: int | None = Field(default=None, ge=0, le=1_000_000)
+    #: Longest a request of this level waits in the queue (default: the model's ``queue_timeout_s``; 0: no limit).
+    queue_timeout_s: float | None = Field(default=None, ge=0, le=86_400)
+    #: What a request of this level that waited its queue timeout gets (default: the model's).
+    queue_timeout_action: Literal["reject", "delay"] | None = None
+
+
 class ModelConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -241,6 +255,8 @@ class ModelConfig(BaseModel):
     #: (Triton's ``priority_levels`` and ``default_priority_level``; default: 2 levels, default 2).
     priority_levels: int = Field(default=2, ge=1, le=16)
     default_priority_level: int | None = Field(default=None, ge=1, le=16)
+    #: Levels with a queue policy of their own: ``{level: {max_queue, queue_timeout_s, queue_timeout_action}}``.
+    priority_queue_policy: dict[int, LevelQueueConfig] = Field(default_factory=dict, max_length=16)
     #: Request logging of this model (default: the server's ``--request-log*`` flags).
     logging: RequestLogConfig | None = None
     #: Drift watching against the model's reference profile (see :class:`DriftConfig`).
@@ -260,12 +276,20 @@ class ModelConfig(BaseModel):
         if self.default_priority_level is not None and self.default_priority_level > self.priority_levels:
             raise ValueError(f"default_priority_level {self.default_priority_level} is not one of the "
                              f"{self.priority_levels} priority_levels")
+        outside = sorted(level for level in self.priority_queue_policy if not 1 <= level <= self.priority_levels)
+        if outside:
+            raise ValueError(f"priority_queue_policy names level {outside[0]}, not one of the {self.priority_levels} "
+                             "priority_levels")
         return self
 
-    def queue_order(self) -> tuple[int, int, bool]:
-        """``(levels, default level, delay on timeout)`` of the version's queue."""
+    def queue_order(self) -> tuple[int, int, bool, tuple[tuple[int, int | None, float | None, bool | None], ...]]:
+        """``(levels, default level, delay on timeout, levels' own policies)`` of the version's queue; a level's
+        policy is ``(level, max_queue, queue timeout, delay on timeout)``, ``None`` where it has the model's."""
         default = self.default_priority_level or min(2, self.priority_levels)
-        return self.priority_levels, default, self.queue_timeout_action == "delay"
+        own = tuple((level, p.max_queue, p.queue_timeout_s,
+                     None if p.queue_timeout_action is None else p.queue_timeout_action == "delay")
+                    for level, p in sorted(self.priority_queue_policy.items()))
+        return self.priority_levels, default, self.queue_timeout_action == "delay", own
 
 
 def _read_labels(raw: dict[str, Any], folder: Path) -> None:

@@ -14,7 +14,9 @@ one ends, or earlier:
 Priority levels (:class:`QueueOrder`, Triton's ``priority_levels``): 1 is the highest; by default there are two,
 and a request without a priority (or with 0) has the default level (2 unless configured).  With
 ``delay_on_timeout`` (Triton's ``timeout_action: DELAY``) a request that waited ``queue_timeout_s`` is not
-refused: it moves behind every request of every level and waits on (its own deadline still holds).
+refused: it moves behind every request of every level and waits on (its own deadline still holds).  A level
+may have a policy of its own (:class:`LevelPolicy`, Triton's ``priority_queue_policy``): a bound on its own
+waiting requests, its own queue timeout and timeout action.
 
 A version with none of these limits has no gate at all, so requests pay nothing for them.  Everything here
 runs on the event loop thread.
@@ -23,13 +25,12 @@ runs on the event loop thread.
 from __future__ import annotations
 
 import asyncio
-import math
-import random
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from mlport.errors import ErrorCode, MlportError, RetryLater
+from mlport.runtime.pace import RETRY_AFTER_S, Pace, spread_retry_after
 
 __all__ = [
     "HIGH",
@@ -38,12 +39,11 @@ __all__ = [
     "AdmissionPolicy",
     "Expired",
     "Gate",
+    "LevelPolicy",
     "Overloaded",
-    "Pace",
     "QueueOrder",
     "Refusals",
     "parse_priority",
-    "spread_retry_after",
 ]
 
 #: Priority levels (Triton's ``priority`` parameter: 1 is the highest; 0 means the default level).
@@ -52,77 +52,7 @@ NORMAL = 2
 #: Most priority levels a queue may have.
 MAX_PRIORITY_LEVELS = 16
 
-#: Seconds a refused client is told to wait before it tries again (``Retry-After``), at least and at most.  The
-#: hint starts from the time the queue takes to drain at the pace requests have been leaving it, and is spread
-#: (:func:`spread_retry_after`) so that clients refused together do not all come back together.
-RETRY_AFTER_S = 1.0
-MAX_RETRY_AFTER_S = 60.0
-#: The hint is drawn from the whole seconds between the drain time and this many times it.
-RETRY_SPREAD = 2.0
-#: Weight of the newest gap between two requests ending in its moving average.
-_PACE_ALPHA = 0.05
-#: Requests that leave a queue before its pace becomes a moving average (until then: their mean gap).
-_PACE_WARMUP = 16
-
 DepthHook = Callable[[str, str, int], None]
-
-
-def spread_retry_after(drain_s: float, draw: Callable[[int, int], int] = random.randint) -> int:
-    """Whole seconds a refused client is told to wait: drawn at random (``draw(low, high)``, both included) from
-    the drain time of the queue to :data:`RETRY_SPREAD` times it, both rounded up and kept within
-    :data:`RETRY_AFTER_S` and :data:`MAX_RETRY_AFTER_S`.  Clients that all read the same hint come back in the
-    same instant and meet a full queue again; spread out, they come back about as fast as the queue makes room.
-    (A queue that drains within half a second always says 1 s: a whole second is the finest HTTP can say.)"""
-    low = math.ceil(min(MAX_RETRY_AFTER_S, max(RETRY_AFTER_S, drain_s)))
-    high = math.ceil(min(MAX_RETRY_AFTER_S, max(RETRY_AFTER_S, drain_s * RETRY_SPREAD)))
-    return draw(low, high) if high > low else low
-
-
-class Pace:
-    """Seconds between two requests leaving their slots while others wait (how fast a queue drains).
-
-    Once :data:`_PACE_WARMUP` requests have left, a moving average of the gaps; before that, the mean gap since
-    the queue formed, and while fewer requests than run at once have left, the time since then shared among
-    the slots (no request that was running has taken less).  A moving average started from zero would say
-    "no time at all" through the first seconds of an overload: every client refused then would be told to
-    come back in a second, and all of them would come back together.  Gaps while nobody waits are not the
-    model's pace: a queue that empties ends the measurement, and the next one starts when a request waits.
-    """
-
-    __slots__ = ("average", "formed", "last", "leaves")
-
-    def __init__(self) -> None:
-        self.average = 0.0
-        self.formed = 0.0
-        self.last = 0.0
-        self.leaves = 0
-
-    def waits(self, now: float) -> None:
-        """A request joined the queue."""
-        if not self.formed:
-            self.formed = self.last = now
-            self.leaves = 0
-
-    def left(self, now: float, waiting: bool) -> None:
-        """A request left its slot; ``waiting``: others still wait for one."""
-        if not waiting:
-            self.formed = self.last = 0.0
-            return
-        if not self.formed:  # requests waited before this was measured: start from here
-            self.waits(now)
-            return
-        self.leaves += 1
-        if self.average:
-            self.average += _PACE_ALPHA * (min(now - self.last, MAX_RETRY_AFTER_S) - self.average)
-        elif self.leaves >= _PACE_WARMUP:
-            self.average = (now - self.formed) / self.leaves
-        self.last = now
-
-    def gap(self, now: float, slots: int) -> float:
-        """The pace now (0.0 when nothing is known: no request has waited yet)."""
-        if self.average or not self.formed:
-            return self.average
-        return (now - self.formed) / max(self.leaves, slots)
 
 
 class Overloaded(RetryLater):
@@ -171,18 +101,52 @@ def _bad_priority(value: object, levels: int) -> MlportError:
 
 
 @dataclass(frozen=True, slots=True)
+class LevelPolicy:
+    """The queue policy of one priority level over the queue's own (Triton's ``priority_queue_policy``): at most
+    ``max_queue`` requests of the level wait (``None``: no bound of its own; the whole queue's bound holds
+    still), its queue timeout (``None``: the queue's; 0: none) and whether a request of the level that waited it
+    moves to the back (``None``: as the queue does)."""
+
+    max_queue: int | None = None
+    queue_timeout_s: float | None = None
+    delay_on_timeout: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class QueueOrder:
     """How a queue orders its requests: ``levels`` priority levels (1 the highest), the level of a request that
-    gives none, and whether a request that waited ``queue_timeout_s`` moves to the back (``True``, Triton's
-    DELAY) or is refused (Triton's REJECT)."""
+    gives none, whether a request that waited ``queue_timeout_s`` moves to the back (``True``, Triton's
+    DELAY) or is refused (Triton's REJECT), and the levels with a policy of their own (``(level, policy)``)."""
 
     levels: int = 2
     default_level: int = NORMAL
     delay_on_timeout: bool = False
+    policies: tuple[tuple[int, LevelPolicy], ...] = ()
 
     def __post_init__(self) -> None:
         if not 1 <= self.levels <= MAX_PRIORITY_LEVELS or not 1 <= self.default_level <= self.levels:
             raise ValueError(f"priority levels must be 1 to {MAX_PRIORITY_LEVELS} and the default level one of them")
+        if any(not 1 <= level <= self.levels for level, _ in self.policies):
+            raise ValueError(f"a level's queue policy must be for one of the {self.levels} levels")
+
+    @classmethod
+    def of(cls, levels: int, default_level: int, delay_on_timeout: bool,
+           policies: tuple[tuple[int, int | None, float | None, bool | None], ...] = ()) -> QueueOrder:
+        """From a model config's values (:meth:`mlport.formats.config.ModelConfig.queue_order`)."""
+        own = tuple((level, LevelPolicy(size, timeout, delay)) for level, size, timeout, delay in policies)
+        return cls(levels, default_level, delay_on_timeout, own)
+
+    def by_level(self) -> list[LevelPolicy | None]:
+        """The policy of each level of its own (index: level - 1), ``None`` where it has the queue's."""
+        out: list[LevelPolicy | None] = [None] * self.levels
+        for level, policy in self.policies:
+            out[level - 1] = policy
+        return out
+
+    def limits(self) -> bool:
+        """Whether a level's policy bounds a wait (so that the version needs a gate even without limits of its
+        own)."""
+        return any(p.max_queue is not None or p.queue_timeout_s for _, p in self.policies)
 
 
 #: How long after a refusal the refusals count as recent, at least (seconds).
@@ -247,7 +211,7 @@ class AdmissionPolicy:
         concurrency = max_concurrency if max_concurrency is not None else self.max_concurrency
         queue = max_queue if max_queue is not None else self.max_queue
         timeout = queue_timeout_s if queue_timeout_s is not None else self.queue_timeout_s
-        if concurrency is None and queue is None and timeout is None:
+        if concurrency is None and queue is None and timeout is None and (order is None or not order.limits()):
             return None
         if concurrency is None:
             running = self.threads * max(1, batch)
@@ -291,6 +255,8 @@ class Gate:
         self.order = order = order if order is not None else QueueOrder()
         #: One queue per priority level, highest first, then the requests delayed past their queue timeout.
         self._queues: list[deque[_Waiter]] = [deque() for _ in range(order.levels + 1)]
+        #: The levels' own policies (index: level - 1; ``None``: the queue's).
+        self._levels = order.by_level()
         self.depth = 0
         #: How fast the queue drains.
         self.pace = Pace()
@@ -311,23 +277,47 @@ class Gate:
     def refuses(self, level: int = 0) -> bool:
         """Whether a request of ``level`` (0: the default) would be refused now: no slot free and the queue full
         of requests it cannot take the place of.  Nothing changes."""
+        level = min(level or self.order.default_level, self.order.levels)
+        if self._level_full(level) is not None:
+            return True
         if self.max_queue is None or self.depth < self.max_queue:
             return False
         if self.running < self.max_concurrency and not self.depth:
             return False
-        level = min(level or self.order.default_level, self.order.levels)
         return not any(self._queues[level:])  # a waiting request of a lower priority would make room
 
     def refusal(self, level: int = 0) -> Overloaded | None:
         """The refusal a request of ``level`` would get now (see :meth:`refuses`); ``None`` when it would run or
         wait."""
-        return self._full() if self.refuses(level) else None
+        return self._full(level) if self.refuses(level) else None
 
-    def _full(self) -> Overloaded:
+    def _level_full(self, level: int) -> int | None:
+        """The bound of ``level``'s own queue when it is reached, else ``None``."""
+        own = self._levels[level - 1]
+        if own is None or own.max_queue is None or len(self._queues[level - 1]) < own.max_queue:
+            return None
+        return own.max_queue
+
+    def _full(self, level: int = 0) -> Overloaded:
         if self._refusals is not None:
             self._refusals.refused()
-        return Overloaded(f"{self.kind} '{self.model}' is overloaded: its queue is full ({self.max_queue} requests "
-                          "waiting); try again shortly", "queue_full", self.refuse_code, self.retry_after_s())
+        level = min(level or self.order.default_level, self.order.levels)
+        bound = self._level_full(level)
+        what = (f"its queue is full ({self.max_queue} requests waiting)" if bound is None else
+                f"its queue for priority level {level} is full ({bound} requests of that level waiting)")
+        return Overloaded(f"{self.kind} '{self.model}' is overloaded: {what}; try again shortly", "queue_full",
+                          self.refuse_code, self.retry_after_s())
+
+    def _timeout_s(self, level: int) -> float | None:
+        """How long a request of ``level`` may wait in the queue (``None``: as long as its deadline allows)."""
+        own = self._levels[level - 1]
+        if own is None or own.queue_timeout_s is None:
+            return self.queue_timeout_s
+        return own.queue_timeout_s or None
+
+    def _delays(self, level: int) -> bool:
+        own = self._levels[level - 1]
+        return self.order.delay_on_timeout if own is None or own.delay_on_timeout is None else own.delay_on_timeout
 
     def priority(self, value: object) -> int:
         """The level of a request's ``priority`` parameter in this queue (:func:`parse_priority`)."""
@@ -338,14 +328,17 @@ class Gate:
         :class:`Overloaded` or :class:`Expired`.  Cancel it (:meth:`abandon`) if the client goes away.
         ``level`` 0 is the default level."""
         level = min(level or self.order.default_level, self.order.levels)
+        if self._level_full(level) is not None:
+            raise self._full(level)
         if self.max_queue is not None and self.depth >= self.max_queue and not self._bump(level):
-            raise self._full()
+            raise self._full(level)
         loop = asyncio.get_running_loop()
         now = loop.time()
         waiter = _Waiter(loop.create_future(), level, now)
         limit = deadline
-        if self.queue_timeout_s is not None and (limit is None or now + self.queue_timeout_s < limit):
-            limit = now + self.queue_timeout_s
+        timeout = self._timeout_s(level)
+        if timeout is not None and (limit is None or now + timeout < limit):
+            limit = now + timeout
         if limit is not None:
             waiter.timer = loop.call_at(limit, self._timed_out, waiter, limit == deadline, deadline)
         self._queues[level - 1].append(waiter)
@@ -395,7 +388,7 @@ class Gate:
         if waiter.future.done():
             return
         loop = asyncio.get_running_loop()
-        if not own and self.order.delay_on_timeout:
+        if not own and self._delays(waiter.level):
             self._delay(waiter, deadline)
             return
         self._remove(waiter.future)
@@ -405,9 +398,10 @@ class Gate:
                 f"the request's deadline passed after {waited * 1000:.0f} ms in the queue of {self.kind} "
                 f"'{self.model}'; it was not run"))
         else:
+            timeout = self._timeout_s(waiter.level) or waited
             waiter.future.set_exception(Overloaded(
-                f"{self.kind} '{self.model}' is overloaded: the request waited {self.queue_timeout_s:g} s in its "
-                "queue (queue_timeout) and was not run; try again shortly", "queue_timeout", self.refuse_code,
+                f"{self.kind} '{self.model}' is overloaded: the request waited {timeout:g} s in its queue "
+                "(queue_timeout) and was not run; try again shortly", "queue_timeout", self.refuse_code,
                 self.retry_after_s()))
 
     def _delay(self, waiter: _Waiter, deadline: float | None) -> None:

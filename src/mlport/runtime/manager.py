@@ -414,7 +414,7 @@ class ModelManager:
                                                                    evaluator.platform or src.format))
         batch = cfg.batching.max_batch_size if cfg.batching.enabled else 0
         gate = self.admission.gate(model.name, src.version, cfg.max_concurrency, cfg.max_queue, cfg.queue_timeout_s,
-                                   batch, QueueOrder(*cfg.queue_order()))
+                                   batch, QueueOrder.of(*cfg.queue_order()))
         lv = LoadedVersion(model.name, src.version, src, evaluator, cfg, seconds, memory, gate=gate)
         if model.unloaded or self._models.get(model.name) is not model or not self._budget.fits_after_load(model, lv):
             self._retire(lv)

@@ -16,8 +16,11 @@ fields mlport uses:
   default_timeout_microseconds, timeout_action: REJECT | DELAY, allow_timeout_override }`` (the version's
   ``max_queue``, ``queue_timeout_s`` and ``queue_timeout_action``; 0 means no bound, as in Triton; a request's
   own ``timeout`` always applies as its deadline, whatever ``allow_timeout_override`` says),
-  ``priority_levels`` and ``default_priority_level`` (the levels of the ``priority`` parameter; at most 16).
-  Per-level policies (``priority_queue_policy``) are not used: every level has the default policy;
+  ``priority_levels`` and ``default_priority_level`` (the levels of the ``priority`` parameter; at most 16), and
+  ``priority_queue_policy`` (a level's own policy, in place of the default one for that level: its own bound on
+  the requests of the level waiting, its timeout and timeout action; the version's ``priority_queue_policy``).
+  One difference: Triton bounds each level's queue by its own ``max_queue_size``, where the default policy's
+  bounds the whole queue in mlport (every level, those with a policy of their own included);
 - ``default_model_filename``: the model file in each version folder;
 - ``parameters`` ``intra_op_thread_count`` / ``inter_op_thread_count`` for ONNX models.
 
@@ -79,7 +82,8 @@ _USED: Mapping[str, Any] = {
     "name": None, "platform": None, "backend": None, "max_batch_size": None, "default_model_filename": None,
     "version_policy": None, "input": _TENSOR_FIELDS, "output": _TENSOR_FIELDS, "parameters": None,
     "dynamic_batching": {"preferred_batch_size": None, "max_queue_delay_microseconds": None, "priority_levels": None,
-                         "default_priority_level": None, "default_queue_policy": None},
+                         "default_priority_level": None, "default_queue_policy": None,
+                         "priority_queue_policy": None},
 }
 #: Most priority levels mlport's queues have (:data:`mlport.runtime.admission.MAX_PRIORITY_LEVELS`).
 _MAX_LEVELS = 16
@@ -241,7 +245,22 @@ def _queue(config: pb.ModelConfig) -> dict[str, Any]:
             out["queue_timeout_s"] = timeout / 1e6
         if policy.timeout_action == pb.ModelQueuePolicy.DELAY:
             out["queue_timeout_action"] = "delay"
+    if batching.priority_queue_policy:
+        out["priority_queue_policy"] = {level: _level_policy(level, policy)
+                                        for level, policy in batching.priority_queue_policy.items()}
     return out
+
+
+def _level_policy(level: int, policy: pb.ModelQueuePolicy) -> dict[str, Any]:
+    """A level's own queue policy, whole (as in Triton, its unset fields do not fall back on the default one's:
+    a size or timeout of 0 is no bound, the action REJECT)."""
+    name = f"priority_queue_policy[{level}]"
+    if policy.max_queue_size > _MAX_QUEUE:
+        raise InvalidInput(f"{name}.max_queue_size must be 0 to {_MAX_QUEUE}")
+    if policy.default_timeout_microseconds > _MAX_TIMEOUT_US:
+        raise InvalidInput(f"{name}.default_timeout_microseconds must be 0 to {_MAX_TIMEOUT_US}")
+    return {"max_queue": policy.max_queue_size or None, "queue_timeout_s": policy.default_timeout_microseconds / 1e6,
+            "queue_timeout_action": "delay" if policy.timeout_action == pb.ModelQueuePolicy.DELAY else "reject"}
 
 
 def _options(config: pb.ModelConfig, fmt: str | None, ignored: set[str]) -> dict[str, Any]:
@@ -359,5 +378,25 @@ def triton_config(name: str, platform: str, signature: Signature, config: ModelC
     if batched:
         out.dynamic_batching.max_queue_delay_microseconds = round(batching.max_delay_ms * 1000)
         out.dynamic_batching.preferred_batch_size.extend(batching.preferred_batch_sizes)
+        _queue_policies(config, out.dynamic_batching)
     return out
+
+
+def _queue_policies(config: ModelConfig, into: pb.ModelDynamicBatching) -> None:
+    """The model's own queue settings (not the server's defaults) in Triton's terms."""
+    levels, default, delay, own = config.queue_order()
+    if levels != 2 or config.default_priority_level is not None or own:
+        into.priority_levels, into.default_priority_level = levels, default
+    if config.max_queue is not None or config.queue_timeout_s is not None or delay:
+        _policy(into.default_queue_policy, config.max_queue, config.queue_timeout_s, delay)
+    for level, max_queue, timeout_s, level_delay in own:
+        timeout_s = config.queue_timeout_s if timeout_s is None else timeout_s
+        _policy(into.priority_queue_policy[level], max_queue, timeout_s, delay if level_delay is None else level_delay)
+
+
+def _policy(into: pb.ModelQueuePolicy, max_queue: int | None, timeout_s: float | None, delay: bool) -> None:
+    into.max_queue_size = max_queue or 0
+    into.default_timeout_microseconds = round((timeout_s or 0) * 1e6)
+    into.timeout_action = pb.ModelQueuePolicy.DELAY if delay else pb.ModelQueuePolicy.REJECT
+    into.allow_timeout_override = True
 

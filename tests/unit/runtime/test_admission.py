@@ -14,12 +14,11 @@ from mlport.runtime.admission import (
     AdmissionPolicy,
     Expired,
     Gate,
+    LevelPolicy,
     Overloaded,
-    Pace,
     QueueOrder,
     Refusals,
     parse_priority,
-    spread_retry_after,
 )
 from tests.waiting import until
 
@@ -47,19 +46,6 @@ def test_priority_values() -> None:
             parse_priority(bad)
 
 
-def test_retry_after_is_spread_from_the_drain_time_to_twice_it() -> None:
-    seen = [spread_retry_after(1.6) for _ in range(600)]
-    assert set(seen) == {2, 3, 4}  # whole seconds from 1.6 to 3.2, rounded up; each drawn (miss: (2/3)**600)
-    asked: list[tuple[int, int]] = []
-    assert spread_retry_after(7.2, lambda low, high: asked.append((low, high)) or high) == 15
-    assert asked == [(8, 15)]
-    # a queue that drains within half a second says 1 s (the least), one that drains in minutes at most 60 s
-    assert {spread_retry_after(d) for d in (0.0, 0.2, 0.5) for _ in range(50)} == {1}
-    assert set(spread_retry_after(0.8) for _ in range(200)) == {1, 2}
-    assert {spread_retry_after(d) for d in (60.0, 500.0) for _ in range(50)} == {60}
-    assert all(40 <= spread_retry_after(40.0) <= 60 for _ in range(200))
-
-
 def test_refusals_of_a_full_queue_tell_different_retry_afters() -> None:
     asyncio.run(_refusals_of_a_full_queue_tell_different_retry_afters())
 
@@ -77,36 +63,6 @@ async def _refusals_of_a_full_queue_tell_different_retry_afters() -> None:
     assert set(hints) == {2.0, 3.0, 4.0}
     for future in waiting:
         gate.abandon(future)
-
-
-def test_the_pace_of_a_queue_is_known_from_its_first_moments() -> None:
-    """Two slots of 50 ms each in step: a request leaves every 25 ms on average.  Before any has left, the time
-    since the queue formed shared by the slots; then the mean gap; after the warm-up, a moving average of the
-    gaps that starts from that mean.  A queue that empties ends the measurement."""
-    pace = Pace()
-    assert pace.gap(5.0, 2) == 0.0  # nobody ever waited
-    pace.waits(10.0)
-    pace.waits(10.001)  # the queue formed at 10.0
-    assert pace.gap(10.03, 2) == pytest.approx(0.015)  # nothing left yet: each slot took >= 30 ms
-    asked: list[tuple[int, int]] = []
-    spread_retry_after(64 * pace.gap(10.03, 2), lambda low, high: asked.append((low, high)) or low)
-    assert asked == [(1, 2)]  # 64 waiting drain in >= 0.96 s: told 1 or 2 s
-    pace.left(10.05, True)
-    pace.left(10.0501, True)
-    assert pace.gap(10.05, 2) == pytest.approx(0.025)
-    assert spread_retry_after(64 * pace.gap(10.05, 2), lambda low, high: high) == 4  # 1.6 s to drain: 2 to 4 s
-    now = 10.05
-    for _ in range(7):  # up to 16 leaves, in pairs 50 ms apart
-        now += 0.05
-        pace.left(now, True)
-        pace.left(now + 0.0001, True)
-    assert pace.leaves == 16 and pace.average == pytest.approx(0.025, rel=0.01)
-    pace.left(now + 0.05, True)  # the moving average goes on from the mean
-    assert 0.025 < pace.average < 0.03
-    pace.left(now + 0.06, False)  # nobody waits any more
-    assert not pace.formed and pace.average > 0.025
-    pace.waits(100.0)  # the next queue: the known average, not the idle time since
-    assert pace.gap(101.0, 2) == pace.average
 
 
 def test_refusals_at_the_start_of_an_overload_are_spread() -> None:
@@ -250,6 +206,67 @@ async def _delay() -> None:
     with pytest.raises(Expired):  # its own deadline still holds
         await early
     assert gate.depth == 0
+
+
+def test_a_level_with_a_policy_of_its_own() -> None:
+    asyncio.run(_level_policies())
+
+
+async def _level_policies() -> None:
+    """Level 1 may have 2 waiting and waits up to 30 s; level 2 has the queue's 50 ms; level 3 no timeout."""
+    order = QueueOrder(levels=3, default_level=2, policies=((1, LevelPolicy(max_queue=2, queue_timeout_s=30.0)),
+                                                            (3, LevelPolicy(queue_timeout_s=0.0))))
+    gate = Gate("m", 1, 1, 10, 0.05, order=order)
+    assert gate.try_enter()
+    top = [gate.wait(None, 1) for _ in range(2)]
+    assert gate.refuses(1) and not gate.refuses(2) and not gate.refuses(3)
+    with pytest.raises(Overloaded) as info:
+        gate.wait(None, 1)  # its level is full, though the queue as a whole has room
+    assert info.value.reason == "queue_full"
+    assert "queue for priority level 1 is full (2 requests of that level waiting)" in info.value.message
+    assert gate.refusal(1) is not None and gate.depth == 2
+    normal, low = gate.wait(None, 0), gate.wait(None, 3)
+    with pytest.raises(Overloaded) as info:
+        await asyncio.wait_for(normal, 10)  # the queue's own timeout
+    assert info.value.reason == "queue_timeout" and "waited 0.05 s" in info.value.message
+    assert not low.done() and not any(w.done() for w in top)  # their levels' timeouts are longer, or none
+    for expected in (top[0], top[1], low):
+        gate.leave()
+        assert expected.done() and expected.exception() is None
+    gate.leave()
+    assert gate.running == 0 and gate.depth == 0
+
+
+def test_a_level_may_delay_where_the_queue_rejects() -> None:
+    asyncio.run(_level_delay())
+
+
+async def _level_delay() -> None:
+    order = QueueOrder(policies=((NORMAL, LevelPolicy(delay_on_timeout=True)),))
+    gate = Gate("m", 1, 1, None, 0.05, order=order)
+    assert gate.try_enter()
+    normal = gate.wait(None, NORMAL)
+    high = gate.wait(None, HIGH)  # its timer comes after the normal one's
+    with pytest.raises(Overloaded):
+        await asyncio.wait_for(high, 10)  # rejected after the queue timeout...
+    assert not normal.done() and gate.depth == 1  # ...where the normal one, older, was moved behind the others
+    fresh = gate.wait(None, NORMAL)
+    gate.leave()
+    assert fresh.done() and not normal.done()
+    gate.leave()
+    assert normal.done() and normal.exception() is None
+
+
+def test_level_policies_need_a_gate_of_their_own() -> None:
+    bounded = QueueOrder(policies=((HIGH, LevelPolicy(max_queue=1)),))
+    assert AdmissionPolicy().gate("m", 1, None, None, None, order=bounded) is not None
+    timed = QueueOrder.of(2, 2, False, ((2, None, 0.5, None),))
+    assert timed.by_level() == [None, LevelPolicy(queue_timeout_s=0.5)]
+    assert AdmissionPolicy().gate("m", 1, None, None, None, order=timed) is not None
+    only_action = QueueOrder(policies=((HIGH, LevelPolicy(delay_on_timeout=True)),))
+    assert AdmissionPolicy().gate("m", 1, None, None, None, order=only_action) is None  # nothing bounds a wait
+    with pytest.raises(ValueError, match="one of the 2 levels"):
+        QueueOrder(policies=((3, LevelPolicy(max_queue=1)),))
 
 
 def test_refuses_tells_what_wait_would_do_without_changing_anything() -> None:
