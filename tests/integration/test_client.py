@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from mlport.client import AsyncGrpcClient, AsyncHttpClient, ClientError, GrpcClient, HttpClient
-from tests.builders import iris_onnx, ort_run, save_graph, scale_onnx, slow_onnx
+from tests.builders import iris_onnx, ort_run, save_graph, scale_onnx
 from tests.conftest import Server, start_server
 
 # ---------------------------------------------------------------------------------- models
@@ -108,8 +108,24 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (root / "iris" / "model.yaml").write_text("version_policy: {all: true}\n")
     scale_onnx(root / "spare" / "1" / "model.onnx", 3.0)
     scale_onnx(root / "big" / "1" / "model.onnx", 1.0, shape=(None, None))
-    slow_onnx(root / "slow" / "1" / "model.onnx", size=600, repeats=16)
+    # slower than the clients' 50 ms timeouts on any machine (a compute-heavy model may take less on a fast one)
+    (root / "slow" / "1").mkdir(parents=True)
+    (root / "slow" / "1" / "model.py").write_text(SLOW_MODEL)
+    (root / "slow" / "model.yaml").write_text("trusted: true\n")
     return root
+
+
+SLOW_MODEL = """
+import time
+
+class Model:
+    signature = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, -1]}],
+                 "outputs": [{"name": "y", "datatype": "FP32", "shape": [-1, -1]}]}
+
+    def predict(self, inputs):
+        time.sleep(0.5)
+        return {"y": inputs["x"]}
+"""
 
 
 @pytest.fixture(scope="module")
@@ -387,7 +403,7 @@ def test_unreachable_server_timeouts_and_limits(server: Server) -> None:
         grpc_client.live()
     assert err.value.code == "UNAVAILABLE"
 
-    x = np.ones((600, 600), dtype=np.float32)
+    x = np.ones((2, 2), dtype=np.float32)
     with HttpClient(server.url) as client, pytest.raises(ClientError) as err:
         client.infer("slow", {"x": x}, timeout=0.05)
     assert err.value.code == "DEADLINE_EXCEEDED" and err.value.status is None
