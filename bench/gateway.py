@@ -288,7 +288,8 @@ def report(runner: Runner, load: list[str], shadow: dict[str, Any]) -> str:
     ray = {c: r for label, c, r in results if label == bench_run.RAY_LABEL}
     rounds = runner.args.rounds
     lines = [f"# The hub's gateway, {runner.started:%Y-%m-%d %H:%M}", "",
-             f"- machine: {bench_run.cores()} cores, shared with other work (load average before / after: "
+             f"- machine: {bench_run.cores()} cores ({bench_run.cpu_model()}), shared with other work (load average "
+             "before / after: "
              f"{load[0]} / {load[-1]})",
              f"- wrk: 1 thread pinned to core {bench_run.pinned_core()}, {runner.args.seconds:g} s per point after "
              f"1 s of warm-up; iris OIP JSON; one replica per version; "

@@ -62,7 +62,8 @@ def measure(admin: httpx.Client, wrk: str, lua: Path, target: str, body: Any, le
 def report(started: dt.datetime, seconds: float, rounds: int, levels: list[int],
            results: dict[tuple[str, int], list[dict[str, float]]], load: list[str]) -> str:
     lines = [f"# A deployment's queue in the hub's gateway, {started:%Y-%m-%d %H:%M}", "",
-             f"- machine: {bench_run.cores()} cores, shared with other work (load average before / after: "
+             f"- machine: {bench_run.cores()} cores ({bench_run.cpu_model()}), shared with other work (load average "
+             "before / after: "
              f"{load[0]} / {load[-1]})",
              f"- wrk: 1 thread pinned to core {bench_run.pinned_core()}, {seconds:g} s per point after 1 s of "
              f"warm-up; iris OIP JSON; one replica; {rounds} rounds alternating the rows (each first in turn), medians",

@@ -504,10 +504,7 @@ class Report:
         return out
 
     def markdown(self) -> str:
-        cpu = "?"
-        with contextlib.suppress(OSError):
-            found = re.search(r"model name\s*:\s*(.+)", Path("/proc/cpuinfo").read_text())
-            cpu = found[1].strip() if found else "?"
+        cpu = cpu_model()
         lines = [
             f"# mlport benchmark, {self.started:%Y-%m-%d %H:%M}{' (quick)' if self.quick else ''}",
             "",
@@ -551,6 +548,15 @@ class Report:
 
 def load_average() -> str:
     return " ".join(f"{v:.2f}" for v in os.getloadavg())
+
+
+def cpu_model() -> str:
+    """The processor's model name (``?`` when unknown)."""
+    with contextlib.suppress(OSError):
+        found = re.search(r"model name\s*:\s*(.+)", Path("/proc/cpuinfo").read_text())
+        if found:
+            return found[1].strip()
+    return "?"
 
 
 def pinned_core() -> int | None:
