@@ -277,7 +277,7 @@ class Gate:
     def refuses(self, level: int = 0) -> bool:
         """Whether a request of ``level`` (0: the default) would be refused now: no slot free and the queue full
         of requests it cannot take the place of.  Nothing changes."""
-        level = min(level or self.order.default_level, self.order.levels)
+        level = self._level(level)
         if self._level_full(level) is not None:
             return True
         if self.max_queue is None or self.depth < self.max_queue:
@@ -289,7 +289,11 @@ class Gate:
     def refusal(self, level: int = 0) -> Overloaded | None:
         """The refusal a request of ``level`` would get now (see :meth:`refuses`); ``None`` when it would run or
         wait."""
-        return self._full(level) if self.refuses(level) else None
+        return self._full(self._level(level)) if self.refuses(level) else None
+
+    def _level(self, level: int) -> int:
+        """The level a request of ``level`` waits at (0: the default; beyond the lowest: the lowest)."""
+        return min(level or self.order.default_level, self.order.levels)
 
     def _level_full(self, level: int) -> int | None:
         """The bound of ``level``'s own queue when it is reached, else ``None``."""
@@ -298,10 +302,10 @@ class Gate:
             return None
         return own.max_queue
 
-    def _full(self, level: int = 0) -> Overloaded:
+    def _full(self, level: int) -> Overloaded:
+        """The refusal of a request of ``level`` (a level of this queue) at a full queue, or at its level's."""
         if self._refusals is not None:
             self._refusals.refused()
-        level = min(level or self.order.default_level, self.order.levels)
         bound = self._level_full(level)
         what = (f"its queue is full ({self.max_queue} requests waiting)" if bound is None else
                 f"its queue for priority level {level} is full ({bound} requests of that level waiting)")
@@ -327,7 +331,7 @@ class Gate:
         """Queue for a slot: a future that completes once the request holds one, or fails with
         :class:`Overloaded` or :class:`Expired`.  Cancel it (:meth:`abandon`) if the client goes away.
         ``level`` 0 is the default level."""
-        level = min(level or self.order.default_level, self.order.levels)
+        level = self._level(level)
         if self._level_full(level) is not None:
             raise self._full(level)
         if self.max_queue is not None and self.depth >= self.max_queue and not self._bump(level):
@@ -416,8 +420,7 @@ class Gate:
 
     def _bump(self, level: int) -> bool:
         """A request at a full queue: refuse the newest one of the lowest priority below its own (the delayed
-        ones first) in its place."""
-        level = min(level or self.order.default_level, self.order.levels)
+        ones first) in its place; ``level`` is a level of this queue."""
         lower = next((q for q in reversed(self._queues[level:]) if q), None)
         if lower is None:
             return False
