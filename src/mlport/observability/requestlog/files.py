@@ -31,7 +31,9 @@ def parquet_rows(data: bytes) -> list[dict[str, Any]]:
 
     from mlport.observability.requestlog.records import encode_tensor
 
-    rows: list[dict[str, Any]] = pq.read_table(io.BytesIO(data)).to_pylist()
+    # ParquetFile, not read_table: read_table scans through pyarrow's dataset threads, which can abort the
+    # process as the interpreter exits (pyarrow 26: "terminate called without an active exception").
+    rows: list[dict[str, Any]] = pq.ParquetFile(io.BytesIO(data)).read().to_pylist()
     for row in rows:
         row["time"] = row["time"].isoformat(timespec="microseconds")
         for key in ("inputs", "outputs"):
