@@ -42,6 +42,7 @@ from mlport.runtime.batching import Runner
 from mlport.runtime.manager import ColdModel, LoadedVersion, ModelManager
 from mlport.runtime.states import VersionState
 from mlport.runtime.stats import ModelStats, Timing
+from mlport.runtime.timelimit import TimeLimit
 
 __all__ = ["Call", "ClientGone", "InferenceService", "Watch"]
 
@@ -156,6 +157,9 @@ class InferenceService:
         self._series: dict[tuple[str, int, str], Series] = {}
         self._stats: dict[tuple[str, int], ModelStats] = {}
         self._inflight = Inflight(metrics)
+        #: The inference time limit of every prediction a request waits for (one timer for all of them).
+        self._time_limit = TimeLimit(self.limits.inference_timeout_s,
+                                     f"the prediction took longer than {self.limits.inference_timeout_s:g} s")
         metrics.on_forget(self._forget_series)
         #: Drift and outlier watch of the models with a reference profile (a hook on every answered prediction).
         self.drift = DriftWatch(metrics)
@@ -372,11 +376,13 @@ class InferenceService:
         """The result, or the request's time limit (or deadline), whichever comes first; the prediction itself
         goes on (and holds its version) until it ends."""
         loop = asyncio.get_running_loop()
-        limit = self.limits.inference_timeout_s
-        message = f"the prediction took longer than {limit:g} s"
-        if deadline is not None and deadline < loop.time() + limit:
-            limit, message = deadline - loop.time(), "the request's deadline passed while its prediction ran"
-        timer = loop.call_later(limit, _expire, result, message)
+        limit = self._time_limit
+        timer = None
+        if deadline is not None and deadline < loop.time() + limit.seconds:
+            timer = loop.call_later(deadline - loop.time(), _expire, result,
+                                    "the request's deadline passed while its prediction ran")
+        elif not limit.watch(result, loop):
+            timer = loop.call_later(limit.seconds, _expire, result, limit.message)
         try:
             outputs: Arrays = await _first(result, watcher)
             return outputs
@@ -390,7 +396,10 @@ class InferenceService:
         except Exception as exc:
             raise _failure(lv, exc) from exc
         finally:
-            timer.cancel()
+            if timer is None:
+                limit.forget(result)
+            else:
+                timer.cancel()
 
     async def _run_in_context(
         self, call: Call, evaluator: ContextEvaluator, request: InferenceRequest, feed: Arrays,
@@ -427,6 +436,7 @@ class InferenceService:
 
     def close(self) -> None:
         self._inflight.close()
+        self._time_limit.close()
         self.drift.close()
         self.explain.close()
         self._executor.shutdown(wait=False, cancel_futures=True)

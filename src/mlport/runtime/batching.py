@@ -77,7 +77,10 @@ def _rows(feed: Arrays) -> int:
 
 def _key(feed: Arrays) -> tuple[Any, ...]:
     """Requests merge only when every input agrees in dtype and in each dimension after the first."""
-    return tuple((name, arr.dtype, arr.shape[1:]) for name, arr in feed.items())
+    if len(feed) == 1:  # the common case, without a generator per request
+        for name, arr in feed.items():
+            return (name, arr.dtype, arr.shape[1:])
+    return tuple([(name, arr.dtype, arr.shape[1:]) for name, arr in feed.items()])
 
 
 Done = Callable[[], None]
