@@ -84,6 +84,8 @@ class DriftWatch:
     def __init__(self, metrics: Metrics, queue_size: int = QUEUE_SIZE) -> None:
         self.metrics = metrics
         self._watches: weakref.WeakKeyDictionary[Any, _Watch | None] = weakref.WeakKeyDictionary()
+        #: The version of the last request and its watch (most requests are for the same version as the last).
+        self._last: tuple[weakref.ref[Any], _Watch | None] | None = None
         self._monitors: dict[tuple[str, int], VersionMonitor] = {}
         self._lock = threading.Lock()
         self._queue: queue.Queue[tuple[VersionMonitor, float, Mapping[str, Array], Mapping[str, Array]] | None] = \
@@ -99,9 +101,14 @@ class DriftWatch:
         """Take one prediction's rows; the answer's parameters (``parameters``, with outlier scores when asked)."""
         params: dict[str, Any] = {} if parameters is None else parameters
         try:
-            watch = self._watches.get(lv, _UNSEEN)
-            if watch is _UNSEEN:
-                watch = self._watch(lv)
+            last = self._last
+            if last is not None and last[0]() is lv:  # the same version as the last request's: no lookup
+                watch = last[1]
+            else:
+                watch = self._watches.get(lv, _UNSEEN)
+                if watch is _UNSEEN:
+                    watch = self._watch(lv)
+                self._last = (weakref.ref(lv), watch)
             if watch is None:
                 return params
             if watch.scorer is not None:

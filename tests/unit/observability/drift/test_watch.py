@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,4 +81,18 @@ def test_inputs_the_profile_does_not_fit_never_fail_the_request(tmp_path: Path, 
     lv = _version(tmp_path, _profile(), outliers=True)
     assert watch.observe(lv, {"x": np.zeros(3)}, {"y": [1, 2]}) == {}  # one value per row: no column 1
     assert watch.observe(lv, {"other": np.zeros((2, 2))}, {}) == {}
+    watch.close()
+
+
+def test_requests_alternating_between_versions_each_get_their_own_watch(tmp_path: Path, watch: DriftWatch) -> None:
+    scored = _version(tmp_path / "a", _profile(), outliers=True)
+    plain = _version(tmp_path / "b", None, outliers=True)
+    x = {"x": np.zeros((1, 2))}
+    for _ in range(3):
+        assert "outlier_scores" in watch.observe(scored, x, {})
+        assert watch.observe(plain, x, {}) == {}
+        assert "outlier_scores" in watch.observe(scored, x, {})
+    del scored  # a version gone from the server is not kept alive by the watch
+    gc.collect()
+    assert len(watch._watches) == 1
     watch.close()
