@@ -29,15 +29,13 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from mlport.deploy.autoscale import ScalePolicy
 from mlport.errors import ErrorCode, InvalidInput, MlportError
 from mlport.protocols.http.routes_oip import parse_timeout
-from mlport.runtime.admission import Expired, Gate, Overloaded
+from mlport.runtime.admission import Expired, Gate, Overloaded, parse_timeout_us
 
 __all__ = ["ClientGone", "DeploymentGates", "Ticket", "retry_after_header", "with_header"]
 
 #: Header giving a request's priority level (as the OIP ``priority`` parameter: 1 high, 0 or 2 normal).
 PRIORITY_HEADER = b"x-request-priority"
 TIMEOUT_HEADER = b"x-request-timeout"
-#: Largest OIP ``timeout`` parameter taken, microseconds (a day).
-MAX_TIMEOUT_US = 86_400_000_000
 #: Largest JSON body searched for the OIP ``timeout`` and ``priority`` parameters.
 MAX_PARAMETER_BODY = 16 * 1024 * 1024
 _QUEUE_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -266,12 +264,9 @@ def _schedule(path: str, headers: Sequence[tuple[bytes, bytes]], body: bytes, ga
     if params:
         if params.get("priority") is not None:
             level = gate.priority(params["priority"])
-        timeout = params.get("timeout")
-        if timeout is not None and timeout != 0:
-            if isinstance(timeout, bool) or not isinstance(timeout, int) or not 0 < timeout <= MAX_TIMEOUT_US:
-                raise InvalidInput(f"parameter 'timeout' is {timeout!r}; give the request's time limit in "
-                                   f"microseconds, 1 to {MAX_TIMEOUT_US}")
-            seconds = timeout / 1e6 if seconds is None else min(seconds, timeout / 1e6)
+        own = parse_timeout_us(params.get("timeout"))
+        if own is not None:
+            seconds = own if seconds is None else min(seconds, own)
     return (None if seconds is None else asyncio.get_running_loop().time() + seconds), level
 
 

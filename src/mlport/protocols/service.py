@@ -37,7 +37,7 @@ from mlport.observability.drift import DriftWatch
 from mlport.observability.metrics import Metrics
 from mlport.observability.requestlog import Pending, RequestLog
 from mlport.protocols.accounting import Inflight, Series
-from mlport.runtime.admission import Expired, Gate, Overloaded, parse_priority
+from mlport.runtime.admission import Expired, Gate, Overloaded, parse_priority, parse_timeout_us
 from mlport.runtime.batching import Runner
 from mlport.runtime.manager import ColdModel, LoadedVersion, ModelManager
 from mlport.runtime.states import VersionState
@@ -52,8 +52,6 @@ _INTERNAL = ErrorCode.INTERNAL.value
 
 #: Returns once the request's client has gone away (a transport that can tell gives one per request).
 Watch = Callable[[], Awaitable[object]]
-#: Largest ``timeout`` parameter (microseconds) taken: a day.
-MAX_TIMEOUT_US = 86_400_000_000
 
 
 class ClientGone(MlportError):
@@ -449,13 +447,10 @@ def _schedule(params: dict[str, Any], deadline: float | None, gate: Gate | None)
     and ``priority``, in the levels of the version's queue), within the transport's deadline."""
     priority = params.get("priority")
     level = parse_priority(priority) if gate is None else gate.priority(priority)
-    timeout = params.get("timeout")
-    if timeout is None or timeout == 0:
+    seconds = parse_timeout_us(params.get("timeout"))
+    if seconds is None:
         return deadline, level
-    if isinstance(timeout, bool) or not isinstance(timeout, int) or not 0 < timeout <= MAX_TIMEOUT_US:
-        raise InvalidInput(f"parameter 'timeout' is {timeout!r}; give the request's time limit in microseconds, "
-                           f"1 to {MAX_TIMEOUT_US}")
-    own = asyncio.get_running_loop().time() + timeout / 1e6
+    own = asyncio.get_running_loop().time() + seconds
     return (own if deadline is None else min(own, deadline)), level
 
 

@@ -29,7 +29,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from mlport.errors import ErrorCode, MlportError, RetryLater
+from mlport.errors import ErrorCode, InvalidInput, MlportError, RetryLater
 from mlport.runtime.pace import RETRY_AFTER_S, Pace, spread_retry_after
 
 __all__ = [
@@ -90,6 +90,21 @@ def parse_priority(value: object, levels: int = 2, default: int = NORMAL) -> int
     if not 0 <= level <= levels:
         raise _bad_priority(value, levels)
     return level or default
+
+
+#: Largest ``timeout`` parameter taken, microseconds (a day).
+MAX_TIMEOUT_US = 86_400_000_000
+
+
+def parse_timeout_us(value: object) -> float | None:
+    """The seconds a request's ``timeout`` parameter gives it (Triton's, in microseconds); ``None`` for none
+    (absent, or 0)."""
+    if value is None or value == 0:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_TIMEOUT_US:
+        raise InvalidInput(f"parameter 'timeout' is {value!r}; give the request's time limit in microseconds, 1 to "
+                           f"{MAX_TIMEOUT_US}")
+    return value / 1e6
 
 
 def _bad_priority(value: object, levels: int) -> MlportError:

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from mlport.errors import ErrorCode
+from mlport.errors import ErrorCode, MlportError
 from mlport.runtime import admission
 from mlport.runtime.admission import (
     HIGH,
@@ -317,3 +317,22 @@ async def _lately() -> None:
                 every=0.01)
     await until(lambda: not refusals.lately, timeout=10, what="a quiet period to end 'lately'")  # no more refusals
     assert not refusals.lately
+
+
+@pytest.mark.parametrize("value", [None, 0, False])
+def test_no_timeout_parameter_gives_no_deadline(value: object) -> None:
+    assert admission.parse_timeout_us(value) is None
+
+
+def test_the_timeout_parameter_is_microseconds() -> None:
+    assert admission.parse_timeout_us(250_000) == 0.25
+    assert admission.parse_timeout_us(admission.MAX_TIMEOUT_US) == 86_400.0
+
+
+@pytest.mark.parametrize("value", [-1, True, 1.5, "100", admission.MAX_TIMEOUT_US + 1, [1]])
+def test_a_timeout_parameter_that_is_not_a_time_limit_is_refused(value: object) -> None:
+    with pytest.raises(MlportError) as info:
+        admission.parse_timeout_us(value)
+    assert info.value.code is ErrorCode.INVALID_ARGUMENT
+    assert info.value.message.startswith(f"parameter 'timeout' is {value!r}; give the request's time limit in "
+                                          "microseconds, 1 to 86400000000")
