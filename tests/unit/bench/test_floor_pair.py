@@ -6,11 +6,12 @@ import importlib
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+
+from tests.waiting import wait_for
 
 BENCH = Path(__file__).resolve().parents[3] / "bench"
 
@@ -39,9 +40,7 @@ def test_the_cpu_of_a_session_counts_its_children_alive_or_ended(pair: ModuleTyp
               f"exec({burn!r})\nsys.stdin.read()\nchild.wait()\n")
     proc = subprocess.Popen([sys.executable, "-c", parent], stdin=subprocess.PIPE, start_new_session=True)
     try:
-        deadline = time.monotonic() + 60
-        while pair.session_cpu(proc.pid) < 0.55 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert pair.session_cpu(proc.pid) >= 0.55  # both processes' 0.3 s, the child's also once it ended
+        # both processes' 0.3 s, the child's also once it ended
+        wait_for(lambda: pair.session_cpu(proc.pid) >= 0.55, timeout=60, what="0.55 s of CPU in the session")
     finally:
         proc.communicate(b"", timeout=60)
