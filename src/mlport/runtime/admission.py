@@ -35,6 +35,7 @@ from mlport.runtime.pace import RETRY_AFTER_S, Pace, spread_retry_after
 __all__ = [
     "HIGH",
     "MAX_PRIORITY_LEVELS",
+    "MAX_TIMEOUT_US",
     "NORMAL",
     "AdmissionPolicy",
     "Expired",
@@ -44,6 +45,7 @@ __all__ = [
     "QueueOrder",
     "Refusals",
     "parse_priority",
+    "parse_timeout_us",
 ]
 
 #: Priority levels (Triton's ``priority`` parameter: 1 is the highest; 0 means the default level).
