@@ -22,6 +22,7 @@ import pytest
 
 from tests.conftest import Server
 from tests.integration.test_overload import Background, block, body, calls, metric, queued, start_recording
+from tests.rawhttp import read_answer
 from tests.waiting import wait_for
 
 INFER = "/v2/models/{}/infer"
@@ -44,24 +45,6 @@ def _request(model: str, payload: bytes, *headers: str, version: str = "1.1") ->
     head = [f"POST {INFER.format(model)} HTTP/{version}", "host: 127.0.0.1", "content-type: application/json",
             f"content-length: {len(payload)}", *headers]
     return ("\r\n".join(head) + "\r\n\r\n").encode() + payload
-
-
-def _read_answer(sock: socket.socket, buffer: bytearray) -> tuple[int, dict[str, str], bytes]:
-    """One answer from ``sock`` (``buffer``: bytes already read past the previous one)."""
-    while b"\r\n\r\n" not in buffer:
-        chunk = sock.recv(65536)
-        assert chunk, bytes(buffer)
-        buffer += chunk
-    head, _, rest = bytes(buffer).partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
-    length = int(headers["content-length"])
-    while len(rest) < length:
-        chunk = sock.recv(65536)
-        assert chunk
-        rest += chunk
-    buffer[:] = rest[length:]
-    return int(lines[0].split()[1]), headers, rest[:length]
 
 
 def _connect(server: Server) -> socket.socket:
@@ -93,7 +76,7 @@ def test_a_full_queue_refuses_unread_requests_on_a_connection_that_stays_usable(
         # three requests in one write (pipelined), then a body that is not even JSON: all refused unread
         sock.sendall(b"".join(_request("one", orjson_body(1102 + i), f"x-request-id: early-{i}") for i in range(3)))
         for i in range(3):
-            status, headers, payload = _read_answer(sock, buffer)
+            status, headers, payload = read_answer(sock, buffer)
             assert status == 503, payload
             assert headers["x-request-id"] == f"early-{i}"
             # whole seconds from the time the one waiting takes to drain at the queue's pace to twice that
@@ -101,14 +84,14 @@ def test_a_full_queue_refuses_unread_requests_on_a_connection_that_stays_usable(
             assert headers["content-type"] == "application/json" and "date" in headers
             assert b"queue is full" in payload and "connection" not in headers
         sock.sendall(_request("one", b"{not json"))
-        status, headers, payload = _read_answer(sock, buffer)
+        status, headers, payload = read_answer(sock, buffer)
         assert status == 503 and len(headers["x-request-id"]) == 32, payload
         # what the app must see: a priority of its own (it may outrank a waiting one), a large body
         assert post_raw(server, "one", b'{"parameters": {"priority": "x"}') == 400
         assert post_raw(server, "one", b"{" + b" " * (70 * 1024)) == 400
     # the same connection serves the next request as usual
     sock.sendall(_request("one", orjson_body(1105)))
-    status, _, payload = _read_answer(sock, buffer)
+    status, _, payload = read_answer(sock, buffer)
     assert status == 200, payload
     sock.close()
     seen = calls(server)
@@ -123,7 +106,7 @@ def test_connection_close_and_http_1_0_end_the_connection_after_the_refusal(serv
             with _connect(server) as sock:
                 sock.sendall(_request("one", orjson_body(1202), extra, version=version))
                 buffer = bytearray()
-                status, headers, _ = _read_answer(sock, buffer)
+                status, headers, _ = read_answer(sock, buffer)
                 assert status == 503 and headers["connection"] == "close"
                 assert sock.recv(1024) == b""  # closed by the server
     assert 1202 not in calls(server)

@@ -21,7 +21,7 @@ import uvicorn
 from mlport import __version__
 from mlport.protocols.grpc.server import GrpcServer
 from mlport.protocols.http.app import build_app
-from mlport.protocols.http.early import refusing_protocol
+from mlport.protocols.http.lane import runtime_protocol
 from mlport.protocols.http.server import build_state
 from mlport.protocols.http.state import AppState
 from mlport.protocols.tls import server_tls
@@ -150,8 +150,8 @@ def _run(settings: Settings, http: socket.socket, group: ReadinessGroup | None, 
         # client's address: without that log, the headers are not looked at
         proxy_headers=text_log,
         # uvloop when it is installed (grpc.aio runs on it too), else asyncio; HTTP/1.1 by httptools, an
-        # answer's head and body in one write, requests to a full queue refused before the app
-        loop="auto", http=refusing_protocol(state.service), **(tls.uvicorn_options() if tls is not None else {}),
+        # answer's head and body in one write, OIP infer requests served by the protocol (lane.py)
+        loop="auto", http=runtime_protocol(state), **(tls.uvicorn_options() if tls is not None else {}),
     )
     port = http.getsockname()[1]
     on_started = None if worker else lambda grpc_port: announce(settings, port, grpc_port)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import re
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
 import orjson
@@ -22,9 +22,10 @@ from mlport.protocols.http.body import read_asgi_body
 from mlport.protocols.http.errors import HTTP_STATUS
 from mlport.protocols.http.routes_oip import parse_header_length, parse_timeout, run_infer
 from mlport.protocols.http.state import AppState
+from mlport.protocols.oip import EncodedResponse
 
-__all__ = ["INFER_PATH", "Receive", "Scope", "Send", "error_answer", "failure_answer", "log_failure", "retry_after",
-           "serve_infer"]
+__all__ = ["INFER_PATH", "InferHead", "Receive", "Scope", "Send", "answered", "error_answer", "failed",
+           "failure_answer", "infer", "log_failure", "retry_after", "serve_infer"]
 
 log = logging.getLogger("mlport.protocols.http.app")
 
@@ -80,48 +81,76 @@ def retry_after(exc: BaseException) -> str | None:
     return None
 
 
-async def serve_infer(
-    st: AppState, scope: Scope, receive: Receive, send: Send, name: str, version: str | None
-) -> None:
-    declared: bytes | None = None
-    header_length: bytes | None = None
-    rid_header: bytes | None = None
-    routing_key: bytes | None = None
-    timeout: bytes | None = None
-    for key, value in scope["headers"]:
-        if key == b"content-length":
-            declared = value
-        elif key == b"inference-header-content-length":
-            header_length = value
-        elif key == b"x-request-id":
-            rid_header = value
-        elif key == b"x-routing-key":
-            routing_key = value
-        elif key == b"x-request-timeout":
-            timeout = value
-    request_id = rid_header.decode("latin-1") if rid_header is not None else None
-    if request_id is None and st.service.access_log is not None:
-        request_id = new_request_id()  # the access log's line, the answer's id and an error's x-request-id agree
-    try:
-        length = parse_header_length(header_length)
-        body = await read_asgi_body(receive, declared, st.limits.max_body_bytes)
-        if body is None:
-            return
-        encoded = await run_infer(st, name, version, body, length, request_id,
-                                  routing_key.decode("latin-1") if routing_key is not None else None,
-                                  None if timeout is None else parse_timeout(timeout), receive)
-    except Exception as exc:
-        rid = request_id if request_id and len(request_id) <= _MAX_REQUEST_ID else new_request_id()
-        status, headers, payload = failure_answer(exc, rid)
-        log_failure(rid, "POST", scope["path"], status, exc)
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": payload})
-        return
+class InferHead:
+    """What the infer route reads from a request's headers (lower-case names, as ASGI and uvicorn give them)."""
+
+    __slots__ = ("declared", "header_length", "request_id", "routing_key", "timeout")
+
+    def __init__(self, headers: Iterable[tuple[bytes, bytes]], st: AppState) -> None:
+        declared = header_length = rid = routing_key = timeout = None
+        for key, value in headers:
+            if key == b"content-length":
+                declared = value
+            elif key == b"inference-header-content-length":
+                header_length = value
+            elif key == b"x-request-id":
+                rid = value
+            elif key == b"x-routing-key":
+                routing_key = value
+            elif key == b"x-request-timeout":
+                timeout = value
+        self.declared: bytes | None = declared
+        self.header_length: bytes | None = header_length
+        self.routing_key: bytes | None = routing_key
+        self.timeout: bytes | None = timeout
+        request_id = rid.decode("latin-1") if rid is not None else None
+        if request_id is None and st.service.access_log is not None:
+            request_id = new_request_id()  # the access log's line, the answer's id and an error's x-request-id agree
+        self.request_id: str | None = request_id
+
+
+async def infer(st: AppState, head: InferHead, name: str, version: str | None, body: bytes,
+                receive: Receive | None) -> EncodedResponse:
+    """:func:`routes_oip.run_infer` with what the request's headers say."""
+    routing_key = head.routing_key
+    return await run_infer(st, name, version, body, parse_header_length(head.header_length), head.request_id,
+                           routing_key.decode("latin-1") if routing_key is not None else None,
+                           None if head.timeout is None else parse_timeout(head.timeout), receive)
+
+
+def answered(encoded: EncodedResponse) -> list[tuple[bytes, bytes]]:
+    """The headers of a successful answer."""
     headers = [(b"content-length", str(len(encoded.body)).encode())]
     if encoded.header_length is None:
         headers.append((b"content-type", _JSON))
     else:
         headers.append((b"content-type", _OCTETS))
         headers.append((b"inference-header-content-length", str(encoded.header_length).encode()))
-    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    return headers
+
+
+def failed(exc: BaseException, head: InferHead, path: str) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    """Status, headers and body of a failed infer request, logged with its request id."""
+    request_id = head.request_id
+    rid = request_id if request_id and len(request_id) <= _MAX_REQUEST_ID else new_request_id()
+    status, headers, payload = failure_answer(exc, rid)
+    log_failure(rid, "POST", path, status, exc)
+    return status, headers, payload
+
+
+async def serve_infer(
+    st: AppState, scope: Scope, receive: Receive, send: Send, name: str, version: str | None
+) -> None:
+    head = InferHead(scope["headers"], st)
+    try:
+        body = await read_asgi_body(receive, head.declared, st.limits.max_body_bytes)
+        if body is None:
+            return
+        encoded = await infer(st, head, name, version, body, receive)
+    except Exception as exc:
+        status, headers, payload = failed(exc, head, scope["path"])
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": payload})
+        return
+    await send({"type": "http.response.start", "status": 200, "headers": answered(encoded)})
     await send({"type": "http.response.body", "body": encoded.body})
