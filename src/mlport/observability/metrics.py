@@ -7,6 +7,8 @@ from collections.abc import Callable
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from mlport.observability.tally import Tallies
+
 __all__ = ["CONTENT_TYPE_LATEST", "Metrics", "disable_created_series"]
 
 
@@ -29,6 +31,9 @@ class Metrics:
         self.registry = registry or CollectorRegistry()
         self.multiprocess_dir = multiprocess_dir
         r = self.registry
+        #: Per-request updates held to the end of the event loop's turn; a collection adds them first.
+        self.tallies = Tallies()
+        r.register(self.tallies)  # type: ignore[arg-type]  # a collector without metrics of its own
         # Requests for unknown models are counted with empty model/version labels, so that clients
         # cannot create new series by sending random names.
         self.requests = Counter(
@@ -147,6 +152,7 @@ class Metrics:
 
     def exposition(self) -> bytes:
         if self.multiprocess_dir:
+            self.tallies.flush()  # this worker's held updates into its files before they are read
             from prometheus_client import multiprocess
 
             shared = CollectorRegistry()

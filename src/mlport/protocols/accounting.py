@@ -75,16 +75,19 @@ class Count:
 class Series:
     """The metric series and statistics of one model version and protocol, looked up once instead of per request."""
 
-    __slots__ = ("_labels", "_requests", "_statuses", "inference", "inflight", "latency", "protocol", "queued", "stats")
+    __slots__ = ("_labels", "_requests", "_statuses", "_tallies", "inference", "inflight", "latency", "protocol",
+                 "queued", "stats")
 
     def __init__(self, metrics: Metrics, inflight: Inflight, model: str, version: str, protocol: str,
                  stats: ModelStats) -> None:
         self.stats = stats
         self.protocol = protocol
         self.inflight = inflight.gauge(model)
-        self.latency = metrics.latency.labels(model, protocol)
-        self.inference = metrics.inference.labels(model, version)
-        self.queued = metrics.queued.labels(model, version)
+        tallies = metrics.tallies
+        self.latency = tallies.histogram(metrics.latency.labels(model, protocol))
+        self.inference = tallies.histogram(metrics.inference.labels(model, version))
+        self.queued = tallies.histogram(metrics.queued.labels(model, version))
+        self._tallies = tallies
         self._requests = metrics.requests
         self._labels = (model, version, protocol)
         self._statuses: dict[str, Any] = {}
@@ -92,5 +95,5 @@ class Series:
     def count(self, status: str) -> None:
         child = self._statuses.get(status)
         if child is None:
-            child = self._statuses[status] = self._requests.labels(*self._labels, status)
+            child = self._statuses[status] = self._tallies.counter(self._requests.labels(*self._labels, status))
         child.inc()
