@@ -25,7 +25,7 @@ from mlport.protocols.http.state import AppState
 from mlport.protocols.oip import EncodedResponse
 
 __all__ = ["INFER_PATH", "InferHead", "Receive", "Scope", "Send", "answered", "error_answer", "failed",
-           "failure_answer", "infer", "log_failure", "retry_after", "serve_infer"]
+           "failure_answer", "log_failure", "retry_after", "serve_infer"]
 
 log = logging.getLogger("mlport.protocols.http.app")
 
@@ -109,13 +109,12 @@ class InferHead:
         self.request_id: str | None = request_id
 
 
-async def infer(st: AppState, head: InferHead, name: str, version: str | None, body: bytes,
-                receive: Receive | None) -> EncodedResponse:
-    """:func:`routes_oip.run_infer` with what the request's headers say."""
-    routing_key = head.routing_key
-    return await run_infer(st, name, version, body, parse_header_length(head.header_length), head.request_id,
-                           routing_key.decode("latin-1") if routing_key is not None else None,
-                           None if head.timeout is None else parse_timeout(head.timeout), receive)
+    def arguments(self) -> tuple[int | None, str | None, str | None, float | None]:
+        """:func:`routes_oip.run_infer`'s header length, request id, routing key and timeout (checked)."""
+        routing_key = self.routing_key
+        return (parse_header_length(self.header_length), self.request_id,
+                routing_key.decode("latin-1") if routing_key is not None else None,
+                None if self.timeout is None else parse_timeout(self.timeout))
 
 
 def answered(encoded: EncodedResponse) -> list[tuple[bytes, bytes]]:
@@ -146,7 +145,7 @@ async def serve_infer(
         body = await read_asgi_body(receive, head.declared, st.limits.max_body_bytes)
         if body is None:
             return
-        encoded = await infer(st, head, name, version, body, receive)
+        encoded = await run_infer(st, name, version, body, *head.arguments(), receive)
     except Exception as exc:
         status, headers, payload = failed(exc, head, scope["path"])
         await send({"type": "http.response.start", "status": status, "headers": headers})

@@ -17,7 +17,7 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-__all__ = ["CoalescingHttpProtocol"]
+__all__ = ["CoalescingHttpProtocol", "write_now"]
 
 _Buffer = bytes | bytearray | memoryview
 
@@ -51,6 +51,14 @@ class _Coalescing(asyncio.Transport):
     def flush(self) -> None:
         """Write what is held now."""
         self._flush()
+
+    def write_now(self, data: _Buffer) -> None:
+        """Write what is held, then ``data``, now (a whole answer: nothing to wait for)."""
+        if self._held:
+            self._held.append(data)
+            self._flush()
+        elif not self._transport.is_closing():
+            self._transport.write(data)
 
     def _flush(self) -> None:
         held, self._held = self._held, None
@@ -106,6 +114,15 @@ class _Coalescing(asyncio.Transport):
 
     def resume_reading(self) -> None:
         self._transport.resume_reading()
+
+
+def write_now(transport: asyncio.BaseTransport, data: _Buffer) -> None:
+    """``data`` written now, after what ``transport`` holds (a whole answer)."""
+    if isinstance(transport, _Coalescing):
+        transport.write_now(data)
+    else:
+        assert isinstance(transport, asyncio.WriteTransport)
+        transport.write(data)
 
 
 class CoalescingHttpProtocol(HttpToolsProtocol):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ class _Running:
     """A server in a thread: the runtime's app behind the runtime's protocol; ``app_calls`` counts the HTTP
     requests that reached the app."""
 
-    def __init__(self, root: Path, **settings: Any) -> None:
+    def __init__(self, root: Path, keep_alive_s: int = 5, **settings: Any) -> None:
         self.state: AppState = build_state(Settings(model_path=root, poll_interval_s=0, trusted=True, **settings))
         app = build_app(self.state)
         self.app_calls = 0
@@ -46,7 +47,8 @@ class _Running:
         self.server = uvicorn.Server(uvicorn.Config(counted, host="127.0.0.1", port=self.port, lifespan="on",
                                                     http=runtime_protocol(self.state), log_level="warning",
                                                     access_log=False, server_header=False,
-                                                    timeout_graceful_shutdown=30))
+                                                    timeout_graceful_shutdown=30,
+                                                    timeout_keep_alive=keep_alive_s))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()
         wait_for(lambda: self.server.started, 60, "the server to start")
@@ -220,3 +222,63 @@ def test_a_request_in_the_lane_is_answered_when_the_server_stops(repo: Path) -> 
     assert answers and answers[0].status_code == 200, answers
     assert answers[0].headers["connection"] == "close"
     assert answers[0].json()["outputs"][0]["data"] == [2.0]
+
+
+def test_an_idle_connection_is_closed_after_the_keep_alive_timeout_and_a_busy_one_is_not(repo: Path) -> None:
+    running = _Running(repo, keep_alive_s=1)
+    try:
+        with socket.create_connection(("127.0.0.1", running.port), timeout=30) as busy, \
+                socket.create_connection(("127.0.0.1", running.port), timeout=30) as idle:
+            idle.sendall(_request(INFER.format("scale"), _scale_body()))
+            assert read_answer(idle, bytearray())[0] == 200
+            answered = time.monotonic()
+            buffer = bytearray()
+            while time.monotonic() - answered < 2.5:  # a request every 0.3 s: never idle for the timeout
+                busy.sendall(_request(INFER.format("scale"), _scale_body()))
+                assert read_answer(busy, buffer)[0] == 200
+                time.sleep(0.3)
+            idle.settimeout(5)
+            assert idle.recv(1024) == b""  # closed by the server meanwhile
+            busy.sendall(_request(INFER.format("scale"), _scale_body()))
+            assert read_answer(busy, buffer)[0] == 200
+            # a request whose head is half sent is not idle: it is answered once the rest comes
+            busy.sendall(_request(INFER.format("scale"), _scale_body())[:20])
+            time.sleep(1.5)
+            busy.sendall(_request(INFER.format("scale"), _scale_body())[20:])
+            assert read_answer(busy, buffer)[0] == 200
+    finally:
+        running.stop()
+
+
+def _refused(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return True
+    return False
+
+
+def test_a_request_whose_body_is_still_coming_when_the_server_stops_is_answered(repo: Path) -> None:
+    running = _Running(repo)
+    request = _request(INFER.format("scale"), _scale_body(2, 4.0))
+    stopper = threading.Thread(target=running.stop)
+    try:
+        with socket.create_connection(("127.0.0.1", running.port), timeout=30) as sock:
+            sock.sendall(request[:-10])  # the head and most of the body
+            wait_for(lambda: read_server_connections(running) == 1, 30, "the server to have the request")
+            stopper.start()
+            wait_for(lambda: _refused(running.port), 30, "the server to stop taking connections")
+            sock.sendall(request[-10:])
+            status, headers, payload = read_answer(sock, bytearray())
+            assert status == 200 and headers["connection"] == "close", payload
+            assert orjson.loads(payload)["outputs"][0]["data"] == [8.0] * 6
+            assert sock.recv(1024) == b""
+    finally:
+        if stopper.ident is not None:
+            stopper.join(60)
+        else:
+            running.stop()
+
+
+def read_server_connections(running: _Running) -> int:
+    return len(running.server.server_state.connections)
