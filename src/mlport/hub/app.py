@@ -18,6 +18,7 @@ from starlette.responses import Response
 from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from mlport.core import heap
 from mlport.errors import MlportError
 from mlport.hub.api import api_routes, json_response
 from mlport.hub.console.pages import console_routes, public_names
@@ -234,9 +235,9 @@ def build_app(hub: Hub, access_log: AccessLog | None = None) -> Starlette:
         await hub.start()
         grpc_gateway = None
         # what is alive after start-up lives as long as the hub: the collector's full passes (pauses in the
-        # gateway's tail latency) need not walk it again and again
+        # gateway's tail latency) need not walk it again and again; young collections far apart (see core.heap)
         gc.collect()
-        gc.freeze()
+        heap.settle()
         try:
             grpc_gateway = await start_grpc_gateway(hub, metrics.count_gateway)
             yield

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -14,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from mlport.core import heap
 from mlport.errors import MlportError
 from mlport.observability.metrics import CONTENT_TYPE_LATEST
 from mlport.protocols.http import routes_drift, routes_explain, routes_native, routes_oip
@@ -69,8 +69,8 @@ async def _poll(state: AppState) -> None:
         log.exception("the first repository scan failed")
     state.manager.mark_scanned()
     # what is alive now (libraries, loaded models) lives as long as the server: the garbage collector's
-    # full passes need not walk it again and again
-    gc.freeze()
+    # full passes need not walk it again and again; young collections far apart (see core.heap)
+    heap.settle()
     while state.poll_interval_s > 0:
         await asyncio.sleep(state.poll_interval_s)
         try:

@@ -47,15 +47,20 @@ class _Lane:
     """The request the lane serves, as uvicorn's protocol sees its current cycle: whether its answer is complete,
     whether the client left (``disconnected``, then ``message_event.set()``), whether the connection is kept."""
 
-    __slots__ = ("disconnected", "gone", "keep_alive", "message_event", "response_complete", "task")
+    __slots__ = ("disconnected", "gone", "keep_alive", "response_complete", "task")
 
     def __init__(self, keep_alive: bool) -> None:
         self.response_complete = False
         self.disconnected = False
         self.keep_alive = keep_alive
-        self.message_event = self
         self.gone: asyncio.Future[None] | None = None
         self.task: asyncio.Task[None] | None = None
+
+    @property
+    def message_event(self) -> _Lane:
+        """What uvicorn sets when the connection is lost: the lane itself (a property: an attribute would make
+        each lane a reference cycle, left to the garbage collector with its task)."""
+        return self
 
     def set(self) -> None:
         """The connection was lost (uvicorn sets its cycle's event)."""
@@ -206,6 +211,7 @@ class RuntimeHttpProtocol(CoalescingHttpProtocol):
                                             lane.keep_alive), lane.keep_alive)
         finally:
             self.tasks.discard(lane.task)
+            lane.task = None
 
     def _write_answer(self, answer: bytes, keep_alive: bool) -> None:
         write_now(self.transport, answer)

@@ -3,6 +3,7 @@ hands everything else, in order, to the app; against a real uvicorn server on a 
 
 from __future__ import annotations
 
+import gc
 import socket
 import threading
 import time
@@ -282,3 +283,24 @@ def test_a_request_whose_body_is_still_coming_when_the_server_stops_is_answered(
 
 def read_server_connections(running: _Running) -> int:
     return len(running.server.server_state.connections)
+
+
+def test_requests_in_the_lane_leave_no_reference_cycles(server: _Running) -> None:
+    """Everything a lane request made is freed by reference counts: nothing waits for the garbage collector
+    (a lane referring to itself once left its task, coroutine and context to it, one set per request)."""
+    gc.collect()
+    gc.disable()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            for _ in range(50):
+                assert client.post(INFER.format("scale"), content=_scale_body(),
+                                   headers={"content-type": "application/json"}).status_code == 200
+        gc.collect()
+        left = [type(o).__qualname__ for o in gc.garbage
+                if type(o).__module__.startswith("mlport") or type(o).__qualname__ in ("Task", "coroutine")]
+        assert not left, left[:20]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
