@@ -55,8 +55,8 @@ class Held:
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-def infer_target(url: bytes) -> Held | None:
-    """A :class:`Held` for an OIP infer URL; ``None`` for any other (or a percent-encoded one)."""
+def infer_target(url: bytes) -> tuple[str, str, str | None] | None:
+    """``(path, model, version)`` of an OIP infer URL; ``None`` for any other (or a percent-encoded one)."""
     try:
         path = httptools.parse_url(url).path.decode("ascii")
     except (httptools.HttpParserInvalidURLError, UnicodeDecodeError):
@@ -64,7 +64,7 @@ def infer_target(url: bytes) -> Held | None:
     if "%" in path:
         return None
     found = INFER_PATH.fullmatch(path)
-    return None if found is None else Held(path, found[1], found[2])
+    return None if found is None else (path, found[1], found[2])
 
 
 def refusal_answer(service: InferenceService, held: Held, headers: list[tuple[bytes, bytes]],

@@ -108,7 +108,6 @@ class InferHead:
             request_id = new_request_id()  # the access log's line, the answer's id and an error's x-request-id agree
         self.request_id: str | None = request_id
 
-
     def arguments(self) -> tuple[int | None, str | None, str | None, float | None]:
         """:func:`routes_oip.run_infer`'s header length, request id, routing key and timeout (checked)."""
         routing_key = self.routing_key

@@ -83,7 +83,7 @@ class RuntimeHttpProtocol(CoalescingHttpProtocol):
 
     state: AppState | None = None
     #: The targets of URLs seen (shared by the connections of one server: see :func:`runtime_protocol`).
-    _targets: dict[bytes, Held | None] = {}
+    _targets: dict[bytes, tuple[str, str, str | None] | None] = {}
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
@@ -170,12 +170,14 @@ class RuntimeHttpProtocol(CoalescingHttpProtocol):
 
     def _target(self, url: bytes) -> Held | None:
         """A :class:`Held` for an OIP infer URL (the model and version read from a URL once), else ``None``."""
-        known = self._targets.get(url)
-        if known is None:
-            if len(self._targets) >= _MAX_TARGETS:
-                self._targets.clear()
-            known = self._targets[url] = infer_target(url)
-        return None if known is None else Held(known.path, known.name, known.version)
+        targets = self._targets
+        if url in targets:
+            known = targets[url]
+        else:
+            if len(targets) >= _MAX_TARGETS:
+                targets.clear()
+            known = targets[url] = infer_target(url)
+        return None if known is None else Held(*known)
 
     def _hand_on(self, held: Held) -> None:
         """The held request to the app, as if its head had just been read and its body were arriving."""

@@ -6,7 +6,6 @@ from __future__ import annotations
 import gc
 import socket
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -225,26 +224,45 @@ def test_a_request_in_the_lane_is_answered_when_the_server_stops(repo: Path) -> 
     assert answers[0].json()["outputs"][0]["data"] == [2.0]
 
 
+def _closed_by_server(sock: socket.socket) -> bool:
+    """Whether the server closed ``sock`` (read at once, without waiting)."""
+    sock.setblocking(False)
+    try:
+        return sock.recv(1024) == b""
+    except BlockingIOError:
+        return False
+    finally:
+        sock.setblocking(True)
+
+
+def _idle_connection(running: _Running) -> socket.socket:
+    """A connection that had one answer and then stays idle."""
+    sock = socket.create_connection(("127.0.0.1", running.port), timeout=30)
+    sock.sendall(_request(INFER.format("scale"), _scale_body()))
+    assert read_answer(sock, bytearray())[0] == 200
+    return sock
+
+
 def test_an_idle_connection_is_closed_after_the_keep_alive_timeout_and_a_busy_one_is_not(repo: Path) -> None:
     running = _Running(repo, keep_alive_s=1)
     try:
-        with socket.create_connection(("127.0.0.1", running.port), timeout=30) as busy, \
-                socket.create_connection(("127.0.0.1", running.port), timeout=30) as idle:
-            idle.sendall(_request(INFER.format("scale"), _scale_body()))
-            assert read_answer(idle, bytearray())[0] == 200
-            answered = time.monotonic()
+        with socket.create_connection(("127.0.0.1", running.port), timeout=30) as busy:
             buffer = bytearray()
-            while time.monotonic() - answered < 2.5:  # a request every 0.3 s: never idle for the timeout
-                busy.sendall(_request(INFER.format("scale"), _scale_body()))
-                assert read_answer(busy, buffer)[0] == 200
-                time.sleep(0.3)
-            idle.settimeout(5)
-            assert idle.recv(1024) == b""  # closed by the server meanwhile
+            with _idle_connection(running) as idle:
+                sent = 0
+                # requests back to back on one connection until the server has closed the idle one
+                while not _closed_by_server(idle):
+                    busy.sendall(_request(INFER.format("scale"), _scale_body()))
+                    assert read_answer(busy, buffer)[0] == 200
+                    sent += 1
+                    assert sent < 100_000, "the idle connection was never closed"
             busy.sendall(_request(INFER.format("scale"), _scale_body()))
             assert read_answer(busy, buffer)[0] == 200
-            # a request whose head is half sent is not idle: it is answered once the rest comes
-            busy.sendall(_request(INFER.format("scale"), _scale_body())[:20])
-            time.sleep(1.5)
+            # a request whose head is half sent is not idle: it is answered once the rest comes, even after a
+            # connection left idle at the same moment was closed for its idleness
+            with _idle_connection(running) as idle:
+                busy.sendall(_request(INFER.format("scale"), _scale_body())[:20])
+                wait_for(lambda: _closed_by_server(idle), 30, "the idle connection to be closed")
             busy.sendall(_request(INFER.format("scale"), _scale_body())[20:])
             assert read_answer(busy, buffer)[0] == 200
     finally:
